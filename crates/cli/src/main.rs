@@ -1,1 +1,27 @@
-fn main() {}
+//! `twin`: the one binary of the project. Each subcommand is a thin wrapper that parses
+//! its arguments and calls a library crate; errors become a message and exit code 2
+//! (bad arguments, from clap) or 1 (the run failed).
+
+mod affinity;
+mod commands;
+mod demo;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = commands::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TWIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match commands::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("twin: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

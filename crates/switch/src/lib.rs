@@ -1,1 +1,99 @@
-//! (placeholder, being written)
+//! The trusted switch: an L2 learning switch between vhost-user client ports and
+//! uplink NICs, and the single data-path thread that moves frames between them.
+//!
+//! Read in this order:
+//! * [`config`]: the ports and uplinks to serve, parsed from the command line;
+//! * [`client_port`]: a client's vhost-user socket, served as a virtio-net device;
+//! * [`uplink`]: a NIC driven by the project's virtio-net driver (`inline` mode);
+//! * [`fdb`]: the MAC learning table;
+//! * [`datapath`]: the loop that moves frames, batched, busy-polling or event-driven;
+//! * [`counters`]: per-port counters, drop reasons and the final report.
+//!
+//! Limits: one queue pair per port; no VLANs, offloads or jumbo frames.
+
+#![deny(missing_docs)]
+
+pub mod client_port;
+pub mod config;
+pub mod counters;
+pub mod datapath;
+pub mod fdb;
+pub mod uplink;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+
+use client_port::{ClientPort, ClientPortError};
+use config::{ConfigError, SwitchConfig};
+use counters::{PortReport, SwitchReport};
+use datapath::{DataPath, DataPathError};
+use fdb::Fdb;
+use uplink::{Uplink, UplinkError};
+
+/// Errors of the switch.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A client port could not be served.
+    #[error(transparent)]
+    ClientPort(#[from] ClientPortError),
+    /// An uplink could not be started.
+    #[error(transparent)]
+    Uplink(#[from] UplinkError),
+    /// The data path failed.
+    #[error(transparent)]
+    DataPath(#[from] DataPathError),
+}
+
+/// Runs the switch until `stop` is set, then returns its counters.
+pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error> {
+    cfg.validate()?;
+    let clients = cfg
+        .clients
+        .iter()
+        .cloned()
+        .map(ClientPort::listen)
+        .collect::<Result<Vec<_>, _>>()?;
+    let uplinks = cfg
+        .uplinks
+        .iter()
+        .cloned()
+        .map(Uplink::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms);
+    let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);
+    dp.run(stop)?;
+    Ok(report(&dp))
+}
+
+/// The counters of every port.
+pub fn report(dp: &DataPath) -> SwitchReport {
+    let clients: BTreeMap<_, _> = dp
+        .clients
+        .iter()
+        .map(|c| {
+            let s = c.handle.stats();
+            let extra = s.drops_by_reason().map(|(k, v)| (k.to_string(), v));
+            let detail = serde_json::to_value(s).unwrap_or_default();
+            let r = PortReport::new(&c.counters, extra, c.connects, c.disconnects, detail);
+            (c.spec.name.clone(), r)
+        })
+        .collect();
+    let uplinks: BTreeMap<_, _> = dp
+        .uplinks
+        .iter()
+        .map(|u| {
+            let r = PortReport::new(
+                &u.counters,
+                std::iter::empty(),
+                u.connects,
+                u.disconnects,
+                u.detail(),
+            );
+            (u.spec.name.clone(), r)
+        })
+        .collect();
+    SwitchReport::new(clients, uplinks, dp.fdb.len(), dp.fdb_full)
+}

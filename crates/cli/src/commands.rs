@@ -1,0 +1,189 @@
+//! The command-line interface: one clap struct per subcommand, and the glue that turns
+//! a SIGINT or SIGTERM into a clean stop followed by a one-line JSON report on stdout.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use switch::config::{ClientSpec, PollMode, SwitchConfig, UplinkSpec};
+use twin_wire::MacAddr;
+
+use crate::{affinity, demo};
+
+/// TwinDrivers: a host-side network I/O plane for VMs. Clients attach over vhost-user,
+/// a trusted switch forwards their frames, and each uplink NIC is driven by a
+/// virtio-net driver written once for every place it can run.
+#[derive(Debug, Parser)]
+#[command(name = "twin", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the switch: serve client ports and drive uplink NICs.
+    Switch(SwitchArgs),
+    /// Run the built-in software NIC (a vhost-user virtio-net device).
+    Nic(NicArgs),
+    /// Generate traffic as a virtio-net driver over vhost-user, then print counters.
+    Gen(GenArgs),
+    /// The main job: a NIC, the switch and two generated clients, with counters printed.
+    Demo(demo::DemoArgs),
+}
+
+/// Options every long-running command shares.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// How the data path waits for work: `busy` (spin, one full core) or `event` (epoll).
+    #[arg(long, default_value = "busy", value_parser = parse_poll)]
+    pub poll: PollMode,
+    /// Pin the data path to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
+fn parse_poll(s: &str) -> Result<PollMode, String> {
+    s.parse()
+}
+
+#[derive(Debug, Args)]
+struct SwitchArgs {
+    /// A client port: NAME=SOCKET[,mac=MAC]. The switch listens on SOCKET as a vhost-user
+    /// virtio-net device. With mac=, that MAC is offered to the client and frames from
+    /// any other source address are dropped. Repeatable.
+    #[arg(long = "client", value_name = "NAME=SOCKET[,mac=MAC]")]
+    clients: Vec<ClientSpec>,
+    /// An uplink: NAME=NIC_SOCKET[,mode=inline]. The switch connects to the NIC's
+    /// vhost-user socket, retrying until it appears. Repeatable.
+    #[arg(long = "uplink", value_name = "NAME=NIC_SOCKET[,mode=inline]")]
+    uplinks: Vec<UplinkSpec>,
+    /// Learned MAC addresses expire after this many seconds without traffic.
+    #[arg(long, default_value_t = 300)]
+    fdb_max_age: u64,
+    /// At most this many learned MAC addresses.
+    #[arg(long, default_value_t = 4096)]
+    fdb_capacity: usize,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct NicArgs {
+    /// The vhost-user socket to listen on.
+    #[arg(long)]
+    socket: PathBuf,
+    /// `sink` counts and drops every frame; `reflect` sends each back with MACs swapped.
+    #[arg(long, value_parser = ["sink", "reflect"])]
+    mode: String,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct GenArgs {
+    /// The vhost-user device socket to drive (a switch client port, a NIC).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Ethernet frame size in bytes, without the virtio-net header (60-1514).
+    #[arg(long)]
+    size: usize,
+    /// Packets per second; omitted means as fast as possible.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// How long to send, in seconds (fractions allowed).
+    #[arg(long)]
+    duration: f64,
+    /// Source MAC address (default 02:00:00:00:00:<id>).
+    #[arg(long)]
+    src_mac: Option<MacAddr>,
+    /// Destination MAC address (default broadcast).
+    #[arg(long)]
+    dst_mac: Option<MacAddr>,
+    /// Generator id, carried in every frame's payload.
+    #[arg(long, default_value_t = 1)]
+    id: u32,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Sets a flag on SIGINT and SIGTERM, so that commands stop cleanly and report.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
+    }
+    Ok(stop)
+}
+
+fn print_json<T: serde::Serialize>(report: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(report)?);
+    Ok(())
+}
+
+fn pin(run: &RunArgs) -> anyhow::Result<()> {
+    if let Some(cpu) = run.cpu {
+        affinity::pin_current_thread(cpu)?;
+    }
+    Ok(())
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Switch(a) => {
+            let cfg = SwitchConfig {
+                clients: a.clients,
+                uplinks: a.uplinks,
+                poll: a.run.poll,
+                fdb_max_age_ms: a.fdb_max_age.saturating_mul(1000),
+                fdb_capacity: a.fdb_capacity,
+            };
+            cfg.validate()?;
+            pin(&a.run)?;
+            let stop = stop_flag()?;
+            let report = switch::run(&cfg, &stop)?;
+            print_json(&report)
+        }
+        Command::Nic(a) => {
+            let mode = match a.mode.as_str() {
+                "reflect" => soft_nic::Mode::Reflect,
+                _ => soft_nic::Mode::Sink,
+            };
+            pin(&a.run)?;
+            let stop = stop_flag()?;
+            let cfg = soft_nic::NicConfig {
+                socket: a.socket,
+                mode,
+                poll: a.run.poll.into(),
+            };
+            let report = soft_nic::run(&cfg, &stop)?;
+            print_json(&report)
+        }
+        Command::Gen(a) => {
+            anyhow::ensure!(
+                a.duration.is_finite() && a.duration > 0.0,
+                "--duration must be a positive number of seconds"
+            );
+            pin(&a.run)?;
+            let stop = stop_flag()?;
+            let cfg = traffic_gen::GenConfig {
+                socket: a.socket,
+                frame_size: a.size,
+                rate_pps: a.rate,
+                duration: Duration::from_secs_f64(a.duration),
+                src_mac: a.src_mac.unwrap_or(MacAddr::local(a.id)),
+                dst_mac: a.dst_mac.unwrap_or(MacAddr::BROADCAST),
+                id: a.id,
+                poll: a.run.poll.into(),
+                ..Default::default()
+            };
+            let report = traffic_gen::run(&cfg, &stop)?;
+            print_json(&report)
+        }
+        Command::Demo(a) => demo::run(a),
+    }
+}

@@ -1,0 +1,325 @@
+//! The switch's configuration: its client ports and uplinks, as given on the command
+//! line (`--client NAME=SOCKET[,mac=MAC]`, `--uplink NAME=NIC_SOCKET[,mode=inline]`).
+//!
+//! Parsing is strict: an unknown key, an empty name, a duplicate name or socket, or a
+//! mode that does not exist is an error with a message that names the offending
+//! option, never a silent default.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Serialize;
+use twin_wire::MacAddr;
+
+/// Errors in a port or uplink specification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The text has no `NAME=` part.
+    #[error("{spec:?}: expected NAME=SOCKET[,key=value...]")]
+    MissingName {
+        /// The specification as given.
+        spec: String,
+    },
+    /// The name is empty or has characters other than letters, digits, `-`, `_`, `.`.
+    #[error("{spec:?}: a name must be 1-32 letters, digits, '-', '_' or '.'")]
+    BadName {
+        /// The specification as given.
+        spec: String,
+    },
+    /// The socket path is empty.
+    #[error("{spec:?}: the socket path is empty")]
+    EmptySocket {
+        /// The specification as given.
+        spec: String,
+    },
+    /// A `key=value` option that this kind of port does not have.
+    #[error("{spec:?}: unknown option {key:?} (allowed: {allowed})")]
+    UnknownOption {
+        /// The specification as given.
+        spec: String,
+        /// The key.
+        key: String,
+        /// The keys that are allowed.
+        allowed: &'static str,
+    },
+    /// A value that does not parse.
+    #[error("{spec:?}: bad value for {key}: {reason}")]
+    BadValue {
+        /// The specification as given.
+        spec: String,
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Two ports share a name.
+    #[error("the name {0:?} is used twice")]
+    DuplicateName(String),
+    /// Two ports share a socket path.
+    #[error("the socket {0:?} is used twice")]
+    DuplicateSocket(PathBuf),
+    /// Nothing to switch.
+    #[error("give at least one --client or --uplink")]
+    NoPorts,
+}
+
+/// Where an uplink's driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkMode {
+    /// The driver runs inside the switch process, with direct access to its region.
+    #[default]
+    Inline,
+}
+
+impl FromStr for UplinkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inline" => Ok(UplinkMode::Inline),
+            "domain" | "twin" => Err(format!("mode {s:?} is not available yet (only inline)")),
+            _ => Err(format!("unknown mode {s:?} (known: inline)")),
+        }
+    }
+}
+
+impl fmt::Display for UplinkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UplinkMode::Inline => "inline",
+        })
+    }
+}
+
+/// A client port: a vhost-user socket the switch serves as a virtio-net device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientSpec {
+    /// Port name, used in counters and logs.
+    pub name: String,
+    /// The vhost-user socket the switch listens on.
+    pub socket: PathBuf,
+    /// The client's MAC address. When set, it is offered to the client in the
+    /// device config space and frames with any other source address are dropped
+    /// (anti-spoofing).
+    pub mac: Option<MacAddr>,
+}
+
+/// An uplink: a NIC reached as a vhost-user frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UplinkSpec {
+    /// Uplink name, used in counters and logs.
+    pub name: String,
+    /// The NIC's vhost-user socket; the switch connects to it, retrying until it exists.
+    pub socket: PathBuf,
+    /// Where the driver runs.
+    pub mode: UplinkMode,
+}
+
+fn split_spec(spec: &str) -> Result<(String, PathBuf, Vec<(&str, &str)>), ConfigError> {
+    let (name, rest) = spec.split_once('=').ok_or_else(|| ConfigError::MissingName {
+        spec: spec.to_string(),
+    })?;
+    let name_ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(ConfigError::BadName {
+            spec: spec.to_string(),
+        });
+    }
+    let mut parts = rest.split(',');
+    let socket = parts.next().unwrap_or_default();
+    if socket.is_empty() {
+        return Err(ConfigError::EmptySocket {
+            spec: spec.to_string(),
+        });
+    }
+    let mut opts = Vec::new();
+    for p in parts {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        opts.push((k, v));
+    }
+    Ok((name.to_string(), PathBuf::from(socket), opts))
+}
+
+impl FromStr for ClientSpec {
+    type Err = ConfigError;
+    fn from_str(spec: &str) -> Result<Self, ConfigError> {
+        let (name, socket, opts) = split_spec(spec)?;
+        let mut mac = None;
+        for (k, v) in opts {
+            match k {
+                "mac" => {
+                    mac = Some(v.parse().map_err(|e: twin_wire::ether::ParseMacError| {
+                        ConfigError::BadValue {
+                            spec: spec.to_string(),
+                            key: "mac",
+                            reason: e.to_string(),
+                        }
+                    })?)
+                }
+                _ => {
+                    return Err(ConfigError::UnknownOption {
+                        spec: spec.to_string(),
+                        key: k.to_string(),
+                        allowed: "mac",
+                    })
+                }
+            }
+        }
+        Ok(ClientSpec { name, socket, mac })
+    }
+}
+
+impl FromStr for UplinkSpec {
+    type Err = ConfigError;
+    fn from_str(spec: &str) -> Result<Self, ConfigError> {
+        let (name, socket, opts) = split_spec(spec)?;
+        let mut mode = UplinkMode::default();
+        for (k, v) in opts {
+            match k {
+                "mode" => {
+                    mode = v.parse().map_err(|reason| ConfigError::BadValue {
+                        spec: spec.to_string(),
+                        key: "mode",
+                        reason,
+                    })?
+                }
+                _ => {
+                    return Err(ConfigError::UnknownOption {
+                        spec: spec.to_string(),
+                        key: k.to_string(),
+                        allowed: "mode",
+                    })
+                }
+            }
+        }
+        Ok(UplinkSpec { name, socket, mode })
+    }
+}
+
+/// How the data-path thread waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PollMode {
+    /// Spin on the rings; peers are asked never to notify. Lowest latency, one core.
+    #[default]
+    Busy,
+    /// Sleep in epoll on kick and call eventfds when there is no work.
+    Event,
+}
+
+impl FromStr for PollMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "busy" => Ok(PollMode::Busy),
+            "event" => Ok(PollMode::Event),
+            _ => Err(format!("unknown poll mode {s:?} (known: busy, event)")),
+        }
+    }
+}
+
+/// Everything the switch needs to start.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchConfig {
+    /// Client ports.
+    pub clients: Vec<ClientSpec>,
+    /// Uplinks.
+    pub uplinks: Vec<UplinkSpec>,
+    /// How the data path waits.
+    pub poll: PollMode,
+    /// Learned addresses expire after this many milliseconds without traffic.
+    pub fdb_max_age_ms: u64,
+    /// At most this many learned addresses.
+    pub fdb_capacity: usize,
+}
+
+impl SwitchConfig {
+    /// Checks the whole configuration: at least one port, unique names and sockets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.clients.is_empty() && self.uplinks.is_empty() {
+            return Err(ConfigError::NoPorts);
+        }
+        let mut names = HashSet::new();
+        let mut sockets = HashSet::new();
+        let all = self
+            .clients
+            .iter()
+            .map(|c| (&c.name, &c.socket))
+            .chain(self.uplinks.iter().map(|u| (&u.name, &u.socket)));
+        for (name, socket) in all {
+            if !names.insert(name) {
+                return Err(ConfigError::DuplicateName(name.clone()));
+            }
+            if !sockets.insert(socket) {
+                return Err(ConfigError::DuplicateSocket(socket.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_and_uplink() {
+        let c: ClientSpec = "vm1=/tmp/vm1.sock,mac=52:54:00:00:00:01".parse().unwrap();
+        assert_eq!(c.name, "vm1");
+        assert_eq!(c.socket, PathBuf::from("/tmp/vm1.sock"));
+        assert_eq!(c.mac, Some("52:54:00:00:00:01".parse().unwrap()));
+        let u: UplinkSpec = "up0=/tmp/nic.sock,mode=inline".parse().unwrap();
+        assert_eq!(u.mode, UplinkMode::Inline);
+        let u: UplinkSpec = "up0=/tmp/nic.sock".parse().unwrap();
+        assert_eq!(u.mode, UplinkMode::Inline);
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_reasons() {
+        let e = "/tmp/x.sock".parse::<ClientSpec>().unwrap_err();
+        assert!(matches!(e, ConfigError::MissingName { .. }), "{e}");
+        assert!(matches!(
+            "=/x".parse::<ClientSpec>().unwrap_err(),
+            ConfigError::BadName { .. }
+        ));
+        assert!(matches!(
+            "a=".parse::<ClientSpec>().unwrap_err(),
+            ConfigError::EmptySocket { .. }
+        ));
+        assert!(matches!(
+            "a=/x,speed=9".parse::<ClientSpec>().unwrap_err(),
+            ConfigError::UnknownOption { .. }
+        ));
+        let e = "a=/x,mode=warp".parse::<UplinkSpec>().unwrap_err();
+        assert!(e.to_string().contains("unknown mode"), "{e}");
+        let e = "a=/x,mac=zz".parse::<ClientSpec>().unwrap_err();
+        assert!(e.to_string().contains("invalid MAC"), "{e}");
+    }
+
+    #[test]
+    fn validate_finds_duplicates() {
+        let mut cfg = SwitchConfig {
+            clients: vec!["a=/s1".parse().unwrap(), "b=/s2".parse().unwrap()],
+            uplinks: vec!["a=/s3".parse().unwrap()],
+            poll: PollMode::Busy,
+            fdb_max_age_ms: 300_000,
+            fdb_capacity: 4096,
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::DuplicateName("a".into())));
+        cfg.uplinks = vec!["u=/s1".parse().unwrap()];
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::DuplicateSocket(PathBuf::from("/s1")))
+        );
+        cfg.uplinks.clear();
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.clients.clear();
+        assert_eq!(cfg.validate(), Err(ConfigError::NoPorts));
+    }
+}

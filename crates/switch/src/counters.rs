@@ -1,0 +1,225 @@
+//! Per-port counters of the switch, and the report it prints when it stops.
+//!
+//! "rx" is what the switch received from a port, "tx" what it sent to it. Every frame
+//! the switch does not deliver is counted once, under a [`Drop`] reason, on the port
+//! where the decision was made: the ingress port for frames that are invalid or have
+//! nowhere to go, the egress port for a destination that could not take it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Why the switch dropped a frame. Device-level reasons (bad descriptor chains, no
+/// receive buffers) are counted by the ports themselves and merged into the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Drop {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// Source address is a group address.
+    GroupSource,
+    /// Source address differs from the port's configured MAC (anti-spoofing).
+    SpoofedSource,
+    /// The learned destination is the ingress port itself.
+    Hairpin,
+    /// No port could take the frame (flood with every other port down).
+    NoDestination,
+    /// The destination client port is not connected or its rings are not ready.
+    DestinationDown,
+    /// The uplink's NIC is not connected.
+    UplinkDown,
+    /// The uplink's transmit ring is full.
+    UplinkRingFull,
+    /// Larger than an uplink buffer.
+    TooBigForUplink,
+}
+
+impl Drop {
+    /// Every reason, in report order.
+    pub const ALL: [Drop; 9] = [
+        Drop::Runt,
+        Drop::GroupSource,
+        Drop::SpoofedSource,
+        Drop::Hairpin,
+        Drop::NoDestination,
+        Drop::DestinationDown,
+        Drop::UplinkDown,
+        Drop::UplinkRingFull,
+        Drop::TooBigForUplink,
+    ];
+
+    /// The reason's name in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Drop::Runt => "runt",
+            Drop::GroupSource => "group_source",
+            Drop::SpoofedSource => "spoofed_source",
+            Drop::Hairpin => "hairpin",
+            Drop::NoDestination => "no_destination",
+            Drop::DestinationDown => "destination_down",
+            Drop::UplinkDown => "uplink_down",
+            Drop::UplinkRingFull => "uplink_ring_full",
+            Drop::TooBigForUplink => "too_big_for_uplink",
+        }
+    }
+}
+
+/// Counters of one port, owned by the data-path thread (plain integers, no atomics).
+#[derive(Debug, Default, Clone)]
+pub struct PortCounters {
+    /// Frames received from the port.
+    pub rx_packets: u64,
+    /// Bytes received from the port (Ethernet frame, no virtio header).
+    pub rx_bytes: u64,
+    /// Frames sent to the port.
+    pub tx_packets: u64,
+    /// Bytes sent to the port.
+    pub tx_bytes: u64,
+    drops: [u64; Drop::ALL.len()],
+}
+
+impl PortCounters {
+    /// Counts one dropped frame.
+    #[inline]
+    pub fn drop(&mut self, why: Drop) {
+        self.drops[why as usize] += 1;
+    }
+
+    /// How many frames were dropped for `why`.
+    pub fn dropped(&self, why: Drop) -> u64 {
+        self.drops[why as usize]
+    }
+
+    /// The non-zero drop counters by name.
+    pub fn drops_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        Drop::ALL
+            .iter()
+            .filter(|d| self.dropped(**d) > 0)
+            .map(|d| (d.as_str(), self.dropped(*d)))
+            .collect()
+    }
+}
+
+/// One port's part of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    /// Frames received from the port.
+    pub rx_packets: u64,
+    /// Bytes received from the port.
+    pub rx_bytes: u64,
+    /// Frames sent to the port.
+    pub tx_packets: u64,
+    /// Bytes sent to the port.
+    pub tx_bytes: u64,
+    /// Dropped frames by reason: the switch's own and the port's device or driver level.
+    pub drops: BTreeMap<String, u64>,
+    /// Times the peer connected.
+    pub connects: u64,
+    /// Times the peer went away.
+    pub disconnects: u64,
+    /// Port- or driver-level details (ring state, driver counters).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+impl PortReport {
+    /// A report from the switch's counters plus the port's own drop reasons.
+    pub fn new(
+        c: &PortCounters,
+        extra_drops: impl IntoIterator<Item = (String, u64)>,
+        connects: u64,
+        disconnects: u64,
+        detail: serde_json::Value,
+    ) -> Self {
+        let mut drops: BTreeMap<String, u64> = c
+            .drops_by_reason()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        for (k, v) in extra_drops {
+            if v > 0 {
+                *drops.entry(k).or_default() += v;
+            }
+        }
+        PortReport {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            drops,
+            connects,
+            disconnects,
+            detail,
+        }
+    }
+}
+
+/// What `twin switch` prints when it stops.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchReport {
+    /// Client ports by name.
+    pub clients: BTreeMap<String, PortReport>,
+    /// Uplinks by name.
+    pub uplinks: BTreeMap<String, PortReport>,
+    /// All drops of all ports, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Addresses in the learning table at the end.
+    pub fdb_entries: usize,
+    /// Source addresses not learned because the table was full.
+    pub fdb_full: u64,
+}
+
+impl SwitchReport {
+    /// Builds the report and the drop totals.
+    pub fn new(
+        clients: BTreeMap<String, PortReport>,
+        uplinks: BTreeMap<String, PortReport>,
+        fdb_entries: usize,
+        fdb_full: u64,
+    ) -> Self {
+        let mut drops = BTreeMap::new();
+        for p in clients.values().chain(uplinks.values()) {
+            for (k, v) in &p.drops {
+                *drops.entry(k.clone()).or_default() += v;
+            }
+        }
+        SwitchReport {
+            clients,
+            uplinks,
+            drops,
+            fdb_entries,
+            fdb_full,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_counted_by_reason_and_totalled() {
+        let mut c = PortCounters::default();
+        c.drop(Drop::Hairpin);
+        c.drop(Drop::Hairpin);
+        c.drop(Drop::Runt);
+        let p = PortReport::new(
+            &c,
+            [("no_rx_buffers".to_string(), 3), ("zero".to_string(), 0)],
+            1,
+            0,
+            serde_json::Value::Null,
+        );
+        assert_eq!(p.drops.get("hairpin"), Some(&2));
+        assert_eq!(p.drops.get("runt"), Some(&1));
+        assert_eq!(p.drops.get("no_rx_buffers"), Some(&3));
+        assert!(!p.drops.contains_key("zero"));
+        let r = SwitchReport::new(
+            [("a".to_string(), p.clone())].into(),
+            [("u".to_string(), p)].into(),
+            0,
+            0,
+        );
+        assert_eq!(r.drops.get("hairpin"), Some(&4));
+    }
+}
