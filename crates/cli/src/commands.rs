@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use switch::config::{ClientSpec, PollMode, SwitchConfig, UplinkSpec};
 use twin_wire::MacAddr;
 
-use crate::{affinity, demo};
+use crate::{affinity, bench, demo};
 
 /// TwinDrivers: a host-side network I/O plane for VMs. Clients attach over vhost-user,
 /// a trusted switch forwards their frames, and each uplink NIC is driven by a
@@ -33,6 +33,8 @@ enum Command {
     Gen(GenArgs),
     /// The main job: a NIC, the switch and two generated clients, with counters printed.
     Demo(demo::DemoArgs),
+    /// Measure throughput and CPU cost of every data path (a benchmark, not a test).
+    Bench(bench::BenchArgs),
 }
 
 /// Options every long-running command shares.
@@ -185,5 +187,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&report)
         }
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

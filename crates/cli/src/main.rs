@@ -3,8 +3,10 @@
 //! (bad arguments, from clap) or 1 (the run failed).
 
 mod affinity;
+mod bench;
 mod commands;
 mod demo;
+mod procs;
 
 use clap::Parser;
 

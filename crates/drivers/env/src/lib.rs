@@ -1,2 +1,174 @@
 #![forbid(unsafe_code)]
-//! (placeholder, being written)
+#![deny(missing_docs)]
+//! The environment a driver is written against.
+//!
+//! A driver of this project never holds a process-local pointer. Everything it owns
+//! (its state, its virtqueues, its DMA buffers) lives in one memory *region*, and the
+//! driver names a byte of it by its **driver-domain address**: the offset of that
+//! byte from the start of the region. The same driver source then runs
+//!
+//! * with a *direct* environment (crate `driver-host`) that maps the region into the
+//!   process and accesses it in place (inline mode, driver domain), and
+//! * later with an *SVM* environment in the switch (the twin), which translates and
+//!   checks every access against a region table.
+//!
+//! The traits here are that seam:
+//!
+//! * [`DriverMem`]: checked loads and stores by driver-domain address, little-endian,
+//!   naturally aligned, with acquire/release variants for ring indices and a full
+//!   fence for EVENT_IDX checks. A bad access is a [`MemFault`], never a panic.
+//! * [`Doorbell`]: notify the device that a queue has new buffers.
+//! * [`Upcalls`]: calls from a twin back into its driver domain. Only a placeholder
+//!   today; a later issue fills it in.
+//! * [`DriverEnv`]: all of the above, what a driver is generic over.
+//!
+//! [`test_env::VecEnv`] is a Vec-backed environment for unit tests (single-threaded,
+//! with optional read-only ranges to provoke permission faults).
+//!
+//! Limits: typed accesses must be naturally aligned (rings are, by the virtio spec);
+//! byte accesses have no alignment rule. The environment guarantees nothing about
+//! *what* the device writes: drivers still validate every value they read back.
+
+use std::fmt;
+
+pub mod test_env;
+
+/// What went wrong with a memory access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The range is not (entirely) inside the region.
+    OutOfBounds,
+    /// The range is inside the region but this access is not permitted there.
+    Permission,
+    /// A typed access whose address is not a multiple of its size.
+    Misaligned,
+    /// The backing memory refused the access for another reason.
+    Backend,
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FaultKind::OutOfBounds => "out of bounds",
+            FaultKind::Permission => "not permitted",
+            FaultKind::Misaligned => "misaligned",
+            FaultKind::Backend => "refused by the backing memory",
+        })
+    }
+}
+
+/// A refused memory access: `len` bytes at driver-domain address `addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("memory fault: {kind} access of {len} bytes at driver address {addr:#x}")]
+pub struct MemFault {
+    /// Driver-domain address (offset in the region) of the access.
+    pub addr: u64,
+    /// Length of the access in bytes.
+    pub len: u64,
+    /// Why it was refused.
+    pub kind: FaultKind,
+}
+
+impl MemFault {
+    /// A fault of `kind` for `len` bytes at `addr`.
+    pub const fn new(addr: u64, len: u64, kind: FaultKind) -> Self {
+        Self { addr, len, kind }
+    }
+}
+
+/// Checks that `[addr, addr + len)` lies in a region of `region_len` bytes and, for a
+/// typed access of `align` bytes, that `addr` is aligned. Returns the start as usize.
+/// Environments use this so they all refuse the same accesses the same way.
+pub fn check_range(addr: u64, len: u64, align: u64, region_len: u64) -> Result<usize, MemFault> {
+    if align > 1 && addr % align != 0 {
+        return Err(MemFault::new(addr, len, FaultKind::Misaligned));
+    }
+    match addr.checked_add(len) {
+        Some(end) if end <= region_len => {
+            usize::try_from(addr).map_err(|_| MemFault::new(addr, len, FaultKind::OutOfBounds))
+        }
+        _ => Err(MemFault::new(addr, len, FaultKind::OutOfBounds)),
+    }
+}
+
+/// Checked access to the driver's own region by driver-domain address.
+///
+/// All multi-byte values are little-endian in memory (virtio 1.x). Methods take
+/// `&self`: the region is shared with a device that writes it concurrently.
+pub trait DriverMem {
+    /// Size of the region in bytes; valid addresses are `0..region_len()`.
+    fn region_len(&self) -> u64;
+    /// Reads a `u16` (relaxed ordering).
+    fn read_u16(&self, addr: u64) -> Result<u16, MemFault>;
+    /// Reads a `u32` (relaxed ordering).
+    fn read_u32(&self, addr: u64) -> Result<u32, MemFault>;
+    /// Reads a `u64` (relaxed ordering).
+    fn read_u64(&self, addr: u64) -> Result<u64, MemFault>;
+    /// Writes a `u16` (relaxed ordering).
+    fn write_u16(&self, addr: u64, val: u16) -> Result<(), MemFault>;
+    /// Writes a `u32` (relaxed ordering).
+    fn write_u32(&self, addr: u64, val: u32) -> Result<(), MemFault>;
+    /// Writes a `u64` (relaxed ordering).
+    fn write_u64(&self, addr: u64, val: u64) -> Result<(), MemFault>;
+    /// Reads a `u16` with acquire ordering: later reads see what the writer published
+    /// before its matching release store (a device's `used.idx`).
+    fn load_acquire_u16(&self, addr: u64) -> Result<u16, MemFault>;
+    /// Writes a `u16` with release ordering: earlier writes are visible before it
+    /// (the driver's `avail.idx`).
+    fn store_release_u16(&self, addr: u64, val: u16) -> Result<(), MemFault>;
+    /// A full (sequentially consistent) fence, between publishing an index and
+    /// reading the peer's event index.
+    fn fence(&self);
+    /// Copies `buf.len()` bytes from `addr` into `buf`.
+    fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault>;
+    /// Copies `buf` to `addr`.
+    fn write_bytes(&self, addr: u64, buf: &[u8]) -> Result<(), MemFault>;
+    /// Fills `len` bytes at `addr` with zeroes.
+    fn zero_bytes(&self, addr: u64, len: u64) -> Result<(), MemFault> {
+        const Z: [u8; 64] = [0; 64];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(Z.len() as u64);
+            // n <= 64, fits usize.
+            self.write_bytes(addr + done, &Z[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Notifying the device.
+pub trait Doorbell {
+    /// Tells the device that queue `queue` has new available buffers. Best effort:
+    /// a device that is gone simply does not hear it (the host notices the hang-up
+    /// elsewhere).
+    fn kick(&self, queue: u16);
+}
+
+/// Calls from a twin driver back into its driver domain.
+///
+/// Placeholder: in twin mode, everything that is not fast path (configuration,
+/// link changes, resets, slow-path allocation) becomes an upcall. The upcall set is
+/// derived from the driver in a later issue; today no driver calls one, and the
+/// trait has no methods. Environments that run the driver in its own domain
+/// implement it trivially.
+pub trait Upcalls {}
+
+/// Everything a driver is written against.
+pub trait DriverEnv: DriverMem + Doorbell + Upcalls {}
+
+impl<T: DriverMem + Doorbell + Upcalls> DriverEnv for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_range_rules() {
+        assert_eq!(check_range(8, 8, 8, 16), Ok(8));
+        assert_eq!(check_range(9, 8, 8, 32).unwrap_err().kind, FaultKind::Misaligned);
+        assert_eq!(check_range(16, 8, 8, 16).unwrap_err().kind, FaultKind::OutOfBounds);
+        assert_eq!(check_range(u64::MAX, 2, 1, 16).unwrap_err().kind, FaultKind::OutOfBounds);
+        assert_eq!(check_range(3, 5, 1, 16), Ok(3));
+    }
+}

@@ -1,0 +1,248 @@
+//! `twin bench`: throughput of the data paths that exist, at 64 B and 1500 B, with
+//! the CPU time of every process read from /proc.
+//!
+//! Paths (each a fresh set of processes, pinned as written):
+//! * `native`: `twin gen` (busy, CPU 0) straight into `twin nic` sink (busy, CPU 1);
+//! * `inline`: gen (busy, CPU 0) -> `twin switch` (busy, CPU 1) -> NIC (event, CPU 0);
+//! * `client-port`: DPDK virtio-user txonly (core 0) -> switch (busy, CPU 1), no uplink:
+//!   what one client port can take, to compare with DPDK's own vhost PMD;
+//! * `dpdk`: DPDK virtio-user txonly -> switch -> DPDK net_vhost rxonly;
+//! * `dpdk-ref`: DPDK virtio-user txonly straight into DPDK net_vhost rxonly.
+//!
+//! Mpps is what reached the far end: the NIC's received frames over the generator's
+//! sending time, or for DPDK the median of testpmd's per-second rates. This is a
+//! benchmark, not a test: it reports numbers and asserts nothing about them.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Serialize;
+
+use crate::procs::{median_nonzero, n, testpmd_rates, wait_for_path, Proc};
+
+/// Options of `twin bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Seconds of traffic per run.
+    #[arg(long, default_value_t = 4.0)]
+    duration: f64,
+    /// Frame sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64,1500")]
+    sizes: Vec<usize>,
+    /// Paths to run (native, inline, client-port, dpdk, dpdk-ref).
+    #[arg(long, value_delimiter = ',', default_value = "native,inline,client-port,dpdk,dpdk-ref")]
+    paths: Vec<String>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// One measured run.
+#[derive(Debug, Serialize)]
+struct Sample {
+    path: String,
+    size: usize,
+    mpps: f64,
+    gbps: f64,
+    /// CPU seconds per process during the run.
+    cpu_s: Vec<(String, f64)>,
+    /// CPU seconds per million delivered packets, all processes together.
+    cpu_s_per_mpkt: f64,
+}
+
+struct Scratch(std::path::PathBuf);
+impl Scratch {
+    fn new() -> anyhow::Result<Scratch> {
+        let d = std::env::temp_dir().join(format!("twin-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&d)?;
+        Ok(Scratch(d))
+    }
+    fn sock(&self, n: &str) -> String {
+        let p = self.0.join(n);
+        let _ = std::fs::remove_file(&p);
+        p.to_string_lossy().into_owned()
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sample(path: &str, size: usize, packets: f64, secs: f64, cpu: Vec<(String, f64)>) -> Sample {
+    let mpps = if secs > 0.0 { packets / secs / 1e6 } else { 0.0 };
+    let total_cpu: f64 = cpu.iter().map(|(_, c)| c).sum();
+    Sample {
+        path: path.to_string(),
+        size,
+        mpps,
+        gbps: mpps * 1e6 * size as f64 * 8.0 / 1e9,
+        cpu_s_per_mpkt: if packets > 0.0 { total_cpu / (packets / 1e6) } else { 0.0 },
+        cpu_s: cpu,
+    }
+}
+
+fn gen_args<'a>(sock: &'a str, size: &'a str, dur: &'a str) -> Vec<&'a str> {
+    vec![
+        "gen", "--socket", sock, "--size", size, "--duration", dur, "--cpu", "0",
+        "--dst-mac", "02:00:00:00:00:fe",
+    ]
+}
+
+fn run_native(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
+    let nic_s = s.sock("nic.sock");
+    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "sink", "--cpu", "1"])?;
+    wait_for_path(&nic_s, Duration::from_secs(10))?;
+    let (size_s, dur_s) = (size.to_string(), dur.to_string());
+    let mut gen = Proc::twin("gen", &gen_args(&nic_s, &size_s, &dur_s))?;
+    std::thread::sleep(Duration::from_secs_f64(dur));
+    let (cpu_nic, cpu_gen) = wait_cpu(&mut gen, &nic)?;
+    let g = gen.report(Duration::from_secs(30))?;
+    let r = nic.stop_report()?;
+    let secs = g.pointer("/duration_s").and_then(|v| v.as_f64()).unwrap_or(dur);
+    let cpu = vec![("gen".into(), cpu_gen), ("nic".into(), cpu_nic)];
+    Ok(sample("native", size, n(&r, "/rx_packets") as f64, secs, cpu))
+}
+
+/// Waits for the generator's last moments and reads CPU times just before it exits.
+fn wait_cpu(gen: &mut Proc, other: &Proc) -> anyhow::Result<(f64, f64)> {
+    // The generator may still be draining; its CPU time is read at the last moment
+    // the process is certainly alive, right after the traffic time.
+    let cg = gen.cpu_seconds();
+    Ok((other.cpu_seconds(), cg))
+}
+
+fn run_inline(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
+    let (nic_s, c1_s) = (s.sock("nic.sock"), s.sock("c1.sock"));
+    let mut nic = Proc::twin(
+        "nic",
+        &["nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event", "--cpu", "0"],
+    )?;
+    let c1 = format!("c1={c1_s}");
+    let up = format!("u0={nic_s}");
+    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--cpu", "1"])?;
+    wait_for_path(&c1_s, Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (size_s, dur_s) = (size.to_string(), dur.to_string());
+    let sw_cpu0 = sw.cpu_seconds();
+    let mut gen = Proc::twin("gen", &gen_args(&c1_s, &size_s, &dur_s))?;
+    std::thread::sleep(Duration::from_secs_f64(dur));
+    let (cpu_sw, cpu_gen) = wait_cpu(&mut gen, &sw)?;
+    let cpu_nic = nic.cpu_seconds();
+    let g = gen.report(Duration::from_secs(30))?;
+    let _ = sw.stop_report()?;
+    let r = nic.stop_report()?;
+    let secs = g.pointer("/duration_s").and_then(|v| v.as_f64()).unwrap_or(dur);
+    let cpu = vec![
+        ("gen".into(), cpu_gen),
+        ("switch".into(), cpu_sw - sw_cpu0),
+        ("nic".into(), cpu_nic),
+    ];
+    Ok(sample("inline", size, n(&r, "/rx_packets") as f64, secs, cpu))
+}
+
+/// DPDK runs: the rate is the median of testpmd's per-second figures.
+fn run_dpdk(s: &Scratch, path: &str, size: usize, dur: f64) -> anyhow::Result<Sample> {
+    let (nic_s, c1_s) = (s.sock("nic.sock"), s.sock("c1.sock"));
+    let txpkts = format!("--txpkts={size}");
+    let mut procs: Vec<(String, Proc)> = Vec::new();
+    let client_sock = match path {
+        "dpdk-ref" => nic_s.clone(),
+        _ => c1_s.clone(),
+    };
+    if path != "client-port" {
+        let vdev = format!("net_vhost0,iface={nic_s},queues=1");
+        let nic = Proc::testpmd("nic", 1, &vdev, &["--forward-mode=rxonly"])?;
+        wait_for_path(&nic_s, Duration::from_secs(20))?;
+        procs.push(("testpmd-nic".into(), nic));
+    }
+    if path != "dpdk-ref" {
+        let c1 = format!("c1={c1_s}");
+        let up = format!("u0={nic_s}");
+        let mut args = vec!["switch", "--client", c1.as_str(), "--cpu", "1"];
+        if path == "dpdk" {
+            args.extend(["--uplink", up.as_str()]);
+        }
+        let sw = Proc::twin("switch", &args)?;
+        wait_for_path(&c1_s, Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_millis(500));
+        procs.push(("switch".into(), sw));
+    }
+    let vdev = format!("net_virtio_user0,path={client_sock},queues=1");
+    let client = Proc::testpmd("cl", 1, &vdev, &["--forward-mode=txonly", &txpkts])?;
+    procs.push(("testpmd-client".into(), client));
+    let start_cpu: Vec<f64> = procs.iter().map(|(_, p)| p.cpu_seconds()).collect();
+    std::thread::sleep(Duration::from_secs_f64(dur + 1.0));
+    let cpu: Vec<(String, f64)> = procs
+        .iter()
+        .zip(start_cpu)
+        .map(|((name, p), c0)| (name.clone(), p.cpu_seconds() - c0))
+        .collect();
+    let outputs: Vec<(String, String)> = procs
+        .iter_mut()
+        .rev()
+        .map(|(name, p)| {
+            p.interrupt();
+            (name.clone(), p.wait(Duration::from_secs(15)).unwrap_or_default())
+        })
+        .collect();
+    let find = |want: &str| outputs.iter().find(|(n, _)| n == want).map(|(_, o)| o.as_str());
+    let pps = match path {
+        "client-port" => {
+            let out = find("testpmd-client").context("no client output")?;
+            median_nonzero(testpmd_rates(out, 0).into_iter().map(|(_, tx)| tx).collect())
+        }
+        _ => {
+            let out = find("testpmd-nic").context("no NIC output")?;
+            median_nonzero(testpmd_rates(out, 0).into_iter().map(|(rx, _)| rx).collect())
+        }
+    };
+    // CPU per packet over the measured window: rate times the window.
+    let packets = pps as f64 * (dur + 1.0);
+    Ok(sample(path, size, pps as f64, 1.0, cpu)).map(|mut s| {
+        let total: f64 = s.cpu_s.iter().map(|(_, c)| c).sum();
+        s.cpu_s_per_mpkt = if packets > 0.0 { total / (packets / 1e6) } else { 0.0 };
+        s
+    })
+}
+
+/// Runs the benchmark and prints a table.
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if !(a.duration.is_finite() && a.duration >= 1.0) {
+        bail!("--duration must be at least 1 second");
+    }
+    let s = Scratch::new()?;
+    let mut results = Vec::new();
+    println!(
+        "{:<12} {:>6} {:>8} {:>8} {:>14}  cpu seconds per process",
+        "path", "size", "Mpps", "Gbit/s", "cpu_s/Mpkt"
+    );
+    for path in &a.paths {
+        for &size in &a.sizes {
+            let r = match path.as_str() {
+                "native" => run_native(&s, size, a.duration),
+                "inline" => run_inline(&s, size, a.duration),
+                "client-port" | "dpdk" | "dpdk-ref" => run_dpdk(&s, path, size, a.duration),
+                other => bail!("unknown path {other:?}"),
+            }
+            .with_context(|| format!("{path} at {size} B"))?;
+            let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n}={c:.2}")).collect();
+            println!(
+                "{:<12} {:>6} {:>8.2} {:>8.2} {:>14.3}  {}",
+                r.path,
+                r.size,
+                r.mpps,
+                r.gbps,
+                r.cpu_s_per_mpkt,
+                cpu.join(" ")
+            );
+            results.push(r);
+        }
+    }
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Child processes of the demo and the benchmark: `twin` subcommands and DPDK
+//! testpmd, each owned by a guard that interrupts and reaps it when dropped, with its
+//! CPU time read from /proc before it exits.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// A running child process whose stdout is collected by a reader thread.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    out: Arc<Mutex<String>>,
+    hugepage_prefix: Option<String>,
+}
+
+/// Clock ticks per second for /proc/PID/stat (USER_HZ; 100 on every Linux/x86 build).
+const USER_HZ: f64 = 100.0;
+
+impl Proc {
+    fn spawn_cmd(name: &str, mut cmd: Command) -> anyhow::Result<Proc> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TWIN_CHILD_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let out = Arc::new(Mutex::new(String::new()));
+        if let Some(so) = child.stdout.take() {
+            let sink = Arc::clone(&out);
+            std::thread::spawn(move || {
+                for line in BufReader::new(so).lines().map_while(Result::ok) {
+                    if let Ok(mut s) = sink.lock() {
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                }
+            });
+        }
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            out,
+            hugepage_prefix: None,
+        })
+    }
+
+    /// Starts this binary with `args`; its log goes to stderr of the parent only when
+    /// `TWIN_CHILD_LOG` is set.
+    pub fn twin(name: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        let exe = std::env::current_exe().context("cannot find the twin binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args);
+        let mut p = Proc::spawn_cmd(name, cmd)?;
+        p.name = name.to_string();
+        Ok(p)
+    }
+
+    /// Starts DPDK testpmd with a private hugepage file prefix.
+    pub fn testpmd(name: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> anyhow::Result<Proc> {
+        let prefix = format!("twb{name}{}", std::process::id());
+        let mut cmd = Command::new("dpdk-testpmd");
+        cmd.args(["-l", "0,1", "--main-lcore", &main_lcore.to_string(), "--no-pci"])
+            .args(["--single-file-segments", "--file-prefix", &prefix, "-m", "512"])
+            .args(["--vdev", vdev, "--", "--auto-start", "--nb-cores=1"])
+            .args(["--total-num-mbufs=16384", "--stats-period", "1"])
+            .args(fwd);
+        let mut p = Proc::spawn_cmd(name, cmd)
+            .context("dpdk-testpmd is needed; run scripts/setup-host.sh")?;
+        p.hugepage_prefix = Some(prefix);
+        Ok(p)
+    }
+
+    /// The stdout collected so far.
+    pub fn output(&self) -> String {
+        self.out.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
+    pub fn cpu_seconds(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return 0.0;
+        };
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return 0.0;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / USER_HZ
+    }
+
+    /// Sends SIGINT.
+    pub fn interrupt(&self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        }
+    }
+
+    /// Waits for the exit; returns all of stdout.
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if start.elapsed() > timeout {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader thread take the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        let out = self.output();
+        if !status.success() {
+            bail!("{} failed: {status}; output: {out}", self.name);
+        }
+        Ok(out)
+    }
+
+    /// Waits for the exit and parses the last line of stdout as the JSON report.
+    pub fn report(&mut self, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+        let out = self.wait(timeout)?;
+        out.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .with_context(|| format!("{} printed no JSON report: {out:?}", self.name))
+    }
+
+    /// SIGINT, then the report.
+    pub fn stop_report(&mut self) -> anyhow::Result<serde_json::Value> {
+        self.interrupt();
+        self.report(Duration::from_secs(15))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.interrupt();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(prefix) = &self.hugepage_prefix {
+            if let Ok(dir) = std::fs::read_dir("/dev/hugepages") {
+                for e in dir.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(prefix.as_str()) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits until a socket file exists.
+pub fn wait_for_path(path: &str, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !Path::new(path).exists() {
+        if start.elapsed() > timeout {
+            bail!("{path} did not appear within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A counter from a JSON report, or 0.
+pub fn n(v: &serde_json::Value, pointer: &str) -> u64 {
+    v.pointer(pointer).and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+/// The per-second packet rates testpmd printed for `port` (`--stats-period 1`),
+/// as (rx_pps, tx_pps) pairs in order.
+pub fn testpmd_rates(out: &str, port: u32) -> Vec<(u64, u64)> {
+    let marker = format!("NIC statistics for port {port} ");
+    let mut rates = Vec::new();
+    let mut in_port = false;
+    let mut rx = None;
+    for line in out.lines() {
+        if line.contains("NIC statistics for port") {
+            in_port = line.contains(&marker);
+            continue;
+        }
+        if !in_port {
+            continue;
+        }
+        let l = line.trim_start();
+        if let Some(v) = l.strip_prefix("Rx-pps:") {
+            rx = v.split_whitespace().next().and_then(|x| x.parse().ok());
+        } else if let Some(v) = l.strip_prefix("Tx-pps:") {
+            let tx = v.split_whitespace().next().and_then(|x| x.parse().ok());
+            if let (Some(r), Some(t)) = (rx.take(), tx) {
+                rates.push((r, t));
+            }
+        }
+    }
+    rates
+}
+
+/// The median of the non-zero values, or 0.
+pub fn median_nonzero(mut v: Vec<u64>) -> u64 {
+    v.retain(|x| *x > 0);
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[v.len() / 2]
+}

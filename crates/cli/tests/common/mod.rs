@@ -1,0 +1,283 @@
+//! Shared harness of the end-to-end tests: starts real processes (`twin` subcommands
+//! and DPDK `dpdk-testpmd`), stops them with SIGINT, and reads their counters.
+//!
+//! Every process is owned by a guard that interrupts, then kills, and reaps it when
+//! dropped, so a failing assertion leaves nothing running. Only processes started
+//! here are ever signalled, by their own PID.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// End-to-end tests busy-poll; on two cores they must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the machine for one test.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A scratch directory removed at the end of the test.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("twin-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create scratch dir");
+        Scratch(d)
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running child process.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    stdout: String,
+    hugepage_prefix: Option<String>,
+}
+
+fn sigint(child: &Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+    }
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            stdout: String::new(),
+            hugepage_prefix: None,
+        }
+    }
+
+    /// Starts `twin ARGS...`.
+    pub fn twin(name: &str, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_twin"));
+        cmd.args(args).env("TWIN_LOG", "info");
+        Proc::spawn(name, cmd)
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends SIGKILL (a crash, as far as its peers can tell).
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself and returns its stdout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("process already reaped");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if start.elapsed() > timeout {
+                sigint(&child);
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        if let Some(mut so) = child.stdout.take() {
+            let _ = so.read_to_string(&mut out);
+        }
+        self.stdout = out.clone();
+        self.cleanup_hugepages();
+        (status, out)
+    }
+
+    /// Sends SIGINT and waits for the exit.
+    pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        if let Some(c) = self.child.as_ref() {
+            sigint(c);
+        }
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    /// Sends SIGINT, waits, and parses the final JSON line of stdout.
+    pub fn stop_report(&mut self) -> Value {
+        let (status, out) = self.stop();
+        assert!(status.success(), "{} failed ({status}); stdout: {out}", self.name);
+        last_json(&self.name, &out)
+    }
+
+    /// Waits for a process that ends by itself (the generator) and parses its report.
+    pub fn report(&mut self, timeout: Duration) -> Value {
+        let (status, out) = self.wait_exit(timeout);
+        assert!(status.success(), "{} failed ({status}); stdout: {out}", self.name);
+        last_json(&self.name, &out)
+    }
+
+    fn cleanup_hugepages(&self) {
+        if let Some(prefix) = &self.hugepage_prefix {
+            if let Ok(dir) = std::fs::read_dir("/dev/hugepages") {
+                for e in dir.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(prefix.as_str()) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(None) = c.try_wait() {
+                sigint(&c);
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(3) {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        self.cleanup_hugepages();
+    }
+}
+
+/// The last line of `out` that parses as a JSON object.
+pub fn last_json(name: &str, out: &str) -> Value {
+    out.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v.is_object()))
+        .unwrap_or_else(|| panic!("{name} printed no JSON report; stdout: {out:?}"))
+}
+
+/// Reads an unsigned counter by JSON pointer (for example `/clients/c1/rx_packets`).
+pub fn n(v: &Value, pointer: &str) -> u64 {
+    v.pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no counter {pointer} in {v}"))
+}
+
+/// Sum of all drop counters under `pointer` (an object of reason -> count).
+pub fn drops(v: &Value, pointer: &str) -> u64 {
+    v.pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
+/// Waits until a socket file exists.
+pub fn wait_for_path(p: &str, timeout: Duration) {
+    let start = Instant::now();
+    while !Path::new(p).exists() {
+        assert!(start.elapsed() < timeout, "{p} did not appear within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fails the test, loudly, when DPDK's testpmd is not installed.
+pub fn require_testpmd() {
+    let ok = Command::new("dpdk-testpmd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "dpdk-testpmd is not installed: run scripts/setup-host.sh (apt-get install dpdk) \
+         and reserve hugepages; this test does not skip"
+    );
+}
+
+/// DPDK testpmd's per-port counters, parsed from its exit statistics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestpmdStats {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+fn field(line: &str, key: &str) -> Option<u64> {
+    let i = line.find(key)? + key.len();
+    line[i..].split_whitespace().next()?.parse().ok()
+}
+
+/// Parses "Forward statistics for port 0" from testpmd's stdout.
+pub fn parse_testpmd(out: &str, port: u32) -> TestpmdStats {
+    let marker = format!("Forward statistics for port {port} ");
+    let mut lines = out.lines().skip_while(|l| !l.contains(&marker));
+    assert!(lines.next().is_some(), "no statistics for port {port} in testpmd output:\n{out}");
+    let rx = lines.next().unwrap_or_default();
+    let tx = lines.next().unwrap_or_default();
+    TestpmdStats {
+        rx_packets: field(rx, "RX-packets:").expect("RX-packets"),
+        rx_dropped: field(rx, "RX-dropped:").expect("RX-dropped"),
+        tx_packets: field(tx, "TX-packets:").expect("TX-packets"),
+        tx_dropped: field(tx, "TX-dropped:").expect("TX-dropped"),
+    }
+}
+
+/// Starts testpmd. `vdev` is the full `--vdev` value, `fwd` the testpmd arguments
+/// after `--`. Returns once testpmd reports that forwarding started.
+pub fn testpmd(tag: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> Proc {
+    require_testpmd();
+    let prefix = format!("twt{tag}{}", std::process::id());
+    let mut cmd = Command::new("dpdk-testpmd");
+    cmd.args([
+        "-l",
+        "0,1",
+        "--main-lcore",
+        &main_lcore.to_string(),
+        "--no-pci",
+        "--single-file-segments",
+        "--file-prefix",
+        &prefix,
+        "-m",
+        "512",
+        "--vdev",
+        vdev,
+        "--",
+        "--auto-start",
+        "--nb-cores=1",
+        "--total-num-mbufs=16384",
+    ])
+    .args(fwd);
+    let mut p = Proc::spawn(&format!("testpmd-{tag}"), cmd);
+    p.hugepage_prefix = Some(prefix);
+    p
+}

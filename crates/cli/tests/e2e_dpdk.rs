@@ -1,0 +1,103 @@
+//! End to end with DPDK's testpmd as a real peer: as a client (`net_virtio_user`,
+//! txonly) and as the NIC (`net_vhost`, rxonly and macswap). Frame counts on both
+//! sides of the switch must match. These tests fail when testpmd is missing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const C1: &str = "02:00:00:00:00:01";
+const OUTSIDE: &str = "02:00:00:00:00:fe";
+
+#[test]
+fn dpdk_virtio_user_client_through_switch_to_builtin_nic() {
+    let _m = serial();
+    require_testpmd();
+    let s = Scratch::new("dpdkclient");
+    let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
+    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event", "--cpu", "1"]);
+    let c1 = format!("c1={c1_s}");
+    let up = format!("u0={nic_s}");
+    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--cpu", "1"]);
+    wait_for_path(&c1_s, Duration::from_secs(10));
+    let vdev = format!("net_virtio_user0,path={c1_s},queues=1");
+    let mut tp = testpmd("cl", 1, &vdev, &["--forward-mode=txonly", "--txpkts=64"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, out) = tp.stop();
+    assert!(status.success(), "testpmd failed: {out}");
+    let tps = parse_testpmd(&out, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let sw_r = sw.stop_report();
+    let nic_r = nic.stop_report();
+    eprintln!("testpmd {tps:?}\nswitch {sw_r}\nnic {nic_r}");
+
+    assert!(tps.tx_packets > 100_000, "testpmd sent only {}", tps.tx_packets);
+    assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), tps.tx_packets, "switch must receive every frame testpmd sent");
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/tx_packets") + drops(&sw_r, "/uplinks/u0/drops")
+            + drops(&sw_r, "/clients/c1/drops"),
+        tps.tx_packets,
+        "every frame is forwarded or counted as dropped"
+    );
+    assert_eq!(n(&nic_r, "/rx_packets"), n(&sw_r, "/uplinks/u0/tx_packets"));
+    assert!(n(&nic_r, "/rx_packets") > 0);
+}
+
+fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
+    let _m = serial();
+    require_testpmd();
+    let s = Scratch::new(fwd);
+    let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
+    let vdev = format!("net_vhost0,iface={nic_s},queues=1");
+    let mode = format!("--forward-mode={fwd}");
+    let mut args = vec![mode.as_str()];
+    if reflect {
+        args.push("--port-topology=loop");
+    }
+    let mut tp = testpmd("nic", 0, &vdev, &args);
+    wait_for_path(&nic_s, Duration::from_secs(20));
+    let c1 = format!("c1={c1_s},mac={C1}");
+    let up = format!("u0={nic_s},mode=inline");
+    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--poll", "event", "--cpu", "0"]);
+    wait_for_path(&c1_s, Duration::from_secs(10));
+    // Give the switch time to attach to testpmd before traffic starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let g = Proc::twin(
+        "gen",
+        &[
+            "gen", "--socket", &c1_s, "--size", "64", "--rate", "100000", "--duration", "2",
+            "--src-mac", C1, "--dst-mac", OUTSIDE, "--poll", "event", "--cpu", "0",
+        ],
+    )
+    .report(Duration::from_secs(30));
+    let sw_r = sw.stop_report();
+    let (status, out) = tp.stop();
+    assert!(status.success(), "testpmd failed: {out}");
+    let tps = parse_testpmd(&out, 0);
+    eprintln!("gen {g}\nswitch {sw_r}\ntestpmd {tps:?}");
+
+    let sent = n(&g, "/tx_packets");
+    assert!(sent > 10_000, "generator sent only {sent}");
+    assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
+    assert_eq!(n(&sw_r, "/uplinks/u0/tx_packets"), sent, "all frames to the NIC");
+    assert_eq!(tps.rx_packets, sent, "testpmd must receive every frame the switch sent");
+    if reflect {
+        assert_eq!(tps.tx_packets, sent);
+        assert_eq!(n(&sw_r, "/uplinks/u0/rx_packets"), tps.tx_packets);
+        assert_eq!(n(&g, "/rx_packets"), sent, "every frame comes back, MACs swapped");
+    } else {
+        assert_eq!(n(&g, "/rx_packets"), 0);
+    }
+}
+
+#[test]
+fn generator_through_switch_to_dpdk_nic_rxonly() {
+    gen_to_dpdk_nic("rxonly", false);
+}
+
+#[test]
+fn generator_through_switch_to_dpdk_nic_macswap_and_back() {
+    gen_to_dpdk_nic("macswap", true);
+}

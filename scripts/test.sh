@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the project: installs what a fresh machine lacks (DPDK, hugepages),
+# builds, checks formatting and lints, then runs unit and end-to-end tests. The
+# end-to-end tests start real processes (the switch, the software NIC, generators and
+# DPDK testpmd) and fail, never skip, when a peer is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup-host.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+# One test at a time: end-to-end tests busy-poll and the machine has two cores.
+cargo test --workspace --release -- --test-threads=1
