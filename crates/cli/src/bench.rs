@@ -31,7 +31,11 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "64,1500")]
     sizes: Vec<usize>,
     /// Paths to run (native, inline, client-port, dpdk, dpdk-ref).
-    #[arg(long, value_delimiter = ',', default_value = "native,inline,client-port,dpdk,dpdk-ref")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "native,inline,client-port,dpdk,dpdk-ref"
+    )]
     paths: Vec<String>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
@@ -71,28 +75,48 @@ impl Drop for Scratch {
 }
 
 fn sample(path: &str, size: usize, packets: f64, secs: f64, cpu: Vec<(String, f64)>) -> Sample {
-    let mpps = if secs > 0.0 { packets / secs / 1e6 } else { 0.0 };
+    let mpps = if secs > 0.0 {
+        packets / secs / 1e6
+    } else {
+        0.0
+    };
     let total_cpu: f64 = cpu.iter().map(|(_, c)| c).sum();
     Sample {
         path: path.to_string(),
         size,
         mpps,
         gbps: mpps * 1e6 * size as f64 * 8.0 / 1e9,
-        cpu_s_per_mpkt: if packets > 0.0 { total_cpu / (packets / 1e6) } else { 0.0 },
+        cpu_s_per_mpkt: if packets > 0.0 {
+            total_cpu / (packets / 1e6)
+        } else {
+            0.0
+        },
         cpu_s: cpu,
     }
 }
 
 fn gen_args<'a>(sock: &'a str, size: &'a str, dur: &'a str) -> Vec<&'a str> {
     vec![
-        "gen", "--socket", sock, "--size", size, "--duration", dur, "--cpu", "0",
-        "--dst-mac", "02:00:00:00:00:fe",
+        "gen",
+        "--socket",
+        sock,
+        "--size",
+        size,
+        "--duration",
+        dur,
+        "--cpu",
+        "0",
+        "--dst-mac",
+        "02:00:00:00:00:fe",
     ]
 }
 
 fn run_native(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
     let nic_s = s.sock("nic.sock");
-    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "sink", "--cpu", "1"])?;
+    let mut nic = Proc::twin(
+        "nic",
+        &["nic", "--socket", &nic_s, "--mode", "sink", "--cpu", "1"],
+    )?;
     wait_for_path(&nic_s, Duration::from_secs(10))?;
     let (size_s, dur_s) = (size.to_string(), dur.to_string());
     let mut gen = Proc::twin("gen", &gen_args(&nic_s, &size_s, &dur_s))?;
@@ -100,9 +124,18 @@ fn run_native(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
     let (cpu_nic, cpu_gen) = wait_cpu(&mut gen, &nic)?;
     let g = gen.report(Duration::from_secs(30))?;
     let r = nic.stop_report()?;
-    let secs = g.pointer("/duration_s").and_then(|v| v.as_f64()).unwrap_or(dur);
+    let secs = g
+        .pointer("/duration_s")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(dur);
     let cpu = vec![("gen".into(), cpu_gen), ("nic".into(), cpu_nic)];
-    Ok(sample("native", size, n(&r, "/rx_packets") as f64, secs, cpu))
+    Ok(sample(
+        "native",
+        size,
+        n(&r, "/rx_packets") as f64,
+        secs,
+        cpu,
+    ))
 }
 
 /// Waits for the generator's last moments and reads CPU times just before it exits.
@@ -117,11 +150,16 @@ fn run_inline(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
     let (nic_s, c1_s) = (s.sock("nic.sock"), s.sock("c1.sock"));
     let mut nic = Proc::twin(
         "nic",
-        &["nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event", "--cpu", "0"],
+        &[
+            "nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event", "--cpu", "0",
+        ],
     )?;
     let c1 = format!("c1={c1_s}");
     let up = format!("u0={nic_s}");
-    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--cpu", "1"])?;
+    let mut sw = Proc::twin(
+        "switch",
+        &["switch", "--client", &c1, "--uplink", &up, "--cpu", "1"],
+    )?;
     wait_for_path(&c1_s, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(300));
     let (size_s, dur_s) = (size.to_string(), dur.to_string());
@@ -133,13 +171,22 @@ fn run_inline(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
     let g = gen.report(Duration::from_secs(30))?;
     let _ = sw.stop_report()?;
     let r = nic.stop_report()?;
-    let secs = g.pointer("/duration_s").and_then(|v| v.as_f64()).unwrap_or(dur);
+    let secs = g
+        .pointer("/duration_s")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(dur);
     let cpu = vec![
         ("gen".into(), cpu_gen),
         ("switch".into(), cpu_sw - sw_cpu0),
         ("nic".into(), cpu_nic),
     ];
-    Ok(sample("inline", size, n(&r, "/rx_packets") as f64, secs, cpu))
+    Ok(sample(
+        "inline",
+        size,
+        n(&r, "/rx_packets") as f64,
+        secs,
+        cpu,
+    ))
 }
 
 /// DPDK runs: the rate is the median of testpmd's per-second figures.
@@ -184,25 +231,47 @@ fn run_dpdk(s: &Scratch, path: &str, size: usize, dur: f64) -> anyhow::Result<Sa
         .rev()
         .map(|(name, p)| {
             p.interrupt();
-            (name.clone(), p.wait(Duration::from_secs(15)).unwrap_or_default())
+            (
+                name.clone(),
+                p.wait(Duration::from_secs(15)).unwrap_or_default(),
+            )
         })
         .collect();
-    let find = |want: &str| outputs.iter().find(|(n, _)| n == want).map(|(_, o)| o.as_str());
+    let find = |want: &str| {
+        outputs
+            .iter()
+            .find(|(n, _)| n == want)
+            .map(|(_, o)| o.as_str())
+    };
     let pps = match path {
         "client-port" => {
             let out = find("testpmd-client").context("no client output")?;
-            median_nonzero(testpmd_rates(out, 0).into_iter().map(|(_, tx)| tx).collect())
+            median_nonzero(
+                testpmd_rates(out, 0)
+                    .into_iter()
+                    .map(|(_, tx)| tx)
+                    .collect(),
+            )
         }
         _ => {
             let out = find("testpmd-nic").context("no NIC output")?;
-            median_nonzero(testpmd_rates(out, 0).into_iter().map(|(rx, _)| rx).collect())
+            median_nonzero(
+                testpmd_rates(out, 0)
+                    .into_iter()
+                    .map(|(rx, _)| rx)
+                    .collect(),
+            )
         }
     };
     // CPU per packet over the measured window: rate times the window.
     let packets = pps as f64 * (dur + 1.0);
     Ok(sample(path, size, pps as f64, 1.0, cpu)).map(|mut s| {
         let total: f64 = s.cpu_s.iter().map(|(_, c)| c).sum();
-        s.cpu_s_per_mpkt = if packets > 0.0 { total / (packets / 1e6) } else { 0.0 };
+        s.cpu_s_per_mpkt = if packets > 0.0 {
+            total / (packets / 1e6)
+        } else {
+            0.0
+        };
         s
     })
 }

@@ -116,7 +116,8 @@ struct GenArgs {
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handler")?;
     }
     Ok(stop)
 }
@@ -157,11 +158,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             pin(&a.run)?;
             let stop = stop_flag()?;
-            let cfg = soft_nic::NicConfig {
-                socket: a.socket,
-                mode,
-                poll: a.run.poll.into(),
-            };
+            let mut cfg = soft_nic::NicConfig::new(a.socket, mode);
+            cfg.busy_poll = a.run.poll == PollMode::Busy;
             let report = soft_nic::run(&cfg, &stop)?;
             print_json(&report)
         }
@@ -172,16 +170,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             pin(&a.run)?;
             let stop = stop_flag()?;
-            let cfg = traffic_gen::GenConfig {
-                socket: a.socket,
-                frame_size: a.size,
-                rate_pps: a.rate,
-                duration: Duration::from_secs_f64(a.duration),
-                src_mac: a.src_mac.unwrap_or(MacAddr::local(a.id)),
-                dst_mac: a.dst_mac.unwrap_or(MacAddr::BROADCAST),
-                id: a.id,
-                poll: a.run.poll.into(),
-                ..Default::default()
+            let mut cfg = traffic_gen::GenConfig::new(a.socket);
+            cfg.id = a.id;
+            cfg.frame_len = a.size;
+            cfg.rate_pps = a.rate;
+            cfg.duration = Duration::from_secs_f64(a.duration);
+            cfg.src_mac = a.src_mac;
+            cfg.dst_mac = a.dst_mac.unwrap_or(MacAddr::BROADCAST);
+            cfg.mode = match a.run.poll {
+                PollMode::Busy => traffic_gen::PollMode::BusyPoll,
+                PollMode::Event => traffic_gen::PollMode::EventDriven,
             };
             let report = traffic_gen::run(&cfg, &stop)?;
             print_json(&report)

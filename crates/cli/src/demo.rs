@@ -39,16 +39,30 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let sock = |n: &str| dir.join(n).to_string_lossy().into_owned();
     let (nic_s, c1_s, c2_s) = (sock("nic.sock"), sock("c1.sock"), sock("c2.sock"));
-    let (dur, size, rate) = (a.duration.to_string(), a.size.to_string(), a.rate.to_string());
+    let (dur, size, rate) = (
+        a.duration.to_string(),
+        a.size.to_string(),
+        a.rate.to_string(),
+    );
 
-    println!("twin demo: NIC (reflect) <- uplink u0 <- switch -> clients c1, c2 in {}", dir.display());
-    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event"])?;
+    println!(
+        "twin demo: NIC (reflect) <- uplink u0 <- switch -> clients c1, c2 in {}",
+        dir.display()
+    );
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event",
+        ],
+    )?;
     let c1 = format!("c1={c1_s},mac={C1_MAC}");
     let c2 = format!("c2={c2_s},mac={C2_MAC}");
     let up = format!("u0={nic_s},mode=inline");
     let mut sw = Proc::twin(
         "switch",
-        &["switch", "--client", &c1, "--client", &c2, "--uplink", &up, "--poll", "event"],
+        &[
+            "switch", "--client", &c1, "--client", &c2, "--uplink", &up, "--poll", "event",
+        ],
     )?;
     wait_for_path(&c1_s, Duration::from_secs(10))?;
     wait_for_path(&c2_s, Duration::from_secs(10))?;
@@ -56,8 +70,23 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         Proc::twin(
             "gen",
             &[
-                "gen", "--socket", s, "--size", &size, "--rate", &rate, "--duration", &dur,
-                "--src-mac", src, "--dst-mac", dst, "--id", id, "--poll", "event",
+                "gen",
+                "--socket",
+                s,
+                "--size",
+                &size,
+                "--rate",
+                &rate,
+                "--duration",
+                &dur,
+                "--src-mac",
+                src,
+                "--dst-mac",
+                dst,
+                "--id",
+                id,
+                "--poll",
+                "event",
             ],
         )
     };
@@ -71,10 +100,28 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     println!();
-    println!("{:<22} {:>12} {:>12}", "process", "tx_packets", "rx_packets");
-    println!("{:<22} {:>12} {:>12}", "gen c1 -> outside", n(&r1, "/tx_packets"), n(&r1, "/rx_packets"));
-    println!("{:<22} {:>12} {:>12}", "gen c2 -> c1", n(&r2, "/tx_packets"), n(&r2, "/rx_packets"));
-    println!("{:<22} {:>12} {:>12}", "nic (reflect)", n(&rn, "/tx_packets"), n(&rn, "/rx_packets"));
+    println!(
+        "{:<22} {:>12} {:>12}",
+        "process", "tx_packets", "rx_packets"
+    );
+    println!(
+        "{:<22} {:>12} {:>12}",
+        "gen c1 -> outside",
+        n(&r1, "/tx_packets"),
+        n(&r1, "/rx_packets")
+    );
+    println!(
+        "{:<22} {:>12} {:>12}",
+        "gen c2 -> c1",
+        n(&r2, "/tx_packets"),
+        n(&r2, "/rx_packets")
+    );
+    println!(
+        "{:<22} {:>12} {:>12}",
+        "nic (reflect)",
+        n(&rn, "/tx_packets"),
+        n(&rn, "/rx_packets")
+    );
     println!();
     println!("switch counters:");
     println!("{}", serde_json::to_string_pretty(&rs)?);

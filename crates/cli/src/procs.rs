@@ -68,11 +68,23 @@ impl Proc {
     pub fn testpmd(name: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> anyhow::Result<Proc> {
         let prefix = format!("twb{name}{}", std::process::id());
         let mut cmd = Command::new("dpdk-testpmd");
-        cmd.args(["-l", "0,1", "--main-lcore", &main_lcore.to_string(), "--no-pci"])
-            .args(["--single-file-segments", "--file-prefix", &prefix, "-m", "512"])
-            .args(["--vdev", vdev, "--", "--auto-start", "--nb-cores=1"])
-            .args(["--total-num-mbufs=16384", "--stats-period", "1"])
-            .args(fwd);
+        cmd.args([
+            "-l",
+            "0,1",
+            "--main-lcore",
+            &main_lcore.to_string(),
+            "--no-pci",
+        ])
+        .args([
+            "--single-file-segments",
+            "--file-prefix",
+            &prefix,
+            "-m",
+            "512",
+        ])
+        .args(["--vdev", vdev, "--", "--auto-start", "--nb-cores=1"])
+        .args(["--total-num-mbufs=16384", "--stats-period", "1"])
+        .args(fwd);
         let mut p = Proc::spawn_cmd(name, cmd)
             .context("dpdk-testpmd is needed; run scripts/setup-host.sh")?;
         p.hugepage_prefix = Some(prefix);

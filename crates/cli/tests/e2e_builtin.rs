@@ -15,8 +15,21 @@ fn gen(sock: &str, src: &str, dst: &str, secs: &str, rate: &str) -> Proc {
     Proc::twin(
         "gen",
         &[
-            "gen", "--socket", sock, "--size", "64", "--rate", rate, "--duration", secs,
-            "--src-mac", src, "--dst-mac", dst, "--poll", "event",
+            "gen",
+            "--socket",
+            sock,
+            "--size",
+            "64",
+            "--rate",
+            rate,
+            "--duration",
+            secs,
+            "--src-mac",
+            src,
+            "--dst-mac",
+            dst,
+            "--poll",
+            "event",
         ],
     )
 }
@@ -26,10 +39,20 @@ fn frames_go_from_client_to_reflecting_nic_and_back() {
     let _m = serial();
     let s = Scratch::new("reflect");
     let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
-    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event"]);
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event",
+        ],
+    );
     let c1 = format!("c1={c1_s},mac={C1}");
     let up = format!("u0={nic_s},mode=inline");
-    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--poll", "event"]);
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch", "--client", &c1, "--uplink", &up, "--poll", "event",
+        ],
+    );
     wait_for_path(&c1_s, Duration::from_secs(10));
     let g = gen(&c1_s, C1, OUTSIDE, "2", "100000").report(Duration::from_secs(30));
     let sw_r = sw.stop_report();
@@ -42,7 +65,8 @@ fn frames_go_from_client_to_reflecting_nic_and_back() {
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
     // Switch -> NIC: every frame the client sent went to the uplink or was counted.
     assert_eq!(
-        n(&sw_r, "/uplinks/u0/tx_packets") + drops(&sw_r, "/clients/c1/drops")
+        n(&sw_r, "/uplinks/u0/tx_packets")
+            + drops(&sw_r, "/clients/c1/drops")
             + drops(&sw_r, "/uplinks/u0/drops"),
         sent
     );
@@ -60,13 +84,20 @@ fn two_clients_and_a_nic_are_switched_by_learned_address() {
     let _m = serial();
     let s = Scratch::new("learn");
     let (nic_s, c1_s, c2_s) = (s.path("nic.sock"), s.path("c1.sock"), s.path("c2.sock"));
-    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event"]);
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event",
+        ],
+    );
     let c1 = format!("c1={c1_s},mac={C1}");
     let c2 = format!("c2={c2_s},mac={C2}");
     let up = format!("u0={nic_s}");
     let mut sw = Proc::twin(
         "switch",
-        &["switch", "--client", &c1, "--client", &c2, "--uplink", &up, "--poll", "event"],
+        &[
+            "switch", "--client", &c1, "--client", &c2, "--uplink", &up, "--poll", "event",
+        ],
     );
     wait_for_path(&c1_s, Duration::from_secs(10));
     wait_for_path(&c2_s, Duration::from_secs(10));
@@ -80,9 +111,16 @@ fn two_clients_and_a_nic_are_switched_by_learned_address() {
     eprintln!("g1 {g1}\ng2 {g2}\nswitch {sw_r}\nnic {nic_r}");
 
     let (b, u) = (n(&g1, "/tx_packets"), n(&g2, "/tx_packets"));
-    assert!(b > 100 && u > 10_000, "sent {b} broadcasts and {u} unicasts");
+    assert!(
+        b > 100 && u > 10_000,
+        "sent {b} broadcasts and {u} unicasts"
+    );
     // c1's broadcasts reach the NIC; c2 was connected for part of the time.
-    assert_eq!(n(&nic_r, "/rx_packets"), b, "the NIC must see every broadcast and no unicast");
+    assert_eq!(
+        n(&nic_r, "/rx_packets"),
+        b,
+        "the NIC must see every broadcast and no unicast"
+    );
     // c2's unicast frames to c1 are all delivered to c1 and to nobody else.
     assert_eq!(n(&g1, "/rx_packets"), u);
     assert_eq!(n(&sw_r, "/clients/c1/tx_packets"), u);
@@ -95,10 +133,20 @@ fn spoofed_source_addresses_are_dropped_and_counted() {
     let _m = serial();
     let s = Scratch::new("spoof");
     let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
-    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event"]);
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event",
+        ],
+    );
     let c1 = format!("c1={c1_s},mac={C1}");
     let up = format!("u0={nic_s}");
-    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--poll", "event"]);
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch", "--client", &c1, "--uplink", &up, "--poll", "event",
+        ],
+    );
     wait_for_path(&c1_s, Duration::from_secs(10));
     let g = gen(&c1_s, C2, OUTSIDE, "1", "20000").report(Duration::from_secs(30));
     let sw_r = sw.stop_report();
@@ -114,10 +162,20 @@ fn a_client_that_dies_is_cleaned_up_and_can_come_back() {
     let _m = serial();
     let s = Scratch::new("clientgone");
     let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
-    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event"]);
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event",
+        ],
+    );
     let c1 = format!("c1={c1_s}");
     let up = format!("u0={nic_s}");
-    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--poll", "event"]);
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch", "--client", &c1, "--uplink", &up, "--poll", "event",
+        ],
+    );
     wait_for_path(&c1_s, Duration::from_secs(10));
     let mut first = gen(&c1_s, C1, OUTSIDE, "30", "100000");
     std::thread::sleep(Duration::from_millis(1500));
@@ -132,7 +190,11 @@ fn a_client_that_dies_is_cleaned_up_and_can_come_back() {
     assert!(n(&sw_r, "/clients/c1/disconnects") >= 1);
     let sent = n(&again, "/tx_packets");
     assert!(sent > 1000);
-    assert_eq!(n(&again, "/rx_packets"), sent, "the reconnected client gets all its frames back");
+    assert_eq!(
+        n(&again, "/rx_packets"),
+        sent,
+        "the reconnected client gets all its frames back"
+    );
 }
 
 #[test]
@@ -140,23 +202,41 @@ fn a_nic_that_dies_is_detected_and_reconnected() {
     let _m = serial();
     let s = Scratch::new("nicgone");
     let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
-    let mut nic1 = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event"]);
+    let mut nic1 = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event",
+        ],
+    );
     let c1 = format!("c1={c1_s}");
     let up = format!("u0={nic_s}");
-    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--poll", "event"]);
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch", "--client", &c1, "--uplink", &up, "--poll", "event",
+        ],
+    );
     wait_for_path(&c1_s, Duration::from_secs(10));
     let mut g = gen(&c1_s, C1, OUTSIDE, "5", "50000");
     std::thread::sleep(Duration::from_millis(1500));
     nic1.kill9();
     std::thread::sleep(Duration::from_millis(500));
-    let mut nic2 = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event"]);
+    let mut nic2 = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event",
+        ],
+    );
     let g = g.report(Duration::from_secs(30));
     let sw_r = sw.stop_report();
     let nic2_r = nic2.stop_report();
     eprintln!("gen {g}\nswitch {sw_r}\nnic2 {nic2_r}");
     assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), 1);
     assert_eq!(n(&sw_r, "/uplinks/u0/connects"), 2);
-    assert!(n(&nic2_r, "/rx_packets") > 10_000, "traffic must resume through the new NIC");
+    assert!(
+        n(&nic2_r, "/rx_packets") > 10_000,
+        "traffic must resume through the new NIC"
+    );
     // Frames sent while the NIC was away are counted, not silently lost.
     assert!(n(&sw_r, "/uplinks/u0/drops/uplink_down") > 0);
     assert!(n(&g, "/rx_packets") > 0);

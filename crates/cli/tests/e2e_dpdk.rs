@@ -17,10 +17,18 @@ fn dpdk_virtio_user_client_through_switch_to_builtin_nic() {
     require_testpmd();
     let s = Scratch::new("dpdkclient");
     let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
-    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event", "--cpu", "1"]);
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event", "--cpu", "1",
+        ],
+    );
     let c1 = format!("c1={c1_s}");
     let up = format!("u0={nic_s}");
-    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--cpu", "1"]);
+    let mut sw = Proc::twin(
+        "switch",
+        &["switch", "--client", &c1, "--uplink", &up, "--cpu", "1"],
+    );
     wait_for_path(&c1_s, Duration::from_secs(10));
     let vdev = format!("net_virtio_user0,path={c1_s},queues=1");
     let mut tp = testpmd("cl", 1, &vdev, &["--forward-mode=txonly", "--txpkts=64"]);
@@ -33,10 +41,19 @@ fn dpdk_virtio_user_client_through_switch_to_builtin_nic() {
     let nic_r = nic.stop_report();
     eprintln!("testpmd {tps:?}\nswitch {sw_r}\nnic {nic_r}");
 
-    assert!(tps.tx_packets > 100_000, "testpmd sent only {}", tps.tx_packets);
-    assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), tps.tx_packets, "switch must receive every frame testpmd sent");
+    assert!(
+        tps.tx_packets > 100_000,
+        "testpmd sent only {}",
+        tps.tx_packets
+    );
     assert_eq!(
-        n(&sw_r, "/uplinks/u0/tx_packets") + drops(&sw_r, "/uplinks/u0/drops")
+        n(&sw_r, "/clients/c1/rx_packets"),
+        tps.tx_packets,
+        "switch must receive every frame testpmd sent"
+    );
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/tx_packets")
+            + drops(&sw_r, "/uplinks/u0/drops")
             + drops(&sw_r, "/clients/c1/drops"),
         tps.tx_packets,
         "every frame is forwarded or counted as dropped"
@@ -60,15 +77,35 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
     wait_for_path(&nic_s, Duration::from_secs(20));
     let c1 = format!("c1={c1_s},mac={C1}");
     let up = format!("u0={nic_s},mode=inline");
-    let mut sw = Proc::twin("switch", &["switch", "--client", &c1, "--uplink", &up, "--poll", "event", "--cpu", "0"]);
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch", "--client", &c1, "--uplink", &up, "--poll", "event", "--cpu", "0",
+        ],
+    );
     wait_for_path(&c1_s, Duration::from_secs(10));
     // Give the switch time to attach to testpmd before traffic starts.
     std::thread::sleep(Duration::from_millis(500));
     let g = Proc::twin(
         "gen",
         &[
-            "gen", "--socket", &c1_s, "--size", "64", "--rate", "100000", "--duration", "2",
-            "--src-mac", C1, "--dst-mac", OUTSIDE, "--poll", "event", "--cpu", "0",
+            "gen",
+            "--socket",
+            &c1_s,
+            "--size",
+            "64",
+            "--rate",
+            "100000",
+            "--duration",
+            "2",
+            "--src-mac",
+            C1,
+            "--dst-mac",
+            OUTSIDE,
+            "--poll",
+            "event",
+            "--cpu",
+            "0",
         ],
     )
     .report(Duration::from_secs(30));
@@ -81,12 +118,23 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
     let sent = n(&g, "/tx_packets");
     assert!(sent > 10_000, "generator sent only {sent}");
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
-    assert_eq!(n(&sw_r, "/uplinks/u0/tx_packets"), sent, "all frames to the NIC");
-    assert_eq!(tps.rx_packets, sent, "testpmd must receive every frame the switch sent");
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/tx_packets"),
+        sent,
+        "all frames to the NIC"
+    );
+    assert_eq!(
+        tps.rx_packets, sent,
+        "testpmd must receive every frame the switch sent"
+    );
     if reflect {
         assert_eq!(tps.tx_packets, sent);
         assert_eq!(n(&sw_r, "/uplinks/u0/rx_packets"), tps.tx_packets);
-        assert_eq!(n(&g, "/rx_packets"), sent, "every frame comes back, MACs swapped");
+        assert_eq!(
+            n(&g, "/rx_packets"),
+            sent,
+            "every frame comes back, MACs swapped"
+        );
     } else {
         assert_eq!(n(&g, "/rx_packets"), 0);
     }

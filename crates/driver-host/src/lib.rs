@@ -1,1 +1,24 @@
-//! (placeholder, being written)
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+//! Hosts a virtio-net driver in a process.
+//!
+//! * [`region`]: the driver's memory region: a memfd mapped once with vm-memory. Its
+//!   driver-domain addresses (offsets) are also the "guest physical" addresses the
+//!   NIC sees through the vhost-user memory table.
+//! * [`env`]: [`env::DirectEnv`], the direct environment: `driver_env` traits over
+//!   that mapping, and doorbells that write the NIC's kick eventfds.
+//! * [`link`]: the vhost-user *frontend* connection to a NIC *device* (DPDK
+//!   `net_vhost`, the project's software NIC, a switch port): features, memory
+//!   table, vrings, eventfds, hang-up detection.
+//! * [`hosted`]: [`HostedDriver`], the host-facing API the switch and the traffic
+//!   generator use: reserve/commit/flush on TX, bursts on RX, notification fds, stats.
+//!
+//! Limits: one queue pair; no reconnection (make a new [`HostedDriver`] when
+//! [`HostedDriver::is_connected`] turns false); no unsafe code anywhere in the crate.
+
+pub mod env;
+pub mod hosted;
+pub mod link;
+pub mod region;
+
+pub use hosted::{DriverConfig, DriverStats, Error, HostedDriver, TxSlot};

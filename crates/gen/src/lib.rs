@@ -1,1 +1,21 @@
-//! (placeholder, being written)
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+//! Traffic generator: a [`driver_host::HostedDriver`] that sends numbered frames to a
+//! vhost-user device and counts what comes back.
+//!
+//! * [`frame`]: the generator's frame format (Ethernet, ethertype 0x88B5, generator
+//!   id and a u64 sequence number) and its parser.
+//! * [`run`]: connect (retrying until a timeout), send in batches (optionally rate
+//!   limited by a token bucket), receive and check order, report ([`GenReport`]).
+//!
+//! It connects to any vhost-user *device* socket: a switch client port, the
+//! software NIC, DPDK `net_vhost`.
+//!
+//! Limits: one queue pair; the clock is checked once per batch; the rate limiter
+//! grants whole batches, so rates below one batch per millisecond are lumpy.
+
+pub mod frame;
+pub mod run;
+
+pub use frame::{FrameError, GenFrame, ETHERTYPE_GEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
+pub use run::{run, GenConfig, GenError, GenReport, PollMode};

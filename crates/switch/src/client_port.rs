@@ -54,7 +54,6 @@ impl ClientPort {
     /// Starts serving the port's socket.
     pub fn listen(spec: ClientSpec) -> Result<Self, ClientPortError> {
         let cfg = DeviceConfig {
-            name: spec.name.clone(),
             mac: spec.mac,
             ..Default::default()
         };
@@ -83,6 +82,9 @@ impl ClientPort {
             PortEvent::Connected { .. } => {
                 self.connects += 1;
                 info!(port = %self.spec.name, "client connected: {ev:?}");
+            }
+            PortEvent::Stopped => {
+                info!(port = %self.spec.name, "client stopped its rings");
             }
             PortEvent::Disconnected => {
                 self.disconnects += 1;

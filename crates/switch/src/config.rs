@@ -117,10 +117,19 @@ pub struct UplinkSpec {
     pub mode: UplinkMode,
 }
 
-fn split_spec(spec: &str) -> Result<(String, PathBuf, Vec<(&str, &str)>), ConfigError> {
-    let (name, rest) = spec.split_once('=').ok_or_else(|| ConfigError::MissingName {
-        spec: spec.to_string(),
-    })?;
+/// A specification split into its name, socket and `key=value` options.
+struct SplitSpec<'a> {
+    name: String,
+    socket: PathBuf,
+    opts: Vec<(&'a str, &'a str)>,
+}
+
+fn split_spec(spec: &str) -> Result<SplitSpec<'_>, ConfigError> {
+    let (name, rest) = spec
+        .split_once('=')
+        .ok_or_else(|| ConfigError::MissingName {
+            spec: spec.to_string(),
+        })?;
     let name_ok = !name.is_empty()
         && name.len() <= 32
         && name
@@ -143,13 +152,17 @@ fn split_spec(spec: &str) -> Result<(String, PathBuf, Vec<(&str, &str)>), Config
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         opts.push((k, v));
     }
-    Ok((name.to_string(), PathBuf::from(socket), opts))
+    Ok(SplitSpec {
+        name: name.to_string(),
+        socket: PathBuf::from(socket),
+        opts,
+    })
 }
 
 impl FromStr for ClientSpec {
     type Err = ConfigError;
     fn from_str(spec: &str) -> Result<Self, ConfigError> {
-        let (name, socket, opts) = split_spec(spec)?;
+        let SplitSpec { name, socket, opts } = split_spec(spec)?;
         let mut mac = None;
         for (k, v) in opts {
             match k {
@@ -178,7 +191,7 @@ impl FromStr for ClientSpec {
 impl FromStr for UplinkSpec {
     type Err = ConfigError;
     fn from_str(spec: &str) -> Result<Self, ConfigError> {
-        let (name, socket, opts) = split_spec(spec)?;
+        let SplitSpec { name, socket, opts } = split_spec(spec)?;
         let mut mode = UplinkMode::default();
         for (k, v) in opts {
             match k {

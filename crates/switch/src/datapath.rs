@@ -80,7 +80,8 @@ impl Egress<'_> {
         if i < self.clients_lo.len() {
             self.clients_lo.get_mut(i)
         } else {
-            self.clients_hi.get_mut(i.checked_sub(self.clients_hi_base)?)
+            self.clients_hi
+                .get_mut(i.checked_sub(self.clients_hi_base)?)
         }
     }
 
@@ -88,7 +89,8 @@ impl Egress<'_> {
         if i < self.uplinks_lo.len() {
             self.uplinks_lo.get_mut(i)
         } else {
-            self.uplinks_hi.get_mut(i.checked_sub(self.uplinks_hi_base)?)
+            self.uplinks_hi
+                .get_mut(i.checked_sub(self.uplinks_hi_base)?)
         }
     }
 
@@ -118,23 +120,26 @@ impl Egress<'_> {
             let Some(up) = self.uplink(p - self.n_clients) else {
                 return false;
             };
-            let Some(drv) = up.driver_mut() else {
+            let Some((drv, counters)) = up.driver_and_counters() else {
                 up.counters.drop(Drop::UplinkDown);
                 return false;
             };
             let Some(slot) = drv.tx_reserve() else {
-                up.counters.drop(Drop::UplinkRingFull);
+                counters.drop(Drop::UplinkRingFull);
                 return false;
             };
             if slot.capacity() < frame.len() {
-                drv.tx_abort(slot);
-                up.counters.drop(Drop::TooBigForUplink);
+                // Dropping the slot gives the buffer back.
+                counters.drop(Drop::TooBigForUplink);
                 return false;
             }
-            let n = frame.copy_to(slot.frame());
-            drv.tx_commit(slot, n);
-            up.counters.tx_packets += 1;
-            up.counters.tx_bytes += len;
+            let copied = frame.copy_to(&slot.frame());
+            if !slot.commit(copied) {
+                // Counted by the driver (`tx_too_long`).
+                return false;
+            }
+            counters.tx_packets += 1;
+            counters.tx_bytes += len;
             true
         }
     }
@@ -262,7 +267,15 @@ impl DataPath {
             let mac = src.spec.mac;
             work += src.handle.pop_tx(BATCH, |frame| {
                 switch_frame(
-                    frame, i as PortId, mac, counters, fdb, fdb_full, &mut egress, n_ports, now_ms,
+                    frame,
+                    i as PortId,
+                    mac,
+                    counters,
+                    fdb,
+                    fdb_full,
+                    &mut egress,
+                    n_ports,
+                    now_ms,
                 )
             });
         }
@@ -287,7 +300,15 @@ impl DataPath {
             let ingress = (n_clients + k) as PortId;
             work += drv.rx_burst(BATCH, |frame| {
                 switch_frame(
-                    frame, ingress, None, counters, fdb, fdb_full, &mut egress, n_ports, now_ms,
+                    frame,
+                    ingress,
+                    None,
+                    counters,
+                    fdb,
+                    fdb_full,
+                    &mut egress,
+                    n_ports,
+                    now_ms,
                 )
             });
         }
@@ -311,11 +332,18 @@ impl DataPath {
     /// Registers every source's notification fd in a fresh epoll set.
     fn build_waits(&self) -> Result<Epoll, DataPathError> {
         let ep = Epoll::new().map_err(DataPathError::Epoll)?;
+        // The control threads write a port's wake fd on every change, so a sleeping
+        // data path takes control news at once.
         let fds = self
             .clients
             .iter()
-            .filter_map(|c| c.handle.tx_kick_fd())
-            .chain(self.uplinks.iter().filter_map(|u| u.driver().map(|d| d.rx_call_fd())));
+            .flat_map(|c| [Some(c.handle.wake_fd()), c.handle.tx_kick_fd()])
+            .flatten()
+            .chain(
+                self.uplinks
+                    .iter()
+                    .filter_map(|u| u.driver().map(|d| d.rx_call_fd())),
+            );
         for fd in fds {
             // Edge-triggered: every eventfd write is a new edge, so the counters need
             // not be drained.
@@ -366,11 +394,13 @@ impl DataPath {
         let mut idle_spins = 0u32;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            // Drain the rings before taking control news: a client that kicks and
+            // then stops its rings gets the frames it posted before the stop.
+            let work = self.forward_once(self.now_ms(now));
+            self.flush();
             if self.control(now)? {
                 waits = None;
             }
-            let work = self.forward_once(self.now_ms(now));
-            self.flush();
             if work > 0 {
                 idle_spins = 0;
                 continue;

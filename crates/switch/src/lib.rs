@@ -75,7 +75,11 @@ pub fn report(dp: &DataPath) -> SwitchReport {
         .iter()
         .map(|c| {
             let s = c.handle.stats();
-            let extra = s.drops_by_reason().map(|(k, v)| (k.to_string(), v));
+            // The device's own drops, in both directions, under its reason names.
+            let extra = vhost_device::DropReason::ALL.iter().map(|r| {
+                let v = s.from_client_drops.get(*r) + s.to_client_drops.get(*r);
+                (r.as_str().to_string(), v)
+            });
             let detail = serde_json::to_value(s).unwrap_or_default();
             let r = PortReport::new(&c.counters, extra, c.connects, c.disconnects, detail);
             (c.spec.name.clone(), r)

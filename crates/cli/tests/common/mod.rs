@@ -132,14 +132,22 @@ impl Proc {
     /// Sends SIGINT, waits, and parses the final JSON line of stdout.
     pub fn stop_report(&mut self) -> Value {
         let (status, out) = self.stop();
-        assert!(status.success(), "{} failed ({status}); stdout: {out}", self.name);
+        assert!(
+            status.success(),
+            "{} failed ({status}); stdout: {out}",
+            self.name
+        );
         last_json(&self.name, &out)
     }
 
     /// Waits for a process that ends by itself (the generator) and parses its report.
     pub fn report(&mut self, timeout: Duration) -> Value {
         let (status, out) = self.wait_exit(timeout);
-        assert!(status.success(), "{} failed ({status}); stdout: {out}", self.name);
+        assert!(
+            status.success(),
+            "{} failed ({status}); stdout: {out}",
+            self.name
+        );
         last_json(&self.name, &out)
     }
 
@@ -180,7 +188,11 @@ impl Drop for Proc {
 pub fn last_json(name: &str, out: &str) -> Value {
     out.lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v.is_object()))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v.is_object())
+        })
         .unwrap_or_else(|| panic!("{name} printed no JSON report; stdout: {out:?}"))
 }
 
@@ -203,7 +215,10 @@ pub fn drops(v: &Value, pointer: &str) -> u64 {
 pub fn wait_for_path(p: &str, timeout: Duration) {
     let start = Instant::now();
     while !Path::new(p).exists() {
-        assert!(start.elapsed() < timeout, "{p} did not appear within {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "{p} did not appear within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -241,7 +256,10 @@ fn field(line: &str, key: &str) -> Option<u64> {
 pub fn parse_testpmd(out: &str, port: u32) -> TestpmdStats {
     let marker = format!("Forward statistics for port {port} ");
     let mut lines = out.lines().skip_while(|l| !l.contains(&marker));
-    assert!(lines.next().is_some(), "no statistics for port {port} in testpmd output:\n{out}");
+    assert!(
+        lines.next().is_some(),
+        "no statistics for port {port} in testpmd output:\n{out}"
+    );
     let rx = lines.next().unwrap_or_default();
     let tx = lines.next().unwrap_or_default();
     TestpmdStats {

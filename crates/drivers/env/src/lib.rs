@@ -80,7 +80,7 @@ impl MemFault {
 /// typed access of `align` bytes, that `addr` is aligned. Returns the start as usize.
 /// Environments use this so they all refuse the same accesses the same way.
 pub fn check_range(addr: u64, len: u64, align: u64, region_len: u64) -> Result<usize, MemFault> {
-    if align > 1 && addr % align != 0 {
+    if align > 1 && !addr.is_multiple_of(align) {
         return Err(MemFault::new(addr, len, FaultKind::Misaligned));
     }
     match addr.checked_add(len) {
@@ -166,9 +166,18 @@ mod tests {
     #[test]
     fn check_range_rules() {
         assert_eq!(check_range(8, 8, 8, 16), Ok(8));
-        assert_eq!(check_range(9, 8, 8, 32).unwrap_err().kind, FaultKind::Misaligned);
-        assert_eq!(check_range(16, 8, 8, 16).unwrap_err().kind, FaultKind::OutOfBounds);
-        assert_eq!(check_range(u64::MAX, 2, 1, 16).unwrap_err().kind, FaultKind::OutOfBounds);
+        assert_eq!(
+            check_range(9, 8, 8, 32).unwrap_err().kind,
+            FaultKind::Misaligned
+        );
+        assert_eq!(
+            check_range(16, 8, 8, 16).unwrap_err().kind,
+            FaultKind::OutOfBounds
+        );
+        assert_eq!(
+            check_range(u64::MAX, 2, 1, 16).unwrap_err().kind,
+            FaultKind::OutOfBounds
+        );
         assert_eq!(check_range(3, 5, 1, 16), Ok(3));
     }
 }

@@ -143,9 +143,15 @@ mod tests {
         assert_eq!(e.read_u64(64).unwrap_err().kind, FaultKind::OutOfBounds);
         e.protect(32..40);
         assert_eq!(e.write_u16(38, 1).unwrap_err().kind, FaultKind::Permission);
-        assert_eq!(e.write_bytes(30, &[1, 2, 3]).unwrap_err().kind, FaultKind::Permission);
+        assert_eq!(
+            e.write_bytes(30, &[1, 2, 3]).unwrap_err().kind,
+            FaultKind::Permission
+        );
         e.write_bytes(40, &[9; 24]).unwrap();
-        assert_eq!(e.write_bytes(41, &[9; 24]).unwrap_err().kind, FaultKind::OutOfBounds);
+        assert_eq!(
+            e.write_bytes(41, &[9; 24]).unwrap_err().kind,
+            FaultKind::OutOfBounds
+        );
         e.kick(1);
         assert_eq!(e.kicks(1), 1);
     }

@@ -1,2 +1,28 @@
 #![forbid(unsafe_code)]
-//! (placeholder, being written)
+#![deny(missing_docs)]
+//! The virtio-net driver (virtio 1.2, section 5.1), written once against
+//! [`driver_env::DriverEnv`].
+//!
+//! Read in this order:
+//! * [`layout`]: where everything lives in the driver's region: a state page with
+//!   the configuration and counters, the RX (queue 0) and TX (queue 1) rings and
+//!   their state blocks, and a buffer pool with one fixed buffer per descriptor.
+//! * [`driver`]: feature selection, transmit (reserve a buffer, let the host copy a
+//!   frame into it, commit, flush once per batch), receive (a burst of used RX
+//!   buffers handed to a callback, then recycled with one publish), TX completion
+//!   reaping, interrupt control and counters.
+//!
+//! The driver holds no state of its own: [`driver::VirtioNet`] is a `Copy` handle of
+//! constants, and every call takes the environment. Anything in the region can be
+//! continued by another process that maps it ([`driver::VirtioNet::attach`]).
+//!
+//! Limits: one queue pair, no offloads, no control queue, no config space (MAC,
+//! link status). Frames larger than a buffer are refused on TX; on RX, with
+//! MRG_RXBUF negotiated, a frame spread over more than one buffer is dropped and
+//! counted (it cannot happen with the default 2 KiB buffers and 1518-byte frames).
+
+pub mod driver;
+pub mod layout;
+
+pub use driver::{NetError, NetStats, RxFrame, TxBuf, VirtioNet};
+pub use layout::{LayoutError, NetConfig, NetLayout};

@@ -179,7 +179,13 @@ impl QueueLayout {
         let avail = desc + 16 * n;
         let used = align_up(avail + 6 + 2 * n, 4);
         let state = align_up(used + 6 + 8 * n, 8);
-        Ok(Self { size, desc, avail, used, state })
+        Ok(Self {
+            size,
+            desc,
+            avail,
+            used,
+            state,
+        })
     }
 
     /// First byte after the state block.
@@ -275,7 +281,11 @@ impl Virtqueue {
         env.zero_bytes(layout.used, 6 + 8 * n)?;
         env.zero_bytes(layout.state, layout.end() - layout.state)?;
         env.write_u16(layout.state + S_SIZE, layout.size)?;
-        let flags = if event_idx { F_EVENT_IDX | F_NOTIFY } else { F_NOTIFY };
+        let flags = if event_idx {
+            F_EVENT_IDX | F_NOTIFY
+        } else {
+            F_NOTIFY
+        };
         env.write_u16(layout.state + S_FLAGS, flags)?;
         // Free stack: popping yields 0, 1, 2, ...
         for i in 0..layout.size {
@@ -562,10 +572,13 @@ impl Virtqueue {
         }
     }
 
-    /// The avail index to hand the device in `SET_VRING_BASE` (0 for a fresh queue;
-    /// the last published index when re-attaching to a device).
+    /// The avail index to hand the device in `SET_VRING_BASE`: where the device starts
+    /// reading the avail ring. That is the driver's last consumed used index (0 for a
+    /// fresh queue): buffers published but not yet returned are offered again. Not the
+    /// published index — a device told to start there would never see the RX buffers
+    /// posted before it attached.
     pub fn avail_base<E: DriverMem>(&self, env: &E) -> Result<u16, QueueError> {
-        Ok(env.read_u16(self.layout.state + S_PUBLISHED)?)
+        Ok(env.read_u16(self.layout.state + S_LAST_USED)?)
     }
 
     /// Reads the counters.

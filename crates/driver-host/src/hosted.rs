@@ -1,0 +1,383 @@
+//! [`HostedDriver`]: a virtio-net driver instance in this process, connected to a NIC.
+//!
+//! The host-facing API of the switch (inline uplinks) and the traffic generator:
+//!
+//! * TX: [`HostedDriver::tx_reserve`] → [`TxSlot::frame`] (copy a frame into the
+//!   returned [`Segments`]) → [`TxSlot::commit`]; then one [`HostedDriver::tx_flush`]
+//!   per batch publishes, kicks if the NIC wants it, and reaps completions.
+//! * RX: [`HostedDriver::rx_burst`] hands frames (header stripped) to a callback as
+//!   [`Segments`], recycles their buffers and publishes once.
+//! * Events: [`HostedDriver::rx_call_fd`] / [`HostedDriver::tx_call_fd`] for epoll and
+//!   [`HostedDriver::set_rx_notify`] for event-driven hosts; busy-poll hosts leave
+//!   notifications off (the default).
+//!
+//! Errors from the data path (a fault in the region, a broken queue) are counted in
+//! [`DriverStats`] and logged once; the data path then returns zero work. Nothing
+//! allocates per packet.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use driver_env::DriverMem;
+use serde::Serialize;
+use twin_wire::Segments;
+use virtio_net_driver::driver::negotiate;
+use virtio_net_driver::layout::{RX_QUEUE, TX_QUEUE};
+use virtio_net_driver::{NetConfig, NetError, NetLayout, TxBuf, VirtioNet};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use crate::env::DirectEnv;
+use crate::link::{LinkError, NicLink, QueueSetup};
+use crate::region::{Region, RegionError};
+
+/// Error of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Talking to the NIC failed.
+    #[error("NIC link failed")]
+    Link(#[from] LinkError),
+    /// The region could not be created.
+    #[error("driver region failed")]
+    Region(#[from] RegionError),
+    /// The epoll instance for event-driven waits could not be set up.
+    #[error("cannot set up epoll on the RX call eventfd")]
+    CreateEpoll(#[source] std::io::Error),
+    /// The driver refused (features, layout, memory fault).
+    #[error("virtio-net driver failed")]
+    Driver(#[from] NetError),
+}
+
+/// How to build the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Descriptors per queue (power of two).
+    pub queue_size: u16,
+    /// Bytes per DMA buffer (12-byte header + frame), multiple of 64, at least 1536.
+    pub buf_size: u32,
+    /// Start with RX interrupts on (event-driven host) instead of off (busy poll).
+    pub rx_notify: bool,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            queue_size: 512,
+            buf_size: 2048,
+            rx_notify: false,
+        }
+    }
+}
+
+/// Counters of a hosted driver (serialisable for reports).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct DriverStats {
+    /// Frames committed for transmission.
+    pub tx_packets: u64,
+    /// Frame bytes committed.
+    pub tx_bytes: u64,
+    /// TX completions reaped.
+    pub tx_completed: u64,
+    /// Reservations refused because the TX ring was full.
+    pub tx_ring_full: u64,
+    /// Frames refused as too long.
+    pub tx_too_long: u64,
+    /// Invalid TX used entries from the NIC.
+    pub tx_device_errors: u64,
+    /// TX kicks sent.
+    pub tx_kicks: u64,
+    /// TX publishes where the NIC wanted no kick.
+    pub tx_kicks_suppressed: u64,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Frame bytes received.
+    pub rx_bytes: u64,
+    /// RX entries shorter than the header.
+    pub rx_short: u64,
+    /// RX frames spread over several buffers (dropped).
+    pub rx_merged: u64,
+    /// Invalid RX used entries from the NIC (bad id, not in flight, too long).
+    pub rx_device_errors: u64,
+    /// RX kicks sent.
+    pub rx_kicks: u64,
+    /// Data-path calls that failed (region fault or broken queue).
+    pub driver_errors: u64,
+    /// A queue is broken (needs a new driver).
+    pub broken: bool,
+    /// Negotiated virtio features.
+    pub features: u64,
+}
+
+/// A virtio-net driver in this process, connected to a NIC over vhost-user.
+#[derive(Debug)]
+pub struct HostedDriver {
+    env: DirectEnv,
+    net: VirtioNet,
+    link: NicLink,
+    rx_call: vmm_sys_util::eventfd::EventFd,
+    rx_epoll: Epoll,
+    tx_call: vmm_sys_util::eventfd::EventFd,
+    driver_errors: u64,
+}
+
+impl HostedDriver {
+    /// Connects once to the NIC's vhost-user socket (the caller retries), creates
+    /// the region, initialises the driver and starts both queues.
+    pub fn connect(socket: &Path, cfg: &DriverConfig) -> Result<Self, Error> {
+        let layout = NetLayout::new(NetConfig {
+            queue_size: cfg.queue_size,
+            buf_size: cfg.buf_size,
+        })
+        .map_err(NetError::from)?;
+        let mut link = NicLink::connect(socket)?;
+        let features = negotiate(link.offered_features())?;
+        let region = Arc::new(Region::create("twin-virtio-net", layout.region_len)?);
+        // Initialise the region before the device sees it; doorbells are wired after.
+        let setup_env = DirectEnv::new(region.clone(), Vec::new());
+        let net = VirtioNet::init(&setup_env, layout.cfg, features)?;
+        let queues = [
+            QueueSetup {
+                index: RX_QUEUE,
+                layout: layout.rx,
+                base: net
+                    .rx_queue()
+                    .avail_base(&setup_env)
+                    .map_err(NetError::from)?,
+            },
+            QueueSetup {
+                index: TX_QUEUE,
+                layout: layout.tx,
+                base: net
+                    .tx_queue()
+                    .avail_base(&setup_env)
+                    .map_err(NetError::from)?,
+            },
+        ];
+        let mut fds = link.start(features, &region, &queues)?.into_iter();
+        let (Some((rx_kick, rx_call)), Some((tx_kick, tx_call))) = (fds.next(), fds.next()) else {
+            return Err(Error::Link(LinkError::TooFewQueues(0)));
+        };
+        let env = DirectEnv::new(region, vec![rx_kick, tx_kick]);
+        let rx_epoll = Epoll::new().map_err(Error::CreateEpoll)?;
+        rx_epoll
+            .ctl(
+                ControlOperation::Add,
+                rx_call.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, 0),
+            )
+            .map_err(Error::CreateEpoll)?;
+        let mut me = Self {
+            env,
+            net,
+            link,
+            rx_call,
+            rx_epoll,
+            tx_call,
+            driver_errors: 0,
+        };
+        me.set_rx_notify(cfg.rx_notify);
+        // Tell the NIC about the posted RX buffers.
+        driver_env::Doorbell::kick(&me.env, RX_QUEUE);
+        tracing::info!(socket = %socket.display(), features = format_args!("{features:#x}"),
+            queue_size = cfg.queue_size, region_len = layout.region_len, "driver connected to NIC");
+        Ok(me)
+    }
+
+    fn fail(&mut self, what: &'static str, e: NetError) {
+        if self.driver_errors == 0 {
+            tracing::error!(error = %e, cause = ?std::error::Error::source(&e), what, "driver data path failed");
+        }
+        self.driver_errors += 1;
+    }
+
+    /// Reserves a TX buffer. `None`: the ring is full (counted; the caller counts a
+    /// drop) or the driver failed. Dropping the slot without committing returns it.
+    pub fn tx_reserve(&mut self) -> Option<TxSlot<'_>> {
+        match self.net.tx_reserve(&self.env) {
+            Ok(Some(buf)) => Some(TxSlot {
+                host: self,
+                buf: Some(buf),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                self.fail("tx_reserve", e);
+                None
+            }
+        }
+    }
+
+    /// Publishes the committed TX batch, kicks the NIC if it wants a kick, and reaps
+    /// completions.
+    pub fn tx_flush(&mut self) {
+        if let Err(e) = self.net.tx_flush(&self.env) {
+            self.fail("tx_flush", e);
+        }
+    }
+
+    /// Hands up to `max` received frames (without virtio header) to `f`, recycles
+    /// their buffers and publishes once. Returns how many frames `f` saw.
+    pub fn rx_burst(&mut self, max: usize, mut f: impl FnMut(&Segments<'_>)) -> usize {
+        let region = self.env.region().clone();
+        let r = self.net.rx_burst(&self.env, max, |frame| {
+            if let Some(s) = region.slice(frame.addr, frame.len) {
+                f(&Segments::single(s));
+            }
+        });
+        match r {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail("rx_burst", e);
+                0
+            }
+        }
+    }
+
+    /// Whether received frames are waiting (cheap; no side effects).
+    pub fn rx_pending(&self) -> bool {
+        self.net.rx_pending(&self.env).unwrap_or(false)
+    }
+
+    /// The eventfd the NIC signals when RX frames arrive (with notifications on).
+    pub fn rx_call_fd(&self) -> RawFd {
+        self.rx_call.as_raw_fd()
+    }
+
+    /// The eventfd the NIC signals on TX completions (TX notifications stay off;
+    /// completions are reaped by [`HostedDriver::tx_flush`]).
+    pub fn tx_call_fd(&self) -> RawFd {
+        self.tx_call.as_raw_fd()
+    }
+
+    /// Clears the RX call eventfd after a wake-up (non-blocking).
+    pub fn rx_call_clear(&self) {
+        let _ = self.rx_call.read();
+    }
+
+    /// Event-driven wait: arms RX notifications, sleeps on the RX call eventfd for
+    /// at most `timeout` unless frames already raced in, then disarms them again.
+    /// Returns true when frames are (probably) waiting.
+    pub fn wait_rx(&mut self, timeout: std::time::Duration) -> bool {
+        if self.set_rx_notify(true) {
+            self.set_rx_notify(false);
+            return true;
+        }
+        let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+        let mut ev = [EpollEvent::default()];
+        let woke = matches!(self.rx_epoll.wait(ms, &mut ev), Ok(n) if n > 0);
+        self.rx_call_clear();
+        self.set_rx_notify(false);
+        woke || self.rx_pending()
+    }
+
+    /// Turns RX notifications on (event mode) or off (busy poll). Turning them on
+    /// returns true when frames raced in: poll again instead of sleeping.
+    pub fn set_rx_notify(&mut self, on: bool) -> bool {
+        match self.net.set_rx_notify(&self.env, on) {
+            Ok(raced) => raced,
+            Err(e) => {
+                self.fail("set_rx_notify", e);
+                true
+            }
+        }
+    }
+
+    /// Whether the NIC is still connected (its vhost-user socket has not hung up)
+    /// and the driver has not failed.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_connected()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DriverStats {
+        let mut out = DriverStats {
+            driver_errors: self.driver_errors,
+            ..Default::default()
+        };
+        if let Ok(s) = self.net.stats(&self.env) {
+            out.tx_packets = s.tx_packets;
+            out.tx_bytes = s.tx_bytes;
+            out.tx_completed = s.tx_completed;
+            out.tx_ring_full = s.tx_ring_full;
+            out.tx_too_long = s.tx_too_long;
+            out.tx_device_errors = s.tx_device_errors;
+            out.tx_kicks = s.tx_queue.kicks;
+            out.tx_kicks_suppressed = s.tx_queue.kicks_suppressed;
+            out.rx_packets = s.rx_packets;
+            out.rx_bytes = s.rx_bytes;
+            out.rx_short = s.rx_short;
+            out.rx_merged = s.rx_merged;
+            out.rx_device_errors = s.rx_device_errors;
+            out.rx_kicks = s.rx_queue.kicks;
+            out.broken = s.rx_queue.broken || s.tx_queue.broken;
+            out.features = s.features;
+        }
+        out
+    }
+
+    /// Largest frame one TX buffer holds.
+    pub fn frame_capacity(&self) -> usize {
+        self.net.layout().frame_capacity()
+    }
+
+    /// The region's memfd (to share the driver state with another process later).
+    pub fn region_fd(&self) -> BorrowedFd<'_> {
+        self.env.region().fd()
+    }
+
+    /// The region's size in bytes.
+    pub fn region_len(&self) -> u64 {
+        self.env.region_len()
+    }
+}
+
+/// A reserved TX buffer. Copy a frame into [`TxSlot::frame`], then
+/// [`TxSlot::commit`]; dropping it uncommitted returns the buffer.
+#[derive(Debug)]
+pub struct TxSlot<'a> {
+    host: &'a mut HostedDriver,
+    buf: Option<TxBuf>,
+}
+
+impl TxSlot<'_> {
+    /// The writable frame area (after the virtio header), `capacity()` bytes.
+    pub fn frame(&self) -> Segments<'_> {
+        self.buf
+            .as_ref()
+            .and_then(|b| self.host.env.region().slice(b.frame_addr, b.capacity))
+            .map(Segments::single)
+            .unwrap_or_default()
+    }
+
+    /// Bytes the frame area holds.
+    pub fn capacity(&self) -> usize {
+        self.buf.as_ref().map_or(0, |b| b.capacity)
+    }
+
+    /// Posts the frame of `len` bytes (visible to the NIC after
+    /// [`HostedDriver::tx_flush`]). A `len` beyond the capacity drops the frame
+    /// (counted as `tx_too_long`) and returns false.
+    pub fn commit(mut self, len: usize) -> bool {
+        let Some(buf) = self.buf.take() else {
+            return false;
+        };
+        match self.host.net.tx_commit(&self.host.env, buf, len) {
+            Ok(()) => true,
+            Err(NetError::FrameTooLong { .. }) => false,
+            Err(e) => {
+                self.host.fail("tx_commit", e);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for TxSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            if let Err(e) = self.host.net.tx_cancel(&self.host.env, buf) {
+                self.host.fail("tx_cancel", e);
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The generator's frame format.
+//!
+//! ```text
+//! 0   dst MAC (6)   6   src MAC (6)   12  ethertype 0x88B5 (2, big-endian)
+//! 14  generator id (u32 LE)           18  sequence number (u64 LE)
+//! 26  payload pattern up to the frame length
+//! ```
+//!
+//! 60..=1514 bytes (Ethernet without FCS, without the virtio header).
+
+use twin_wire::MacAddr;
+
+/// IEEE "local experimental" ethertype used by the generator.
+pub const ETHERTYPE_GEN: u16 = 0x88B5;
+/// Smallest frame the generator sends.
+pub const MIN_FRAME_LEN: usize = 60;
+/// Largest frame the generator sends.
+pub const MAX_FRAME_LEN: usize = 1514;
+/// Bytes of the generator header (Ethernet + id + sequence number).
+pub const GEN_HDR_LEN: usize = 26;
+
+/// Error of this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The requested frame length is outside 60..=1514.
+    #[error("frame size {0} B is outside {MIN_FRAME_LEN}..={MAX_FRAME_LEN} B (Ethernet frame without FCS and virtio header)")]
+    InvalidFrameLen(usize),
+}
+
+/// A frame template; only the sequence number changes per frame.
+#[derive(Debug, Clone)]
+pub struct GenFrame {
+    buf: [u8; MAX_FRAME_LEN],
+    len: usize,
+}
+
+/// What [`GenFrame::parse`] found in a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    /// Destination MAC.
+    pub dst: MacAddr,
+    /// Source MAC.
+    pub src: MacAddr,
+    /// Generator id.
+    pub id: u32,
+    /// Sequence number.
+    pub seq: u64,
+}
+
+impl GenFrame {
+    /// A template of `len` bytes.
+    pub fn new(len: usize, src: MacAddr, dst: MacAddr, id: u32) -> Result<Self, FrameError> {
+        if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
+            return Err(FrameError::InvalidFrameLen(len));
+        }
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        buf[0..6].copy_from_slice(&dst.0);
+        buf[6..12].copy_from_slice(&src.0);
+        buf[12..14].copy_from_slice(&ETHERTYPE_GEN.to_be_bytes());
+        buf[14..18].copy_from_slice(&id.to_le_bytes());
+        for (i, b) in buf[GEN_HDR_LEN..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Ok(Self { buf, len })
+    }
+
+    /// The frame bytes with sequence number `seq`.
+    pub fn with_seq(&mut self, seq: u64) -> &[u8] {
+        self.buf[18..26].copy_from_slice(&seq.to_le_bytes());
+        &self.buf[..self.len]
+    }
+
+    /// Frame length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true (frames are at least 60 bytes).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Parses the first bytes of a received frame; `None` if it is not a generator frame.
+    pub fn parse(hdr: &[u8]) -> Option<Parsed> {
+        let h: &[u8; GEN_HDR_LEN] = hdr.get(..GEN_HDR_LEN)?.try_into().ok()?;
+        if u16::from_be_bytes([h[12], h[13]]) != ETHERTYPE_GEN {
+            return None;
+        }
+        let mac = |o: usize| MacAddr([h[o], h[o + 1], h[o + 2], h[o + 3], h[o + 4], h[o + 5]]);
+        Some(Parsed {
+            dst: mac(0),
+            src: mac(6),
+            id: u32::from_le_bytes([h[14], h[15], h[16], h[17]]),
+            seq: u64::from_le_bytes([h[18], h[19], h[20], h[21], h[22], h[23], h[24], h[25]]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_and_parse() {
+        assert_eq!(
+            GenFrame::new(59, MacAddr::local(1), MacAddr::BROADCAST, 1).unwrap_err(),
+            FrameError::InvalidFrameLen(59)
+        );
+        assert!(GenFrame::new(1515, MacAddr::local(1), MacAddr::BROADCAST, 1).is_err());
+        let mut f = GenFrame::new(60, MacAddr::local(7), MacAddr::BROADCAST, 7).unwrap();
+        let bytes = f.with_seq(42).to_vec();
+        assert_eq!(bytes.len(), 60);
+        let p = GenFrame::parse(&bytes).unwrap();
+        assert_eq!(
+            (p.id, p.seq, p.src, p.dst),
+            (7, 42, MacAddr::local(7), MacAddr::BROADCAST)
+        );
+        assert_eq!(GenFrame::parse(&bytes[..20]), None);
+        let mut other = bytes.clone();
+        other[12] = 8;
+        assert_eq!(GenFrame::parse(&other), None);
+    }
+}

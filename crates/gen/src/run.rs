@@ -1,0 +1,300 @@
+//! The generator loop.
+//!
+//! Per iteration: grant a batch from the token bucket (or a full batch when not
+//! rate limited), reserve/copy/commit that many frames, flush once, receive one
+//! burst and check each own frame's sequence number. In event-driven mode an idle
+//! iteration arms RX notifications and sleeps on the RX call eventfd (at most until
+//! the next token is due). After the send phase, a short drain phase collects
+//! frames still in flight.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use driver_host::{DriverConfig, DriverStats, HostedDriver};
+use serde::Serialize;
+use twin_wire::MacAddr;
+
+use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN};
+
+/// Error of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum GenError {
+    /// The configuration is invalid.
+    #[error("invalid generator configuration")]
+    Config(#[from] FrameError),
+    /// The batch size is zero.
+    #[error("batch size must be at least 1")]
+    InvalidBatch,
+    /// No connection within the timeout.
+    #[error("could not connect to {path} within {timeout:?}")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// Timeout.
+        timeout: Duration,
+        /// Last error.
+        #[source]
+        source: driver_host::Error,
+    },
+    /// Stopped before a connection was made.
+    #[error("stopped before connecting")]
+    Stopped,
+}
+
+/// How the generator waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PollMode {
+    /// Spin on the rings; notifications off.
+    #[default]
+    BusyPoll,
+    /// Sleep on the RX call eventfd when idle.
+    EventDriven,
+}
+
+/// Generator configuration.
+#[derive(Debug, Clone)]
+pub struct GenConfig {
+    /// vhost-user device socket to connect to.
+    pub socket: PathBuf,
+    /// Generator id (in every frame; default source MAC is `MacAddr::local(id)`).
+    pub id: u32,
+    /// Ethernet frame length without FCS and virtio header, 60..=1514.
+    pub frame_len: usize,
+    /// Packets per second; `None`: as fast as possible.
+    pub rate_pps: Option<u64>,
+    /// How long to send.
+    pub duration: Duration,
+    /// Source MAC (default `MacAddr::local(id)`).
+    pub src_mac: Option<MacAddr>,
+    /// Destination MAC.
+    pub dst_mac: MacAddr,
+    /// Busy poll or event driven.
+    pub mode: PollMode,
+    /// Frames per batch.
+    pub batch: usize,
+    /// Keep retrying the connection this long.
+    pub connect_timeout: Duration,
+    /// After sending, keep receiving this long (or until idle for 50 ms).
+    pub drain: Duration,
+    /// The driver instance.
+    pub driver: DriverConfig,
+}
+
+impl GenConfig {
+    /// Defaults for `socket`: 64-byte frames, 1 s, unlimited rate, broadcast, busy poll.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+            id: 1,
+            frame_len: 64,
+            rate_pps: None,
+            duration: Duration::from_secs(1),
+            src_mac: None,
+            dst_mac: MacAddr::BROADCAST,
+            mode: PollMode::BusyPoll,
+            batch: 32,
+            connect_timeout: Duration::from_secs(5),
+            drain: Duration::from_millis(300),
+            driver: DriverConfig::default(),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GenReport {
+    /// Frames sent (committed to the NIC).
+    pub tx_packets: u64,
+    /// Bytes sent (frame bytes, no header).
+    pub tx_bytes: u64,
+    /// Frames not sent because the TX ring was full.
+    pub tx_dropped_ring_full: u64,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Received frames carrying this generator's id.
+    pub rx_own: u64,
+    /// Own frames whose destination MAC is this generator's source MAC (reflected
+    /// with swapped addresses).
+    pub rx_own_swapped: u64,
+    /// Own frames whose sequence number was not above the previous one.
+    pub rx_out_of_order: u64,
+    /// Frames of other generators or other protocols.
+    pub rx_foreign: u64,
+    /// Length of the send phase in seconds.
+    pub duration_s: f64,
+    /// Transmit rate in million packets per second over the send phase.
+    pub mpps: f64,
+    /// Receive rate in Mpps over the send phase.
+    pub rx_mpps: f64,
+    /// Transmit throughput in Gbit/s (frame bytes).
+    pub tx_gbps: f64,
+    /// Whether the NIC hung up during the run.
+    pub nic_disconnected: bool,
+    /// The driver's own counters.
+    pub driver: DriverStats,
+}
+
+struct Rx<'a> {
+    id: u32,
+    src: MacAddr,
+    last_seq: Option<u64>,
+    r: &'a mut GenReport,
+}
+
+impl Rx<'_> {
+    fn frame(&mut self, seg: &twin_wire::Segments<'_>) {
+        self.r.rx_packets += 1;
+        self.r.rx_bytes += seg.len() as u64;
+        let mut hdr = [0u8; GEN_HDR_LEN];
+        let n = seg.read_prefix(&mut hdr);
+        match GenFrame::parse(&hdr[..n]) {
+            Some(p) if p.id == self.id => {
+                self.r.rx_own += 1;
+                if p.dst == self.src {
+                    self.r.rx_own_swapped += 1;
+                }
+                if self.last_seq.is_some_and(|l| p.seq <= l) {
+                    self.r.rx_out_of_order += 1;
+                }
+                self.last_seq = Some(self.last_seq.map_or(p.seq, |l| l.max(p.seq)));
+            }
+            _ => self.r.rx_foreign += 1,
+        }
+    }
+}
+
+fn connect(cfg: &GenConfig, stop: &AtomicBool) -> Result<HostedDriver, GenError> {
+    let deadline = Instant::now() + cfg.connect_timeout;
+    loop {
+        match HostedDriver::connect(&cfg.socket, &cfg.driver) {
+            Ok(d) => return Ok(d),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(GenError::Connect {
+                    path: cfg.socket.clone(),
+                    timeout: cfg.connect_timeout,
+                    source: e,
+                })
+            }
+            Err(e) => tracing::debug!(error = %e, "connect failed, retrying"),
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(GenError::Stopped);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the generator until `cfg.duration` passes or `stop` is set.
+pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
+    let src = cfg.src_mac.unwrap_or(MacAddr::local(cfg.id));
+    let mut tmpl = GenFrame::new(cfg.frame_len, src, cfg.dst_mac, cfg.id)?;
+    if cfg.batch == 0 {
+        return Err(GenError::InvalidBatch);
+    }
+    let mut d = connect(cfg, stop)?;
+    let mut report = GenReport::default();
+    let mut rx_state = None::<u64>;
+    let mut seq = 0u64;
+    let batch = cfg.batch;
+    let start = Instant::now();
+    let end = start + cfg.duration;
+    let mut tokens = 0f64;
+    let mut last_refill = start;
+    let mut iter = 0u64;
+    let event = cfg.mode == PollMode::EventDriven;
+    loop {
+        let now = Instant::now();
+        if now >= end || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        iter += 1;
+        if iter.is_multiple_of(4096) && !d.is_connected() {
+            report.nic_disconnected = true;
+            tracing::warn!("NIC hung up");
+            break;
+        }
+        let grant = match cfg.rate_pps {
+            None => batch,
+            Some(rate) => {
+                tokens += now.duration_since(last_refill).as_secs_f64() * rate as f64;
+                last_refill = now;
+                tokens = tokens.min((2 * batch) as f64);
+                let g = (tokens as usize).min(batch);
+                tokens -= g as f64;
+                g
+            }
+        };
+        let mut sent = 0;
+        for _ in 0..grant {
+            let Some(slot) = d.tx_reserve() else {
+                report.tx_dropped_ring_full += 1;
+                continue;
+            };
+            let bytes = tmpl.with_seq(seq);
+            if slot.frame().write_prefix(bytes) == bytes.len() && slot.commit(bytes.len()) {
+                seq += 1;
+                sent += 1;
+                report.tx_packets += 1;
+                report.tx_bytes += bytes.len() as u64;
+            }
+        }
+        if sent > 0 {
+            d.tx_flush();
+        }
+        let got = rx_burst(&mut d, &mut report, cfg.id, src, &mut rx_state, 2 * batch);
+        if event && sent == 0 && got == 0 {
+            let wait = match cfg.rate_pps {
+                Some(rate) if rate > 0 => Duration::from_secs_f64(1.0 / rate as f64),
+                _ => Duration::from_millis(10),
+            };
+            d.wait_rx(wait.min(Duration::from_millis(10)));
+        }
+    }
+    let sent_for = start.elapsed().as_secs_f64();
+    // Drain: frames still in flight.
+    let drain_end = Instant::now() + cfg.drain;
+    let mut idle_since = Instant::now();
+    while Instant::now() < drain_end && idle_since.elapsed() < Duration::from_millis(50) {
+        d.tx_flush();
+        if rx_burst(&mut d, &mut report, cfg.id, src, &mut rx_state, 2 * batch) > 0 {
+            idle_since = Instant::now();
+        }
+    }
+    report.duration_s = sent_for;
+    if sent_for > 0.0 {
+        report.mpps = report.tx_packets as f64 / sent_for / 1e6;
+        report.rx_mpps = report.rx_packets as f64 / sent_for / 1e6;
+        report.tx_gbps = report.tx_bytes as f64 * 8.0 / sent_for / 1e9;
+    }
+    report.driver = d.stats();
+    tracing::info!(
+        tx = report.tx_packets,
+        rx = report.rx_packets,
+        mpps = report.mpps,
+        "generator done"
+    );
+    Ok(report)
+}
+
+fn rx_burst(
+    d: &mut HostedDriver,
+    report: &mut GenReport,
+    id: u32,
+    src: MacAddr,
+    last_seq: &mut Option<u64>,
+    max: usize,
+) -> usize {
+    let mut rx = Rx {
+        id,
+        src,
+        last_seq: *last_seq,
+        r: report,
+    };
+    let n = d.rx_burst(max, |seg| rx.frame(seg));
+    *last_seq = rx.last_seq;
+    n
+}

@@ -1,0 +1,747 @@
+//! The control plane: one thread per device that listens on the vhost-user socket,
+//! serves one client at a time, and publishes ring state to the data path.
+//!
+//! The request handler ([`Handler`]) implements
+//! [`VhostUserBackendReqHandlerMut`] directly on `vhost`'s `BackendListener` /
+//! `BackendReqHandler` (not `vhost-user-backend`, whose daemon polls kick fds in its
+//! own worker threads; our data path must own them). Every message is validated:
+//! queue index, ring size (power of two, at most [`DeviceConfig::max_queue_size`]),
+//! ring addresses (translated from the client's virtual addresses to
+//! guest-physical through the memory table, and inside it), memory regions (no
+//! overflow, backed by the file, no overlap), feature bits (a subset of the offer).
+//!
+//! Each connection gets a fresh handler. When the client closes the socket (or is
+//! kicked out for breaking a ring, or stalls mid-message for longer than
+//! [`READ_TIMEOUT`]), the connection is logged, the data path is told, and the
+//! device listens again, so a client that comes back gets a working port.
+//!
+//! Limits: one queue pair (MQ not offered), no dirty logging, no inflight
+//! tracking, no backend-initiated requests; at most [`MAX_MEM_SLOTS`] regions.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use twin_wire::features::{DEVICE_OFFER, VHOST_USER_F_PROTOCOL_FEATURES};
+use twin_wire::MacAddr;
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
+};
+use vhost::vhost_user::{
+    Backend, BackendListener, BackendReqHandler, Error as VuError, GpuBackend, Listener,
+    Result as VuResult, VhostUserBackendReqHandlerMut,
+};
+use vhost::VhostUserMemoryRegionBase;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use crate::datapath::DeviceHandle;
+use crate::ratelimit::RateLimiter;
+use crate::ring_access::MAX_QUEUE_SIZE;
+use crate::shared::{Published, QueueConf, Shared, NUM_QUEUES, STOP_TIMEOUT};
+
+/// Most memory regions accepted (SET_MEM_TABLE or ADD_MEM_REG).
+pub const MAX_MEM_SLOTS: usize = 32;
+/// A client that sends half a message and then stalls this long is disconnected.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL_MS: i32 = 100;
+
+/// Errors of the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket could not be created.
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: VuError,
+    },
+    /// Shared state could not be created.
+    #[error(transparent)]
+    Shared(#[from] crate::shared::Error),
+    /// epoll failed.
+    #[error("epoll: {0}")]
+    Epoll(#[source] std::io::Error),
+    /// The control thread could not be started.
+    #[error("cannot start the control thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Configuration of one device.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// MAC address reported in the config space (GET_CONFIG); `None` reports
+    /// zeroes, so QEMU keeps the MAC of its `-device` line.
+    pub mac: Option<MacAddr>,
+    /// Largest ring size accepted (power of two, at most 32768).
+    pub max_queue_size: u16,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            mac: None,
+            max_queue_size: MAX_QUEUE_SIZE,
+        }
+    }
+}
+
+/// The control half of a device: owns the control thread; dropping it stops the
+/// thread (within about 100 ms) and disconnects any client.
+#[derive(Debug)]
+pub struct VhostDevice {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VhostDevice {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for VhostDevice {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!(path = %self.path.display(), "vhost-user control thread panicked");
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub(crate) fn start(path: &Path, cfg: DeviceConfig) -> Result<(VhostDevice, DeviceHandle), Error> {
+    let listener = Listener::new(path, true).map_err(|source| Error::Listen {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::Listen {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let shared = Arc::new(Shared::new()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let name: Arc<str> = Arc::from(path.display().to_string());
+    let handle = DeviceHandle::new(shared.clone(), name.clone());
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("vhost-ctl".into())
+        .spawn(move || {
+            if let Err(e) = control_loop(listener, shared, cfg, stop2, &name) {
+                tracing::error!(port = &*name, error = %e, "vhost-user control thread failed");
+            }
+        })
+        .map_err(Error::Spawn)?;
+    Ok((
+        VhostDevice {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        },
+        handle,
+    ))
+}
+
+fn wait_readable(ep: &Epoll) -> Result<bool, Error> {
+    let mut ev = [EpollEvent::default(); 2];
+    match ep.wait(POLL_MS, &mut ev) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(Error::Epoll(e)),
+    }
+}
+
+fn control_loop(
+    mut listener: Listener,
+    shared: Arc<Shared>,
+    cfg: DeviceConfig,
+    stop: Arc<AtomicBool>,
+    name: &str,
+) -> Result<(), Error> {
+    let ep = Epoll::new().map_err(Error::Epoll)?;
+    ep.ctl(
+        ControlOperation::Add,
+        listener.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, 0),
+    )
+    .map_err(Error::Epoll)?;
+    let mut connection = 0u64;
+    let mut lim = RateLimiter::<4>::new(5);
+    tracing::info!(port = name, "vhost-user device listening");
+    while !stop.load(Ordering::Acquire) {
+        if !wait_readable(&ep)? {
+            continue;
+        }
+        let handler = Arc::new(Mutex::new(Handler::new(
+            shared.clone(),
+            cfg.clone(),
+            connection + 1,
+        )));
+        let accepted = match BackendListener::new(&mut listener, handler.clone()) {
+            Ok(mut bl) => bl.accept(),
+            Err(e) => Err(e),
+        };
+        match accepted {
+            Ok(Some(req)) => {
+                connection += 1;
+                serve(req, &handler, &shared, &stop, name, connection, &mut lim)?;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(suppressed) = lim.check(0) {
+                    tracing::warn!(port = name, error = %e, suppressed, "accept failed");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    shared.publish(Published::default());
+    Ok(())
+}
+
+fn serve(
+    mut req: BackendReqHandler<Mutex<Handler>>,
+    handler: &Arc<Mutex<Handler>>,
+    shared: &Shared,
+    stop: &AtomicBool,
+    name: &str,
+    connection: u64,
+    lim: &mut RateLimiter<4>,
+) -> Result<(), Error> {
+    tracing::info!(port = name, connection, "vhost-user client connected");
+    shared.kick_out.store(false, Ordering::Release);
+    shared.store_last_avail(0, 0);
+    shared.store_last_avail(1, 0);
+    lock(handler).publish();
+    let sock = match req.try_clone_connection() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(port = name, error = %e, "cannot clone client socket");
+            lock(handler).disconnect();
+            return Ok(());
+        }
+    };
+    if let Err(e) = sock.set_read_timeout(Some(READ_TIMEOUT)) {
+        tracing::warn!(port = name, error = %e, "cannot set socket timeout");
+    }
+    let ep = Epoll::new().map_err(Error::Epoll)?;
+    ep.ctl(
+        ControlOperation::Add,
+        sock.as_raw_fd(),
+        EpollEvent::new(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP, 0),
+    )
+    .map_err(Error::Epoll)?;
+    let reason = loop {
+        if stop.load(Ordering::Acquire) {
+            break "device stopped";
+        }
+        if shared.kick_out.swap(false, Ordering::AcqRel) {
+            break "client broke a ring; port reset";
+        }
+        if !wait_readable(&ep)? {
+            continue;
+        }
+        match req.handle_request() {
+            Ok(()) => {}
+            Err(VuError::Disconnected) | Err(VuError::PartialMessage) => {
+                break "client closed the socket";
+            }
+            Err(e) => {
+                if let Some(suppressed) = lim.check(1) {
+                    tracing::warn!(port = name, connection, error = %e, suppressed,
+                        "vhost-user protocol error; dropping the client");
+                }
+                break "protocol error";
+            }
+        }
+    };
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    lock(handler).disconnect();
+    tracing::info!(
+        port = name,
+        connection,
+        reason,
+        "vhost-user client disconnected"
+    );
+    Ok(())
+}
+
+fn lock(h: &Mutex<Handler>) -> std::sync::MutexGuard<'_, Handler> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
+struct MemRegion {
+    gpa: u64,
+    size: u64,
+    uaddr: u64,
+    region: Arc<GuestRegionMmap<()>>,
+}
+
+#[derive(Debug, Default)]
+struct CtlQueue {
+    size: u16,
+    /// desc, used, avail as the client's virtual addresses.
+    addrs: Option<(u64, u64, u64)>,
+    base: u16,
+    base_seq: u64,
+    kick: Option<Arc<File>>,
+    call: Option<Arc<File>>,
+    err: Option<File>,
+    started: bool,
+    enabled: bool,
+}
+
+/// The vhost-user request handler of one connection.
+#[derive(Debug)]
+pub struct Handler {
+    shared: Arc<Shared>,
+    cfg: DeviceConfig,
+    connection: u64,
+    features: u64,
+    protocol: u64,
+    regions: Vec<MemRegion>,
+    mem: Option<Arc<GuestMemoryMmap<()>>>,
+    queues: [CtlQueue; NUM_QUEUES],
+    seq: u64,
+}
+
+fn offered_protocol() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::REPLY_ACK
+        | VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+}
+
+fn bad(what: &'static str) -> VuError {
+    tracing::debug!(what, "rejected vhost-user request");
+    VuError::InvalidOperation(what)
+}
+
+impl Handler {
+    fn new(shared: Arc<Shared>, cfg: DeviceConfig, connection: u64) -> Self {
+        let mut h = Self {
+            shared,
+            cfg,
+            connection,
+            features: 0,
+            protocol: 0,
+            regions: Vec::new(),
+            mem: None,
+            queues: Default::default(),
+            seq: connection << 32,
+        };
+        for q in 0..NUM_QUEUES {
+            h.seq += 1;
+            h.queues[q].base_seq = h.seq;
+        }
+        h
+    }
+
+    fn queue(&mut self, index: u32) -> VuResult<&mut CtlQueue> {
+        self.queues
+            .get_mut(index as usize)
+            .ok_or(VuError::InvalidParam)
+    }
+
+    fn va_to_gpa(&self, va: u64, len: u64) -> Option<u64> {
+        self.regions.iter().find_map(|r| {
+            let off = va.checked_sub(r.uaddr)?;
+            if off.checked_add(len)? <= r.size {
+                r.gpa.checked_add(off)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn translate(&self, q: &CtlQueue) -> Option<(u64, u64, u64)> {
+        let (d, u, a) = q.addrs?;
+        let n = u64::from(q.size);
+        Some((
+            self.va_to_gpa(d, 16 * n)?,
+            self.va_to_gpa(a, 6 + 2 * n)?,
+            self.va_to_gpa(u, 6 + 8 * n)?,
+        ))
+    }
+
+    fn publish(&self) -> u64 {
+        let proto = self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+        let mut p = Published {
+            connection: self.connection,
+            connected: true,
+            features: self.features & !VHOST_USER_F_PROTOCOL_FEATURES,
+            mem: self.mem.clone(),
+            queues: Default::default(),
+        };
+        for (qi, q) in self.queues.iter().enumerate() {
+            let mut c = QueueConf {
+                size: q.size,
+                base: q.base,
+                base_seq: q.base_seq,
+                kick: q.kick.clone(),
+                call: q.call.clone(),
+                enabled: if proto { q.enabled } else { true },
+                ..Default::default()
+            };
+            if q.started && q.size != 0 {
+                match self.translate(q) {
+                    Some((d, a, u)) => {
+                        c.desc = d;
+                        c.avail = a;
+                        c.used = u;
+                        c.started = true;
+                    }
+                    None => {
+                        tracing::warn!(queue = qi, "ring addresses not in the memory table")
+                    }
+                }
+            }
+            p.queues[qi] = c;
+        }
+        self.shared.publish(p)
+    }
+
+    fn disconnect(&mut self) {
+        self.shared.publish(Published {
+            connection: self.connection,
+            ..Default::default()
+        });
+        // Unmap only after the data path let go of the rings (its Arc keeps the
+        // mapping alive anyway).
+        self.mem = None;
+        self.regions.clear();
+    }
+
+    fn reset(&mut self) {
+        let c = self.connection;
+        let seq = self.seq;
+        *self = Handler::new(self.shared.clone(), self.cfg.clone(), c);
+        self.seq = seq;
+        for q in 0..NUM_QUEUES {
+            self.seq += 1;
+            self.queues[q].base_seq = self.seq;
+        }
+        self.publish();
+    }
+
+    fn map_region(r: &VhostUserMemoryRegion, file: File) -> VuResult<MemRegion> {
+        let size = r.memory_size;
+        if size == 0
+            || r.guest_phys_addr.checked_add(size).is_none()
+            || r.user_addr.checked_add(size).is_none()
+            || usize::try_from(size).is_err()
+        {
+            return Err(bad("memory region size or address overflows"));
+        }
+        let end = r
+            .mmap_offset
+            .checked_add(size)
+            .ok_or_else(|| bad("memory region offset overflows"))?;
+        let md = file.metadata().map_err(VuError::ReqHandlerError)?;
+        if md.is_file() && md.len() < end {
+            return Err(bad("memory region larger than its file"));
+        }
+        let mmap = MmapRegion::from_file(FileOffset::new(file, r.mmap_offset), size as usize)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot map client memory");
+                bad("cannot map memory region")
+            })?;
+        let region = GuestRegionMmap::new(mmap, GuestAddress(r.guest_phys_addr))
+            .ok_or_else(|| bad("memory region does not fit the address space"))?;
+        Ok(MemRegion {
+            gpa: r.guest_phys_addr,
+            size,
+            uaddr: r.user_addr,
+            region: Arc::new(region),
+        })
+    }
+
+    fn rebuild(&mut self, mut regions: Vec<MemRegion>) -> VuResult<()> {
+        regions.sort_by_key(|r| r.gpa);
+        let mem = if regions.is_empty() {
+            None
+        } else {
+            let m = GuestMemoryMmap::from_arc_regions(
+                regions.iter().map(|r| r.region.clone()).collect(),
+            )
+            .map_err(|_| bad("memory regions overlap"))?;
+            Some(Arc::new(m))
+        };
+        self.regions = regions;
+        self.mem = mem;
+        self.publish();
+        Ok(())
+    }
+}
+
+impl VhostUserBackendReqHandlerMut for Handler {
+    fn set_owner(&mut self) -> VuResult<()> {
+        Ok(())
+    }
+
+    fn reset_owner(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+
+    fn reset_device(&mut self) -> VuResult<()> {
+        self.reset();
+        Ok(())
+    }
+
+    fn get_features(&mut self) -> VuResult<u64> {
+        Ok(DEVICE_OFFER | VHOST_USER_F_PROTOCOL_FEATURES)
+    }
+
+    fn set_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !(DEVICE_OFFER | VHOST_USER_F_PROTOCOL_FEATURES) != 0 {
+            return Err(bad("features outside the offer"));
+        }
+        self.features = features;
+        self.publish();
+        Ok(())
+    }
+
+    fn set_mem_table(
+        &mut self,
+        ctx: &[VhostUserMemoryRegion],
+        files: Vec<File>,
+        _postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        if ctx.len() != files.len() || ctx.is_empty() || ctx.len() > MAX_MEM_SLOTS {
+            return Err(bad("bad memory table"));
+        }
+        let mut regions = Vec::with_capacity(ctx.len());
+        for (r, f) in ctx.iter().zip(files) {
+            regions.push(Self::map_region(r, f)?);
+        }
+        self.rebuild(regions)?;
+        Ok(None)
+    }
+
+    fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        let max = u32::from(self.cfg.max_queue_size.min(MAX_QUEUE_SIZE));
+        if num == 0 || num > max || !num.is_power_of_two() {
+            return Err(bad("bad ring size"));
+        }
+        self.queue(index)?.size = num as u16;
+        Ok(())
+    }
+
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        descriptor: u64,
+        used: u64,
+        available: u64,
+        _log: u64,
+    ) -> VuResult<()> {
+        if !descriptor.is_multiple_of(16) || !used.is_multiple_of(4) || !available.is_multiple_of(2)
+        {
+            return Err(bad("misaligned ring address"));
+        }
+        let q = self.queue(index)?;
+        q.addrs = Some((descriptor, used, available));
+        let q = &self.queues[index as usize];
+        if !self.regions.is_empty() && q.size != 0 && self.translate(q).is_none() {
+            self.queues[index as usize].addrs = None;
+            return Err(bad("ring address outside the memory table"));
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        let base = u16::try_from(base).map_err(|_| bad("ring base above 65535"))?;
+        self.seq += 1;
+        let seq = self.seq;
+        let q = self.queue(index)?;
+        q.base = base;
+        q.base_seq = seq;
+        self.shared.store_last_avail(index as usize, base);
+        self.publish();
+        Ok(())
+    }
+
+    fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        let q = self.queue(index)?;
+        q.started = false;
+        q.kick = None;
+        let gen = self.publish();
+        if !self.shared.wait_ack(gen, STOP_TIMEOUT) {
+            tracing::warn!(
+                queue = index,
+                "data path did not acknowledge the ring stop in time; using its last stored index"
+            );
+        }
+        let base = self.shared.load_last_avail(index as usize);
+        self.queues[index as usize].base = base;
+        Ok(VhostUserVringState::new(index, u32::from(base)))
+    }
+
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let q = self.queue(u32::from(index))?;
+        q.kick = fd.map(Arc::new);
+        q.started = true;
+        self.publish();
+        Ok(())
+    }
+
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.queue(u32::from(index))?.call = fd.map(Arc::new);
+        self.publish();
+        Ok(())
+    }
+
+    fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.queue(u32::from(index))?.err = fd;
+        Ok(())
+    }
+
+    fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
+        Ok(offered_protocol())
+    }
+
+    fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !offered_protocol().bits() != 0 {
+            return Err(bad("protocol features outside the offer"));
+        }
+        self.protocol = features;
+        Ok(())
+    }
+
+    fn get_queue_num(&mut self) -> VuResult<u64> {
+        Ok(1)
+    }
+
+    fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        self.queue(index)?.enabled = enable;
+        self.publish();
+        Ok(())
+    }
+
+    fn get_config(
+        &mut self,
+        offset: u32,
+        size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<Vec<u8>> {
+        // struct virtio_net_config: mac[6], status, max_virtqueue_pairs, mtu.
+        let mut cfg = [0u8; 12];
+        if let Some(m) = self.cfg.mac {
+            cfg[..6].copy_from_slice(&m.0);
+        }
+        cfg[6..8].copy_from_slice(&1u16.to_le_bytes()); // VIRTIO_NET_S_LINK_UP
+        cfg[8..10].copy_from_slice(&1u16.to_le_bytes());
+        cfg[10..12].copy_from_slice(&1500u16.to_le_bytes());
+        let start = offset as usize;
+        let end = start
+            .checked_add(size as usize)
+            .filter(|&e| e <= cfg.len())
+            .ok_or_else(|| bad("config read out of range"))?;
+        Ok(cfg[start..end].to_vec())
+    }
+
+    fn set_config(
+        &mut self,
+        _offset: u32,
+        _buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<()> {
+        Err(bad("config space is read-only"))
+    }
+
+    fn set_backend_req_fd(&mut self, _backend: Backend) {}
+
+    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> VuResult<()> {
+        Err(bad("not a GPU"))
+    }
+
+    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VuResult<File> {
+        Err(bad("no shared objects"))
+    }
+
+    fn get_inflight_fd(
+        &mut self,
+        _inflight: &VhostUserInflight,
+    ) -> VuResult<(VhostUserInflight, File)> {
+        Err(bad("no inflight tracking"))
+    }
+
+    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
+        Err(bad("no inflight tracking"))
+    }
+
+    fn get_max_mem_slots(&mut self) -> VuResult<u64> {
+        Ok(MAX_MEM_SLOTS as u64)
+    }
+
+    fn add_mem_region(
+        &mut self,
+        region: &VhostUserSingleMemoryRegion,
+        fd: File,
+        _postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        if self.regions.len() >= MAX_MEM_SLOTS {
+            return Err(bad("too many memory regions"));
+        }
+        let r = Self::map_region(region, fd)?;
+        let mut regions = std::mem::take(&mut self.regions);
+        regions.push(r);
+        if let Err(e) = self.rebuild(regions) {
+            // rebuild failed before replacing: restore from the current memory.
+            self.regions.clear();
+            self.mem = None;
+            self.publish();
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
+        let pos = self
+            .regions
+            .iter()
+            .position(|r| r.gpa == region.guest_phys_addr && r.size == region.memory_size)
+            .ok_or_else(|| bad("no such memory region"))?;
+        let mut regions = std::mem::take(&mut self.regions);
+        regions.remove(pos);
+        self.rebuild(regions)
+    }
+
+    fn set_device_state_fd(
+        &mut self,
+        _direction: VhostTransferStateDirection,
+        _phase: VhostTransferStatePhase,
+        _fd: File,
+    ) -> VuResult<Option<File>> {
+        Err(bad("no device state transfer"))
+    }
+
+    fn check_device_state(&mut self) -> VuResult<()> {
+        Err(bad("no device state transfer"))
+    }
+
+    fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {
+        Err(bad("no shared memory regions"))
+    }
+
+    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
+        Err(bad("no dirty logging"))
+    }
+}
