@@ -30,7 +30,8 @@ impl Proc {
             } else {
                 Stdio::null()
             })
-            .stdin(Stdio::null())
+            // testpmd exits at end of input: hold its stdin open.
+            .stdin(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         let out = Arc::new(Mutex::new(String::new()));

@@ -84,8 +84,11 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
         ],
     );
     wait_for_path(&c1_s, Duration::from_secs(10));
-    // Give the switch time to attach to testpmd before traffic starts.
-    std::thread::sleep(Duration::from_millis(500));
+    // Traffic starts once testpmd has our driver attached and its queues running.
+    tp.wait_for_output(
+        "virtio is now ready for processing",
+        Duration::from_secs(20),
+    );
     let g = Proc::twin(
         "gen",
         &[
@@ -118,23 +121,43 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
     let sent = n(&g, "/tx_packets");
     assert!(sent > 10_000, "generator sent only {sent}");
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
+    // Every frame went to the NIC or was counted (a NIC that falls behind on a busy
+    // two-core machine fills the ring: `uplink_ring_full`).
+    let to_nic = n(&sw_r, "/uplinks/u0/tx_packets");
     assert_eq!(
-        n(&sw_r, "/uplinks/u0/tx_packets"),
+        to_nic + drops(&sw_r, "/uplinks/u0/drops") + drops(&sw_r, "/clients/c1/drops"),
         sent,
-        "all frames to the NIC"
+        "every frame forwarded or counted"
+    );
+    assert!(
+        to_nic > sent / 2,
+        "most frames must reach the NIC: {to_nic} of {sent}"
     );
     assert_eq!(
-        tps.rx_packets, sent,
-        "testpmd must receive every frame the switch sent"
+        tps.rx_packets, to_nic,
+        "testpmd received exactly what the switch sent it"
     );
     if reflect {
-        assert_eq!(tps.tx_packets, sent);
-        assert_eq!(n(&sw_r, "/uplinks/u0/rx_packets"), tps.tx_packets);
         assert_eq!(
-            n(&g, "/rx_packets"),
-            sent,
-            "every frame comes back, MACs swapped"
+            tps.tx_packets, tps.rx_packets,
+            "macswap sends every frame back"
         );
+        assert_eq!(n(&sw_r, "/uplinks/u0/rx_packets"), tps.tx_packets);
+        // Swapped frames are addressed to c1, learned there; unswapped ones would be
+        // hairpin drops on the uplink.
+        assert_eq!(
+            opt(&sw_r, "/uplinks/u0/drops/hairpin"),
+            0,
+            "MACs must be swapped"
+        );
+        // Each returned frame reached c1 or was counted there (no receive buffers).
+        assert_eq!(
+            n(&sw_r, "/clients/c1/tx_packets")
+                + opt(&sw_r, "/clients/c1/detail/to_client_drops/no_buffers"),
+            tps.tx_packets
+        );
+        assert_eq!(n(&g, "/rx_packets"), n(&sw_r, "/clients/c1/tx_packets"));
+        assert_eq!(n(&g, "/rx_own_swapped"), n(&g, "/rx_packets"));
     } else {
         assert_eq!(n(&g, "/rx_packets"), 0);
     }

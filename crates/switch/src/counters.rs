@@ -1,9 +1,11 @@
 //! Per-port counters of the switch, and the report it prints when it stops.
 //!
-//! "rx" is what the switch received from a port, "tx" what it sent to it. Every frame
-//! the switch does not deliver is counted once, under a [`Drop`] reason, on the port
-//! where the decision was made: the ingress port for frames that are invalid or have
-//! nowhere to go, the egress port for a destination that could not take it.
+//! "rx" is what the switch received from a port, "tx" what it sent to it. Every copy
+//! of a frame the switch does not deliver is counted once, under a [`Drop`] reason, on
+//! the port where the decision was made: the ingress port for frames that are invalid,
+//! whose one destination is down, or that have nowhere to go; the egress port for a
+//! destination that had no room for it. A flooded frame skips ports that are down
+//! without counting them.
 
 use std::collections::BTreeMap;
 
@@ -24,9 +26,9 @@ pub enum Drop {
     Hairpin,
     /// No port could take the frame (flood with every other port down).
     NoDestination,
-    /// The destination client port is not connected or its rings are not ready.
+    /// The learned destination client port is not connected or not ready.
     DestinationDown,
-    /// The uplink's NIC is not connected.
+    /// The learned destination uplink's NIC is not connected.
     UplinkDown,
     /// The uplink's transmit ring is full.
     UplinkRingFull,

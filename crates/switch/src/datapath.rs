@@ -29,6 +29,8 @@ use crate::uplink::{Uplink, UplinkError};
 pub const BATCH: usize = 64;
 /// How long an idle event-mode loop sleeps at most before looking at control news.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// At most this many batches are drained from a client whose rings are changing.
+const MAX_DRAIN_BATCHES: usize = 64;
 /// How often learned addresses are expired.
 const EXPIRE_INTERVAL_MS: u64 = 1000;
 
@@ -94,55 +96,63 @@ impl Egress<'_> {
         }
     }
 
-    /// Copies `frame` to port `p`. Returns whether it was delivered; a failure is
-    /// counted on the egress port.
-    fn deliver(&mut self, p: usize, frame: &Segments<'_>, unicast: bool) -> bool {
+    /// Copies `frame` to port `p`. A copy that a resource shortage prevents is
+    /// counted on the egress port; a port that is down is [`Delivery::Skipped`] and
+    /// counted by the caller only when it was the one destination.
+    fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery {
         let len = frame.len() as u64;
         if p < self.n_clients {
             let Some(port) = self.client(p) else {
-                return false;
+                return Delivery::Skipped;
             };
             if !port.handle.is_ready() {
-                if unicast {
-                    port.counters.drop(Drop::DestinationDown);
-                }
-                return false;
+                return Delivery::Skipped;
             }
             // Device-level failures (no receive buffers, bad chains) are counted by
             // the device under their own reasons.
-            if port.handle.push_rx(frame).is_ok() {
-                port.counters.tx_packets += 1;
-                port.counters.tx_bytes += len;
-                return true;
+            if port.handle.push_rx(frame).is_err() {
+                return Delivery::Dropped;
             }
-            false
+            port.counters.tx_packets += 1;
+            port.counters.tx_bytes += len;
+            Delivery::Delivered
         } else {
             let Some(up) = self.uplink(p - self.n_clients) else {
-                return false;
+                return Delivery::Skipped;
             };
             let Some((drv, counters)) = up.driver_and_counters() else {
-                up.counters.drop(Drop::UplinkDown);
-                return false;
+                return Delivery::Skipped;
             };
             let Some(slot) = drv.tx_reserve() else {
                 counters.drop(Drop::UplinkRingFull);
-                return false;
+                return Delivery::Dropped;
             };
             if slot.capacity() < frame.len() {
                 // Dropping the slot gives the buffer back.
                 counters.drop(Drop::TooBigForUplink);
-                return false;
+                return Delivery::Dropped;
             }
             let copied = frame.copy_to(&slot.frame());
             if !slot.commit(copied) {
                 // Counted by the driver (`tx_too_long`).
-                return false;
+                return Delivery::Dropped;
             }
             counters.tx_packets += 1;
             counters.tx_bytes += len;
-            true
+            Delivery::Delivered
         }
     }
+}
+
+/// What happened to one copy of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Copied into the destination.
+    Delivered,
+    /// The destination could not take it; counted there.
+    Dropped,
+    /// The destination is down or not ready; not counted (yet).
+    Skipped,
 }
 
 /// The switching decision for one frame from `ingress`, carried out on `egress`.
@@ -180,14 +190,21 @@ fn switch_frame(
     match fdb.lookup(dst, now_ms) {
         Destination::Port(p) if p == ingress => counters.drop(Drop::Hairpin),
         Destination::Port(p) => {
-            egress.deliver(usize::from(p), frame, true);
+            if egress.deliver(usize::from(p), frame) == Delivery::Skipped {
+                let down = if usize::from(p) < egress.n_clients {
+                    Drop::DestinationDown
+                } else {
+                    Drop::UplinkDown
+                };
+                counters.drop(down);
+            }
         }
         Destination::Flood => {
-            let mut delivered = false;
+            let mut any = false;
             for p in (0..n_ports).filter(|&p| p != usize::from(ingress)) {
-                delivered |= egress.deliver(p, frame, false);
+                any |= egress.deliver(p, frame) != Delivery::Skipped;
             }
-            if !delivered {
+            if !any {
                 counters.drop(Drop::NoDestination);
             }
         }
@@ -215,7 +232,20 @@ impl DataPath {
     /// Takes control-plane news. Returns true when the set of wait fds changed.
     fn control(&mut self, now: Instant) -> Result<bool, DataPathError> {
         let mut changed = false;
-        for (i, c) in self.clients.iter_mut().enumerate() {
+        let now_ms = self.now_ms(now);
+        for i in 0..self.clients.len() {
+            if self.clients[i].handle.has_pending_change() {
+                // Drain before adopting: a client stops its rings only after its last
+                // frame, so every frame it posted is taken (bounded against a client
+                // that keeps posting).
+                for _ in 0..MAX_DRAIN_BATCHES {
+                    if self.forward_client(i, now_ms) == 0 {
+                        break;
+                    }
+                }
+                self.flush();
+            }
+            let c = &mut self.clients[i];
             if let Some(ev) = c.refresh() {
                 changed = true;
                 if matches!(ev, vhost_device::PortEvent::Disconnected) {
@@ -232,7 +262,6 @@ impl DataPath {
                 }
             }
         }
-        let now_ms = self.now_ms(now);
         if now_ms.saturating_sub(self.last_expire_ms) >= EXPIRE_INTERVAL_MS {
             self.fdb.expire(now_ms);
             self.last_expire_ms = now_ms;
@@ -242,77 +271,89 @@ impl DataPath {
 
     /// Moves one batch from every source; returns how many frames were taken.
     fn forward_once(&mut self, now_ms: u64) -> usize {
-        let n_clients = self.clients.len();
-        let n_ports = n_clients + self.uplinks.len();
         let mut work = 0;
-        for i in 0..n_clients {
-            let (lo, rest) = self.clients.split_at_mut(i);
-            let Some((src, hi)) = rest.split_first_mut() else {
-                continue;
-            };
-            if !src.handle.is_ready() {
-                continue;
-            }
-            let mut egress = Egress {
-                clients_lo: lo,
-                clients_hi: hi,
-                uplinks_lo: &mut self.uplinks,
-                uplinks_hi: &mut [],
-                clients_hi_base: i + 1,
-                uplinks_hi_base: usize::MAX,
-                n_clients,
-            };
-            let (fdb, fdb_full) = (&mut self.fdb, &mut self.fdb_full);
-            let counters = &mut src.counters;
-            let mac = src.spec.mac;
-            work += src.handle.pop_tx(BATCH, |frame| {
-                switch_frame(
-                    frame,
-                    i as PortId,
-                    mac,
-                    counters,
-                    fdb,
-                    fdb_full,
-                    &mut egress,
-                    n_ports,
-                    now_ms,
-                )
-            });
+        for i in 0..self.clients.len() {
+            work += self.forward_client(i, now_ms);
         }
         for k in 0..self.uplinks.len() {
-            let (lo, rest) = self.uplinks.split_at_mut(k);
-            let Some((src, hi)) = rest.split_first_mut() else {
-                continue;
-            };
-            let Some((drv, counters)) = src.driver_and_counters() else {
-                continue;
-            };
-            let mut egress = Egress {
-                clients_lo: &mut self.clients,
-                clients_hi: &mut [],
-                uplinks_lo: lo,
-                uplinks_hi: hi,
-                clients_hi_base: usize::MAX,
-                uplinks_hi_base: k + 1,
-                n_clients,
-            };
-            let (fdb, fdb_full) = (&mut self.fdb, &mut self.fdb_full);
-            let ingress = (n_clients + k) as PortId;
-            work += drv.rx_burst(BATCH, |frame| {
-                switch_frame(
-                    frame,
-                    ingress,
-                    None,
-                    counters,
-                    fdb,
-                    fdb_full,
-                    &mut egress,
-                    n_ports,
-                    now_ms,
-                )
-            });
+            work += self.forward_uplink(k, now_ms);
         }
         work
+    }
+
+    /// Moves one batch from client `i`'s transmit queue.
+    fn forward_client(&mut self, i: usize, now_ms: u64) -> usize {
+        let n_clients = self.clients.len();
+        let n_ports = n_clients + self.uplinks.len();
+        let (lo, rest) = self.clients.split_at_mut(i);
+        let Some((src, hi)) = rest.split_first_mut() else {
+            return 0;
+        };
+        if !src.handle.is_ready() {
+            return 0;
+        }
+        let mut egress = Egress {
+            clients_lo: lo,
+            clients_hi: hi,
+            uplinks_lo: &mut self.uplinks,
+            uplinks_hi: &mut [],
+            clients_hi_base: i + 1,
+            uplinks_hi_base: usize::MAX,
+            n_clients,
+        };
+        let (fdb, fdb_full) = (&mut self.fdb, &mut self.fdb_full);
+        let counters = &mut src.counters;
+        let mac = src.spec.mac;
+        src.handle.pop_tx(BATCH, |frame| {
+            switch_frame(
+                frame,
+                i as PortId,
+                mac,
+                counters,
+                fdb,
+                fdb_full,
+                &mut egress,
+                n_ports,
+                now_ms,
+            )
+        })
+    }
+
+    /// Moves one batch from uplink `k`'s receive queue.
+    fn forward_uplink(&mut self, k: usize, now_ms: u64) -> usize {
+        let n_clients = self.clients.len();
+        let n_ports = n_clients + self.uplinks.len();
+        let (lo, rest) = self.uplinks.split_at_mut(k);
+        let Some((src, hi)) = rest.split_first_mut() else {
+            return 0;
+        };
+        let Some((drv, counters)) = src.driver_and_counters() else {
+            return 0;
+        };
+        let mut egress = Egress {
+            clients_lo: &mut self.clients,
+            clients_hi: &mut [],
+            uplinks_lo: lo,
+            uplinks_hi: hi,
+            clients_hi_base: usize::MAX,
+            uplinks_hi_base: k + 1,
+            n_clients,
+        };
+        let (fdb, fdb_full) = (&mut self.fdb, &mut self.fdb_full);
+        let ingress = (n_clients + k) as PortId;
+        drv.rx_burst(BATCH, |frame| {
+            switch_frame(
+                frame,
+                ingress,
+                None,
+                counters,
+                fdb,
+                fdb_full,
+                &mut egress,
+                n_ports,
+                now_ms,
+            )
+        })
     }
 
     /// Publishes what this iteration delivered and notifies peers that want it.

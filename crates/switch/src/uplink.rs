@@ -81,7 +81,7 @@ fn spawn_connector(spec: &UplinkSpec) -> Result<Link, UplinkError> {
         .name(format!("connect-{name}"))
         .spawn(move || {
             let cfg = DriverConfig::default();
-            let mut delay = Duration::from_millis(20);
+            let mut delay = Duration::from_millis(10);
             let mut said_waiting = false;
             let mut last_error_log = Instant::now();
             while !stop.load(Ordering::Relaxed) {
@@ -92,6 +92,7 @@ fn spawn_connector(spec: &UplinkSpec) -> Result<Link, UplinkError> {
                         return;
                     }
                     Err(e) => {
+                        let e = error_chain(&e);
                         if !said_waiting {
                             info!(uplink = %name, socket = %socket.display(),
                                   "waiting for NIC socket to appear, retrying: {e}");
@@ -103,7 +104,7 @@ fn spawn_connector(spec: &UplinkSpec) -> Result<Link, UplinkError> {
                     }
                 }
                 thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(500));
+                delay = (delay * 2).min(Duration::from_millis(250));
             }
         })
         .map_err(|source| UplinkError::SpawnConnector {
@@ -111,6 +112,18 @@ fn spawn_connector(spec: &UplinkSpec) -> Result<Link, UplinkError> {
             source,
         })?;
     Ok(Link::Connecting { rx, cancel })
+}
+
+/// An error and its causes on one line: "a: b: c".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 impl Uplink {

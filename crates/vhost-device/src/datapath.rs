@@ -396,6 +396,15 @@ impl DeviceHandle {
         }
     }
 
+    /// Whether the control thread published a change that [`DeviceHandle::refresh`]
+    /// has not adopted yet (one atomic load). A data path that sees it drains the
+    /// transmit ring first, so that a client which stops its rings (GET_VRING_BASE)
+    /// after its last frame gets every frame it posted consumed, not stranded.
+    #[inline]
+    pub fn has_pending_change(&self) -> bool {
+        self.shared.generation() != self.gen
+    }
+
     /// Adopts the control thread's latest snapshot if it changed. Call once per
     /// batch; costs one atomic load when nothing changed.
     #[inline]

@@ -7,10 +7,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -49,7 +49,8 @@ impl Drop for Scratch {
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
-    stdout: String,
+    stdout: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     hugepage_prefix: Option<String>,
 }
 
@@ -60,18 +61,68 @@ fn sigint(child: &Child) {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let child = cmd
+    /// Starts `cmd`; with `capture_stderr`, its stderr is collected with stdout (DPDK
+    /// logs its vhost events there), else it goes to the test's stderr.
+    fn spawn(name: &str, mut cmd: Command, capture_stderr: bool) -> Proc {
+        let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
+            // testpmd exits at end of input: hold its stdin open.
+            .stdin(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stdout);
+        let so = child.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(so).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        if let Some(se) = child.stderr.take() {
+            let sink = Arc::clone(&stdout);
+            std::thread::spawn(move || {
+                for line in BufReader::new(se).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
         Proc {
             name: name.to_string(),
             child: Some(child),
-            stdout: String::new(),
+            stdout,
+            reader: Some(reader),
             hugepage_prefix: None,
+        }
+    }
+
+    /// What the process printed so far.
+    pub fn output(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until the process has printed `needle`.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.output().contains(needle) {
+            assert!(
+                start.elapsed() < timeout,
+                "{} did not print {needle:?} within {timeout:?}; it printed:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -79,7 +130,7 @@ impl Proc {
     pub fn twin(name: &str, args: &[&str]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_twin"));
         cmd.args(args).env("TWIN_LOG", "info");
-        Proc::spawn(name, cmd)
+        Proc::spawn(name, cmd, false)
     }
 
     /// Whether it is still running.
@@ -112,13 +163,11 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut out = String::new();
-        if let Some(mut so) = child.stdout.take() {
-            let _ = so.read_to_string(&mut out);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
         }
-        self.stdout = out.clone();
         self.cleanup_hugepages();
-        (status, out)
+        (status, self.output())
     }
 
     /// Sends SIGINT and waits for the exit.
@@ -201,6 +250,11 @@ pub fn n(v: &Value, pointer: &str) -> u64 {
     v.pointer(pointer)
         .and_then(Value::as_u64)
         .unwrap_or_else(|| panic!("no counter {pointer} in {v}"))
+}
+
+/// A counter that may be absent (absent counts as zero).
+pub fn opt(v: &Value, pointer: &str) -> u64 {
+    v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
 }
 
 /// Sum of all drop counters under `pointer` (an object of reason -> count).
@@ -295,7 +349,7 @@ pub fn testpmd(tag: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> Proc {
         "--total-num-mbufs=16384",
     ])
     .args(fwd);
-    let mut p = Proc::spawn(&format!("testpmd-{tag}"), cmd);
+    let mut p = Proc::spawn(&format!("testpmd-{tag}"), cmd, true);
     p.hugepage_prefix = Some(prefix);
     p
 }
