@@ -22,23 +22,32 @@ pub struct Proc {
 const USER_HZ: f64 = 100.0;
 
 impl Proc {
-    fn spawn_cmd(name: &str, mut cmd: Command) -> anyhow::Result<Proc> {
+    /// Starts `cmd`, collecting its stdout (and with `capture_stderr` its stderr too:
+    /// DPDK logs its vhost events there).
+    fn spawn_cmd(name: &str, mut cmd: Command, capture_stderr: bool) -> anyhow::Result<Proc> {
+        let stderr = if capture_stderr {
+            Stdio::piped()
+        } else if std::env::var_os("TWIN_CHILD_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TWIN_CHILD_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             // testpmd exits at end of input: hold its stdin open.
             .stdin(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         let out = Arc::new(Mutex::new(String::new()));
-        if let Some(so) = child.stdout.take() {
+        let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+            child.stdout.take().map(|s| Box::new(s) as _),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ];
+        for stream in streams.into_iter().flatten() {
             let sink = Arc::clone(&out);
             std::thread::spawn(move || {
-                for line in BufReader::new(so).lines().map_while(Result::ok) {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Ok(mut s) = sink.lock() {
                         s.push_str(&line);
                         s.push('\n');
@@ -54,13 +63,25 @@ impl Proc {
         })
     }
 
+    /// Waits until the process has printed `needle`.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while !self.output().contains(needle) {
+            if start.elapsed() > timeout {
+                bail!("{} did not print {needle:?} within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Starts this binary with `args`; its log goes to stderr of the parent only when
     /// `TWIN_CHILD_LOG` is set.
     pub fn twin(name: &str, args: &[&str]) -> anyhow::Result<Proc> {
         let exe = std::env::current_exe().context("cannot find the twin binary")?;
         let mut cmd = Command::new(exe);
         cmd.args(args);
-        let mut p = Proc::spawn_cmd(name, cmd)?;
+        let mut p = Proc::spawn_cmd(name, cmd, false)?;
         p.name = name.to_string();
         Ok(p)
     }
@@ -86,7 +107,7 @@ impl Proc {
         .args(["--vdev", vdev, "--", "--auto-start", "--nb-cores=1"])
         .args(["--total-num-mbufs=16384", "--stats-period", "1"])
         .args(fwd);
-        let mut p = Proc::spawn_cmd(name, cmd)
+        let mut p = Proc::spawn_cmd(name, cmd, true)
             .context("dpdk-testpmd is needed; run scripts/setup-host.sh")?;
         p.hugepage_prefix = Some(prefix);
         Ok(p)

@@ -29,6 +29,8 @@ use crate::uplink::{Uplink, UplinkError};
 pub const BATCH: usize = 64;
 /// How long an idle event-mode loop sleeps at most before looking at control news.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Empty busy-poll rounds before the data path yields its core.
+const IDLE_SPINS_BEFORE_YIELD: u32 = 16;
 /// At most this many batches are drained from a client whose rings are changing.
 const MAX_DRAIN_BATCHES: usize = 64;
 /// How often learned addresses are expired.
@@ -446,12 +448,17 @@ impl DataPath {
                 idle_spins = 0;
                 continue;
             }
+            idle_spins = idle_spins.saturating_add(1);
             match self.poll {
+                // On a machine with fewer cores than busy pollers, a poller that spins
+                // through its whole time slice starves the peer it waits for; after a
+                // few empty rounds it yields the core instead (a cheap syscall when no
+                // one else wants it).
+                PollMode::Busy if idle_spins > IDLE_SPINS_BEFORE_YIELD => std::thread::yield_now(),
                 PollMode::Busy => std::hint::spin_loop(),
                 PollMode::Event => {
                     // A few empty spins first: a peer that is mid-batch costs less to
                     // wait for than a sleep and a wake-up.
-                    idle_spins += 1;
                     if idle_spins < 64 {
                         continue;
                     }
