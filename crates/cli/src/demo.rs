@@ -101,35 +101,41 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "{:<22} {:>12} {:>12}",
+        "{:<24} {:>12} {:>12}",
         "process", "tx_packets", "rx_packets"
     );
-    println!(
-        "{:<22} {:>12} {:>12}",
-        "gen c1 -> outside",
-        n(&r1, "/tx_packets"),
-        n(&r1, "/rx_packets")
-    );
-    println!(
-        "{:<22} {:>12} {:>12}",
-        "gen c2 -> c1",
-        n(&r2, "/tx_packets"),
-        n(&r2, "/rx_packets")
-    );
-    println!(
-        "{:<22} {:>12} {:>12}",
-        "nic (reflect)",
-        n(&rn, "/tx_packets"),
-        n(&rn, "/rx_packets")
-    );
+    let row = |name: &str, v: &serde_json::Value| {
+        let (tx, rx) = (n(v, "/tx_packets"), n(v, "/rx_packets"));
+        println!("{name:<24} {tx:>12} {rx:>12}");
+    };
+    row("gen c1 -> outside", &r1);
+    row("gen c2 -> c1", &r2);
+    row("nic (reflect)", &rn);
     println!();
-    println!("switch counters:");
-    println!("{}", serde_json::to_string_pretty(&rs)?);
+    println!("switch ports (rx = from the port, tx = to the port):");
+    println!(
+        "{:<24} {:>12} {:>12}  drops",
+        "port", "rx_packets", "tx_packets"
+    );
+    for kind in ["clients", "uplinks"] {
+        if let Some(ports) = rs.get(kind).and_then(|v| v.as_object()) {
+            for (name, p) in ports {
+                let drops = p.get("drops").map(|d| d.to_string()).unwrap_or_default();
+                let (rx, tx) = (n(p, "/rx_packets"), n(p, "/tx_packets"));
+                println!(
+                    "{:<24} {rx:>12} {tx:>12}  {drops}",
+                    format!("{kind}/{name}")
+                );
+            }
+        }
+    }
     let expect_c1 = n(&r1, "/tx_packets") + n(&r2, "/tx_packets");
     println!(
-        "\nc1 received {} of the {} frames sent to it (its own reflected by the NIC, plus c2's)",
+        "\nc1 received {} of the {} frames sent to it (its own, reflected by the NIC, and c2's);",
         n(&r1, "/rx_packets"),
         expect_c1
     );
+    println!("the rest are counted above under their drop reasons.");
+    println!("\nfull switch report:\n{}", serde_json::to_string(&rs)?);
     Ok(())
 }

@@ -9,6 +9,7 @@ use vhost_device::{DeviceConfig, DeviceHandle, PortEvent, VhostDevice};
 
 use crate::config::ClientSpec;
 use crate::counters::PortCounters;
+use crate::fdb::Memo;
 
 /// Errors of a client port.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub struct ClientPort {
     pub handle: DeviceHandle,
     /// The switch's counters for it.
     pub counters: PortCounters,
+    /// Its learning memo as an ingress port.
+    pub memo: Memo,
     /// Times a client connected.
     pub connects: u64,
     /// Times a client went away.
@@ -68,6 +71,7 @@ impl ClientPort {
             spec,
             handle,
             counters: PortCounters::default(),
+            memo: Memo::default(),
             connects: 0,
             disconnects: 0,
             _control: control,

@@ -21,8 +21,8 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::client_port::ClientPort;
 use crate::config::PollMode;
-use crate::counters::Drop;
-use crate::fdb::{Destination, Fdb, Learned, PortId};
+use crate::counters::{Drop, PortCounters};
+use crate::fdb::{Destination, Fdb, Memo, PortId};
 use crate::uplink::{Uplink, UplinkError};
 
 /// Frames taken from one source per iteration.
@@ -77,6 +77,7 @@ struct Egress<'a> {
     clients_hi_base: usize,
     uplinks_hi_base: usize,
     n_clients: usize,
+    n_ports: usize,
 }
 
 impl Egress<'_> {
@@ -157,19 +158,31 @@ enum Delivery {
     Skipped,
 }
 
+/// The port a frame came in on, as the switching decision needs it.
+struct Ingress<'a> {
+    id: PortId,
+    /// The configured MAC, when anti-spoofing is on.
+    mac: Option<MacAddr>,
+    counters: &'a mut PortCounters,
+    memo: &'a mut Memo,
+}
+
+/// The learning table and the time, shared by every source of one iteration.
+struct Table<'a> {
+    fdb: &'a mut Fdb,
+    /// Sources not learned because the table was full.
+    fdb_full: &'a mut u64,
+    now_ms: u64,
+}
+
 /// The switching decision for one frame from `ingress`, carried out on `egress`.
-#[allow(clippy::too_many_arguments)]
 fn switch_frame(
     frame: &Segments<'_>,
-    ingress: PortId,
-    ingress_mac: Option<MacAddr>,
-    counters: &mut crate::counters::PortCounters,
-    fdb: &mut Fdb,
-    fdb_full: &mut u64,
+    ingress: &mut Ingress<'_>,
+    t: &mut Table<'_>,
     egress: &mut Egress<'_>,
-    n_ports: usize,
-    now_ms: u64,
 ) {
+    let counters = &mut *ingress.counters;
     counters.rx_packets += 1;
     counters.rx_bytes += frame.len() as u64;
     let mut hdr = [0u8; ETH_HLEN];
@@ -182,15 +195,16 @@ fn switch_frame(
         counters.drop(Drop::GroupSource);
         return;
     }
-    if ingress_mac.is_some_and(|m| m != src) {
+    if ingress.mac.is_some_and(|m| m != src) {
         counters.drop(Drop::SpoofedSource);
         return;
     }
-    if fdb.learn(src, ingress, now_ms) == Learned::TableFull {
-        *fdb_full += 1;
+    if !t.fdb.learn_memo(ingress.memo, src, ingress.id, t.now_ms) {
+        *t.fdb_full += 1;
     }
-    match fdb.lookup(dst, now_ms) {
-        Destination::Port(p) if p == ingress => counters.drop(Drop::Hairpin),
+    let me = ingress.id;
+    match t.fdb.lookup_memo(ingress.memo, dst, t.now_ms) {
+        Destination::Port(p) if p == me => counters.drop(Drop::Hairpin),
         Destination::Port(p) => {
             if egress.deliver(usize::from(p), frame) == Delivery::Skipped {
                 let down = if usize::from(p) < egress.n_clients {
@@ -203,7 +217,7 @@ fn switch_frame(
         }
         Destination::Flood => {
             let mut any = false;
-            for p in (0..n_ports).filter(|&p| p != usize::from(ingress)) {
+            for p in (0..egress.n_ports).filter(|&p| p != usize::from(me)) {
                 any |= egress.deliver(p, frame) != Delivery::Skipped;
             }
             if !any {
@@ -302,22 +316,21 @@ impl DataPath {
             clients_hi_base: i + 1,
             uplinks_hi_base: usize::MAX,
             n_clients,
+            n_ports,
         };
-        let (fdb, fdb_full) = (&mut self.fdb, &mut self.fdb_full);
-        let counters = &mut src.counters;
-        let mac = src.spec.mac;
+        let mut table = Table {
+            fdb: &mut self.fdb,
+            fdb_full: &mut self.fdb_full,
+            now_ms,
+        };
+        let mut ingress = Ingress {
+            id: i as PortId,
+            mac: src.spec.mac,
+            counters: &mut src.counters,
+            memo: &mut src.memo,
+        };
         src.handle.pop_tx(BATCH, |frame| {
-            switch_frame(
-                frame,
-                i as PortId,
-                mac,
-                counters,
-                fdb,
-                fdb_full,
-                &mut egress,
-                n_ports,
-                now_ms,
-            )
+            switch_frame(frame, &mut ingress, &mut table, &mut egress)
         })
     }
 
@@ -329,7 +342,7 @@ impl DataPath {
         let Some((src, hi)) = rest.split_first_mut() else {
             return 0;
         };
-        let Some((drv, counters)) = src.driver_and_counters() else {
+        let Some((drv, counters, memo)) = src.source_parts() else {
             return 0;
         };
         let mut egress = Egress {
@@ -340,21 +353,21 @@ impl DataPath {
             clients_hi_base: usize::MAX,
             uplinks_hi_base: k + 1,
             n_clients,
+            n_ports,
         };
-        let (fdb, fdb_full) = (&mut self.fdb, &mut self.fdb_full);
-        let ingress = (n_clients + k) as PortId;
+        let mut table = Table {
+            fdb: &mut self.fdb,
+            fdb_full: &mut self.fdb_full,
+            now_ms,
+        };
+        let mut ingress = Ingress {
+            id: (n_clients + k) as PortId,
+            mac: None,
+            counters,
+            memo,
+        };
         drv.rx_burst(BATCH, |frame| {
-            switch_frame(
-                frame,
-                ingress,
-                None,
-                counters,
-                fdb,
-                fdb_full,
-                &mut egress,
-                n_ports,
-                now_ms,
-            )
+            switch_frame(frame, &mut ingress, &mut table, &mut egress)
         })
     }
 

@@ -58,6 +58,18 @@ pub struct Fdb {
     entries: HashMap<MacAddr, Entry>,
     capacity: usize,
     max_age_ms: u64,
+    /// Changes whenever an address is added, moves or goes away, so that a
+    /// [`Memo`] knows when its remembered answer may be stale.
+    generation: u64,
+}
+
+/// One ingress port's memory of its last learning and lookup, so that a burst of
+/// frames between the same two addresses hashes once per millisecond, not per frame.
+/// Valid only within the same millisecond and the same table generation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memo {
+    learned: Option<(MacAddr, u64)>,
+    looked_up: Option<(MacAddr, u64, u64, Destination)>,
 }
 
 impl Fdb {
@@ -67,7 +79,34 @@ impl Fdb {
             entries: HashMap::with_capacity(capacity),
             capacity,
             max_age_ms,
+            generation: 0,
         }
+    }
+
+    /// [`Fdb::learn`], skipped when `memo` shows the same source was learned on this
+    /// port in this millisecond. Returns false only when the table was full.
+    #[inline]
+    pub fn learn_memo(&mut self, memo: &mut Memo, mac: MacAddr, port: PortId, now_ms: u64) -> bool {
+        if memo.learned == Some((mac, now_ms)) {
+            return true;
+        }
+        let r = self.learn(mac, port, now_ms);
+        memo.learned = Some((mac, now_ms));
+        r != Learned::TableFull
+    }
+
+    /// [`Fdb::lookup`], answered from `memo` for a repeated destination in the same
+    /// millisecond and table generation.
+    #[inline]
+    pub fn lookup_memo(&self, memo: &mut Memo, dst: MacAddr, now_ms: u64) -> Destination {
+        if let Some((m, t, g, d)) = memo.looked_up {
+            if m == dst && t == now_ms && g == self.generation {
+                return d;
+            }
+        }
+        let d = self.lookup(dst, now_ms);
+        memo.looked_up = Some((dst, now_ms, self.generation, d));
+        d
     }
 
     /// Records that `mac` was seen as a source on `port` at `now_ms`.
@@ -82,6 +121,7 @@ impl Fdb {
             return if before == port {
                 Learned::Refreshed
             } else {
+                self.generation += 1;
                 Learned::Moved { from: before }
             };
         }
@@ -95,6 +135,7 @@ impl Fdb {
                 last_seen_ms: now_ms,
             },
         );
+        self.generation += 1;
         Learned::New
     }
 
@@ -118,6 +159,7 @@ impl Fdb {
         let max_age = self.max_age_ms;
         self.entries
             .retain(|_, e| now_ms.saturating_sub(e.last_seen_ms) <= max_age);
+        self.generation += 1;
         before - self.entries.len()
     }
 
@@ -125,6 +167,7 @@ impl Fdb {
     pub fn forget_port(&mut self, port: PortId) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.port != port);
+        self.generation += 1;
         before - self.entries.len()
     }
 
@@ -185,6 +228,25 @@ mod tests {
         assert_eq!(f.learn(MacAddr::local(9), 1, 0), Learned::TableFull);
         assert_eq!(f.learn(A, 2, 1), Learned::Moved { from: 1 });
         assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn memo_answers_within_a_millisecond_and_generation() {
+        let mut f = Fdb::new(8, 1000);
+        let mut m = Memo::default();
+        assert!(f.learn_memo(&mut m, A, 1, 5));
+        assert_eq!(f.lookup_memo(&mut m, B, 5), Destination::Flood);
+        // B appears on port 2: the generation changes, the memo must not answer Flood.
+        f.learn(B, 2, 5);
+        assert_eq!(f.lookup_memo(&mut m, B, 5), Destination::Port(2));
+        // A moves to port 3 in the same millisecond: the memo of port 1 skips the
+        // learn, but a learn from port 3 is not skipped (its own memo).
+        let mut m3 = Memo::default();
+        assert!(f.learn_memo(&mut m3, A, 3, 5));
+        assert_eq!(f.lookup(A, 5), Destination::Port(3));
+        // Forgetting port 2 invalidates the memo.
+        f.forget_port(2);
+        assert_eq!(f.lookup_memo(&mut m, B, 5), Destination::Flood);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::UplinkSpec;
 use crate::counters::PortCounters;
+use crate::fdb::Memo;
 
 /// Errors of an uplink.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub struct Uplink {
     pub spec: UplinkSpec,
     /// The switch's counters for it.
     pub counters: PortCounters,
+    /// Its learning memo as an ingress port.
+    pub memo: Memo,
     /// Times the NIC connected.
     pub connects: u64,
     /// Times the NIC went away.
@@ -133,6 +136,7 @@ impl Uplink {
         Ok(Uplink {
             spec,
             counters: PortCounters::default(),
+            memo: Memo::default(),
             connects: 0,
             disconnects: 0,
             link,
@@ -164,6 +168,15 @@ impl Uplink {
     pub fn driver_and_counters(&mut self) -> Option<(&mut HostedDriver, &mut PortCounters)> {
         match &mut self.link {
             Link::Up(d) => Some((d, &mut self.counters)),
+            Link::Connecting { .. } => None,
+        }
+    }
+
+    /// The driver, counters and memo, borrowed together, for the uplink as a source.
+    #[inline]
+    pub fn source_parts(&mut self) -> Option<(&mut HostedDriver, &mut PortCounters, &mut Memo)> {
+        match &mut self.link {
+            Link::Up(d) => Some((d, &mut self.counters, &mut self.memo)),
             Link::Connecting { .. } => None,
         }
     }
