@@ -1,7 +1,8 @@
 //! The direct environment: the driver accesses its region in place.
 //!
-//! Every access is bounds- and alignment-checked (`driver_env::check_range`) and
-//! then performed with vm-memory's volatile / atomic accessors, so a bad address is
+//! The region is mapped once; every access is one bounds-and-alignment check on the
+//! offset (done by vm-memory's `get_atomic_ref` / `get_slice` on the mapping, no
+//! region lookup) followed by one atomic or volatile operation, so a bad address is
 //! a [`MemFault`], never undefined behaviour. Doorbells write the NIC's kick
 //! eventfds.
 //!
@@ -9,12 +10,12 @@
 //! SVM environment's job. Values are converted from little-endian, so the driver
 //! also works on a big-endian host.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use driver_env::{check_range, Doorbell, DriverMem, FaultKind, MemFault, Upcalls};
-use vm_memory::bytes::AtomicAccess;
-use vm_memory::{Bytes, GuestMemoryRegion, MemoryRegionAddress};
+use driver_env::{Doorbell, DriverMem, FaultKind, MemFault, Upcalls};
+use vm_memory::volatile_memory::Error as VolatileError;
+use vm_memory::{AtomicInteger, VolatileMemory, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::region::Region;
@@ -27,10 +28,21 @@ pub struct DirectEnv {
     kick: Vec<EventFd>,
 }
 
+fn fault(addr: u64, len: u64, e: &VolatileError) -> MemFault {
+    let kind = match e {
+        VolatileError::Misaligned { .. } => FaultKind::Misaligned,
+        VolatileError::OutOfBounds { .. }
+        | VolatileError::Overflow { .. }
+        | VolatileError::TooBig { .. } => FaultKind::OutOfBounds,
+        _ => FaultKind::Backend,
+    };
+    MemFault::new(addr, len, kind)
+}
+
 impl DirectEnv {
     /// An environment over `region` whose queue `i` is kicked through `kick[i]`.
     pub fn new(region: Arc<Region>, kick: Vec<EventFd>) -> Self {
-        let len = region.mem().len();
+        let len = region.len();
         Self { region, len, kick }
     }
 
@@ -39,22 +51,22 @@ impl DirectEnv {
         &self.region
     }
 
-    fn load<T: AtomicAccess>(&self, addr: u64, order: Ordering) -> Result<T, MemFault> {
-        let size = std::mem::size_of::<T>() as u64;
-        check_range(addr, size, size, self.len)?;
-        self.region
-            .mem()
-            .load(MemoryRegionAddress(addr), order)
-            .map_err(|_| MemFault::new(addr, size, FaultKind::Backend))
+    /// `len` bytes at `addr` as a volatile slice, if in bounds (one check).
+    #[inline]
+    pub fn slice(&self, addr: u64, len: usize) -> Option<VolatileSlice<'_>> {
+        let off = usize::try_from(addr).ok()?;
+        self.region.mapping().get_slice(off, len).ok()
     }
 
-    fn store<T: AtomicAccess>(&self, addr: u64, val: T, order: Ordering) -> Result<(), MemFault> {
+    #[inline]
+    fn atomic<T: AtomicInteger>(&self, addr: u64) -> Result<&T, MemFault> {
         let size = std::mem::size_of::<T>() as u64;
-        check_range(addr, size, size, self.len)?;
+        let off =
+            usize::try_from(addr).map_err(|_| MemFault::new(addr, size, FaultKind::OutOfBounds))?;
         self.region
-            .mem()
-            .store(val, MemoryRegionAddress(addr), order)
-            .map_err(|_| MemFault::new(addr, size, FaultKind::Backend))
+            .mapping()
+            .get_atomic_ref::<T>(off)
+            .map_err(|e| fault(addr, size, &e))
     }
 }
 
@@ -62,48 +74,90 @@ impl DriverMem for DirectEnv {
     fn region_len(&self) -> u64 {
         self.len
     }
+    #[inline]
     fn read_u16(&self, addr: u64) -> Result<u16, MemFault> {
-        self.load::<u16>(addr, Ordering::Relaxed).map(u16::from_le)
+        Ok(u16::from_le(
+            self.atomic::<AtomicU16>(addr)?.load(Ordering::Relaxed),
+        ))
     }
+    #[inline]
     fn read_u32(&self, addr: u64) -> Result<u32, MemFault> {
-        self.load::<u32>(addr, Ordering::Relaxed).map(u32::from_le)
+        Ok(u32::from_le(
+            self.atomic::<AtomicU32>(addr)?.load(Ordering::Relaxed),
+        ))
     }
+    #[inline]
     fn read_u64(&self, addr: u64) -> Result<u64, MemFault> {
-        self.load::<u64>(addr, Ordering::Relaxed).map(u64::from_le)
+        Ok(u64::from_le(
+            self.atomic::<AtomicU64>(addr)?.load(Ordering::Relaxed),
+        ))
     }
+    #[inline]
     fn write_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
-        self.store(addr, val.to_le(), Ordering::Relaxed)
+        self.atomic::<AtomicU16>(addr)?
+            .store(val.to_le(), Ordering::Relaxed);
+        Ok(())
     }
+    #[inline]
     fn write_u32(&self, addr: u64, val: u32) -> Result<(), MemFault> {
-        self.store(addr, val.to_le(), Ordering::Relaxed)
+        self.atomic::<AtomicU32>(addr)?
+            .store(val.to_le(), Ordering::Relaxed);
+        Ok(())
     }
+    #[inline]
     fn write_u64(&self, addr: u64, val: u64) -> Result<(), MemFault> {
-        self.store(addr, val.to_le(), Ordering::Relaxed)
+        self.atomic::<AtomicU64>(addr)?
+            .store(val.to_le(), Ordering::Relaxed);
+        Ok(())
     }
+    #[inline]
     fn load_acquire_u16(&self, addr: u64) -> Result<u16, MemFault> {
-        self.load::<u16>(addr, Ordering::Acquire).map(u16::from_le)
+        Ok(u16::from_le(
+            self.atomic::<AtomicU16>(addr)?.load(Ordering::Acquire),
+        ))
     }
+    #[inline]
     fn store_release_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
-        self.store(addr, val.to_le(), Ordering::Release)
+        self.atomic::<AtomicU16>(addr)?
+            .store(val.to_le(), Ordering::Release);
+        Ok(())
     }
     fn fence(&self) {
         fence(Ordering::SeqCst);
     }
     fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
         let len = buf.len() as u64;
-        check_range(addr, len, 1, self.len)?;
-        self.region
-            .mem()
-            .read_slice(buf, MemoryRegionAddress(addr))
-            .map_err(|_| MemFault::new(addr, len, FaultKind::Backend))
+        let s =
+            self.slice(addr, buf.len())
+                .ok_or(MemFault::new(addr, len, FaultKind::OutOfBounds))?;
+        s.copy_to(buf);
+        Ok(())
     }
     fn write_bytes(&self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
         let len = buf.len() as u64;
-        check_range(addr, len, 1, self.len)?;
-        self.region
-            .mem()
-            .write_slice(buf, MemoryRegionAddress(addr))
-            .map_err(|_| MemFault::new(addr, len, FaultKind::Backend))
+        let s =
+            self.slice(addr, buf.len())
+                .ok_or(MemFault::new(addr, len, FaultKind::OutOfBounds))?;
+        s.copy_from(buf);
+        Ok(())
+    }
+    fn zero_bytes(&self, addr: u64, len: u64) -> Result<(), MemFault> {
+        let n =
+            usize::try_from(len).map_err(|_| MemFault::new(addr, len, FaultKind::OutOfBounds))?;
+        let s = self
+            .slice(addr, n)
+            .ok_or(MemFault::new(addr, len, FaultKind::OutOfBounds))?;
+        const Z: [u8; 256] = [0; 256];
+        let mut done = 0usize;
+        while done < n {
+            let k = (n - done).min(Z.len());
+            // In bounds: done + k <= n == s.len().
+            if let Ok(part) = s.subslice(done, k) {
+                part.copy_from(&Z[..k]);
+            }
+            done += k;
+        }
+        Ok(())
     }
 }
 

@@ -140,18 +140,12 @@ impl HostedDriver {
             QueueSetup {
                 index: RX_QUEUE,
                 layout: layout.rx,
-                base: net
-                    .rx_queue()
-                    .avail_base(&setup_env)
-                    .map_err(NetError::from)?,
+                base: net.rx_queue().avail_base(),
             },
             QueueSetup {
                 index: TX_QUEUE,
                 layout: layout.tx,
-                base: net
-                    .tx_queue()
-                    .avail_base(&setup_env)
-                    .map_err(NetError::from)?,
+                base: net.tx_queue().avail_base(),
             },
         ];
         let mut fds = link.start(features, &region, &queues)?.into_iter();
@@ -218,9 +212,9 @@ impl HostedDriver {
     /// Hands up to `max` received frames (without virtio header) to `f`, recycles
     /// their buffers and publishes once. Returns how many frames `f` saw.
     pub fn rx_burst(&mut self, max: usize, mut f: impl FnMut(&Segments<'_>)) -> usize {
-        let region = self.env.region().clone();
-        let r = self.net.rx_burst(&self.env, max, |frame| {
-            if let Some(s) = region.slice(frame.addr, frame.len) {
+        let env = &self.env;
+        let r = self.net.rx_burst(env, max, |frame| {
+            if let Some(s) = env.slice(frame.addr, frame.len) {
                 f(&Segments::single(s));
             }
         });
@@ -262,7 +256,8 @@ impl HostedDriver {
             self.set_rx_notify(false);
             return true;
         }
-        let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+        // epoll counts whole milliseconds: round up, so a short wait still sleeps.
+        let ms = i32::try_from(timeout.as_micros().div_ceil(1000).max(1)).unwrap_or(i32::MAX);
         let mut ev = [EpollEvent::default()];
         let woke = matches!(self.rx_epoll.wait(ms, &mut ev), Ok(n) if n > 0);
         self.rx_call_clear();
@@ -344,7 +339,7 @@ impl TxSlot<'_> {
     pub fn frame(&self) -> Segments<'_> {
         self.buf
             .as_ref()
-            .and_then(|b| self.host.env.region().slice(b.frame_addr, b.capacity))
+            .and_then(|b| self.host.env.slice(b.frame_addr, b.capacity))
             .map(Segments::single)
             .unwrap_or_default()
     }

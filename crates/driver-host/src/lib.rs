@@ -5,13 +5,15 @@
 //! * [`region`]: the driver's memory region: a memfd mapped once with vm-memory. Its
 //!   driver-domain addresses (offsets) are also the "guest physical" addresses the
 //!   NIC sees through the vhost-user memory table.
-//! * [`env`]: [`env::DirectEnv`], the direct environment: `driver_env` traits over
+//! * [`env`](mod@env): [`env::DirectEnv`], the direct environment: `driver_env` traits over
 //!   that mapping, and doorbells that write the NIC's kick eventfds.
 //! * [`link`]: the vhost-user *frontend* connection to a NIC *device* (DPDK
 //!   `net_vhost`, the project's software NIC, a switch port): features, memory
 //!   table, vrings, eventfds, hang-up detection.
 //! * [`hosted`]: [`HostedDriver`], the host-facing API the switch and the traffic
 //!   generator use: reserve/commit/flush on TX, bursts on RX, notification fds, stats.
+//! * [`raw_frontend`]: [`raw_frontend::RawFrontend`], a vhost-user frontend whose
+//!   rings the caller writes by hand: test tooling to play a hostile client.
 //!
 //! Limits: one queue pair; no reconnection (make a new [`HostedDriver`] when
 //! [`HostedDriver::is_connected`] turns false); no unsafe code anywhere in the crate.
@@ -19,6 +21,7 @@
 pub mod env;
 pub mod hosted;
 pub mod link;
+pub mod raw_frontend;
 pub mod region;
 
 pub use hosted::{DriverConfig, DriverStats, Error, HostedDriver, TxSlot};

@@ -114,6 +114,13 @@ impl Region {
         &self.mem
     }
 
+    /// The raw mapping (offsets are driver-domain addresses): for accessors that
+    /// need no region lookup.
+    #[inline]
+    pub fn mapping(&self) -> &MmapRegion {
+        &self.mem
+    }
+
     /// This process's virtual address of region offset 0 (for vhost-user ring
     /// addresses and the memory table's `userspace_addr`).
     pub fn host_addr(&self) -> u64 {

@@ -5,7 +5,7 @@
 //!
 //! * [`frame`]: the generator's frame format (Ethernet, ethertype 0x88B5, generator
 //!   id and a u64 sequence number) and its parser.
-//! * [`run`]: connect (retrying until a timeout), send in batches (optionally rate
+//! * [`run`](mod@run): connect (retrying until a timeout), send in batches (optionally rate
 //!   limited by a token bucket), receive and check order, report ([`GenReport`]).
 //!
 //! It connects to any vhost-user *device* socket: a switch client port, the

@@ -17,6 +17,9 @@ use twin_wire::MacAddr;
 
 use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN};
 
+/// Longest sleep of an idle event-driven generator.
+const MAX_SLEEP: Duration = Duration::from_millis(10);
+
 /// Error of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
@@ -109,7 +112,9 @@ pub struct GenReport {
     pub tx_packets: u64,
     /// Bytes sent (frame bytes, no header).
     pub tx_bytes: u64,
-    /// Frames not sent because the TX ring was full.
+    /// Frames not sent because the TX ring was full. Only rate-limited runs count
+    /// here (frames that were due and could not go); an unlimited run simply sends
+    /// when the ring has room (see `driver.tx_ring_full` for reservation failures).
     pub tx_dropped_ring_full: u64,
     /// Frames received.
     pub rx_packets: u64,
@@ -206,6 +211,13 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     let mut last_refill = start;
     let mut iter = 0u64;
     let event = cfg.mode == PollMode::EventDriven;
+    // The bucket holds two batches, and in event mode at least what accrues during
+    // one sleep (epoll waits have millisecond granularity), so sleeping never
+    // lowers the rate.
+    let bucket = match (cfg.rate_pps, event) {
+        (Some(rate), true) => ((2 * batch) as f64).max(rate as f64 * 2.0 * MAX_SLEEP.as_secs_f64()),
+        _ => (2 * batch) as f64,
+    };
     loop {
         let now = Instant::now();
         if now >= end || stop.load(Ordering::Relaxed) {
@@ -222,17 +234,22 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             Some(rate) => {
                 tokens += now.duration_since(last_refill).as_secs_f64() * rate as f64;
                 last_refill = now;
-                tokens = tokens.min((2 * batch) as f64);
+                tokens = tokens.min(bucket);
                 let g = (tokens as usize).min(batch);
                 tokens -= g as f64;
                 g
             }
         };
         let mut sent = 0;
-        for _ in 0..grant {
+        for i in 0..grant {
             let Some(slot) = d.tx_reserve() else {
-                report.tx_dropped_ring_full += 1;
-                continue;
+                // The ring stays full for the rest of this batch (tx_reserve already
+                // tried to reap): stop trying. With a rate, the rest of the grant was
+                // due and is lost.
+                if cfg.rate_pps.is_some() {
+                    report.tx_dropped_ring_full += (grant - i) as u64;
+                }
+                break;
             };
             let bytes = tmpl.with_seq(seq);
             if slot.frame().write_prefix(bytes) == bytes.len() && slot.commit(bytes.len()) {
@@ -247,11 +264,15 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         }
         let got = rx_burst(&mut d, &mut report, cfg.id, src, &mut rx_state, 2 * batch);
         if event && sent == 0 && got == 0 {
+            // Sleep until a batch's worth of tokens is due (or frames arrive).
             let wait = match cfg.rate_pps {
-                Some(rate) if rate > 0 => Duration::from_secs_f64(1.0 / rate as f64),
-                _ => Duration::from_millis(10),
+                Some(rate) if rate > 0 => {
+                    let missing = (batch as f64 - tokens).max(1.0);
+                    Duration::from_secs_f64(missing / rate as f64)
+                }
+                _ => MAX_SLEEP,
             };
-            d.wait_rx(wait.min(Duration::from_millis(10)));
+            d.wait_rx(wait.min(MAX_SLEEP));
         }
     }
     let sent_for = start.elapsed().as_secs_f64();

@@ -9,7 +9,9 @@
 //!
 //! Every device-written value is checked (by the virtqueue, plus the header length
 //! and `num_buffers` here); bad frames are dropped and counted. Counters live in the
-//! state page; RX counters are written once per burst.
+//! state page; the handle accumulates increments and writes them (and the queues'
+//! cached indices) back once per batch: at the end of [`VirtioNet::tx_flush`],
+//! [`VirtioNet::rx_burst`] and [`VirtioNet::set_rx_notify`]. Nothing allocates.
 
 use driver_env::{DriverEnv, DriverMem, MemFault};
 use driver_virtqueue::{QueueCounters, QueueError, Virtqueue};
@@ -136,13 +138,52 @@ pub struct NetStats {
     pub features: u64,
 }
 
-/// A virtio-net driver instance: constants only, its state is in the region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Counter increments not yet written to the state page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Pending {
+    tx_packets: u64,
+    tx_bytes: u64,
+    tx_completed: u64,
+    tx_ring_full: u64,
+    tx_too_long: u64,
+    tx_device_errors: u64,
+    rx_packets: u64,
+    rx_bytes: u64,
+    rx_short: u64,
+    rx_merged: u64,
+    rx_device_errors: u64,
+}
+
+impl Pending {
+    fn fields(&self) -> [(u64, u64); 11] {
+        [
+            (C_TX_PACKETS, self.tx_packets),
+            (C_TX_BYTES, self.tx_bytes),
+            (C_TX_COMPLETED, self.tx_completed),
+            (C_TX_RING_FULL, self.tx_ring_full),
+            (C_TX_TOO_LONG, self.tx_too_long),
+            (C_TX_DEVICE_ERR, self.tx_device_errors),
+            (C_RX_PACKETS, self.rx_packets),
+            (C_RX_BYTES, self.rx_bytes),
+            (C_RX_SHORT, self.rx_short),
+            (C_RX_MERGED, self.rx_merged),
+            (C_RX_DEVICE_ERR, self.rx_device_errors),
+        ]
+    }
+}
+
+/// A virtio-net driver instance. Its state is in the region; the handle caches the
+/// layout (validated once, at init or attach), the queues' indices and counter
+/// increments, and writes them back at every batch boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioNet {
     layout: NetLayout,
     rx: Virtqueue,
     tx: Virtqueue,
     mrg_rxbuf: bool,
+    /// The frame capacity of a buffer, computed once.
+    frame_capacity: usize,
+    pending: Pending,
 }
 
 /// Chooses the features to acknowledge from what the device offers: VERSION_1 is
@@ -162,8 +203,7 @@ fn bump<E: DriverMem>(env: &E, off: u64, by: u64) -> Result<(), MemFault> {
     if by == 0 {
         return Ok(());
     }
-    let a = off;
-    env.write_u64(a, env.read_u64(a)?.wrapping_add(by))
+    env.write_u64(off, env.read_u64(off)?.wrapping_add(by))
 }
 
 impl VirtioNet {
@@ -192,21 +232,31 @@ impl VirtioNet {
         env.write_u64(P_REGION_LEN, layout.region_len)?;
         let rx = Virtqueue::init(env, layout.rx, RX_QUEUE, event_idx)?;
         let tx = Virtqueue::init(env, layout.tx, TX_QUEUE, event_idx)?;
+        for id in 0..cfg.queue_size {
+            env.zero_bytes(layout.tx_buf(id), HDR_LEN_MODERN as u64)?;
+        }
         env.write_u32(P_MAGIC, MAGIC)?;
-        let me = Self {
+        let mut me = Self::with(layout, rx, tx, features);
+        // TX completions are reaped on flush, never by interrupt.
+        me.tx.set_notify(env, false)?;
+        me.rx_refill(env)?;
+        me.rx.publish(env)?;
+        Ok(me)
+    }
+
+    fn with(layout: NetLayout, rx: Virtqueue, tx: Virtqueue, features: u64) -> Self {
+        Self {
             layout,
             rx,
             tx,
             mrg_rxbuf: features::has(features, NET_F_MRG_RXBUF),
-        };
-        // TX completions are reaped on flush, never by interrupt.
-        tx.set_notify(env, false)?;
-        me.rx_refill(env)?;
-        rx.publish(env)?;
-        Ok(me)
+            frame_capacity: layout.frame_capacity(),
+            pending: Pending::default(),
+        }
     }
 
-    /// Continues a driver whose state is already in the region.
+    /// Continues a driver whose state is already in the region (left at a batch
+    /// boundary by another handle). Everything read is validated.
     pub fn attach<E: DriverEnv>(env: &E) -> Result<Self, NetError> {
         if env.read_u32(P_MAGIC)? != MAGIC || env.read_u32(P_VERSION)? != VERSION {
             return Err(NetError::NotInitialised);
@@ -223,12 +273,9 @@ impl VirtioNet {
             });
         }
         let features = env.read_u64(P_FEATURES)?;
-        Ok(Self {
-            layout,
-            rx: Virtqueue::attach(env, layout.rx, RX_QUEUE)?,
-            tx: Virtqueue::attach(env, layout.tx, TX_QUEUE)?,
-            mrg_rxbuf: features::has(features, NET_F_MRG_RXBUF),
-        })
+        let rx = Virtqueue::attach(env, layout.rx, RX_QUEUE)?;
+        let tx = Virtqueue::attach(env, layout.tx, TX_QUEUE)?;
+        Ok(Self::with(layout, rx, tx, features))
     }
 
     /// The layout.
@@ -248,7 +295,7 @@ impl VirtioNet {
 
     /// Reserves a TX buffer, reaping completions first if none is free. `Ok(None)`:
     /// the ring is full (counted).
-    pub fn tx_reserve<E: DriverEnv>(&self, env: &E) -> Result<Option<TxBuf>, NetError> {
+    pub fn tx_reserve<E: DriverEnv>(&mut self, env: &E) -> Result<Option<TxBuf>, NetError> {
         let mut id = self.tx.reserve(env)?;
         if id.is_none() {
             self.tx_reap(env)?;
@@ -258,10 +305,10 @@ impl VirtioNet {
             Some(id) => Ok(Some(TxBuf {
                 id,
                 frame_addr: self.layout.tx_buf(id) + HDR_LEN_MODERN as u64,
-                capacity: self.layout.frame_capacity(),
+                capacity: self.frame_capacity,
             })),
             None => {
-                bump(env, C_TX_RING_FULL, 1)?;
+                self.pending.tx_ring_full += 1;
                 Ok(None)
             }
         }
@@ -269,88 +316,111 @@ impl VirtioNet {
 
     /// Posts a reserved TX buffer holding a `len`-byte frame. Visible to the device
     /// after [`VirtioNet::tx_flush`].
-    pub fn tx_commit<E: DriverEnv>(&self, env: &E, buf: TxBuf, len: usize) -> Result<(), NetError> {
-        if len > buf.capacity || len > self.layout.frame_capacity() {
-            bump(env, C_TX_TOO_LONG, 1)?;
+    pub fn tx_commit<E: DriverEnv>(
+        &mut self,
+        env: &E,
+        buf: TxBuf,
+        len: usize,
+    ) -> Result<(), NetError> {
+        if len > buf.capacity || len > self.frame_capacity {
+            self.pending.tx_too_long += 1;
             self.tx.cancel(env, buf.id)?;
             return Err(NetError::FrameTooLong {
                 len,
-                cap: self.layout.frame_capacity(),
+                cap: self.frame_capacity,
             });
         }
+        // The 12-byte header (no offloads, num_buffers 0) was zeroed at init and the
+        // host only writes the frame area; the device may only read TX buffers (if it
+        // scribbles on a header anyway, only its own view of the frame suffers).
         let hdr = self.layout.tx_buf(buf.id);
-        // The 12-byte header: no offloads, num_buffers 0.
-        env.write_u64(hdr, 0)?;
-        env.write_u32(hdr + 8, 0)?;
         // len <= frame_capacity < 65536.
         let total = (len + HDR_LEN_MODERN) as u32;
         self.tx.commit(env, buf.id, hdr, total, false)?;
-        bump(env, C_TX_PACKETS, 1)?;
-        bump(env, C_TX_BYTES, len as u64)?;
+        self.pending.tx_packets += 1;
+        self.pending.tx_bytes += len as u64;
         Ok(())
     }
 
     /// Returns a reserved TX buffer unused.
-    pub fn tx_cancel<E: DriverEnv>(&self, env: &E, buf: TxBuf) -> Result<(), NetError> {
+    pub fn tx_cancel<E: DriverEnv>(&mut self, env: &E, buf: TxBuf) -> Result<(), NetError> {
         Ok(self.tx.cancel(env, buf.id)?)
     }
 
-    /// Publishes the committed TX batch, kicks the device if it wants it, and reaps
-    /// completions. Returns whether it kicked.
-    pub fn tx_flush<E: DriverEnv>(&self, env: &E) -> Result<bool, NetError> {
+    /// Publishes the committed TX batch, kicks the device if it wants it, reaps
+    /// completions and writes the counters back (a batch boundary). Returns whether
+    /// it kicked.
+    pub fn tx_flush<E: DriverEnv>(&mut self, env: &E) -> Result<bool, NetError> {
         let kicked = self.tx.flush(env)?;
-        self.tx_reap(env)?;
+        let reaped = self.tx_reap(env);
+        self.sync(env)?;
+        reaped?;
         Ok(kicked)
     }
 
-    /// Reclaims completed TX buffers; returns how many.
-    pub fn tx_reap<E: DriverEnv>(&self, env: &E) -> Result<usize, NetError> {
+    /// Reclaims completed TX buffers; returns how many. Counted in the handle until
+    /// the next batch boundary.
+    pub fn tx_reap<E: DriverEnv>(&mut self, env: &E) -> Result<usize, NetError> {
         let mut done = 0usize;
-        let mut bad = 0u64;
         // Bounded: each pop consumes one used entry, and there are at most size of them.
         for _ in 0..=u32::from(self.tx.size()) {
             match self.tx.pop_used(env) {
                 Ok(Some(_)) => done += 1,
                 Ok(None) => break,
-                Err(e) if e.is_recoverable() => bad += 1,
+                Err(e) if e.is_recoverable() => self.pending.tx_device_errors += 1,
                 Err(e) => {
-                    bump(env, C_TX_DEVICE_ERR, bad)?;
+                    self.pending.tx_completed += done as u64;
                     return Err(e.into());
                 }
             }
         }
-        bump(env, C_TX_COMPLETED, done as u64)?;
-        bump(env, C_TX_DEVICE_ERR, bad)?;
+        self.pending.tx_completed += done as u64;
         Ok(done)
     }
 
+    /// Writes counter increments and both queues' cached state back to the region:
+    /// afterwards the region is the source of truth.
+    pub fn sync<E: DriverEnv>(&mut self, env: &E) -> Result<(), NetError> {
+        if self.pending != Pending::default() {
+            for (off, by) in self.pending.fields() {
+                bump(env, off, by)?;
+            }
+            self.pending = Pending::default();
+        }
+        self.tx.sync(env)?;
+        self.rx.sync(env)?;
+        Ok(())
+    }
+
     /// Posts every free RX buffer (not published). Returns how many.
-    pub fn rx_refill<E: DriverEnv>(&self, env: &E) -> Result<usize, NetError> {
+    pub fn rx_refill<E: DriverEnv>(&mut self, env: &E) -> Result<usize, NetError> {
         let mut n = 0;
-        while let Some(id) = self.rx.reserve(env)? {
-            self.rx.commit(
-                env,
-                id,
-                self.layout.rx_buf(id),
-                self.layout.cfg.buf_size,
-                true,
-            )?;
+        let buf_size = self.layout.cfg.buf_size;
+        let pool = self.layout.pool;
+        // Buffer i of the RX queue belongs to descriptor i (see `layout`).
+        while self.rx.num_free() > 0 {
+            let Some(id) = self.rx.reserve(env)? else {
+                break;
+            };
+            let addr = pool + u64::from(id) * u64::from(buf_size);
+            self.rx.commit(env, id, addr, buf_size, true)?;
             n += 1;
         }
         Ok(n)
     }
 
     /// Hands up to `max` received frames to `f`, then reposts their buffers and
-    /// publishes once (kicking if the device wants it). Returns how many frames `f`
-    /// saw. The frame memory is only valid during the call of `f`.
+    /// publishes once (kicking if the device wants it); a batch boundary. Returns
+    /// how many frames `f` saw. The frame memory is only valid during the call of
+    /// `f`.
     pub fn rx_burst<E: DriverEnv>(
-        &self,
+        &mut self,
         env: &E,
         max: usize,
         mut f: impl FnMut(RxFrame),
     ) -> Result<usize, NetError> {
-        let (mut pkts, mut bytes, mut short, mut merged, mut bad) = (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut seen = 0usize;
+        let mut bytes = 0u64;
         let mut result: Result<(), NetError> = Ok(());
         // Each iteration consumes one used entry; at most size are outstanding.
         let limit = max.min(usize::from(self.rx.size()));
@@ -359,7 +429,7 @@ impl VirtioNet {
                 Ok(Some(u)) => {
                     let len = u.len as usize;
                     if len < HDR_LEN_MODERN {
-                        short += 1;
+                        self.pending.rx_short += 1;
                         continue;
                     }
                     let hdr = self.layout.rx_buf(u.id);
@@ -367,7 +437,7 @@ impl VirtioNet {
                         match env.read_u16(hdr + NUM_BUFFERS_OFFSET as u64) {
                             Ok(1) => {}
                             Ok(_) => {
-                                merged += 1;
+                                self.pending.rx_merged += 1;
                                 continue;
                             }
                             Err(e) => {
@@ -381,27 +451,33 @@ impl VirtioNet {
                         addr: hdr + HDR_LEN_MODERN as u64,
                         len: frame_len,
                     });
-                    pkts += 1;
                     bytes += frame_len as u64;
                     seen += 1;
                 }
                 Ok(None) => break,
-                Err(e) if e.is_recoverable() => bad += 1,
+                Err(e) if e.is_recoverable() => self.pending.rx_device_errors += 1,
                 Err(e) => {
                     result = Err(e.into());
                     break;
                 }
             }
         }
-        bump(env, C_RX_PACKETS, pkts)?;
-        bump(env, C_RX_BYTES, bytes)?;
-        bump(env, C_RX_SHORT, short)?;
-        bump(env, C_RX_MERGED, merged)?;
-        bump(env, C_RX_DEVICE_ERR, bad)?;
-        result?;
-        if self.rx_refill(env)? > 0 {
-            self.rx.flush(env)?;
+        self.pending.rx_packets += seen as u64;
+        self.pending.rx_bytes += bytes;
+        if result.is_ok() && self.rx.num_free() > 0 {
+            match self.rx_refill(env) {
+                // flush() syncs the queue; sync() below writes the rest.
+                Ok(n) if n > 0 => {
+                    if let Err(e) = self.rx.flush(env) {
+                        result = Err(e.into());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => result = Err(e),
+            }
         }
+        self.sync(env)?;
+        result?;
         Ok(seen)
     }
 
@@ -410,26 +486,33 @@ impl VirtioNet {
         Ok(self.rx.has_used(env)?)
     }
 
-    /// Turns RX interrupts on (event-driven host) or off (busy poll). Turning them on
-    /// returns whether frames raced in (poll again before sleeping).
-    pub fn set_rx_notify<E: DriverEnv>(&self, env: &E, on: bool) -> Result<bool, NetError> {
-        Ok(self.rx.set_notify(env, on)?)
+    /// Turns RX interrupts on (event-driven host) or off (busy poll); a batch
+    /// boundary. Turning them on returns whether frames raced in (poll again before
+    /// sleeping).
+    pub fn set_rx_notify<E: DriverEnv>(&mut self, env: &E, on: bool) -> Result<bool, NetError> {
+        let raced = self.rx.set_notify(env, on)?;
+        self.sync(env)?;
+        Ok(raced)
     }
 
-    /// Reads the counters.
+    /// Reads the counters (the state page's plus increments not yet written back).
     pub fn stats<E: DriverEnv>(&self, env: &E) -> Result<NetStats, NetError> {
+        let p = &self.pending;
+        let r = |off: u64, add: u64| -> Result<u64, NetError> {
+            Ok(env.read_u64(off)?.wrapping_add(add))
+        };
         Ok(NetStats {
-            tx_packets: env.read_u64(C_TX_PACKETS)?,
-            tx_bytes: env.read_u64(C_TX_BYTES)?,
-            tx_completed: env.read_u64(C_TX_COMPLETED)?,
-            tx_ring_full: env.read_u64(C_TX_RING_FULL)?,
-            tx_too_long: env.read_u64(C_TX_TOO_LONG)?,
-            tx_device_errors: env.read_u64(C_TX_DEVICE_ERR)?,
-            rx_packets: env.read_u64(C_RX_PACKETS)?,
-            rx_bytes: env.read_u64(C_RX_BYTES)?,
-            rx_short: env.read_u64(C_RX_SHORT)?,
-            rx_merged: env.read_u64(C_RX_MERGED)?,
-            rx_device_errors: env.read_u64(C_RX_DEVICE_ERR)?,
+            tx_packets: r(C_TX_PACKETS, p.tx_packets)?,
+            tx_bytes: r(C_TX_BYTES, p.tx_bytes)?,
+            tx_completed: r(C_TX_COMPLETED, p.tx_completed)?,
+            tx_ring_full: r(C_TX_RING_FULL, p.tx_ring_full)?,
+            tx_too_long: r(C_TX_TOO_LONG, p.tx_too_long)?,
+            tx_device_errors: r(C_TX_DEVICE_ERR, p.tx_device_errors)?,
+            rx_packets: r(C_RX_PACKETS, p.rx_packets)?,
+            rx_bytes: r(C_RX_BYTES, p.rx_bytes)?,
+            rx_short: r(C_RX_SHORT, p.rx_short)?,
+            rx_merged: r(C_RX_MERGED, p.rx_merged)?,
+            rx_device_errors: r(C_RX_DEVICE_ERR, p.rx_device_errors)?,
             rx_queue: self.rx.counters(env)?,
             tx_queue: self.tx.counters(env)?,
             features: env.read_u64(P_FEATURES)?,

@@ -12,9 +12,11 @@
 //!   buffers handed to a callback, then recycled with one publish), TX completion
 //!   reaping, interrupt control and counters.
 //!
-//! The driver holds no state of its own: [`driver::VirtioNet`] is a `Copy` handle of
-//! constants, and every call takes the environment. Anything in the region can be
-//! continued by another process that maps it ([`driver::VirtioNet::attach`]).
+//! The region is the driver's state: [`driver::VirtioNet`] caches the validated
+//! layout, the queues' indices and counter increments, and writes them back at every
+//! batch boundary (end of a TX flush, an RX burst, a notification change). Anything
+//! in the region at a batch boundary can be continued by another process that maps
+//! it ([`driver::VirtioNet::attach`]).
 //!
 //! Limits: one queue pair, no offloads, no control queue, no config space (MAC,
 //! link status). Frames larger than a buffer are refused on TX; on RX, with

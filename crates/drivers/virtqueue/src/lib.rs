@@ -1,14 +1,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-//! A driver-side split virtqueue (virtio 1.2, section 2.7) whose state lives entirely
-//! in the driver's region.
+//! A driver-side split virtqueue (virtio 1.2, section 2.7) whose state lives in the
+//! driver's region.
 //!
-//! [`Virtqueue`] is a small `Copy` handle holding only constants (where the rings are,
-//! how big they are). Every piece of bookkeeping (free list, number of free
-//! descriptors, shadow avail index, last seen used index, per-descriptor state and
-//! posted length, error counters) is in a *queue state block* in the region, read
-//! and written through [`driver_env::DriverMem`]. Another process that maps the same
-//! region can [`Virtqueue::attach`] and continue the queue where this one stopped.
+//! Every piece of bookkeeping (free list, number of free descriptors, shadow avail
+//! index, last seen used index, per-descriptor state and posted length, error
+//! counters) has its home in a *queue state block* in the region, accessed through
+//! [`driver_env::DriverMem`]. The [`Virtqueue`] handle caches the scalar part of it
+//! (indices, free count, flags, counter increments) so that the per-buffer path costs
+//! a handful of region accesses; the cache is written back at every **batch
+//! boundary** ([`Virtqueue::publish`] / [`Virtqueue::flush`], [`Virtqueue::sync`],
+//! [`Virtqueue::set_notify`]). Between batch boundaries the region may lag behind
+//! the handle; at a boundary it is the source of truth, and another process that
+//! maps the same region can [`Virtqueue::attach`] (which validates what it reads)
+//! and continue the queue where this one stopped.
 //!
 //! What it does:
 //! * single-descriptor buffers (one buffer per descriptor, no chains, no indirect
@@ -16,18 +21,21 @@
 //! * batching: [`Virtqueue::flush`] publishes the avail index once and decides once
 //!   whether to kick, honouring `avail_event` (EVENT_IDX) or
 //!   `VRING_USED_F_NO_NOTIFY`;
-//! * used-ring reclaim that validates what the device wrote: a used index that runs
-//!   ahead by more than the ring size marks the queue broken; an id out of range, an
-//!   id not in flight, or a length larger than the posted buffer is a counted
+//! * used-ring reclaim that validates what the device wrote: the device's used index
+//!   is read once per batch (when the cached one is exhausted); one that runs ahead
+//!   by more than the ring size marks the queue broken; an id out of range, an id
+//!   not in flight, or a length larger than the posted buffer is a counted
 //!   [`DeviceError`], never a panic;
 //! * driver-side interrupt suppression with `VRING_AVAIL_F_NO_INTERRUPT` or
 //!   `used_event`, so a host can busy-poll or run event-driven.
 //!
 //! Limits: the device shares the whole region, so it could also scribble on the
-//! state block; every value read back from it is range-checked, so that yields a
-//! [`QueueError`], not undefined behaviour, but the queue is then unusable until
-//! re-initialised. A reused descriptor completed twice across a re-post cannot be
-//! told from a legitimate completion (true of every split-ring driver).
+//! state block; every value read back from it (free-stack entries, descriptor
+//! states, and everything [`Virtqueue::attach`] reads) is range-checked, so that
+//! yields a [`QueueError`], not undefined behaviour, but the queue is then unusable
+//! until re-initialised. A reused descriptor completed twice across a re-post cannot
+//! be told from a legitimate completion (true of every split-ring driver). Posted
+//! lengths are limited to `u32`.
 
 use driver_env::{DriverMem, MemFault};
 
@@ -40,7 +48,7 @@ pub const USED_F_NO_NOTIFY: u16 = 1;
 /// Largest split queue size (virtio 1.2, 2.7).
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 
-const STATE_MAGIC: u32 = 0x5456_5131; // "TVQ1"
+const STATE_MAGIC: u32 = 0x5456_5132; // "TVQ2"
 
 // Queue state block, offsets from `QueueLayout::state`.
 const S_MAGIC: u64 = 0;
@@ -62,11 +70,23 @@ const S_FREE_STACK: u64 = 64;
 const F_EVENT_IDX: u16 = 1;
 const F_NOTIFY: u16 = 2;
 const F_BROKEN: u16 = 4;
+const F_ALL: u16 = F_EVENT_IDX | F_NOTIFY | F_BROKEN;
 
-// Per-descriptor state.
-const D_FREE: u16 = 0;
-const D_RESERVED: u16 = 1;
-const D_IN_FLIGHT: u16 = 2;
+// Per-descriptor state, in the high half of the descriptor's u64 meta word (the
+// low half is the posted length).
+const D_FREE: u32 = 0;
+const D_RESERVED: u32 = 1;
+const D_IN_FLIGHT: u32 = 2;
+
+const fn meta(state: u32, len: u32) -> u64 {
+    ((state as u64) << 32) | len as u64
+}
+const fn meta_state(m: u64) -> u32 {
+    (m >> 32) as u32
+}
+const fn meta_len(m: u64) -> u32 {
+    m as u32
+}
 
 /// Error of this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +108,9 @@ pub enum QueueError {
     /// `attach` found no valid state block.
     #[error("no initialised virtqueue state at {0:#x}")]
     NotInitialised(u64),
+    /// `attach` found a state block whose values are inconsistent.
+    #[error("virtqueue state at {0:#x} is corrupted")]
+    Corrupted(u64),
     /// The device wrote something invalid; the entry was consumed and counted.
     #[error("device misbehaved")]
     Device(#[from] DeviceError),
@@ -142,6 +165,7 @@ impl QueueError {
             | QueueError::InvalidSize(_)
             | QueueError::LayoutOutsideRegion { .. }
             | QueueError::NotInitialised(_)
+            | QueueError::Corrupted(_)
             | QueueError::Broken(_)
             | QueueError::NotReserved(_) => false,
         }
@@ -190,24 +214,18 @@ impl QueueLayout {
 
     /// First byte after the state block.
     pub fn end(&self) -> u64 {
-        let n = u64::from(self.size);
-        self.posted_len_base() + 4 * n
+        self.meta_base() + 8 * u64::from(self.size)
     }
 
     fn free_stack(&self, i: u16) -> u64 {
         self.state + S_FREE_STACK + 2 * u64::from(i)
     }
-    fn desc_state_base(&self) -> u64 {
-        self.state + S_FREE_STACK + 2 * u64::from(self.size)
+    /// Per-descriptor meta words (state << 32 | posted length), 8-byte aligned.
+    fn meta_base(&self) -> u64 {
+        align_up(self.state + S_FREE_STACK + 2 * u64::from(self.size), 8)
     }
-    fn desc_state(&self, id: u16) -> u64 {
-        self.desc_state_base() + 2 * u64::from(id)
-    }
-    fn posted_len_base(&self) -> u64 {
-        align_up(self.desc_state_base() + 2 * u64::from(self.size), 4)
-    }
-    fn posted_len(&self, id: u16) -> u64 {
-        self.posted_len_base() + 4 * u64::from(id)
+    fn meta(&self, id: u16) -> u64 {
+        self.meta_base() + 8 * u64::from(id)
     }
     fn avail_ring(&self, slot: u16) -> u64 {
         self.avail + 4 + 2 * u64::from(slot)
@@ -258,11 +276,47 @@ pub const fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
-/// A handle on one split virtqueue in the region. Holds constants only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Counter increments not yet added to the state block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Pending {
+    bad_used_id: u64,
+    not_in_flight: u64,
+    len_too_large: u64,
+    used_idx_jump: u64,
+    kicks: u64,
+    kicks_suppressed: u64,
+}
+
+impl Pending {
+    fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A handle on one split virtqueue in the region.
+///
+/// Holds the layout and a cache of the state block's scalars (written back at batch
+/// boundaries, see the module documentation). Drop it only after a batch boundary,
+/// or the region misses the last increments.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Virtqueue {
     layout: QueueLayout,
     index: u16,
+    mask: u16,
+    flags: u16,
+    num_free: u16,
+    shadow_avail: u16,
+    published: u16,
+    last_used: u16,
+    /// The device's used index as last read (`last_used..used_seen` are ready).
+    used_seen: u16,
+    /// Last value written to `used_event` while interrupts are off, to avoid
+    /// rewriting it on every empty poll.
+    used_event_off: Option<u16>,
+    pending: Pending,
+    /// (flags, num_free, shadow_avail, last_used, published) as last written to the
+    /// state block: an idle poll writes nothing.
+    synced: [u16; 5],
 }
 
 impl Virtqueue {
@@ -274,7 +328,7 @@ impl Virtqueue {
         index: u16,
         event_idx: bool,
     ) -> Result<Self, QueueError> {
-        let q = Self::checked(env, layout, index)?;
+        Self::check_layout(env, layout)?;
         let n = u64::from(layout.size);
         env.zero_bytes(layout.desc, 16 * n)?;
         env.zero_bytes(layout.avail, 6 + 2 * n)?;
@@ -293,26 +347,74 @@ impl Virtqueue {
         }
         env.write_u16(layout.state + S_NUM_FREE, layout.size)?;
         env.write_u32(layout.state + S_MAGIC, STATE_MAGIC)?;
-        Ok(q)
+        Ok(Self::with(layout, index, flags, layout.size, 0, 0, 0))
     }
 
     /// Takes over a queue that was initialised (possibly by another process) at
-    /// `layout`.
+    /// `layout` and left at a batch boundary. Everything read is validated.
     pub fn attach<E: DriverMem>(
         env: &E,
         layout: QueueLayout,
         index: u16,
     ) -> Result<Self, QueueError> {
-        let q = Self::checked(env, layout, index)?;
-        if env.read_u32(layout.state + S_MAGIC)? != STATE_MAGIC
-            || env.read_u16(layout.state + S_SIZE)? != layout.size
-        {
-            return Err(QueueError::NotInitialised(layout.state));
+        Self::check_layout(env, layout)?;
+        let s = layout.state;
+        if env.read_u32(s + S_MAGIC)? != STATE_MAGIC || env.read_u16(s + S_SIZE)? != layout.size {
+            return Err(QueueError::NotInitialised(s));
         }
-        Ok(q)
+        let flags = env.read_u16(s + S_FLAGS)?;
+        let num_free = env.read_u16(s + S_NUM_FREE)?;
+        let shadow = env.read_u16(s + S_SHADOW_AVAIL)?;
+        let published = env.read_u16(s + S_PUBLISHED)?;
+        let last_used = env.read_u16(s + S_LAST_USED)?;
+        if flags & !F_ALL != 0
+            || num_free > layout.size
+            || shadow.wrapping_sub(published) > layout.size
+            || published.wrapping_sub(last_used) > layout.size
+        {
+            return Err(QueueError::Corrupted(s));
+        }
+        Ok(Self::with(
+            layout, index, flags, num_free, shadow, published, last_used,
+        ))
     }
 
-    fn checked<E: DriverMem>(env: &E, layout: QueueLayout, index: u16) -> Result<Self, QueueError> {
+    fn with(
+        layout: QueueLayout,
+        index: u16,
+        flags: u16,
+        num_free: u16,
+        shadow_avail: u16,
+        published: u16,
+        last_used: u16,
+    ) -> Self {
+        Self {
+            layout,
+            index,
+            mask: layout.size - 1,
+            flags,
+            num_free,
+            shadow_avail,
+            published,
+            last_used,
+            used_seen: last_used,
+            used_event_off: None,
+            pending: Pending::default(),
+            synced: [flags, num_free, shadow_avail, last_used, published],
+        }
+    }
+
+    fn scalars(&self) -> [u16; 5] {
+        [
+            self.flags,
+            self.num_free,
+            self.shadow_avail,
+            self.last_used,
+            self.published,
+        ]
+    }
+
+    fn check_layout<E: DriverMem>(env: &E, layout: QueueLayout) -> Result<(), QueueError> {
         let expect = QueueLayout::new(layout.desc, layout.size)?;
         if expect != layout {
             return Err(QueueError::NotInitialised(layout.state));
@@ -323,7 +425,7 @@ impl Virtqueue {
                 region_len: env.region_len(),
             });
         }
-        Ok(Self { layout, index })
+        Ok(())
     }
 
     /// The layout.
@@ -342,78 +444,99 @@ impl Virtqueue {
     }
 
     /// Whether EVENT_IDX was negotiated for this queue.
-    pub fn event_idx<E: DriverMem>(&self, env: &E) -> Result<bool, QueueError> {
-        Ok(env.read_u16(self.layout.state + S_FLAGS)? & F_EVENT_IDX != 0)
+    pub fn event_idx(&self) -> bool {
+        self.flags & F_EVENT_IDX != 0
     }
 
-    fn flags<E: DriverMem>(&self, env: &E) -> Result<u16, QueueError> {
-        let f = env.read_u16(self.layout.state + S_FLAGS)?;
-        if f & F_BROKEN != 0 {
+    fn check_broken(&self) -> Result<(), QueueError> {
+        if self.flags & F_BROKEN != 0 {
             return Err(QueueError::Broken(self.index));
         }
-        Ok(f)
+        Ok(())
     }
 
-    fn mark_broken<E: DriverMem>(&self, env: &E) {
-        if let Ok(f) = env.read_u16(self.layout.state + S_FLAGS) {
-            // Best effort: if even this write faults, the next call faults too.
-            let _ = env.write_u16(self.layout.state + S_FLAGS, f | F_BROKEN);
+    fn broken<E: DriverMem>(&mut self, env: &E) -> QueueError {
+        self.flags |= F_BROKEN;
+        // Best effort: if these writes fault, the next access faults too.
+        let _ = self.sync(env);
+        QueueError::Broken(self.index)
+    }
+
+    /// Writes the cached indices, free count, flags and counter increments back to
+    /// the state block: after this the region is the source of truth again.
+    /// [`Virtqueue::publish`], [`Virtqueue::flush`] and [`Virtqueue::set_notify`]
+    /// call it; call it yourself after a reclaim-only batch.
+    pub fn sync<E: DriverMem>(&mut self, env: &E) -> Result<(), QueueError> {
+        let s = self.layout.state;
+        let now = self.scalars();
+        if now != self.synced {
+            env.write_u16(s + S_FLAGS, self.flags)?;
+            env.write_u16(s + S_NUM_FREE, self.num_free)?;
+            env.write_u16(s + S_SHADOW_AVAIL, self.shadow_avail)?;
+            env.write_u16(s + S_LAST_USED, self.last_used)?;
+            env.write_u16(s + S_PUBLISHED, self.published)?;
+            self.synced = now;
         }
-    }
-
-    fn bump<E: DriverMem>(&self, env: &E, off: u64) -> Result<(), QueueError> {
-        let a = self.layout.state + off;
-        env.write_u64(a, env.read_u64(a)?.wrapping_add(1))?;
+        if !self.pending.is_zero() {
+            let p = self.pending;
+            for (off, by) in [
+                (S_ERR_BAD_ID, p.bad_used_id),
+                (S_ERR_NOT_IN_FLIGHT, p.not_in_flight),
+                (S_ERR_LEN, p.len_too_large),
+                (S_ERR_IDX_JUMP, p.used_idx_jump),
+                (S_KICKS, p.kicks),
+                (S_KICKS_SUPPRESSED, p.kicks_suppressed),
+            ] {
+                if by != 0 {
+                    env.write_u64(s + off, env.read_u64(s + off)?.wrapping_add(by))?;
+                }
+            }
+            self.pending = Pending::default();
+        }
         Ok(())
     }
 
     /// Number of free descriptors.
-    pub fn num_free<E: DriverMem>(&self, env: &E) -> Result<u16, QueueError> {
-        let n = env.read_u16(self.layout.state + S_NUM_FREE)?;
-        if n > self.layout.size {
-            self.mark_broken(env);
-            return Err(QueueError::Broken(self.index));
-        }
-        Ok(n)
+    pub fn num_free(&self) -> u16 {
+        self.num_free
     }
 
     /// Takes a free descriptor, or `None` when all are reserved or in flight.
-    pub fn reserve<E: DriverMem>(&self, env: &E) -> Result<Option<u16>, QueueError> {
-        let n = self.num_free(env)?;
+    pub fn reserve<E: DriverMem>(&mut self, env: &E) -> Result<Option<u16>, QueueError> {
+        self.check_broken()?;
+        let n = self.num_free;
         if n == 0 {
             return Ok(None);
         }
         let id = env.read_u16(self.layout.free_stack(n - 1))?;
-        if id >= self.layout.size || env.read_u16(self.layout.desc_state(id))? != D_FREE {
-            self.mark_broken(env);
-            return Err(QueueError::Broken(self.index));
+        if id >= self.layout.size || meta_state(env.read_u64(self.layout.meta(id))?) != D_FREE {
+            return Err(self.broken(env));
         }
-        env.write_u16(self.layout.desc_state(id), D_RESERVED)?;
-        env.write_u16(self.layout.state + S_NUM_FREE, n - 1)?;
+        env.write_u64(self.layout.meta(id), meta(D_RESERVED, 0))?;
+        self.num_free = n - 1;
         Ok(Some(id))
     }
 
-    fn push_free<E: DriverMem>(&self, env: &E, id: u16) -> Result<(), QueueError> {
-        let n = self.num_free(env)?;
+    fn push_free<E: DriverMem>(&mut self, env: &E, id: u16) -> Result<(), QueueError> {
+        let n = self.num_free;
         if n >= self.layout.size {
-            self.mark_broken(env);
-            return Err(QueueError::Broken(self.index));
+            return Err(self.broken(env));
         }
-        env.write_u16(self.layout.desc_state(id), D_FREE)?;
+        env.write_u64(self.layout.meta(id), meta(D_FREE, 0))?;
         env.write_u16(self.layout.free_stack(n), id)?;
-        env.write_u16(self.layout.state + S_NUM_FREE, n + 1)?;
+        self.num_free = n + 1;
         Ok(())
     }
 
-    fn expect_state<E: DriverMem>(&self, env: &E, id: u16, want: u16) -> Result<(), QueueError> {
-        if id >= self.layout.size || env.read_u16(self.layout.desc_state(id))? != want {
+    fn expect_state<E: DriverMem>(&self, env: &E, id: u16, want: u32) -> Result<(), QueueError> {
+        if id >= self.layout.size || meta_state(env.read_u64(self.layout.meta(id))?) != want {
             return Err(QueueError::NotReserved(id));
         }
         Ok(())
     }
 
     /// Returns a reserved descriptor to the free list without posting it.
-    pub fn cancel<E: DriverMem>(&self, env: &E, id: u16) -> Result<(), QueueError> {
+    pub fn cancel<E: DriverMem>(&mut self, env: &E, id: u16) -> Result<(), QueueError> {
         self.expect_state(env, id, D_RESERVED)?;
         self.push_free(env, id)
     }
@@ -422,7 +545,7 @@ impl Virtqueue {
     /// writable when `device_writes`). Visible to the device only after
     /// [`Virtqueue::flush`].
     pub fn commit<E: DriverMem>(
-        &self,
+        &mut self,
         env: &E,
         id: u16,
         addr: u64,
@@ -430,23 +553,34 @@ impl Virtqueue {
         device_writes: bool,
     ) -> Result<(), QueueError> {
         self.expect_state(env, id, D_RESERVED)?;
+        self.post(env, id, addr, len, device_writes)
+    }
+
+    /// Writes the descriptor, marks it in flight and appends it to the avail ring
+    /// (not published). `id` is reserved and in range.
+    fn post<E: DriverMem>(
+        &mut self,
+        env: &E,
+        id: u16,
+        addr: u64,
+        len: u32,
+        device_writes: bool,
+    ) -> Result<(), QueueError> {
         let l = &self.layout;
         let d = l.desc + 16 * u64::from(id);
         env.write_u64(d, addr)?;
-        env.write_u32(d + 8, len)?;
-        env.write_u16(d + 12, if device_writes { DESC_F_WRITE } else { 0 })?;
-        env.write_u16(d + 14, 0)?;
-        env.write_u32(l.posted_len(id), len)?;
-        env.write_u16(l.desc_state(id), D_IN_FLIGHT)?;
-        let shadow = env.read_u16(l.state + S_SHADOW_AVAIL)?;
-        env.write_u16(l.avail_ring(shadow & (l.size - 1)), id)?;
-        env.write_u16(l.state + S_SHADOW_AVAIL, shadow.wrapping_add(1))?;
+        // len (bytes 8..12), flags (12..14) and next = 0 (14..16) in one store.
+        let flags = if device_writes { DESC_F_WRITE } else { 0 };
+        env.write_u64(d + 8, u64::from(len) | (u64::from(flags) << 32))?;
+        env.write_u64(l.meta(id), meta(D_IN_FLIGHT, len))?;
+        env.write_u16(l.avail_ring(self.shadow_avail & self.mask), id)?;
+        self.shadow_avail = self.shadow_avail.wrapping_add(1);
         Ok(())
     }
 
     /// Reserves and commits in one step. `Ok(None)`: no free descriptor.
     pub fn add<E: DriverMem>(
-        &self,
+        &mut self,
         env: &E,
         addr: u64,
         len: u32,
@@ -455,144 +589,170 @@ impl Virtqueue {
         let Some(id) = self.reserve(env)? else {
             return Ok(None);
         };
-        self.commit(env, id, addr, len, device_writes)?;
+        self.post(env, id, addr, len, device_writes)?;
         Ok(Some(id))
     }
 
     /// Publishes everything committed since the last flush (one release store of
-    /// `avail.idx`) and decides once whether the device wants a kick. Returns
-    /// whether it kicked.
-    pub fn flush<E: driver_env::DriverEnv>(&self, env: &E) -> Result<bool, QueueError> {
-        if self.publish(env)? {
+    /// `avail.idx`), decides once whether the device wants a kick, kicks, and syncs
+    /// the state block. Returns whether it kicked.
+    pub fn flush<E: driver_env::DriverEnv>(&mut self, env: &E) -> Result<bool, QueueError> {
+        let kick = self.decide(env)?;
+        if kick {
             env.kick(self.index);
-            self.bump(env, S_KICKS)?;
-            Ok(true)
-        } else {
-            Ok(false)
+            self.pending.kicks += 1;
         }
+        self.sync(env)?;
+        Ok(kick)
     }
 
-    /// The first half of [`Virtqueue::flush`]: publishes and returns whether a kick
-    /// is needed, without kicking.
-    pub fn publish<E: DriverMem>(&self, env: &E) -> Result<bool, QueueError> {
+    /// [`Virtqueue::flush`] without the kick: publishes, syncs, and returns whether
+    /// a kick is needed (counted as neither sent nor suppressed).
+    pub fn publish<E: DriverMem>(&mut self, env: &E) -> Result<bool, QueueError> {
+        let kick = self.decide(env)?;
+        self.sync(env)?;
+        Ok(kick)
+    }
+
+    fn decide<E: DriverMem>(&mut self, env: &E) -> Result<bool, QueueError> {
+        self.check_broken()?;
         let l = &self.layout;
-        let flags = self.flags(env)?;
-        let new = env.read_u16(l.state + S_SHADOW_AVAIL)?;
-        let old = env.read_u16(l.state + S_PUBLISHED)?;
+        let new = self.shadow_avail;
+        let old = self.published;
         if new == old {
             return Ok(false);
         }
         env.store_release_u16(l.avail + 2, new)?;
-        env.write_u16(l.state + S_PUBLISHED, new)?;
+        self.published = new;
         // Order the index store before reading the device's suppression state.
         env.fence();
-        let kick = if flags & F_EVENT_IDX != 0 {
+        let kick = if self.flags & F_EVENT_IDX != 0 {
             need_event(env.read_u16(l.avail_event())?, new, old)
         } else {
             env.read_u16(l.used)? & USED_F_NO_NOTIFY == 0
         };
         if !kick {
-            self.bump(env, S_KICKS_SUPPRESSED)?;
+            self.pending.kicks_suppressed += 1;
         }
         Ok(kick)
     }
 
     /// Whether the device has used buffers the driver has not reclaimed yet.
     pub fn has_used<E: DriverMem>(&self, env: &E) -> Result<bool, QueueError> {
-        let last = env.read_u16(self.layout.state + S_LAST_USED)?;
-        Ok(env.load_acquire_u16(self.layout.used + 2)? != last)
+        Ok(self.used_seen != self.last_used
+            || env.load_acquire_u16(self.layout.used + 2)? != self.last_used)
     }
 
     /// Reclaims the next used buffer. `Ok(None)`: nothing (more) to reclaim.
     /// A [`QueueError::Device`] error consumed one bad used entry and counted it;
-    /// call again for the next one (see [`QueueError::is_recoverable`]).
-    pub fn pop_used<E: DriverMem>(&self, env: &E) -> Result<Option<UsedBuf>, QueueError> {
-        let l = &self.layout;
-        let flags = self.flags(env)?;
-        let last = env.read_u16(l.state + S_LAST_USED)?;
-        let now = env.load_acquire_u16(l.used + 2)?;
-        if now == last {
-            if flags & (F_NOTIFY | F_EVENT_IDX) == F_EVENT_IDX {
-                // Interrupts off under EVENT_IDX: keep used_event half a ring-space away.
-                env.write_u16(l.used_event(), last.wrapping_add(0x8000))?;
+    /// call again for the next one (see [`QueueError::is_recoverable`]). The device's
+    /// used index is read only when the entries seen last time are consumed.
+    pub fn pop_used<E: DriverMem>(&mut self, env: &E) -> Result<Option<UsedBuf>, QueueError> {
+        self.check_broken()?;
+        let last = self.last_used;
+        if last == self.used_seen {
+            let now = env.load_acquire_u16(self.layout.used + 2)?;
+            if now == last {
+                if self.flags & (F_NOTIFY | F_EVENT_IDX) == F_EVENT_IDX {
+                    // Interrupts off under EVENT_IDX: keep used_event half a ring away.
+                    let ev = last.wrapping_add(0x8000);
+                    if self.used_event_off != Some(ev) {
+                        env.write_u16(self.layout.used_event(), ev)?;
+                        self.used_event_off = Some(ev);
+                    }
+                }
+                return Ok(None);
             }
-            return Ok(None);
+            if now.wrapping_sub(last) > self.layout.size {
+                self.pending.used_idx_jump += 1;
+                let _ = self.broken(env);
+                return Err(DeviceError::UsedIdxJump { last, now }.into());
+            }
+            self.used_seen = now;
         }
-        if now.wrapping_sub(last) > l.size {
-            self.bump(env, S_ERR_IDX_JUMP)?;
-            self.mark_broken(env);
-            return Err(DeviceError::UsedIdxJump { last, now }.into());
-        }
-        let e = l.used_ring(last & (l.size - 1));
+        let l = &self.layout;
+        let e = l.used_ring(last & self.mask);
         let raw_id = env.read_u32(e)?;
         let len = env.read_u32(e + 4)?;
-        env.write_u16(l.state + S_LAST_USED, last.wrapping_add(1))?;
+        self.last_used = last.wrapping_add(1);
         let id = match u16::try_from(raw_id) {
             Ok(id) if id < l.size => id,
             _ => {
-                self.bump(env, S_ERR_BAD_ID)?;
+                self.pending.bad_used_id += 1;
                 return Err(DeviceError::BadUsedId(raw_id).into());
             }
         };
-        if env.read_u16(l.desc_state(id))? != D_IN_FLIGHT {
-            self.bump(env, S_ERR_NOT_IN_FLIGHT)?;
+        let m = env.read_u64(l.meta(id))?;
+        if meta_state(m) != D_IN_FLIGHT {
+            self.pending.not_in_flight += 1;
             return Err(DeviceError::NotInFlight(id).into());
         }
-        let cap = env.read_u32(l.posted_len(id))?;
+        let cap = meta_len(m);
         self.push_free(env, id)?;
         if len > cap {
-            self.bump(env, S_ERR_LEN)?;
+            self.pending.len_too_large += 1;
             return Err(DeviceError::LenTooLarge { id, len, cap }.into());
         }
         Ok(Some(UsedBuf { id, len }))
     }
 
-    /// Turns used-buffer notifications (interrupts) on or off. Turning them on
-    /// returns whether used buffers raced in before the device could see the change
-    /// (the caller must then poll again instead of sleeping).
-    pub fn set_notify<E: DriverMem>(&self, env: &E, on: bool) -> Result<bool, QueueError> {
-        let l = &self.layout;
-        let flags = self.flags(env)?;
-        let last = env.read_u16(l.state + S_LAST_USED)?;
-        if on {
-            env.write_u16(l.state + S_FLAGS, flags | F_NOTIFY)?;
-            if flags & F_EVENT_IDX != 0 {
+    /// Turns used-buffer notifications (interrupts) on or off, and syncs the state
+    /// block. Turning them on returns whether used buffers raced in before the
+    /// device could see the change (the caller must then poll again instead of
+    /// sleeping).
+    pub fn set_notify<E: DriverMem>(&mut self, env: &E, on: bool) -> Result<bool, QueueError> {
+        self.check_broken()?;
+        let l = self.layout;
+        let last = self.last_used;
+        let raced = if on {
+            self.flags |= F_NOTIFY;
+            self.used_event_off = None;
+            if self.flags & F_EVENT_IDX != 0 {
                 env.write_u16(l.used_event(), last)?;
             }
             env.write_u16(l.avail, 0)?;
             env.fence();
-            Ok(env.load_acquire_u16(l.used + 2)? != last)
+            self.used_seen != last || env.load_acquire_u16(l.used + 2)? != last
         } else {
-            env.write_u16(l.state + S_FLAGS, flags & !F_NOTIFY)?;
-            if flags & F_EVENT_IDX != 0 {
-                env.write_u16(l.used_event(), last.wrapping_add(0x8000))?;
+            self.flags &= !F_NOTIFY;
+            if self.flags & F_EVENT_IDX != 0 {
+                let ev = last.wrapping_add(0x8000);
+                env.write_u16(l.used_event(), ev)?;
+                self.used_event_off = Some(ev);
             }
             env.write_u16(l.avail, AVAIL_F_NO_INTERRUPT)?;
-            Ok(false)
-        }
+            false
+        };
+        self.sync(env)?;
+        Ok(raced)
     }
 
-    /// The avail index to hand the device in `SET_VRING_BASE`: where the device starts
-    /// reading the avail ring. That is the driver's last consumed used index (0 for a
-    /// fresh queue): buffers published but not yet returned are offered again. Not the
-    /// published index — a device told to start there would never see the RX buffers
-    /// posted before it attached.
-    pub fn avail_base<E: DriverMem>(&self, env: &E) -> Result<u16, QueueError> {
-        Ok(env.read_u16(self.layout.state + S_LAST_USED)?)
+    /// The index to hand a (re)connecting device in `SET_VRING_BASE`: the last used
+    /// index the driver consumed (0 for a fresh queue). Buffers published but not
+    /// yet used are offered to the device again; they are still in flight.
+    pub fn avail_base(&self) -> u16 {
+        self.last_used
     }
 
-    /// Reads the counters.
+    /// Reads the counters (the state block's plus increments not yet synced).
     pub fn counters<E: DriverMem>(&self, env: &E) -> Result<QueueCounters, QueueError> {
         let s = self.layout.state;
+        let p = &self.pending;
         Ok(QueueCounters {
-            bad_used_id: env.read_u64(s + S_ERR_BAD_ID)?,
-            not_in_flight: env.read_u64(s + S_ERR_NOT_IN_FLIGHT)?,
-            len_too_large: env.read_u64(s + S_ERR_LEN)?,
-            used_idx_jump: env.read_u64(s + S_ERR_IDX_JUMP)?,
-            kicks: env.read_u64(s + S_KICKS)?,
-            kicks_suppressed: env.read_u64(s + S_KICKS_SUPPRESSED)?,
-            num_free: env.read_u16(s + S_NUM_FREE)?,
-            broken: env.read_u16(s + S_FLAGS)? & F_BROKEN != 0,
+            bad_used_id: env.read_u64(s + S_ERR_BAD_ID)?.wrapping_add(p.bad_used_id),
+            not_in_flight: env
+                .read_u64(s + S_ERR_NOT_IN_FLIGHT)?
+                .wrapping_add(p.not_in_flight),
+            len_too_large: env.read_u64(s + S_ERR_LEN)?.wrapping_add(p.len_too_large),
+            used_idx_jump: env
+                .read_u64(s + S_ERR_IDX_JUMP)?
+                .wrapping_add(p.used_idx_jump),
+            kicks: env.read_u64(s + S_KICKS)?.wrapping_add(p.kicks),
+            kicks_suppressed: env
+                .read_u64(s + S_KICKS_SUPPRESSED)?
+                .wrapping_add(p.kicks_suppressed),
+            num_free: self.num_free,
+            broken: self.flags & F_BROKEN != 0,
         })
     }
 }

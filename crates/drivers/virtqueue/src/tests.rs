@@ -191,12 +191,52 @@ fn used_idx_jump_breaks_the_queue() {
 
 #[test]
 fn corrupted_state_is_an_error_not_a_panic() {
-    let (env, mut q, _dev) = setup(8, false);
+    // A state block corrupted between batches is refused by attach.
+    let (env, q, _dev) = setup(8, false);
     env.write_u16(q.layout().state + S_NUM_FREE, 1000).unwrap();
-    assert!(matches!(q.reserve(&env), Err(QueueError::Broken(1))));
+    assert!(matches!(
+        Virtqueue::attach(&env, *q.layout(), 1),
+        Err(QueueError::Corrupted(_))
+    ));
+    let (env, q, _dev) = setup(8, false);
+    env.write_u16(q.layout().state + S_FLAGS, 0x100).unwrap();
+    assert!(matches!(
+        Virtqueue::attach(&env, *q.layout(), 1),
+        Err(QueueError::Corrupted(_))
+    ));
+    // A free-stack entry corrupted under a running handle breaks the queue.
     let (env, mut q, _dev) = setup(8, false);
     env.write_u16(q.layout().free_stack(7), 4000).unwrap();
     assert!(matches!(q.reserve(&env), Err(QueueError::Broken(1))));
+    assert!(matches!(q.reserve(&env), Err(QueueError::Broken(1))));
+    assert!(q.counters(&env).unwrap().broken);
+}
+
+#[test]
+fn state_is_in_the_region_at_batch_boundaries() {
+    let (env, mut q, mut dev) = setup(8, true);
+    for _ in 0..5 {
+        q.add(&env, 0x4000, 64, true).unwrap().unwrap();
+    }
+    q.flush(&env).unwrap();
+    dev.take(&env);
+    dev.complete(&env, 1, 10);
+    dev.complete(&env, 9, 10);
+    assert_eq!(q.pop_used(&env).unwrap(), Some(UsedBuf { id: 1, len: 10 }));
+    assert!(q.pop_used(&env).is_err());
+    q.sync(&env).unwrap();
+    // Another handle continues exactly where this one stopped.
+    let mut q2 = Virtqueue::attach(&env, *q.layout(), 1).unwrap();
+    assert_eq!(q2.num_free(), 4);
+    assert_eq!(q2.avail_base(), 2);
+    assert_eq!(q2.counters(&env).unwrap(), q.counters(&env).unwrap());
+    assert_eq!(q2.counters(&env).unwrap().bad_used_id, 1);
+    assert_eq!(q2.pop_used(&env).unwrap(), None);
+    dev.complete(&env, 0, 3);
+    assert_eq!(q2.pop_used(&env).unwrap(), Some(UsedBuf { id: 0, len: 3 }));
+    assert_eq!(q2.add(&env, 0x4000, 64, true).unwrap(), Some(0));
+    q2.flush(&env).unwrap();
+    assert_eq!(dev.take(&env).len(), 1);
 }
 
 #[test]
@@ -271,12 +311,12 @@ fn another_handle_continues_the_queue() {
     q.flush(&env).unwrap();
     dev.take(&env);
     dev.complete(&env, 1, 5);
-    let q2 = Virtqueue::attach(&env, *q.layout(), 1).unwrap();
+    let mut q2 = Virtqueue::attach(&env, *q.layout(), 1).unwrap();
     assert_eq!(q2.pop_used(&env).unwrap(), Some(UsedBuf { id: 1, len: 5 }));
-    assert_eq!(q2.num_free(&env).unwrap(), 7);
+    assert_eq!(q2.num_free(), 7);
     // A device attaching now starts after the one used entry: the second buffer,
     // published but not returned, is offered to it again.
-    assert_eq!(q2.avail_base(&env).unwrap(), 1);
+    assert_eq!(q2.avail_base(), 1);
     let bad = QueueLayout::new(0x8000, 8).unwrap();
     assert!(matches!(
         Virtqueue::attach(&env, bad, 1),
