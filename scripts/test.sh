@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # One test at a time: end-to-end tests busy-poll and the machine has two cores.
-cargo test --workspace --release -- --test-threads=1
+cargo test --workspace --release --no-fail-fast -- --test-threads=1
