@@ -132,6 +132,11 @@ fn log_event(ev: PortEvent, socket: &str) {
     }
 }
 
+/// At most this many batches are drained before adopting a control change.
+const MAX_DRAIN_BATCHES: usize = 64;
+/// Empty busy-poll rounds before the NIC yields its core.
+const IDLE_ROUNDS_BEFORE_YIELD: u32 = 16;
+
 #[inline]
 fn batch(h: &mut DeviceHandle, mode: Mode, n: usize) -> usize {
     match mode {
@@ -152,6 +157,16 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
     if cfg.busy_poll {
         let mut idle = 0u32;
         while !stop.load(Ordering::Relaxed) {
+            if h.has_pending_change() && h.is_ready() {
+                // Drain before adopting the change: a driver stops its rings only
+                // after its last frame, so every frame it posted is taken (bounded
+                // against a driver that keeps posting).
+                for _ in 0..MAX_DRAIN_BATCHES {
+                    if batch(&mut h, cfg.mode, n) == 0 {
+                        break;
+                    }
+                }
+            }
             if let Some(ev) = h.refresh() {
                 log_event(ev, &name);
             }
@@ -160,8 +175,12 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
                 continue;
             }
             if batch(&mut h, cfg.mode, n) == 0 {
-                idle += 1;
-                if idle.is_multiple_of(1024) {
+                idle = idle.saturating_add(1);
+                // With fewer cores than busy pollers, spinning through a whole time
+                // slice starves the peer we wait for: yield after a few empty rounds.
+                if idle > IDLE_ROUNDS_BEFORE_YIELD {
+                    std::thread::yield_now();
+                } else {
                     std::hint::spin_loop();
                 }
             } else {
