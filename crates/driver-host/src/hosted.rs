@@ -121,18 +121,44 @@ pub struct HostedDriver {
     driver_errors: u64,
 }
 
+fn layout_of(cfg: &DriverConfig) -> Result<NetLayout, Error> {
+    Ok(NetLayout::new(NetConfig {
+        queue_size: cfg.queue_size,
+        buf_size: cfg.buf_size,
+    })
+    .map_err(NetError::from)?)
+}
+
 impl HostedDriver {
     /// Connects once to the NIC's vhost-user socket (the caller retries), creates
     /// the region, initialises the driver and starts both queues.
     pub fn connect(socket: &Path, cfg: &DriverConfig) -> Result<Self, Error> {
-        let layout = NetLayout::new(NetConfig {
-            queue_size: cfg.queue_size,
-            buf_size: cfg.buf_size,
-        })
-        .map_err(NetError::from)?;
-        let mut link = NicLink::connect(socket)?;
+        let link = NicLink::connect(socket)?;
+        Self::attach(link, None, cfg, socket)
+    }
+
+    /// The size of the region a driver with `cfg` needs, for a host that creates the
+    /// region itself and hands it over (the switch, for a driver domain).
+    pub fn region_len_for(cfg: &DriverConfig) -> Result<u64, Error> {
+        Ok(layout_of(cfg)?.region_len)
+    }
+
+    /// Starts the driver on an established NIC link, in `region` (a memfd of at
+    /// least [`HostedDriver::region_len_for`] bytes) or, when `None`, in a new region.
+    /// `device` names the NIC in logs.
+    pub fn attach(
+        mut link: NicLink,
+        region: Option<std::fs::File>,
+        cfg: &DriverConfig,
+        device: &Path,
+    ) -> Result<Self, Error> {
+        let socket = device;
+        let layout = layout_of(cfg)?;
         let features = negotiate(link.offered_features())?;
-        let region = Arc::new(Region::create("twin-virtio-net", layout.region_len)?);
+        let region = Arc::new(match region {
+            Some(file) => Region::map(file, layout.region_len)?,
+            None => Region::create("twin-virtio-net", layout.region_len)?,
+        });
         // Initialise the region before the device sees it; doorbells are wired after.
         let setup_env = DirectEnv::new(region.clone(), Vec::new());
         let net = VirtioNet::init(&setup_env, layout.cfg, features)?;

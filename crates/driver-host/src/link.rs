@@ -98,6 +98,13 @@ impl NicLink {
             path: path.to_owned(),
             source,
         })?;
+        Self::over(sock, path)
+    }
+
+    /// Takes ownership of the device over an already connected socket (a driver
+    /// domain gets its NIC connection from the switch, as it may open nothing) and
+    /// reads the offered features. `path` only names the device in errors.
+    pub fn over(sock: UnixStream, path: &Path) -> Result<Self, LinkError> {
         let probe = sock
             .try_clone()
             .map_err(|source| LinkError::ConnectSocket {
@@ -126,7 +133,7 @@ impl NicLink {
                 frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
             }
         }
-        tracing::debug!(path = %path.display(), offered = format_args!("{offered:#x}"),
+        tracing::debug!(device = %path.display(), offered = format_args!("{offered:#x}"),
             protocol = format_args!("{:#x}", protocol.bits()), "connected to NIC");
         Ok(Self {
             frontend,

@@ -40,6 +40,14 @@ pub enum RegionError {
     /// The size is zero or does not fit this process's address space.
     #[error("invalid region size {0}")]
     InvalidSize(u64),
+    /// The file is shorter than the region.
+    #[error("the region file has {actual} bytes, the region needs {len}")]
+    FileTooShort {
+        /// Requested size.
+        len: u64,
+        /// The file's size.
+        actual: u64,
+    },
     /// `GuestRegionMmap::new` refused the mapping (address overflow).
     #[error("cannot place the region at address 0")]
     PlaceRegion,
@@ -61,13 +69,22 @@ impl Region {
         if len == 0 {
             return Err(RegionError::InvalidSize(len));
         }
-        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC).map_err(|e| {
-            RegionError::CreateMemfd {
-                len,
-                source: e.into(),
-            }
+        let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+        let fd = rustix::fs::memfd_create(name, flags).map_err(|e| RegionError::CreateMemfd {
+            len,
+            source: e.into(),
         })?;
         rustix::fs::ftruncate(&fd, len).map_err(|e| RegionError::CreateMemfd {
+            len,
+            source: e.into(),
+        })?;
+        // Every peer this region is shared with (a NIC, later a driver domain) gets
+        // this fd. Sealed, its size can no longer change: a peer that truncated it
+        // would otherwise make our next access a SIGBUS.
+        let seals = rustix::fs::SealFlags::SHRINK
+            | rustix::fs::SealFlags::GROW
+            | rustix::fs::SealFlags::SEAL;
+        rustix::fs::fcntl_add_seals(&fd, seals).map_err(|e| RegionError::CreateMemfd {
             len,
             source: e.into(),
         })?;
@@ -79,6 +96,15 @@ impl Region {
         let size = usize::try_from(len).map_err(|_| RegionError::InvalidSize(len))?;
         if size == 0 {
             return Err(RegionError::InvalidSize(len));
+        }
+        // A file shorter than the mapping would turn accesses past its end into
+        // SIGBUS.
+        let actual = file
+            .metadata()
+            .map_err(|e| RegionError::CreateMemfd { len, source: e })?
+            .len();
+        if actual < len {
+            return Err(RegionError::FileTooShort { len, actual });
         }
         let map_file = file
             .try_clone()
@@ -139,6 +165,28 @@ impl Region {
 mod tests {
     use super::*;
     use vm_memory::Bytes;
+
+    #[test]
+    fn a_peer_cannot_resize_the_region() {
+        let r = Region::create("test-sealed", 8192).unwrap();
+        // What a hostile NIC holding the fd would try.
+        assert!(rustix::fs::ftruncate(r.file(), 4096).is_err());
+        assert!(rustix::fs::ftruncate(r.file(), 1 << 20).is_err());
+        assert_eq!(r.file().metadata().unwrap().len(), 8192);
+    }
+
+    #[test]
+    fn a_short_file_is_refused() {
+        let fd = rustix::fs::memfd_create("short", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        assert!(matches!(
+            Region::map(File::from(fd), 8192),
+            Err(RegionError::FileTooShort {
+                len: 8192,
+                actual: 4096
+            })
+        ));
+    }
 
     #[test]
     fn create_map_and_share() {
