@@ -140,8 +140,14 @@ fn two_clients_and_a_nic_are_switched_by_learned_address() {
         u
     );
     assert_eq!(n(&sw_r, "/clients/c1/tx_packets"), n(&g1, "/rx_packets"));
-    assert_eq!(n(&sw_r, "/clients/c2/tx_packets"), n(&g2, "/rx_packets"));
-    assert!(n(&g2, "/rx_packets") <= b);
+    // c2 stops reading when its generator ends while c1 still broadcasts: frames put
+    // in its receive ring after that are delivered but never read (at most a ring).
+    let (to_c2, read_by_c2) = (n(&sw_r, "/clients/c2/tx_packets"), n(&g2, "/rx_packets"));
+    assert!(
+        read_by_c2 <= to_c2 && to_c2 - read_by_c2 <= 512,
+        "{read_by_c2} of {to_c2}"
+    );
+    assert!(read_by_c2 <= b);
 }
 
 #[test]
