@@ -35,6 +35,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure throughput and CPU cost of every data path (a benchmark, not a test).
     Bench(bench::BenchArgs),
+    /// Internal: a driver domain, started by the switch with its bootstrap socket as
+    /// standard input.
+    #[command(hide = true)]
+    DriverDomain,
 }
 
 /// Options every long-running command shares.
@@ -186,5 +190,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::DriverDomain => {
+            use std::os::fd::AsFd;
+            let boot = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("no bootstrap socket on standard input")?;
+            let stop = stop_flag()?;
+            // Once its descriptors arrived, the domain enters its sandbox: own
+            // namespaces, empty root, no capabilities, no_new_privs, then a seccomp
+            // allow-list that kills it on anything else (crates/sandbox).
+            let jail =
+                || sandbox::enter(&sandbox::Policy::driver_domain()).map_err(|e| e.to_string());
+            driver_domain::serve(std::os::unix::net::UnixStream::from(boot), &stop, jail)?;
+            Ok(())
+        }
     }
 }

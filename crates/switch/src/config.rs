@@ -72,6 +72,9 @@ pub enum UplinkMode {
     /// The driver runs inside the switch process, with direct access to its region.
     #[default]
     Inline,
+    /// The driver runs in its own sandboxed driver-domain process; frames cross
+    /// through an exchange region.
+    Domain,
 }
 
 impl FromStr for UplinkMode {
@@ -79,8 +82,9 @@ impl FromStr for UplinkMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "inline" => Ok(UplinkMode::Inline),
-            "domain" | "twin" => Err(format!("mode {s:?} is not available yet (only inline)")),
-            _ => Err(format!("unknown mode {s:?} (known: inline)")),
+            "domain" => Ok(UplinkMode::Domain),
+            "twin" => Err(format!("mode {s:?} is not available yet (inline, domain)")),
+            _ => Err(format!("unknown mode {s:?} (known: inline, domain)")),
         }
     }
 }
@@ -89,6 +93,7 @@ impl fmt::Display for UplinkMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             UplinkMode::Inline => "inline",
+            UplinkMode::Domain => "domain",
         })
     }
 }

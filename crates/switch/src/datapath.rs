@@ -23,7 +23,7 @@ use crate::client_port::ClientPort;
 use crate::config::PollMode;
 use crate::counters::{Drop, PortCounters};
 use crate::fdb::{Destination, Fdb, Memo, PortId};
-use crate::uplink::{Uplink, UplinkError};
+use crate::uplink::{Sent, Uplink, UplinkError};
 
 /// Frames taken from one source per iteration.
 pub const BATCH: usize = 64;
@@ -126,23 +126,14 @@ impl Egress<'_> {
             let Some((drv, counters)) = up.driver_and_counters() else {
                 return Delivery::Skipped;
             };
-            let Some(slot) = drv.tx_reserve() else {
-                counters.drop(Drop::UplinkRingFull);
-                return Delivery::Dropped;
-            };
-            if slot.capacity() < frame.len() {
-                // Dropping the slot gives the buffer back.
-                counters.drop(Drop::TooBigForUplink);
-                return Delivery::Dropped;
+            match drv.send(frame, counters) {
+                Sent::Queued => {
+                    counters.tx_packets += 1;
+                    counters.tx_bytes += len;
+                    Delivery::Delivered
+                }
+                Sent::Dropped => Delivery::Dropped,
             }
-            let copied = frame.copy_to(&slot.frame());
-            if !slot.commit(copied) {
-                // Counted by the driver (`tx_too_long`).
-                return Delivery::Dropped;
-            }
-            counters.tx_packets += 1;
-            counters.tx_bytes += len;
-            Delivery::Delivered
         }
     }
 }
@@ -245,6 +236,15 @@ impl DataPath {
         now.duration_since(self.start).as_millis() as u64
     }
 
+    /// Frames dropped so far by the switch itself, over all ports and reasons.
+    fn total_drops(&self) -> u64 {
+        let ports = self.clients.iter().map(|c| &c.counters);
+        ports
+            .chain(self.uplinks.iter().map(|u| &u.counters))
+            .map(|c| Drop::ALL.iter().map(|d| c.dropped(*d)).sum::<u64>())
+            .sum()
+    }
+
     /// Takes control-plane news. Returns true when the set of wait fds changed.
     fn control(&mut self, now: Instant) -> Result<bool, DataPathError> {
         let mut changed = false;
@@ -270,8 +270,9 @@ impl DataPath {
             }
         }
         let n_clients = self.clients.len();
+        let dropped_so_far = self.total_drops();
         for (i, u) in self.uplinks.iter_mut().enumerate() {
-            if u.check_link(now)? {
+            if u.check_link(now, dropped_so_far)? {
                 changed = true;
                 if u.driver().is_none() {
                     self.fdb.forget_port((n_clients + i) as PortId);
@@ -380,7 +381,7 @@ impl DataPath {
         }
         for u in &mut self.uplinks {
             if let Some(d) = u.driver_mut() {
-                d.tx_flush();
+                d.flush();
             }
         }
     }

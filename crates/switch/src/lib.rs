@@ -60,7 +60,7 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         .uplinks
         .iter()
         .cloned()
-        .map(Uplink::new)
+        .map(|u| Uplink::new(u, cfg.poll))
         .collect::<Result<Vec<_>, _>>()?;
     let fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms);
     let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);
@@ -91,7 +91,7 @@ pub fn report(dp: &DataPath) -> SwitchReport {
         .map(|u| {
             let r = PortReport::new(
                 &u.counters,
-                std::iter::empty(),
+                u.domain_drops(),
                 u.connects,
                 u.disconnects,
                 u.detail(),

@@ -1,0 +1,365 @@
+//! The switch's side of a driver domain: start it, hand it its descriptors, then use
+//! it as the uplink's driver through the exchange rings, and tell when it is unwell.
+//!
+//! Everything read from the exchange region is validated by the `exchange` crate; a
+//! violation marks the link failed, and the caller (the switch's uplink supervisor)
+//! kills the process and starts a new one. Health is: the process is alive, its
+//! heartbeat advanced within the watchdog interval, and it has not reported Failed.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driver_host::region::Region;
+use driver_host::{DriverConfig, HostedDriver};
+use exchange::{Consumer, DdState, ExchangeRegion, Geometry, Producer, RingId, Slot};
+use twin_wire::Segments;
+
+use crate::bootstrap::{self, BootstrapError};
+
+/// Errors while launching a driver domain.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The NIC's socket could not be reached.
+    #[error("cannot connect to the NIC socket {path}")]
+    ConnectNic {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A region could not be created.
+    #[error("cannot create the driver region")]
+    Region(#[source] driver_host::region::RegionError),
+    /// The driver's configuration is invalid.
+    #[error("invalid driver configuration")]
+    Driver(#[source] driver_host::Error),
+    /// The exchange region could not be created.
+    #[error("cannot create the exchange region")]
+    Exchange(#[source] exchange::RegionError),
+    /// An eventfd or socket pair could not be created.
+    #[error("cannot create {what}")]
+    Create {
+        /// What.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process could not be started.
+    #[error("cannot start the driver-domain process {exe}")]
+    Spawn {
+        /// Executable.
+        exe: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The descriptors could not be handed over.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// The process did not report Running in time, or failed while starting.
+    #[error("the driver domain did not start: {0}")]
+    NotRunning(String),
+}
+
+/// How to start a driver domain.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    /// The NIC's vhost-user socket (the switch connects on the DD's behalf).
+    pub nic_socket: PathBuf,
+    /// The `twin` executable to run as `twin driver-domain`.
+    pub exe: PathBuf,
+    /// Busy-poll (true) or event-driven DD.
+    pub busy_poll: bool,
+    /// Exchange ring geometry.
+    pub geometry: Geometry,
+    /// The driver's configuration (sizes the driver region).
+    pub driver: DriverConfig,
+    /// A name for logs and memfd names.
+    pub name: String,
+    /// How long a DD may go without a heartbeat before it counts as hung.
+    pub watchdog: Duration,
+    /// How long the DD may take to report Running.
+    pub start_timeout: Duration,
+}
+
+/// Outcome of [`DomainLink::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Send {
+    /// The frame is in the `to_nic` ring.
+    Queued,
+    /// The ring is full.
+    RingFull,
+    /// The frame is larger than a slot.
+    TooBig,
+    /// The link has failed.
+    Failed,
+}
+
+/// A running driver domain, used as an uplink's driver.
+#[derive(Debug)]
+pub struct DomainLink {
+    child: Child,
+    xr: Arc<ExchangeRegion>,
+    to_nic: Producer,
+    from_nic: Consumer,
+    /// The switch rings it: work or space for the DD.
+    doorbell_in: OwnedFd,
+    /// The DD rings it: work or space for the switch.
+    doorbell_out: OwnedFd,
+    last_beat: u64,
+    last_beat_at: Instant,
+    watchdog: Duration,
+    failure: Option<String>,
+}
+
+fn eventfd() -> Result<OwnedFd, LaunchError> {
+    rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .map_err(|e| LaunchError::Create {
+        what: "an eventfd",
+        source: e.into(),
+    })
+}
+
+fn ring(fd: &OwnedFd) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+impl DomainLink {
+    /// Connects to the NIC, creates the regions and doorbells, starts the DD and waits
+    /// until it reports Running.
+    pub fn launch(cfg: &LaunchConfig) -> Result<Self, LaunchError> {
+        let nic =
+            UnixStream::connect(&cfg.nic_socket).map_err(|source| LaunchError::ConnectNic {
+                path: cfg.nic_socket.clone(),
+                source,
+            })?;
+        let len = HostedDriver::region_len_for(&cfg.driver).map_err(LaunchError::Driver)?;
+        let region =
+            Region::create(&format!("twin-dd-{}", cfg.name), len).map_err(LaunchError::Region)?;
+        let xr = Arc::new(
+            ExchangeRegion::create(&format!("twin-xchg-{}", cfg.name), cfg.geometry)
+                .map_err(LaunchError::Exchange)?,
+        );
+        let (doorbell_in, doorbell_out) = (eventfd()?, eventfd()?);
+        let (boot, boot_dd) = UnixStream::pair().map_err(|source| LaunchError::Create {
+            what: "the bootstrap socket pair",
+            source,
+        })?;
+        let child = Command::new(&cfg.exe)
+            .arg("driver-domain")
+            .stdin(Stdio::from(OwnedFd::from(boot_dd)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| LaunchError::Spawn {
+                exe: cfg.exe.clone(),
+                source,
+            })?;
+        let mut link = DomainLink {
+            child,
+            to_nic: Producer::new(xr.clone(), RingId::ToNic),
+            from_nic: Consumer::new(xr.clone(), RingId::FromNic),
+            xr,
+            doorbell_in,
+            doorbell_out,
+            last_beat: 0,
+            last_beat_at: Instant::now(),
+            watchdog: cfg.watchdog,
+            failure: None,
+        };
+        bootstrap::send(
+            &boot,
+            &nic,
+            region.file(),
+            link.xr.file(),
+            &link.doorbell_in,
+            &link.doorbell_out,
+            cfg.busy_poll,
+        )?;
+        // The DD holds the NIC connection now; when it dies, the NIC sees a hang-up.
+        drop(nic);
+        drop(region);
+        link.wait_running(cfg.start_timeout)?;
+        Ok(link)
+    }
+
+    fn wait_running(&mut self, timeout: Duration) -> Result<(), LaunchError> {
+        let start = Instant::now();
+        loop {
+            match self.xr.status() {
+                Ok(s) if s.state == DdState::Running => {
+                    self.last_beat = self.xr.heartbeat();
+                    self.last_beat_at = Instant::now();
+                    return Ok(());
+                }
+                Ok(s) if s.state == DdState::Failed => {
+                    return Err(LaunchError::NotRunning(format!(
+                        "reported failure {}",
+                        s.code
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(LaunchError::NotRunning(e.to_string())),
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(LaunchError::NotRunning(format!("exited: {status}")));
+            }
+            if start.elapsed() > timeout {
+                return Err(LaunchError::NotRunning(format!(
+                    "no Running within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The DD's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Copies `frame` into the `to_nic` ring (visible to the DD after
+    /// [`DomainLink::flush`]).
+    #[inline]
+    pub fn send(&mut self, frame: &Segments<'_>) -> Send {
+        if self.failure.is_some() {
+            return Send::Failed;
+        }
+        let slot: Slot<'_> = match self.to_nic.reserve() {
+            Ok(Some(s)) => s,
+            Ok(None) => return Send::RingFull,
+            Err(e) => {
+                self.failure = Some(format!("to_nic ring: {e}"));
+                return Send::Failed;
+            }
+        };
+        if (slot.capacity() as usize) < frame.len() {
+            return Send::TooBig;
+        }
+        let n = frame.copy_to(&slot.frame());
+        match slot.commit(n) {
+            Ok(()) => Send::Queued,
+            Err(e) => {
+                self.failure = Some(format!("to_nic commit: {e}"));
+                Send::Failed
+            }
+        }
+    }
+
+    /// Publishes what [`DomainLink::send`] queued and rings the DD if it sleeps.
+    pub fn flush(&mut self) {
+        self.to_nic.publish();
+        if self.to_nic.needs_notify() {
+            ring(&self.doorbell_in);
+        }
+    }
+
+    /// Frames the DD received from the NIC, up to `max`.
+    pub fn rx_burst(&mut self, max: usize, f: impl FnMut(&Segments<'_>)) -> usize {
+        if self.failure.is_some() {
+            return 0;
+        }
+        let n = match self.from_nic.poll(max, f) {
+            Ok(n) => n,
+            Err(e) => {
+                let n = e.consumed();
+                self.failure = Some(format!("from_nic ring: {e}"));
+                n
+            }
+        };
+        if n > 0 && self.from_nic.needs_notify() {
+            ring(&self.doorbell_in);
+        }
+        n
+    }
+
+    /// The fd the DD rings when the switch has work (for epoll).
+    pub fn rx_call_fd(&self) -> RawFd {
+        self.doorbell_out.as_raw_fd()
+    }
+
+    /// Event mode: asks the DD to ring when frames arrive. Returns true when frames
+    /// are already waiting (do not sleep).
+    pub fn set_rx_notify(&mut self, on: bool) -> bool {
+        on && self.from_nic.arm_notify()
+    }
+
+    /// Why the link is unusable, if it is: the process exited, its heartbeat stalled
+    /// for longer than the watchdog, it reported Failed, or it broke the exchange
+    /// protocol.
+    pub fn check_health(&mut self, now: Instant) -> Option<String> {
+        if let Some(f) = &self.failure {
+            return Some(f.clone());
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.failure = Some(format!("driver domain exited: {status}"));
+            return self.failure.clone();
+        }
+        match self.xr.status() {
+            Ok(s) if s.state == DdState::Failed => {
+                self.failure = Some(format!("driver domain reported failure {}", s.code));
+                return self.failure.clone();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.failure = Some(format!("driver domain status: {e}"));
+                return self.failure.clone();
+            }
+        }
+        let beat = self.xr.heartbeat();
+        if beat != self.last_beat {
+            self.last_beat = beat;
+            self.last_beat_at = now;
+        } else if now.duration_since(self.last_beat_at) > self.watchdog {
+            self.failure = Some(format!(
+                "driver domain hung: no heartbeat for {:?}",
+                self.watchdog
+            ));
+        }
+        self.failure.clone()
+    }
+
+    /// The DD's own drop counters, by reason (as it reports them).
+    pub fn dd_drops(&self) -> [(&'static str, u64); 2] {
+        use crate::worker::control;
+        let get = |i| self.xr.control(i).unwrap_or(0);
+        [
+            (
+                "domain_from_nic_ring_full",
+                get(control::FROM_NIC_RING_FULL),
+            ),
+            ("domain_nic_tx_ring_full", get(control::NIC_TX_RING_FULL)),
+        ]
+    }
+
+    /// Frames queued toward the NIC that the DD has not taken: lost if it is dead.
+    pub fn in_flight(&mut self) -> u64 {
+        let slots = u64::from(self.xr.geometry().slots);
+        match self.to_nic.available() {
+            Ok(free) => slots.saturating_sub(free as u64),
+            // The DD broke the ring; everything it had may be gone.
+            Err(_) => slots,
+        }
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DomainLink {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

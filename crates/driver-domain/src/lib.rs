@@ -1,0 +1,29 @@
+//! Driver domains (the seeds' DD/OS): one uplink's NIC driver runs in its own process,
+//! the *driver domain* (DD), and reaches the switch only through an exchange region.
+//!
+//! * [`bootstrap`]: how the switch hands the DD every descriptor it needs over one
+//!   unix socket (SCM_RIGHTS): the NIC connection, the driver's region, the exchange
+//!   region and two doorbell eventfds. The DD opens nothing itself.
+//! * [`worker`]: the DD's side, the *translation module*: it moves frames between the
+//!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state.
+//! * [`launch`]: the switch's side: create the regions and doorbells, connect to the
+//!   NIC, start the DD process (the same `twin` binary, `twin driver-domain`), hand
+//!   over the descriptors, and then act as the uplink's driver through the exchange
+//!   rings, validating everything the DD writes.
+//!
+//! Frames are copied twice in `domain` mode: from client memory into an exchange slot
+//! (by the switch) and from the slot into a DMA buffer of the driver's region (by the
+//! DD); the DD never maps client memory, and the NIC is given only the driver's region.
+//!
+//! Limits: one queue pair; a DD serves one uplink; a restarted DD gets fresh regions
+//! and a fresh NIC connection (no state carries over).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod bootstrap;
+pub mod launch;
+pub mod worker;
+
+pub use launch::{DomainLink, LaunchConfig, LaunchError};
+pub use worker::{serve, WorkerError};

@@ -1,0 +1,75 @@
+//! The crate's only `unsafe` code: the few calls with no safe wrapper.
+//!
+//! * [`unshare`]: rustix marks `unshare` unsafe because of `CLONE_FILES`; the flags
+//!   passed here never include it.
+//! * [`fork`]: only sound in a single-threaded process; the caller checks that.
+//! * [`die_by_signal`]: restores a signal's default action and raises it.
+//! * [`exit_now`]: `_exit`, skipping atexit handlers (the reaper must not run
+//!   anything the seccomp filter forbids on its way out).
+
+use rustix::io::Errno;
+use rustix::thread::UnshareFlags;
+
+/// Result of [`fork`].
+#[derive(Debug)]
+pub(crate) enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(rustix::process::Pid),
+    /// In the child.
+    Child,
+}
+
+/// `unshare(flags)`. `flags` must not contain `CLONE_FILES` (checked).
+pub(crate) fn unshare(flags: UnshareFlags) -> Result<(), Errno> {
+    if flags.contains(UnshareFlags::FILES) {
+        return Err(Errno::INVAL);
+    }
+    // SAFETY: the only unsafety of `unshare` is `CLONE_FILES` (other threads could
+    // observe fds from a table they do not share); it is excluded above.
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+}
+
+/// `fork()`.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: the child gets a copy of this
+/// thread only, and any lock another thread held would stay locked forever.
+pub(crate) unsafe fn fork() -> Result<Forked, Errno> {
+    // SAFETY: single-threaded per this function's contract, so the child may go on
+    // running arbitrary code (allocating, locking) after the fork.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        )),
+        0 => Ok(Forked::Child),
+        p => match rustix::process::Pid::from_raw(p) {
+            Some(pid) => Ok(Forked::Parent(pid)),
+            None => Err(Errno::INVAL),
+        },
+    }
+}
+
+/// Ends this process by `signal` if it can, else exits with `128 + signal`.
+pub(crate) fn die_by_signal(signal: i32) -> ! {
+    // SAFETY: `signal` with SIG_DFL installs no handler code; `sigemptyset`,
+    // `sigaddset` and `sigprocmask` only touch the local set; `raise` sends a signal
+    // to this thread. None of them has memory-safety preconditions.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    exit_now(128 + signal)
+}
+
+/// `_exit(code)`: ends the process at once, running no atexit handler.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` never returns and needs nothing of the caller; skipping atexit
+    // handlers and stdio flushing is the intent.
+    unsafe { libc::_exit(code) }
+}
