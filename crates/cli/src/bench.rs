@@ -6,6 +6,8 @@
 //! * `inline`: gen (busy, CPU 0) -> `twin switch` (busy, CPU 0) -> NIC (busy, CPU 1): the
 //!   NIC keeps its core as in `native`, the switch shares the client's core (both
 //!   yield it when idle);
+//! * `domain`: as `inline`, with the uplink's driver in a driver domain (which inherits
+//!   the switch's CPU 0); its CPU time is the domain processes' (reaper and worker);
 //! * `client-port`: DPDK virtio-user txonly (core 0) -> switch (busy, CPU 1), no uplink:
 //!   what one client port can take, to compare with DPDK's own vhost PMD;
 //! * `dpdk`: DPDK virtio-user txonly (core 1) -> switch (busy, CPU 1) -> DPDK net_vhost
@@ -151,7 +153,9 @@ fn wait_cpu(gen: &mut Proc, other: &Proc) -> anyhow::Result<(f64, f64)> {
     Ok((other.cpu_seconds(), cg))
 }
 
-fn run_inline(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
+/// `inline` or `domain`: gen -> switch -> NIC, the uplink's driver in the switch or
+/// in a driver domain (which inherits the switch's CPU).
+fn run_switched(s: &Scratch, mode: &str, size: usize, dur: f64) -> anyhow::Result<Sample> {
     let (nic_s, c1_s) = (s.sock("nic.sock"), s.sock("c1.sock"));
     // The NIC keeps core 1 as in `native`; the switch shares core 0 with the client.
     // Both busy-poll and yield when idle, so they hand the core to each other.
@@ -160,18 +164,20 @@ fn run_inline(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
         &["nic", "--socket", &nic_s, "--mode", "sink", "--cpu", "1"],
     )?;
     let c1 = format!("c1={c1_s}");
-    let up = format!("u0={nic_s}");
+    let up = format!("u0={nic_s},mode={mode}");
     let mut sw = Proc::twin(
         "switch",
         &["switch", "--client", &c1, "--uplink", &up, "--cpu", "0"],
     )?;
     wait_for_path(&c1_s, Duration::from_secs(10))?;
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
     let (size_s, dur_s) = (size.to_string(), dur.to_string());
     let sw_cpu0 = sw.cpu_seconds();
+    let dd_cpu0 = sw.descendants_cpu_seconds();
     let mut gen = Proc::twin("gen", &gen_args(&c1_s, &size_s, &dur_s))?;
     std::thread::sleep(Duration::from_secs_f64(dur));
     let (cpu_sw, cpu_gen) = wait_cpu(&mut gen, &sw)?;
+    let cpu_dd = sw.descendants_cpu_seconds() - dd_cpu0;
     let cpu_nic = nic.cpu_seconds();
     let g = gen.report(Duration::from_secs(30))?;
     let _ = sw.stop_report()?;
@@ -180,13 +186,16 @@ fn run_inline(s: &Scratch, size: usize, dur: f64) -> anyhow::Result<Sample> {
         .pointer("/duration_s")
         .and_then(|v| v.as_f64())
         .unwrap_or(dur);
-    let cpu = vec![
+    let mut cpu = vec![
         ("gen".into(), cpu_gen),
         ("switch".into(), cpu_sw - sw_cpu0),
         ("nic".into(), cpu_nic),
     ];
+    if mode == "domain" {
+        cpu.push(("domain".into(), cpu_dd));
+    }
     Ok(sample(
-        "inline",
+        mode,
         size,
         n(&r, "/rx_packets") as f64,
         secs,
@@ -309,7 +318,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         for &size in &a.sizes {
             let r = match path.as_str() {
                 "native" => run_native(&s, size, a.duration),
-                "inline" => run_inline(&s, size, a.duration),
+                "inline" | "domain" => run_switched(&s, path, size, a.duration),
                 "client-port" | "dpdk" | "dpdk-ref" => run_dpdk(&s, path, size, a.duration),
                 other => bail!("unknown path {other:?}"),
             }

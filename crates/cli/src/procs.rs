@@ -120,17 +120,19 @@ impl Proc {
 
     /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
     pub fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
-            return 0.0;
-        };
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            return 0.0;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (tick(11) + tick(12)) / USER_HZ
+        cpu_seconds_of(self.child.id())
+    }
+
+    /// CPU seconds of this process's descendants that are alive (the switch's driver
+    /// domains: their reapers and workers).
+    pub fn descendants_cpu_seconds(&self) -> f64 {
+        let mut total = 0.0;
+        let mut stack = children_of(self.child.id());
+        while let Some(pid) = stack.pop() {
+            total += cpu_seconds_of(pid);
+            stack.extend(children_of(pid));
+        }
+        total
     }
 
     /// Sends SIGINT.
@@ -256,4 +258,32 @@ pub fn median_nonzero(mut v: Vec<u64>) -> u64 {
     }
     v.sort_unstable();
     v[v.len() / 2]
+}
+
+/// Process ids of `pid`'s children, over all its threads.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// CPU seconds (user + system) `pid` has used so far, from /proc/PID/stat.
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / USER_HZ
 }
