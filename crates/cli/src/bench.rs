@@ -37,11 +37,11 @@ pub struct BenchArgs {
     /// Frame sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "64,1500")]
     sizes: Vec<usize>,
-    /// Paths to run (native, inline, client-port, dpdk, dpdk-ref).
+    /// Paths to run (native, inline, domain, client-port, dpdk, dpdk-ref).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "native,inline,client-port,dpdk,dpdk-ref"
+        default_value = "native,inline,domain,client-port,dpdk,dpdk-ref"
     )]
     paths: Vec<String>,
     /// Also write the results as JSON to this file.
