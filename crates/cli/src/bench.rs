@@ -194,13 +194,7 @@ fn run_switched(s: &Scratch, mode: &str, size: usize, dur: f64) -> anyhow::Resul
     if mode == "domain" {
         cpu.push(("domain".into(), cpu_dd));
     }
-    Ok(sample(
-        mode,
-        size,
-        n(&r, "/rx_packets") as f64,
-        secs,
-        cpu,
-    ))
+    Ok(sample(mode, size, n(&r, "/rx_packets") as f64, secs, cpu))
 }
 
 /// DPDK runs: the rate is the median of testpmd's per-second figures.

@@ -35,10 +35,23 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure throughput and CPU cost of every data path (a benchmark, not a test).
     Bench(bench::BenchArgs),
+    /// Talk to a running switch's control socket: `status`, or
+    /// `fault UPLINK kill|panic|hang|garbage|bogus-length|open-file|open-socket`.
+    Ctl(CtlArgs),
     /// Internal: a driver domain, started by the switch with its bootstrap socket as
     /// standard input.
     #[command(hide = true)]
     DriverDomain,
+}
+
+#[derive(Debug, Args)]
+struct CtlArgs {
+    /// The switch's control socket (`twin switch --control PATH`).
+    #[arg(long)]
+    control: PathBuf,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true)]
+    command: Vec<String>,
 }
 
 /// Options every long-running command shares.
@@ -73,6 +86,9 @@ struct SwitchArgs {
     /// At most this many learned MAC addresses.
     #[arg(long, default_value_t = 4096)]
     fdb_capacity: usize,
+    /// Serve the control socket (`twin ctl`) at this path.
+    #[arg(long)]
+    control: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -148,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 poll: a.run.poll,
                 fdb_max_age_ms: a.fdb_max_age.saturating_mul(1000),
                 fdb_capacity: a.fdb_capacity,
+                control: a.control,
             };
             cfg.validate()?;
             pin(&a.run)?;
@@ -190,6 +207,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Ctl(a) => {
+            let line = a.command.join(" ");
+            switch::ctl::Command::parse(&line).map_err(anyhow::Error::msg)?;
+            let answer = switch::ctl::call(&a.control, &line)
+                .with_context(|| format!("cannot reach the switch at {}", a.control.display()))?;
+            println!("{answer}");
+            anyhow::ensure!(
+                !answer.starts_with("error"),
+                "the switch refused the command"
+            );
+            Ok(())
+        }
         Command::DriverDomain => {
             use std::os::fd::AsFd;
             let boot = std::io::stdin()

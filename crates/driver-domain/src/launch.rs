@@ -156,6 +156,10 @@ impl DomainLink {
         })?;
         let child = Command::new(&cfg.exe)
             .arg("driver-domain")
+            // Printing a backtrace opens the executable, which the sandbox forbids:
+            // a panic must end as exit status 101, not as a seccomp kill.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .stdin(Stdio::from(OwnedFd::from(boot_dd)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -349,6 +353,11 @@ impl DomainLink {
             // The DD broke the ring; everything it had may be gone.
             Err(_) => slots,
         }
+    }
+
+    /// Asks the domain to commit `fault` (see [`crate::fault`]).
+    pub fn inject(&self, fault: crate::Fault) -> Result<(), exchange::RegionError> {
+        crate::fault::request(&self.xr, fault)
     }
 
     /// Kills the process (SIGKILL) and reaps it.

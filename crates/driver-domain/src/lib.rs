@@ -6,6 +6,8 @@
 //!   region and two doorbell eventfds. The DD opens nothing itself.
 //! * [`worker`]: the DD's side, the *translation module*: it moves frames between the
 //!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state.
+//! * [`fault`]: fault injection (panic, hang, ring garbage, bogus lengths, sandbox
+//!   violations) through a control word of the exchange region.
 //! * [`launch`]: the switch's side: create the regions and doorbells, connect to the
 //!   NIC, start the DD process (the same `twin` binary, `twin driver-domain`), hand
 //!   over the descriptors, and then act as the uplink's driver through the exchange
@@ -22,8 +24,10 @@
 #![deny(missing_docs)]
 
 pub mod bootstrap;
+pub mod fault;
 pub mod launch;
 pub mod worker;
 
+pub use fault::Fault;
 pub use launch::{DomainLink, LaunchConfig, LaunchError};
 pub use worker::{serve, WorkerError};

@@ -33,6 +33,7 @@ const BATCH: usize = 64;
 pub const MAX_SLEEP: Duration = Duration::from_millis(20);
 /// Control fields of the exchange header the DD writes its drop counters into (read
 /// by the switch for its report; informational, never trusted for anything else).
+/// Word 2 carries fault requests (`crate::fault::CONTROL_FAULT`).
 pub mod control {
     /// Frames from the NIC dropped because the `from_nic` ring was full.
     pub const FROM_NIC_RING_FULL: usize = 0;
@@ -170,6 +171,9 @@ fn run_loop(
     let (mut from_nic_full, mut nic_tx_full) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         xr.beat();
+        if let Some(f) = crate::fault::requested(xr) {
+            crate::fault::commit(xr, from_nic, f);
+        }
         iter += 1;
         if iter.is_multiple_of(1024) && !drv.is_connected() {
             return Err(WorkerError::NicGone);

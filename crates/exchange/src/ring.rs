@@ -205,6 +205,15 @@ impl<'p> Slot<'p> {
         *self.prod = self.prod.wrapping_add(1);
         Ok(())
     }
+
+    /// Records `len_field` as the slot's length without any check and moves the
+    /// producer on: what a broken or malicious peer does. For fault injection only;
+    /// the consumer must refuse it.
+    pub fn commit_unchecked(self, len_field: u32) -> Result<(), ExchangeError> {
+        atomic(self.region, self.len_at)?.store(len_field, Ordering::Relaxed);
+        *self.prod = self.prod.wrapping_add(1);
+        Ok(())
+    }
 }
 
 impl Producer {

@@ -255,6 +255,8 @@ pub struct SwitchConfig {
     pub fdb_max_age_ms: u64,
     /// At most this many learned addresses.
     pub fdb_capacity: usize,
+    /// The control socket (`twin ctl`), if any.
+    pub control: Option<PathBuf>,
 }
 
 impl SwitchConfig {
@@ -328,6 +330,7 @@ mod tests {
             poll: PollMode::Busy,
             fdb_max_age_ms: 300_000,
             fdb_capacity: 4096,
+            control: None,
         };
         assert_eq!(cfg.validate(), Err(ConfigError::DuplicateName("a".into())));
         cfg.uplinks = vec!["u=/s1".parse().unwrap()];

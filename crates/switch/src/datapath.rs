@@ -61,6 +61,8 @@ pub struct DataPath {
     poll: PollMode,
     start: Instant,
     last_expire_ms: u64,
+    /// Commands from the control socket.
+    ctl: Option<std::sync::mpsc::Receiver<crate::ctl::Request>>,
 }
 
 /// The ports a frame can go to, with the ingress port borrowed elsewhere.
@@ -229,6 +231,39 @@ impl DataPath {
             poll,
             start: Instant::now(),
             last_expire_ms: 0,
+            ctl: None,
+        }
+    }
+
+    /// Takes commands from `ctl` between batches.
+    pub fn set_control(&mut self, ctl: std::sync::mpsc::Receiver<crate::ctl::Request>) {
+        self.ctl = Some(ctl);
+    }
+
+    fn serve_control(&mut self) {
+        let Some(ctl) = &self.ctl else {
+            return;
+        };
+        let mut requests = Vec::new();
+        while let Ok(r) = ctl.try_recv() {
+            requests.push(r);
+        }
+        for r in requests {
+            let answer = match &r.command {
+                crate::ctl::Command::Status => {
+                    serde_json::to_string(&crate::report(self)).unwrap_or_default()
+                }
+                crate::ctl::Command::Fault { uplink, kind } => {
+                    match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
+                        None => format!("error: no uplink {uplink:?}"),
+                        Some(u) => match u.inject(*kind) {
+                            Ok(()) => "ok".to_string(),
+                            Err(e) => format!("error: {e}"),
+                        },
+                    }
+                }
+            };
+            let _ = r.reply.try_send(answer);
         }
     }
 
@@ -248,6 +283,7 @@ impl DataPath {
     /// Takes control-plane news. Returns true when the set of wait fds changed.
     fn control(&mut self, now: Instant) -> Result<bool, DataPathError> {
         let mut changed = false;
+        self.serve_control();
         let now_ms = self.now_ms(now);
         for i in 0..self.clients.len() {
             if self.clients[i].handle.has_pending_change() {

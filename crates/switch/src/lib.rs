@@ -7,7 +7,8 @@
 //! * [`uplink`]: a NIC driven by the project's virtio-net driver (`inline` mode);
 //! * [`fdb`]: the MAC learning table;
 //! * [`datapath`]: the loop that moves frames, batched, busy-polling or event-driven;
-//! * [`counters`]: per-port counters, drop reasons and the final report.
+//! * [`counters`]: per-port counters, drop reasons and the final report;
+//! * [`ctl`]: the control socket (status, fault injection into driver domains).
 //!
 //! Limits: one queue pair per port; no VLANs, offloads or jumbo frames.
 
@@ -16,6 +17,7 @@
 pub mod client_port;
 pub mod config;
 pub mod counters;
+pub mod ctl;
 pub mod datapath;
 pub mod fdb;
 pub mod uplink;
@@ -45,6 +47,9 @@ pub enum Error {
     /// The data path failed.
     #[error(transparent)]
     DataPath(#[from] DataPathError),
+    /// The control socket failed.
+    #[error(transparent)]
+    Ctl(#[from] ctl::CtlError),
 }
 
 /// Runs the switch until `stop` is set, then returns its counters.
@@ -64,6 +69,9 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         .collect::<Result<Vec<_>, _>>()?;
     let fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms);
     let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);
+    if let Some(path) = &cfg.control {
+        dp.set_control(ctl::serve(path)?);
+    }
     dp.run(stop)?;
     Ok(report(&dp))
 }

@@ -36,7 +36,7 @@ use crate::fdb::Memo;
 /// How often the data path checks that the NIC (and the domain) are still there.
 pub const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// Driver-domain restarts allowed within [`BUDGET_WINDOW`].
-pub const RESTART_BUDGET: usize = 100;
+pub const RESTART_BUDGET: usize = 200;
 /// The window of the restart budget.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(60);
 /// A driver domain without a heartbeat for this long counts as hung.
@@ -478,6 +478,25 @@ impl Uplink {
                 self.link = spawn_connector(&self.spec, self.poll, delay)?;
                 Ok(true)
             }
+        }
+    }
+
+    /// Injects a fault into the uplink's driver domain (see `crate::ctl`).
+    pub fn inject(&mut self, kind: crate::ctl::FaultKind) -> Result<(), String> {
+        let name = &self.spec.name;
+        match &mut self.link {
+            Link::Up(UplinkDriver::Domain(d)) => match kind {
+                crate::ctl::FaultKind::Kill => {
+                    warn!(uplink = %name, pid = d.pid(), "fault injection: kill -9");
+                    d.kill();
+                    Ok(())
+                }
+                crate::ctl::FaultKind::InDomain(f) => d.inject(f).map_err(|e| e.to_string()),
+            },
+            Link::Up(UplinkDriver::Inline(_)) => Err(format!(
+                "uplink {name} runs inline; faults need mode=domain"
+            )),
+            _ => Err(format!("uplink {name} is not up")),
         }
     }
 
