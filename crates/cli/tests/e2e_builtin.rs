@@ -12,26 +12,7 @@ const C2: &str = "02:00:00:00:00:02";
 const OUTSIDE: &str = "02:00:00:00:00:fe";
 
 fn gen(sock: &str, src: &str, dst: &str, secs: &str, rate: &str) -> Proc {
-    Proc::twin(
-        "gen",
-        &[
-            "gen",
-            "--socket",
-            sock,
-            "--size",
-            "64",
-            "--rate",
-            rate,
-            "--duration",
-            secs,
-            "--src-mac",
-            src,
-            "--dst-mac",
-            dst,
-            "--poll",
-            "event",
-        ],
-    )
+    gen_event(sock, src, dst, secs, rate)
 }
 
 /// An event-driven `twin nic` on `sock`.

@@ -13,26 +13,7 @@ const C1: &str = "02:00:00:00:00:01";
 const OUTSIDE: &str = "02:00:00:00:00:fe";
 
 fn gen(sock: &str, secs: &str, rate: &str) -> Proc {
-    Proc::twin(
-        "gen",
-        &[
-            "gen",
-            "--socket",
-            sock,
-            "--size",
-            "64",
-            "--rate",
-            rate,
-            "--duration",
-            secs,
-            "--src-mac",
-            C1,
-            "--dst-mac",
-            OUTSIDE,
-            "--poll",
-            "event",
-        ],
-    )
+    gen_event(sock, C1, OUTSIDE, secs, rate)
 }
 
 fn domain_switch(s: &Scratch, nic_sock: &str) -> (Proc, String) {

@@ -53,9 +53,9 @@ pub(crate) unsafe fn fork() -> Result<Forked, Errno> {
 
 /// Ends this process by `signal` if it can, else exits with `128 + signal`.
 pub(crate) fn die_by_signal(signal: i32) -> ! {
-    // SAFETY: `signal` with SIG_DFL installs no handler code; `sigemptyset`,
-    // `sigaddset` and `sigprocmask` only touch the local set; `raise` sends a signal
-    // to this thread. None of them has memory-safety preconditions.
+    // `signal` with SIG_DFL installs no handler code; `sigemptyset`, `sigaddset` and
+    // `sigprocmask` only touch the local set; `raise` sends a signal to this thread.
+    // SAFETY: none of these calls has memory-safety preconditions.
     unsafe {
         libc::signal(signal, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();

@@ -73,10 +73,10 @@ pub struct RawRing {
     mask: u16,
 }
 
-// SAFETY: the raw pointers point into the mapping owned by `mem` (an `Arc` whose
-// target is `Send + Sync`); the ring is used by one thread at a time, and all
-// accesses through the pointers are atomic or volatile on memory that is shared
-// with another process anyway.
+// The raw pointers point into the mapping owned by `mem` (an `Arc` whose target is
+// `Send + Sync`); the ring is used by one thread at a time, and all accesses through
+// the pointers are atomic or volatile on memory shared with another process anyway.
+// SAFETY: moving the ring to another thread moves nothing thread-bound.
 unsafe impl Send for RawRing {}
 
 fn area(
@@ -141,10 +141,11 @@ impl RawRing {
 
     #[inline]
     fn atomic_u16(&self, p: *mut u8) -> &AtomicU16 {
-        // SAFETY: callers pass a pointer inside one of the validated areas at an even
-        // offset from a 2-aligned base, so it is aligned and in bounds for a u16; the
-        // mapping lives as long as `self.mem`, which outlives the returned borrow of
-        // `self`. Concurrent access by the client is what atomics are for.
+        // Callers pass a pointer inside one of the validated areas at an even offset
+        // from a 2-aligned base; the mapping lives as long as `self.mem`, which
+        // outlives the returned borrow of `self`; the client's concurrent access is
+        // what atomics are for.
+        // SAFETY: so the pointer is aligned, in bounds and alive for a u16.
         unsafe { AtomicU16::from_ptr(p.cast::<u16>()) }
     }
 
@@ -183,9 +184,9 @@ impl RawRing {
     #[inline]
     pub fn desc(&self, i: u16) -> Desc {
         let slot = usize::from(i & self.mask);
-        // SAFETY: slot < size, so the 16 bytes at 16*slot are inside the validated
-        // descriptor area, which is 16-aligned; the fields are read with volatile
-        // loads at their natural alignment.
+        // slot < size, so the 16 bytes at 16*slot are inside the validated descriptor
+        // area, which is 16-aligned; fields are read at their natural alignment.
+        // SAFETY: in bounds, aligned, volatile reads of shared memory.
         unsafe {
             let p = self.desc.add(16 * slot);
             Desc {

@@ -252,6 +252,31 @@ impl Drop for Proc {
     }
 }
 
+/// An event-driven `twin gen` of 64-byte frames from `src` to `dst` at `rate` pps
+/// for `secs` seconds.
+pub fn gen_event(sock: &str, src: &str, dst: &str, secs: &str, rate: &str) -> Proc {
+    Proc::twin(
+        "gen",
+        &[
+            "gen",
+            "--socket",
+            sock,
+            "--size",
+            "64",
+            "--rate",
+            rate,
+            "--duration",
+            secs,
+            "--src-mac",
+            src,
+            "--dst-mac",
+            dst,
+            "--poll",
+            "event",
+        ],
+    )
+}
+
 /// The last line of `out` that parses as a JSON object.
 pub fn last_json(name: &str, out: &str) -> Value {
     out.lines()
