@@ -449,11 +449,9 @@ impl Uplink {
                 if self.outages.len() > OUTAGES_KEPT {
                     self.outages.pop_front();
                 }
-                // Dropping the driver kills a domain and closes an inline NIC link.
-                self.link = Link::Connecting {
-                    rx: mpsc::sync_channel(1).1,
-                    cancel: Arc::new(AtomicBool::new(true)),
-                };
+                // Dropping the driver kills a domain and closes an inline NIC link,
+                // before anything new starts.
+                drop(std::mem::replace(&mut self.link, Link::GaveUp));
                 self.restarts.push_back(now);
                 while self
                     .restarts
