@@ -46,6 +46,8 @@ pub mod code {
     pub const NIC_GONE: u32 = 1;
     /// The switch's side of the exchange region broke its rules.
     pub const EXCHANGE: u32 = 2;
+    /// The sandbox could not be entered.
+    pub const SANDBOX: u32 = 3;
 }
 
 /// Errors of a driver domain.
@@ -100,7 +102,7 @@ pub fn serve(
         tracing::error!("driver domain set-up failed: {e}");
         xr.set_status(DdStatus {
             state: DdState::Failed,
-            code: 3,
+            code: code::SANDBOX,
         });
         return Ok(());
     }
