@@ -136,21 +136,15 @@ impl ExchangeRegion {
     /// Creates a fresh, zeroed, sealed region named `name` (visible in
     /// `/proc/PID/fd`) for `geometry`, and writes its header. Switch side.
     pub fn create(name: &str, geometry: Geometry) -> Result<Self, RegionError> {
-        use rustix::fs::{MemfdFlags, SealFlags};
         let layout = Layout::new(geometry)?;
-        let len = layout.total_len();
-        let io = |e: rustix::io::Errno| RegionError::Create {
-            len,
-            source: e.into(),
-        };
-        // Not `Region::create`: that memfd cannot be sealed, and this one crosses a
-        // trust boundary. The mapping itself is `Region::map`'s.
-        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-            .map_err(io)?;
-        rustix::fs::ftruncate(&fd, len).map_err(io)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
-            .map_err(io)?;
-        let region = Region::map(File::from(fd), len)?;
+        // A sealed memfd: a driver domain cannot resize it under our mapping.
+        let region = Region::create(name, layout.total_len())?;
+        if region.len() != layout.total_len() {
+            return Err(RegionError::Length {
+                file: region.len(),
+                needed: layout.total_len(),
+            });
+        }
         let me = Self {
             region,
             layout,
