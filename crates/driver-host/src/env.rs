@@ -13,12 +13,21 @@
 use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use driver_env::{Doorbell, DriverMem, FaultKind, MemFault, Upcalls};
+use driver_env::{
+    Doorbell, DriverMem, FaultInjection, FaultKind, MemFault, UpcallMsg, UpcallRoute, Upcalls,
+};
 use vm_memory::volatile_memory::Error as VolatileError;
 use vm_memory::{AtomicInteger, VolatileMemory, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::region::Region;
+
+/// Where an instance that does not run in its driver domain sends upcalls.
+pub trait UpcallSink: Send + std::fmt::Debug {
+    /// Posts `msg` to the driver domain ([`UpcallRoute::Posted`]) or counts it as
+    /// dropped ([`UpcallRoute::Dropped`]).
+    fn post(&self, msg: UpcallMsg) -> UpcallRoute;
+}
 
 /// The direct environment over a [`Region`].
 #[derive(Debug)]
@@ -26,6 +35,8 @@ pub struct DirectEnv {
     region: Arc<Region>,
     len: u64,
     kick: Vec<EventFd>,
+    /// `None`: this instance is in its driver domain and runs slow paths itself.
+    upcalls: Option<Box<dyn UpcallSink>>,
 }
 
 fn fault(addr: u64, len: u64, e: &VolatileError) -> MemFault {
@@ -43,7 +54,25 @@ impl DirectEnv {
     /// An environment over `region` whose queue `i` is kicked through `kick[i]`.
     pub fn new(region: Arc<Region>, kick: Vec<EventFd>) -> Self {
         let len = region.len();
-        Self { region, len, kick }
+        Self {
+            region,
+            len,
+            kick,
+            upcalls: None,
+        }
+    }
+
+    /// An environment for an instance outside its driver domain (inline in the
+    /// switch): slow paths are posted to `upcalls` instead of run here.
+    pub fn with_upcalls(
+        region: Arc<Region>,
+        kick: Vec<EventFd>,
+        upcalls: Box<dyn UpcallSink>,
+    ) -> Self {
+        Self {
+            upcalls: Some(upcalls),
+            ..Self::new(region, kick)
+        }
     }
 
     /// The region.
@@ -171,7 +200,16 @@ impl Doorbell for DirectEnv {
     }
 }
 
-impl Upcalls for DirectEnv {}
+impl Upcalls for DirectEnv {
+    fn upcall(&self, msg: UpcallMsg) -> UpcallRoute {
+        match &self.upcalls {
+            None => UpcallRoute::Local,
+            Some(sink) => sink.post(msg),
+        }
+    }
+}
+
+impl FaultInjection for DirectEnv {}
 
 #[cfg(test)]
 mod tests {

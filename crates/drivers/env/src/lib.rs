@@ -18,8 +18,15 @@
 //!   naturally aligned, with acquire/release variants for ring indices and a full
 //!   fence for EVENT_IDX checks. A bad access is a [`MemFault`], never a panic.
 //! * [`Doorbell`]: notify the device that a queue has new buffers.
-//! * [`Upcalls`]: calls from a twin back into its driver domain. Only a placeholder
-//!   today; a later issue fills it in.
+//! * [`Upcalls`]: calls from a driver's fast path to its slow-path routines, which
+//!   run in the driver domain. An instance in the driver domain runs them in place
+//!   ([`UpcallRoute::Local`]); a twin posts them to the domain as an [`UpcallMsg`]
+//!   ([`UpcallRoute::Posted`]). The messages, the stubs and the domain's dispatcher are
+//!   generated from the driver source by `twin-derive`.
+//! * [`FaultInjection`]: a hook through which a host asks a driver built with its
+//!   `fault-injection` feature to misbehave on purpose (tests of containment).
+//! * [`access`]: the per-range access a twin is granted to a driver's region (the
+//!   driver describes it; the SVM enforces it).
 //! * [`DriverEnv`]: all of the above, what a driver is generic over.
 //!
 //! [`test_env::VecEnv`] is a Vec-backed environment for unit tests (single-threaded,
@@ -31,6 +38,7 @@
 
 use std::fmt;
 
+pub mod access;
 pub mod test_env;
 
 /// What went wrong with a memory access.
@@ -44,6 +52,9 @@ pub enum FaultKind {
     Misaligned,
     /// The backing memory refused the access for another reason.
     Backend,
+    /// The environment's watchdog expired: the caller has been running too long (a
+    /// stuck fast path); every further access fails until the host intervenes.
+    Watchdog,
 }
 
 impl fmt::Display for FaultKind {
@@ -53,6 +64,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Permission => "not permitted",
             FaultKind::Misaligned => "misaligned",
             FaultKind::Backend => "refused by the backing memory",
+            FaultKind::Watchdog => "stopped by the watchdog",
         })
     }
 }
@@ -145,19 +157,83 @@ pub trait Doorbell {
     fn kick(&self, queue: u16);
 }
 
-/// Calls from a twin driver back into its driver domain.
-///
-/// Placeholder: in twin mode, everything that is not fast path (configuration,
-/// link changes, resets, slow-path allocation) becomes an upcall. The upcall set is
-/// derived from the driver in a later issue; today no driver calls one, and the
-/// trait has no methods. Environments that run the driver in its own domain
-/// implement it trivially.
-pub trait Upcalls {}
+/// Most arguments an upcall carries.
+pub const UPCALL_MAX_ARGS: usize = 3;
+
+/// An upcall on the wire: an operation code and its arguments, each widened to
+/// `u64` (unused ones are 0). Operation codes and argument meaning are generated per
+/// driver by `twin-derive`; the receiving side decodes and validates every field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpcallMsg {
+    /// Operation code (1-based; 0 is never valid).
+    pub op: u32,
+    /// Arguments.
+    pub args: [u64; UPCALL_MAX_ARGS],
+}
+
+/// Where an upcall went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpcallRoute {
+    /// This instance runs in the driver domain: run the slow path here, now.
+    Local,
+    /// Posted to the driver domain, which runs it asynchronously.
+    Posted,
+    /// Could not be posted (the channel is full or gone); the environment counted it.
+    Dropped,
+}
+
+/// Decoding an [`UpcallMsg`] failed (the message is dropped and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpcallError {
+    /// No routine has this operation code.
+    #[error("unknown upcall operation {0}")]
+    UnknownOp(u32),
+    /// An argument does not fit its parameter's type, or an unused one is not 0.
+    #[error("upcall operation {op}: argument {index} has invalid value {value:#x}")]
+    BadArg {
+        /// Operation code.
+        op: u32,
+        /// Argument position.
+        index: usize,
+        /// The value found.
+        value: u64,
+    },
+}
+
+/// Calls from a driver's fast path into its slow path (see the crate docs).
+pub trait Upcalls {
+    /// Routes `msg`: [`UpcallRoute::Local`] tells the generated stub to run the
+    /// routine in place; otherwise the environment has posted (or dropped) it.
+    fn upcall(&self, msg: UpcallMsg) -> UpcallRoute;
+}
+
+/// A misbehaviour a driver built with its `fault-injection` feature commits on
+/// request, in its fast path, so that tests can show a host contains it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// Read the driver domain's private metadata (a twin has no access there).
+    ForbiddenRead,
+    /// Write past the end of the region.
+    WildWrite,
+    /// `panic!`.
+    Panic,
+    /// Loop forever re-reading a ring index (only a watchdog ends it).
+    Stuck,
+}
+
+/// The host side of fault injection. Environments that never inject leave the
+/// default.
+pub trait FaultInjection {
+    /// Takes the pending injected fault, if any (each request is returned once).
+    fn take_injected_fault(&self) -> Option<InjectedFault> {
+        None
+    }
+}
 
 /// Everything a driver is written against.
-pub trait DriverEnv: DriverMem + Doorbell + Upcalls {}
+pub trait DriverEnv: DriverMem + Doorbell + Upcalls + FaultInjection {}
 
-impl<T: DriverMem + Doorbell + Upcalls> DriverEnv for T {}
+impl<T: DriverMem + Doorbell + Upcalls + FaultInjection> DriverEnv for T {}
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,10 @@
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
 
-use crate::{check_range, Doorbell, DriverMem, FaultKind, MemFault, Upcalls};
+use crate::{
+    check_range, Doorbell, DriverMem, FaultInjection, FaultKind, InjectedFault, MemFault,
+    UpcallMsg, UpcallRoute, Upcalls,
+};
 
 /// How many queues [`VecEnv`] counts kicks for.
 pub const MAX_TEST_QUEUES: usize = 8;
@@ -21,6 +24,9 @@ pub struct VecEnv {
     mem: RefCell<Vec<u8>>,
     read_only: RefCell<Vec<Range<u64>>>,
     kicks: [Cell<u64>; MAX_TEST_QUEUES],
+    route: Cell<UpcallRoute>,
+    posted: RefCell<Vec<UpcallMsg>>,
+    fault: Cell<Option<InjectedFault>>,
 }
 
 impl VecEnv {
@@ -30,7 +36,26 @@ impl VecEnv {
             mem: RefCell::new(vec![0; len]),
             read_only: RefCell::new(Vec::new()),
             kicks: Default::default(),
+            route: Cell::new(UpcallRoute::Local),
+            posted: RefCell::new(Vec::new()),
+            fault: Cell::new(None),
         }
+    }
+
+    /// Makes upcalls return `route` (default [`UpcallRoute::Local`], as in a driver
+    /// domain); with [`UpcallRoute::Posted`] they are recorded, as a twin would post them.
+    pub fn set_upcall_route(&self, route: UpcallRoute) {
+        self.route.set(route);
+    }
+
+    /// The upcalls posted so far (drained).
+    pub fn take_posted(&self) -> Vec<UpcallMsg> {
+        std::mem::take(&mut self.posted.borrow_mut())
+    }
+
+    /// Asks the driver to commit `fault` at its next fast-path call.
+    pub fn inject(&self, fault: InjectedFault) {
+        self.fault.set(Some(fault));
     }
 
     /// Makes `range` read-only for subsequent writes.
@@ -127,7 +152,21 @@ impl Doorbell for VecEnv {
     }
 }
 
-impl Upcalls for VecEnv {}
+impl Upcalls for VecEnv {
+    fn upcall(&self, msg: UpcallMsg) -> UpcallRoute {
+        let route = self.route.get();
+        if route == UpcallRoute::Posted {
+            self.posted.borrow_mut().push(msg);
+        }
+        route
+    }
+}
+
+impl FaultInjection for VecEnv {
+    fn take_injected_fault(&self) -> Option<InjectedFault> {
+        self.fault.take()
+    }
+}
 
 #[cfg(test)]
 mod tests {

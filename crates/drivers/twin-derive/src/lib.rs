@@ -1,0 +1,1 @@
+//! Twin derivation (to be written).

@@ -1,0 +1,1 @@
+//! Software virtual memory (to be written).
