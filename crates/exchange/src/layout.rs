@@ -5,10 +5,13 @@
 //!   0x000  magic u64 ("TWINXCHG")     0x008  version u32, reserved u32
 //!   0x010  slots u32, slot_size u32   0x018  total length u64
 //!   0x020  to_nic ring offset u64     0x028  from_nic ring offset u64
+//!   0x030  upcalls ring offset u64
 //!   0x080  heartbeat u64 (DD writes)  0x088  DD status u64 (DD writes)
 //!   0x100  CONTROL_FIELDS x u64 control fields
 //! 0x1000              to_nic ring: control page, then `slots` slots
 //! ...                 from_nic ring: control page, then `slots` slots
+//! ...                 upcalls ring: control page, then `slots` slots (a twin's
+//!                     slow-path requests to the DD, one small message per slot)
 //! ```
 //!
 //! A ring's control page has the producer's cache line at offset 0 (producer index,
@@ -17,13 +20,13 @@
 //! prefetcher does not pair them. A slot is a [`SLOT_HEADER`]-byte header (frame
 //! length `u32` at offset 0, the rest reserved) followed by the frame bytes.
 //!
-//! Limits: one geometry for both rings; this module only computes offsets, it never
+//! Limits: one geometry for all three rings; this module only computes offsets, it never
 //! touches memory.
 
 /// Magic number at offset 0 ("TWINXCHG" in little-endian bytes).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TWINXCHG");
 /// Layout version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Page size the layout is built from.
 pub const PAGE: u64 = 4096;
 
@@ -41,8 +44,10 @@ pub const OFF_TOTAL_LEN: u64 = 0x018;
 pub const OFF_TO_NIC: u64 = 0x020;
 /// Header: offset of the `from_nic` ring (`u64`).
 pub const OFF_FROM_NIC: u64 = 0x028;
-/// Number of `u64` header words that never change after creation (0x00..0x30).
-pub const HEADER_WORDS: usize = 6;
+/// Header: offset of the `upcalls` ring (`u64`).
+pub const OFF_UPCALLS: u64 = 0x030;
+/// Number of `u64` header words that never change after creation (0x00..0x38).
+pub const HEADER_WORDS: usize = 7;
 /// Header: heartbeat counter (`u64`), incremented by the DD.
 pub const OFF_HEARTBEAT: u64 = 0x080;
 /// Header: DD status word (`u64`), written by the DD.
@@ -133,6 +138,13 @@ pub enum RingId {
     ToNic,
     /// DD to switch: the DD produces.
     FromNic,
+    /// Switch to DD: upcalls from the twin (the switch produces).
+    Upcalls,
+}
+
+impl RingId {
+    /// Every ring, in layout order.
+    pub const ALL: [RingId; 3] = [RingId::ToNic, RingId::FromNic, RingId::Upcalls];
 }
 
 /// All offsets of a region with a given (validated) geometry.
@@ -159,7 +171,7 @@ impl Layout {
 
     /// Total region length.
     pub fn total_len(&self) -> u64 {
-        PAGE + 2 * self.ring_len
+        PAGE + 3 * self.ring_len
     }
 
     /// Offset of a ring's control page.
@@ -167,6 +179,7 @@ impl Layout {
         match id {
             RingId::ToNic => PAGE,
             RingId::FromNic => PAGE + self.ring_len,
+            RingId::Upcalls => PAGE + 2 * self.ring_len,
         }
     }
 
@@ -181,7 +194,7 @@ impl Layout {
         self.slots(id) + u64::from(i) * u64::from(self.geometry.slot_size)
     }
 
-    /// The header words `0x00..0x30` as they must read forever.
+    /// The header words `0x00..0x38` as they must read forever.
     pub fn header_words(&self) -> [u64; HEADER_WORDS] {
         [
             MAGIC,
@@ -190,6 +203,7 @@ impl Layout {
             self.total_len(),
             self.ring(RingId::ToNic),
             self.ring(RingId::FromNic),
+            self.ring(RingId::Upcalls),
         ]
     }
 }
@@ -245,13 +259,13 @@ mod tests {
         assert_eq!(l.ring(RingId::ToNic), 4096);
         assert_eq!(l.slots(RingId::ToNic), 8192);
         assert_eq!(l.ring(RingId::FromNic), 12288);
-        assert_eq!(l.total_len(), 20480);
+        assert_eq!(l.total_len(), 28672);
         assert_eq!(l.slot(RingId::FromNic, 5), 16384 + 64);
         let big = Layout::new(Geometry {
             slots: MAX_SLOTS,
             slot_size: MAX_SLOT_SIZE,
         })
         .unwrap();
-        assert_eq!(big.total_len(), 4096 + 2 * (4096 + (1u64 << 31)));
+        assert_eq!(big.total_len(), 4096 + 3 * (4096 + (1u64 << 31)));
     }
 }

@@ -156,7 +156,7 @@ impl ExchangeRegion {
         }
         // Nobody asks for notifications until a peer arms: an event index just
         // behind index 0 is passed only after 2^32 frames.
-        for ring in [RingId::ToNic, RingId::FromNic] {
+        for ring in RingId::ALL {
             let base = layout.ring(ring);
             me.u32_at(base + OFF_CONS_EVENT)?
                 .store(u32::MAX, Ordering::Relaxed);

@@ -217,8 +217,9 @@ impl<'p> Slot<'p> {
 }
 
 impl Producer {
-    /// The producing end of `ring`: the switch takes [`RingId::ToNic`], the DD
-    /// [`RingId::FromNic`]. One producer per ring per region.
+    /// The producing end of `ring`: the switch takes [`RingId::ToNic`] and
+    /// [`RingId::Upcalls`], the DD [`RingId::FromNic`]. One producer per ring per
+    /// region at a time.
     pub fn new(region: Arc<ExchangeRegion>, ring: RingId) -> Self {
         let geo = RingGeo::new(&region, ring);
         Self {
@@ -347,7 +348,9 @@ pub struct Consumer {
 
 impl Consumer {
     /// The consuming end of `ring`: the switch takes [`RingId::FromNic`], the DD
-    /// [`RingId::ToNic`]. One consumer per ring per region.
+    /// [`RingId::ToNic`] and [`RingId::Upcalls`]. One consumer per ring per region at
+    /// a time; while a twin owns the fast path, the switch also consumes what is
+    /// left in `to_nic` (the handover protocol makes the DD stop first).
     pub fn new(region: Arc<ExchangeRegion>, ring: RingId) -> Self {
         let geo = RingGeo::new(&region, ring);
         Self {
@@ -357,6 +360,22 @@ impl Consumer {
             seen: 0,
             checked: 0,
         }
+    }
+
+    /// A consuming end that continues where the previous consumer of `ring` stopped
+    /// (the shared consumer index), for a handover of the consuming role between
+    /// processes. The index is untrusted: the next [`Consumer::poll`] validates it
+    /// against the producer's like any other.
+    pub fn resume(region: Arc<ExchangeRegion>, ring: RingId) -> Result<Self, ExchangeError> {
+        let geo = RingGeo::new(&region, ring);
+        let cons = atomic(&region, geo.ctrl + OFF_CONS_IDX)?.load(Ordering::Acquire);
+        Ok(Self {
+            region,
+            geo,
+            cons,
+            seen: cons,
+            checked: cons,
+        })
     }
 
     /// The region.

@@ -533,3 +533,41 @@ fn random_garbage_never_panics() {
     }
     assert!(ok > 0 && err > 0, "ok {ok} err {err}");
 }
+
+#[test]
+fn consuming_role_moves_between_processes_in_order() {
+    let fx = Fixture::new(8);
+    let (mut p, mut dd_side) = fx.switch_to_dd();
+    let mut next = 0u64;
+    for seq in 0..5 {
+        assert!(push(&mut p, seq, 64));
+    }
+    p.publish();
+    // The DD takes two, then stops; the switch resumes consuming at the shared index.
+    assert_eq!(pull(&mut dd_side, 2, &mut next), 2);
+    let mut sw_side = Consumer::resume(fx.sw.clone(), RingId::ToNic).unwrap();
+    assert_eq!(pull(&mut sw_side, 8, &mut next), 3);
+    // And back again: the DD continues after what the switch took.
+    for seq in 5..9 {
+        assert!(push(&mut p, seq, 64));
+    }
+    p.publish();
+    let mut dd_again = Consumer::resume(fx.dd.clone(), RingId::ToNic).unwrap();
+    assert_eq!(pull(&mut dd_again, 8, &mut next), 4);
+    assert_eq!(next, 9);
+}
+
+#[test]
+fn resumed_consumer_validates_a_bogus_shared_index() {
+    let fx = Fixture::new(8);
+    let (mut p, _) = fx.switch_to_dd();
+    assert!(push(&mut p, 0, 64));
+    p.publish();
+    // A hostile DD leaves a consumer index far behind the producer.
+    fx.poke32(fx.ctrl(RingId::ToNic) + OFF_CONS_IDX, 1000);
+    let mut c = Consumer::resume(fx.sw.clone(), RingId::ToNic).unwrap();
+    assert!(matches!(
+        c.poll(8, |_| {}),
+        Err(ExchangeError::IndexRunaway { .. })
+    ));
+}
