@@ -8,6 +8,10 @@
 //!   yield it when idle);
 //! * `domain`: as `inline`, with the uplink's driver in a driver domain (which inherits
 //!   the switch's CPU 0); its CPU time is the domain processes' (reaper and worker);
+//! * `twin`: as `inline`, the driver's fast path running in the switch as a twin over
+//!   the SVM. Every uplink has a driver domain (it holds the NIC link and runs the
+//!   slow path); in `inline` and `twin` mode it sleeps, and its CPU time is counted
+//!   all the same;
 //! * `client-port`: DPDK virtio-user txonly (core 0) -> switch (busy, CPU 1), no uplink:
 //!   what one client port can take, to compare with DPDK's own vhost PMD;
 //! * `dpdk`: DPDK virtio-user txonly (core 1) -> switch (busy, CPU 1) -> DPDK net_vhost
@@ -37,11 +41,11 @@ pub struct BenchArgs {
     /// Frame sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "64,1500")]
     sizes: Vec<usize>,
-    /// Paths to run (native, inline, domain, client-port, dpdk, dpdk-ref).
+    /// Paths to run (native, inline, domain, twin, client-port, dpdk, dpdk-ref).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "native,inline,domain,client-port,dpdk,dpdk-ref"
+        default_value = "native,inline,domain,twin,client-port,dpdk,dpdk-ref"
     )]
     paths: Vec<String>,
     /// Also write the results as JSON to this file.
@@ -153,8 +157,8 @@ fn wait_cpu(gen: &mut Proc, other: &Proc) -> anyhow::Result<(f64, f64)> {
     Ok((other.cpu_seconds(), cg))
 }
 
-/// `inline` or `domain`: gen -> switch -> NIC, the uplink's driver in the switch or
-/// in a driver domain (which inherits the switch's CPU).
+/// `inline`, `domain` or `twin`: gen -> switch -> NIC, the uplink's fast path in the
+/// switch or in its driver domain (which inherits the switch's CPU).
 fn run_switched(s: &Scratch, mode: &str, size: usize, dur: f64) -> anyhow::Result<Sample> {
     let (nic_s, c1_s) = (s.sock("nic.sock"), s.sock("c1.sock"));
     // The NIC keeps core 1 as in `native`; the switch shares core 0 with the client.
@@ -186,14 +190,12 @@ fn run_switched(s: &Scratch, mode: &str, size: usize, dur: f64) -> anyhow::Resul
         .pointer("/duration_s")
         .and_then(|v| v.as_f64())
         .unwrap_or(dur);
-    let mut cpu = vec![
+    let cpu = vec![
         ("gen".into(), cpu_gen),
         ("switch".into(), cpu_sw - sw_cpu0),
         ("nic".into(), cpu_nic),
+        ("domain".into(), cpu_dd),
     ];
-    if mode == "domain" {
-        cpu.push(("domain".into(), cpu_dd));
-    }
     Ok(sample(mode, size, n(&r, "/rx_packets") as f64, secs, cpu))
 }
 
@@ -312,7 +314,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         for &size in &a.sizes {
             let r = match path.as_str() {
                 "native" => run_native(&s, size, a.duration),
-                "inline" | "domain" => run_switched(&s, path, size, a.duration),
+                "inline" | "domain" | "twin" => run_switched(&s, path, size, a.duration),
                 "client-port" | "dpdk" | "dpdk-ref" => run_dpdk(&s, path, size, a.duration),
                 other => bail!("unknown path {other:?}"),
             }

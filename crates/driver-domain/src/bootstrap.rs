@@ -7,14 +7,14 @@
 //! The message body is a small fixed header (magic, descriptor count, poll mode);
 //! both ends refuse anything else.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use sandbox::fdpass::{self, FdPassError};
 
 /// Descriptors handed to a DD, in wire order.
-pub const FD_COUNT: usize = 5;
-const MAGIC: u32 = 0x5444_4431; // "TDD1"
+pub const FD_COUNT: usize = 9;
+const MAGIC: u32 = 0x5444_4432; // "TDD2"
 
 /// Errors of the bootstrap channel.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,28 @@ pub struct DomainFds {
     pub doorbell_in: OwnedFd,
     /// The DD rings it when the switch has work or space (DD -> switch).
     pub doorbell_out: OwnedFd,
+    /// The vring eventfds of the RX and TX queue, (kick, call) each. The switch
+    /// keeps copies: whoever runs the fast path kicks the NIC and hears its calls.
+    pub queues: [(OwnedFd, OwnedFd); 2],
+    /// Busy-poll (true) or event-driven.
+    pub busy_poll: bool,
+}
+
+/// What the switch sends: the same descriptors, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Connected vhost-user socket of the NIC.
+    pub nic: &'a UnixStream,
+    /// The driver's region.
+    pub region: BorrowedFd<'a>,
+    /// The exchange region.
+    pub exchange: BorrowedFd<'a>,
+    /// Switch -> DD doorbell.
+    pub doorbell_in: BorrowedFd<'a>,
+    /// DD -> switch doorbell.
+    pub doorbell_out: BorrowedFd<'a>,
+    /// RX and TX (kick, call) eventfds.
+    pub queues: [(BorrowedFd<'a>, BorrowedFd<'a>); 2],
     /// Busy-poll (true) or event-driven.
     pub busy_poll: bool,
 }
@@ -56,24 +78,20 @@ fn header(busy_poll: bool) -> [u8; 12] {
 }
 
 /// Sends the descriptors (switch side).
-#[allow(clippy::too_many_arguments)]
-pub fn send(
-    sock: &UnixStream,
-    nic: &UnixStream,
-    region: impl AsFd,
-    exchange: impl AsFd,
-    doorbell_in: impl AsFd,
-    doorbell_out: impl AsFd,
-    busy_poll: bool,
-) -> Result<(), BootstrapError> {
+pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError> {
+    let [(rx_kick, rx_call), (tx_kick, tx_call)] = out.queues;
     let fds = [
-        nic.as_fd(),
-        region.as_fd(),
-        exchange.as_fd(),
-        doorbell_in.as_fd(),
-        doorbell_out.as_fd(),
+        out.nic.as_fd(),
+        out.region,
+        out.exchange,
+        out.doorbell_in,
+        out.doorbell_out,
+        rx_kick,
+        rx_call,
+        tx_kick,
+        tx_call,
     ];
-    fdpass::send(sock, &header(busy_poll), &fds).map_err(BootstrapError::Send)
+    fdpass::send(sock, &header(out.busy_poll), &fds).map_err(BootstrapError::Send)
 }
 
 /// Receives the descriptors (DD side). Blocks until the switch sends them.
@@ -98,6 +116,7 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
         exchange: next()?,
         doorbell_in: next()?,
         doorbell_out: next()?,
+        queues: [(next()?, next()?), (next()?, next()?)],
         busy_poll,
     })
 }
@@ -111,7 +130,7 @@ mod tests {
     fn descriptors_cross_in_order() {
         let (a, b) = UnixStream::pair().unwrap();
         let (nic_here, mut nic_there) = UnixStream::pair().unwrap();
-        let files: Vec<OwnedFd> = (0..4)
+        let files: Vec<OwnedFd> = (0..8)
             .map(|i| {
                 let fd = rustix::fs::memfd_create(format!("t{i}"), rustix::fs::MemfdFlags::CLOEXEC)
                     .unwrap();
@@ -119,10 +138,17 @@ mod tests {
                 fd
             })
             .collect();
-        send(
-            &a, &nic_here, &files[0], &files[1], &files[2], &files[3], true,
-        )
-        .unwrap();
+        let fd = |i: usize| files[i].as_fd();
+        let out = Outgoing {
+            nic: &nic_here,
+            region: fd(0),
+            exchange: fd(1),
+            doorbell_in: fd(2),
+            doorbell_out: fd(3),
+            queues: [(fd(4), fd(5)), (fd(6), fd(7))],
+            busy_poll: true,
+        };
+        send(&a, &out).unwrap();
         let got = receive(&b).unwrap();
         assert!(got.busy_poll);
         let size = |fd: &OwnedFd| rustix::fs::fstat(fd).unwrap().st_size;
@@ -130,6 +156,8 @@ mod tests {
         assert_eq!(size(&got.exchange), 8192);
         assert_eq!(size(&got.doorbell_in), 3 * 4096);
         assert_eq!(size(&got.doorbell_out), 4 * 4096);
+        assert_eq!(size(&got.queues[0].0), 5 * 4096);
+        assert_eq!(size(&got.queues[1].1), 8 * 4096);
         let mut nic = got.nic;
         nic.write_all(b"hi").unwrap();
         let mut buf = [0u8; 2];

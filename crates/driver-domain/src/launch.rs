@@ -6,19 +6,21 @@
 //! kills the process and starts a new one. Health is: the process is alive, its
 //! heartbeat advanced within the watchdog interval, and it has not reported Failed.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use driver_host::link::QueueFds;
 use driver_host::region::Region;
 use driver_host::{DriverConfig, HostedDriver};
 use exchange::{Consumer, DdState, ExchangeRegion, Geometry, Producer, RingId, Slot};
 use twin_wire::Segments;
 
 use crate::bootstrap::{self, BootstrapError};
+use crate::handover::{self, Owner, Request, SharedUpcalls, UpcallChannel};
 
 /// Errors while launching a driver domain.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,15 @@ pub enum Send {
 #[derive(Debug)]
 pub struct DomainLink {
     child: Child,
+    /// The driver's region, mapped here too: a switch-side instance (inline, twin)
+    /// runs the fast path on it after a handover.
+    region: Arc<Region>,
+    driver: DriverConfig,
+    /// The switch's copies of the RX and TX (kick, call) eventfds.
+    queues: [(OwnedFd, OwnedFd); 2],
+    upcalls: Arc<Mutex<UpcallChannel>>,
+    /// Sequence number of the last ownership request written.
+    owner_seq: u64,
     xr: Arc<ExchangeRegion>,
     to_nic: Producer,
     from_nic: Consumer,
@@ -143,8 +154,10 @@ impl DomainLink {
                 source,
             })?;
         let len = HostedDriver::region_len_for(&cfg.driver).map_err(LaunchError::Driver)?;
-        let region =
-            Region::create(&format!("twin-dd-{}", cfg.name), len).map_err(LaunchError::Region)?;
+        let region = Arc::new(
+            Region::create(&format!("twin-dd-{}", cfg.name), len).map_err(LaunchError::Region)?,
+        );
+        let queues = [(eventfd()?, eventfd()?), (eventfd()?, eventfd()?)];
         let xr = Arc::new(
             ExchangeRegion::create(&format!("twin-xchg-{}", cfg.name), cfg.geometry)
                 .map_err(LaunchError::Exchange)?,
@@ -168,8 +181,19 @@ impl DomainLink {
                 exe: cfg.exe.clone(),
                 source,
             })?;
+        let upcall_bell = doorbell_in
+            .try_clone()
+            .map_err(|source| LaunchError::Create {
+                what: "a doorbell copy",
+                source,
+            })?;
         let mut link = DomainLink {
             child,
+            region,
+            driver: cfg.driver,
+            queues,
+            upcalls: Arc::new(Mutex::new(UpcallChannel::new(xr.clone(), upcall_bell))),
+            owner_seq: 0,
             to_nic: Producer::new(xr.clone(), RingId::ToNic),
             from_nic: Consumer::new(xr.clone(), RingId::FromNic),
             xr,
@@ -180,18 +204,24 @@ impl DomainLink {
             watchdog: cfg.watchdog,
             failure: None,
         };
+        let [(rx_kick, rx_call), (tx_kick, tx_call)] = &link.queues;
         bootstrap::send(
             &boot,
-            &nic,
-            region.file(),
-            link.xr.file(),
-            &link.doorbell_in,
-            &link.doorbell_out,
-            cfg.busy_poll,
+            &bootstrap::Outgoing {
+                nic: &nic,
+                region: link.region.fd(),
+                exchange: link.xr.fd(),
+                doorbell_in: link.doorbell_in.as_fd(),
+                doorbell_out: link.doorbell_out.as_fd(),
+                queues: [
+                    (rx_kick.as_fd(), rx_call.as_fd()),
+                    (tx_kick.as_fd(), tx_call.as_fd()),
+                ],
+                busy_poll: cfg.busy_poll,
+            },
         )?;
         // The DD holds the NIC connection now; when it dies, the NIC sees a hang-up.
         drop(nic);
-        drop(region);
         link.wait_running(cfg.start_timeout)?;
         Ok(link)
     }
@@ -358,6 +388,99 @@ impl DomainLink {
     /// Asks the domain to commit `fault` (see [`crate::fault`]).
     pub fn inject(&self, fault: crate::Fault) -> Result<(), exchange::RegionError> {
         crate::fault::request(&self.xr, fault)
+    }
+
+    /// The driver's region (the DD's memory), for a switch-side instance.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// The driver configuration the region was sized for (the switch computes the
+    /// driver's layout from this, never from the region).
+    pub fn driver_config(&self) -> &DriverConfig {
+        &self.driver
+    }
+
+    /// The switch's own copies of the queues' eventfds, as a switch-side instance
+    /// needs them: (kick, call) for RX, then TX.
+    pub fn queue_fds(&self) -> std::io::Result<[QueueFds; 2]> {
+        let pair = |(k, c): &(OwnedFd, OwnedFd)| -> std::io::Result<QueueFds> {
+            Ok(QueueFds {
+                kick: sandbox::fdpass::into_eventfd(k.try_clone()?),
+                call: sandbox::fdpass::into_eventfd(c.try_clone()?),
+            })
+        };
+        Ok([pair(&self.queues[0])?, pair(&self.queues[1])?])
+    }
+
+    /// The NIC's RX call eventfd (readable when frames arrive and the fast path's
+    /// owner asked for notifications).
+    pub fn nic_rx_call_fd(&self) -> RawFd {
+        self.queues[0].1.as_raw_fd()
+    }
+
+    /// Where a switch-side instance posts upcalls to this DD.
+    pub fn upcall_sink(&self) -> SharedUpcalls {
+        SharedUpcalls(self.upcalls.clone())
+    }
+
+    /// Upcalls (posted by the switch, dropped because the ring was full, run by
+    /// the DD, refused by the DD). The DD's numbers are its own claims.
+    pub fn upcall_counts(&self) -> [(&'static str, u64); 4] {
+        let (posted, dropped) = self.upcalls.lock().map_or((0, 0), |c| c.counts());
+        let get = |i| self.xr.control(i).unwrap_or(0);
+        [
+            ("posted", posted),
+            ("dropped_ring_full", dropped),
+            ("run_by_domain", get(handover::CONTROL_UPCALLS_RUN)),
+            ("refused_by_domain", get(handover::CONTROL_UPCALLS_REFUSED)),
+        ]
+    }
+
+    /// Asks the DD to hand the fast path to `owner` (see [`crate::handover`]);
+    /// returns the request's sequence number. The switch must already have stopped
+    /// its own instance when asking for [`Owner::Domain`].
+    pub fn request_owner(&mut self, owner: Owner) -> u64 {
+        self.owner_seq += 1;
+        let req = Request {
+            seq: self.owner_seq,
+            owner,
+        };
+        let _ = self
+            .xr
+            .set_control(handover::CONTROL_OWNER_REQUEST, req.to_word());
+        ring(&self.doorbell_in);
+        self.owner_seq
+    }
+
+    /// Whether the DD has carried out request `seq` (a wrong acknowledgement is
+    /// simply not this one; a DD that never answers is caught by the caller's
+    /// timeout or the watchdog).
+    pub fn owner_acked(&self, seq: u64) -> bool {
+        let want = Request {
+            seq,
+            owner: Owner::Switch,
+        };
+        let word = self.xr.control(handover::CONTROL_OWNER_ACK).unwrap_or(0);
+        Request::from_word(word).is_some_and(|r| r.seq == want.seq)
+    }
+
+    /// After the DD acknowledged a handover to the switch: hands every frame still
+    /// in `to_nic` (queued after the DD's last batch) to `f`, in order, so that the
+    /// switch's instance sends them before anything new. Returns how many.
+    pub fn take_queued_to_nic(
+        &mut self,
+        mut f: impl FnMut(&Segments<'_>),
+    ) -> Result<usize, exchange::ExchangeError> {
+        let mut c = Consumer::resume(self.xr.clone(), RingId::ToNic)?;
+        let mut total = 0;
+        loop {
+            let n = c.poll(usize::MAX, &mut f)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
     }
 
     /// Kills the process (SIGKILL) and reaps it.

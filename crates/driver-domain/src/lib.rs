@@ -25,6 +25,7 @@
 
 pub mod bootstrap;
 pub mod fault;
+pub mod handover;
 pub mod launch;
 pub mod worker;
 

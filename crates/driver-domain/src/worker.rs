@@ -5,13 +5,19 @@
 //! descriptors, attaches the driver to the NIC in the region the switch created,
 //! marks itself Running and loops:
 //!
-//! * `to_nic` ring -> driver transmit buffers (one copy), published once per batch;
-//! * driver receive -> `from_nic` ring (one copy), published once per batch;
-//! * the heartbeat advances every loop, and at least every [`MAX_SLEEP`] while idle.
+//! * while it owns the fast path: `to_nic` ring -> driver transmit buffers (one
+//!   copy), and driver receive -> `from_nic` ring (one copy), each published once per
+//!   batch;
+//! * always: ownership requests (`crate::handover`: hand the fast path to the
+//!   switch, or take it back), upcalls from the switch's instance (slow-path
+//!   routines, run through the driver's generated dispatcher), and the heartbeat,
+//!   which advances every loop and at least every [`MAX_SLEEP`] while idle. A DD
+//!   that does not own the fast path sleeps in epoll whatever the poll mode.
 //!
-//! A NIC that hangs up, or an exchange error, ends the process with a Failed status:
-//! the switch restarts it with a fresh NIC connection. The DD trusts the switch only
-//! as far as the exchange crate's checks go.
+//! A NIC that hangs up, a driver that asks for a device reset, or an exchange error
+//! ends the process with a Failed status: the switch restarts it with a fresh NIC
+//! connection. The DD trusts the switch only as far as the exchange crate's checks
+//! go.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -20,12 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use driver_host::link::NicLink;
+use driver_host::link::{NicLink, QueueFds};
 use driver_host::{DriverConfig, HostedDriver};
 use exchange::{Consumer, DdState, DdStatus, ExchangeRegion, Producer, RingId};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::bootstrap::{self, BootstrapError};
+use crate::handover::{self, Owner, Request};
 
 /// Frames moved per direction per loop.
 const BATCH: usize = 64;
@@ -48,6 +55,8 @@ pub mod code {
     pub const EXCHANGE: u32 = 2;
     /// The sandbox could not be entered.
     pub const SANDBOX: u32 = 3;
+    /// The driver asked for a device reset (restart the domain).
+    pub const NIC_RESET: u32 = 4;
 }
 
 /// Errors of a driver domain.
@@ -71,6 +80,10 @@ pub enum WorkerError {
     /// The NIC went away.
     #[error("the NIC hung up")]
     NicGone,
+    /// The driver asked for a device reset (a queue broke); restarting the domain
+    /// reconnects the NIC.
+    #[error("the driver asked for a device reset")]
+    ResetRequested,
 }
 
 fn ring(fd: &OwnedFd) {
@@ -113,15 +126,20 @@ pub fn serve(
         rx_notify: !fds.busy_poll,
         ..DriverConfig::default()
     };
-    let mut drv = HostedDriver::attach(link, Some(std::fs::File::from(fds.region)), &cfg, device)
-        .map_err(WorkerError::Driver)?;
-    let mut to_nic = Consumer::new(xr.clone(), RingId::ToNic);
-    let mut from_nic = Producer::new(xr.clone(), RingId::FromNic);
-    xr.set_status(DdStatus {
-        state: DdState::Running,
-        code: 0,
-    });
-    tracing::info!("driver domain running");
+    let [(rx_kick, rx_call), (tx_kick, tx_call)] = fds.queues;
+    let queue = |kick, call| QueueFds {
+        kick: sandbox::fdpass::into_eventfd(kick),
+        call: sandbox::fdpass::into_eventfd(call),
+    };
+    let queues = [queue(rx_kick, rx_call), queue(tx_kick, tx_call)];
+    let drv = HostedDriver::attach(
+        link,
+        Some(std::fs::File::from(fds.region)),
+        Some(queues),
+        &cfg,
+        device,
+    )
+    .map_err(WorkerError::Driver)?;
     let ep = Epoll::new().map_err(WorkerError::Epoll)?;
     for fd in [fds.doorbell_in.as_raw_fd(), drv.rx_call_fd()] {
         ep.ctl(
@@ -131,20 +149,30 @@ pub fn serve(
         )
         .map_err(WorkerError::Epoll)?;
     }
-    let result = run_loop(
-        &xr,
-        &mut drv,
-        &mut to_nic,
-        &mut from_nic,
-        &fds.doorbell_in,
-        &fds.doorbell_out,
-        &ep,
-        fds.busy_poll,
-        stop,
-    );
+    let mut domain = Domain {
+        to_nic: Consumer::new(xr.clone(), RingId::ToNic),
+        from_nic: Producer::new(xr.clone(), RingId::FromNic),
+        upcalls: Consumer::new(xr.clone(), RingId::Upcalls),
+        xr: xr.clone(),
+        drv,
+        doorbell_in: fds.doorbell_in,
+        doorbell_out: fds.doorbell_out,
+        ep,
+        busy_poll: fds.busy_poll,
+        owns_fast_path: true,
+        handled_request: 0,
+        counts: Counts::default(),
+    };
+    xr.set_status(DdStatus {
+        state: DdState::Running,
+        code: 0,
+    });
+    tracing::info!("driver domain running");
+    let result = domain.run(stop);
     let code = match &result {
         Ok(()) => None,
         Err(WorkerError::NicGone) => Some(code::NIC_GONE),
+        Err(WorkerError::ResetRequested) => Some(code::NIC_RESET),
         Err(_) => Some(code::EXCHANGE),
     };
     if let Some(code) = code {
@@ -156,32 +184,82 @@ pub fn serve(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_loop(
-    xr: &ExchangeRegion,
-    drv: &mut HostedDriver,
-    to_nic: &mut Consumer,
-    from_nic: &mut Producer,
-    doorbell_in: &OwnedFd,
-    doorbell_out: &OwnedFd,
-    ep: &Epoll,
+/// What the DD counts and reports in control words.
+#[derive(Debug, Default)]
+struct Counts {
+    from_nic_ring_full: u64,
+    nic_tx_ring_full: u64,
+    upcalls_run: u64,
+    upcalls_refused: u64,
+}
+
+/// A running driver domain.
+struct Domain {
+    xr: Arc<ExchangeRegion>,
+    drv: HostedDriver,
+    to_nic: Consumer,
+    from_nic: Producer,
+    upcalls: Consumer,
+    doorbell_in: OwnedFd,
+    doorbell_out: OwnedFd,
+    ep: Epoll,
     busy_poll: bool,
-    stop: &AtomicBool,
-) -> Result<(), WorkerError> {
-    let mut idle = 0u32;
-    let mut iter = 0u64;
-    let (mut from_nic_full, mut nic_tx_full) = (0u64, 0u64);
-    while !stop.load(Ordering::Relaxed) {
-        xr.beat();
-        if let Some(f) = crate::fault::requested(xr) {
-            crate::fault::commit(xr, from_nic, f);
+    /// Whether this instance runs the fast path (see `crate::handover`).
+    owns_fast_path: bool,
+    /// Sequence number of the last ownership request carried out.
+    handled_request: u64,
+    counts: Counts,
+}
+
+impl Domain {
+    fn run(&mut self, stop: &AtomicBool) -> Result<(), WorkerError> {
+        let mut idle = 0u32;
+        let mut iter = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            self.xr.beat();
+            if let Some(f) = crate::fault::requested(&self.xr) {
+                crate::fault::commit(&self.xr, &mut self.from_nic, f);
+            }
+            iter += 1;
+            if (!self.owns_fast_path || iter.is_multiple_of(1024)) && !self.drv.is_connected() {
+                return Err(WorkerError::NicGone);
+            }
+            self.follow_ownership_request()?;
+            let slow = self.run_upcalls()?;
+            if self.drv.reset_requested() {
+                return Err(WorkerError::ResetRequested);
+            }
+            let moved = if self.owns_fast_path {
+                self.move_frames()?
+            } else {
+                0
+            };
+            if moved + slow > 0 {
+                idle = 0;
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if self.owns_fast_path && self.busy_poll {
+                if idle > 16 {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            if self.owns_fast_path && idle < 64 {
+                continue;
+            }
+            self.sleep()?;
         }
-        iter += 1;
-        if iter.is_multiple_of(1024) && !drv.is_connected() {
-            return Err(WorkerError::NicGone);
-        }
+        Ok(())
+    }
+
+    /// One batch each way between the exchange rings and the driver.
+    fn move_frames(&mut self) -> Result<usize, WorkerError> {
+        let drv = &mut self.drv;
+        let c = &mut self.counts;
         // Switch -> NIC.
-        let sent = to_nic
+        let sent = self
+            .to_nic
             .poll(BATCH, |frame| {
                 match drv.tx_reserve() {
                     Some(slot) if slot.capacity() >= frame.len() => {
@@ -190,18 +268,19 @@ fn run_loop(
                     }
                     // Too big cannot happen (slots are smaller than DMA buffers).
                     Some(_) => {}
-                    None => nic_tx_full += 1,
+                    None => c.nic_tx_ring_full += 1,
                 }
             })
             .map_err(WorkerError::Ring)?;
         if sent > 0 {
             drv.tx_flush();
-            if to_nic.needs_notify() {
-                ring(doorbell_out);
+            if self.to_nic.needs_notify() {
+                ring(&self.doorbell_out);
             }
         }
         // NIC -> switch.
         let mut ring_err = None;
+        let from_nic = &mut self.from_nic;
         let got = drv.rx_burst(BATCH, |frame| match from_nic.reserve() {
             Ok(Some(slot)) => {
                 let n = frame.copy_to(&slot.frame());
@@ -210,7 +289,7 @@ fn run_loop(
                 }
             }
             // The switch is not keeping up: the frame is dropped here, and counted.
-            Ok(None) => from_nic_full += 1,
+            Ok(None) => c.from_nic_ring_full += 1,
             Err(e) => {
                 ring_err.get_or_insert(e);
             }
@@ -219,39 +298,125 @@ fn run_loop(
             return Err(WorkerError::Ring(e));
         }
         if got > 0 {
-            from_nic.publish();
-            if from_nic.needs_notify() {
-                ring(doorbell_out);
+            self.from_nic.publish();
+            if self.from_nic.needs_notify() {
+                ring(&self.doorbell_out);
             }
         }
         if sent + got > 0 {
-            let _ = xr.set_control(control::FROM_NIC_RING_FULL, from_nic_full);
-            let _ = xr.set_control(control::NIC_TX_RING_FULL, nic_tx_full);
-            idle = 0;
-            continue;
+            self.report_counts();
         }
-        idle = idle.saturating_add(1);
-        if busy_poll {
-            if idle > 16 {
-                std::thread::yield_now();
+        Ok(sent + got)
+    }
+
+    fn report_counts(&self) {
+        let c = &self.counts;
+        for (word, v) in [
+            (control::FROM_NIC_RING_FULL, c.from_nic_ring_full),
+            (control::NIC_TX_RING_FULL, c.nic_tx_ring_full),
+            (handover::CONTROL_UPCALLS_RUN, c.upcalls_run),
+            (handover::CONTROL_UPCALLS_REFUSED, c.upcalls_refused),
+        ] {
+            let _ = self.xr.set_control(word, v);
+        }
+    }
+
+    /// Carries out a new ownership request (see `crate::handover`).
+    fn follow_ownership_request(&mut self) -> Result<(), WorkerError> {
+        let word = self
+            .xr
+            .control(handover::CONTROL_OWNER_REQUEST)
+            .unwrap_or(0);
+        let Some(req) = Request::from_word(word) else {
+            return Ok(());
+        };
+        if req.seq == self.handled_request {
+            return Ok(());
+        }
+        let rx_call = self.drv.rx_call_fd();
+        match (req.owner, self.owns_fast_path) {
+            (Owner::Switch, true) => {
+                // Every loop ends at a batch boundary; write back once more and stop.
+                self.drv.release();
+                let _ = self
+                    .ep
+                    .ctl(ControlOperation::Delete, rx_call, EpollEvent::default());
+                self.owns_fast_path = false;
+                tracing::info!(seq = req.seq, "fast path handed to the switch");
             }
-            continue;
+            (Owner::Domain, false) => {
+                self.drv.reacquire().map_err(WorkerError::Driver)?;
+                self.to_nic =
+                    Consumer::resume(self.xr.clone(), RingId::ToNic).map_err(WorkerError::Ring)?;
+                self.ep
+                    .ctl(
+                        ControlOperation::Add,
+                        rx_call,
+                        EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, rx_call as u64),
+                    )
+                    .map_err(WorkerError::Epoll)?;
+                self.drv.set_rx_notify(false);
+                self.owns_fast_path = true;
+                tracing::info!(seq = req.seq, "fast path taken back from the switch");
+            }
+            // Already so (a repeated request after a switch-side retry).
+            _ => {}
         }
-        if idle < 64 {
-            continue;
+        self.handled_request = req.seq;
+        let _ = self.xr.set_control(handover::CONTROL_OWNER_ACK, word);
+        ring(&self.doorbell_out);
+        Ok(())
+    }
+
+    /// Runs the slow-path routines the switch's instance asked for. Returns how many.
+    fn run_upcalls(&mut self) -> Result<usize, WorkerError> {
+        let drv = &mut self.drv;
+        let c = &mut self.counts;
+        let n = self
+            .upcalls
+            .poll(BATCH, |frame| {
+                let Some(msg) = handover::decode_upcall(frame) else {
+                    c.upcalls_refused += 1;
+                    return;
+                };
+                match drv.dispatch_upcall(&msg) {
+                    Ok(routine) => {
+                        c.upcalls_run += 1;
+                        tracing::debug!(routine, "upcall");
+                    }
+                    Err(e) => {
+                        c.upcalls_refused += 1;
+                        if c.upcalls_refused.is_power_of_two() {
+                            tracing::warn!(error = %e, refused = c.upcalls_refused, "upcall refused");
+                        }
+                    }
+                }
+            })
+            .map_err(WorkerError::Ring)?;
+        if n > 0 {
+            self.report_counts();
         }
-        // Event-driven: ask for notifications, re-check, sleep.
-        let raced = to_nic.arm_notify() | drv.set_rx_notify(true);
+        Ok(n)
+    }
+
+    /// Sleeps until the switch or the NIC has something (at most [`MAX_SLEEP`]).
+    fn sleep(&mut self) -> Result<(), WorkerError> {
+        let mut raced = self.upcalls.arm_notify();
+        if self.owns_fast_path {
+            raced |= self.to_nic.arm_notify() | self.drv.set_rx_notify(true);
+        }
         if !raced {
             let mut events = [EpollEvent::default(); 4];
-            match ep.wait(MAX_SLEEP.as_millis() as i32, &mut events) {
+            match self.ep.wait(MAX_SLEEP.as_millis() as i32, &mut events) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(WorkerError::Epoll(e)),
             }
-            drain(doorbell_in);
+            drain(&self.doorbell_in);
         }
-        drv.set_rx_notify(false);
+        if self.owns_fast_path {
+            self.drv.set_rx_notify(false);
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -211,6 +211,19 @@ impl Upcalls for DirectEnv {
 
 impl FaultInjection for DirectEnv {}
 
+impl crate::fast_path::FrameMemory for DirectEnv {
+    #[inline]
+    fn frame_slice(
+        &self,
+        addr: u64,
+        len: usize,
+        _write: bool,
+    ) -> Result<VolatileSlice<'_>, MemFault> {
+        self.slice(addr, len)
+            .ok_or(MemFault::new(addr, len as u64, FaultKind::OutOfBounds))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,16 +20,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use driver_env::DriverMem;
+use driver_env::UpcallMsg;
 use serde::Serialize;
 use twin_wire::Segments;
 use virtio_net_driver::driver::negotiate;
 use virtio_net_driver::layout::{RX_QUEUE, TX_QUEUE};
-use virtio_net_driver::{NetConfig, NetError, NetLayout, TxBuf, VirtioNet};
+use virtio_net_driver::{NetConfig, NetError, NetLayout, VirtioNet};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::env::DirectEnv;
-use crate::link::{LinkError, NicLink, QueueSetup};
+use crate::fast_path::{FastPath, TxSlot, UpcallFailed};
+use crate::link::{LinkError, NicLink, QueueFds, QueueSetup};
 use crate::region::{Region, RegionError};
 
 /// Error of this module.
@@ -112,13 +115,11 @@ pub struct DriverStats {
 /// A virtio-net driver in this process, connected to a NIC over vhost-user.
 #[derive(Debug)]
 pub struct HostedDriver {
-    env: DirectEnv,
-    net: VirtioNet,
+    fp: FastPath<DirectEnv>,
     link: NicLink,
-    rx_call: vmm_sys_util::eventfd::EventFd,
+    rx_call: EventFd,
     rx_epoll: Epoll,
-    tx_call: vmm_sys_util::eventfd::EventFd,
-    driver_errors: u64,
+    tx_call: EventFd,
 }
 
 fn layout_of(cfg: &DriverConfig) -> Result<NetLayout, Error> {
@@ -134,7 +135,7 @@ impl HostedDriver {
     /// the region, initialises the driver and starts both queues.
     pub fn connect(socket: &Path, cfg: &DriverConfig) -> Result<Self, Error> {
         let link = NicLink::connect(socket)?;
-        Self::attach(link, None, cfg, socket)
+        Self::attach(link, None, None, cfg, socket)
     }
 
     /// The size of the region a driver with `cfg` needs, for a host that creates the
@@ -144,11 +145,13 @@ impl HostedDriver {
     }
 
     /// Starts the driver on an established NIC link, in `region` (a memfd of at
-    /// least [`HostedDriver::region_len_for`] bytes) or, when `None`, in a new region.
-    /// `device` names the NIC in logs.
+    /// least [`HostedDriver::region_len_for`] bytes) or, when `None`, in a new region,
+    /// with the queues' (kick, call) eventfds `queue_fds` (RX, then TX) or, when
+    /// `None`, new ones. `device` names the NIC in logs.
     pub fn attach(
         mut link: NicLink,
         region: Option<std::fs::File>,
+        queue_fds: Option<[QueueFds; 2]>,
         cfg: &DriverConfig,
         device: &Path,
     ) -> Result<Self, Error> {
@@ -174,7 +177,9 @@ impl HostedDriver {
                 base: net.tx_queue().avail_base(),
             },
         ];
-        let mut fds = link.start(features, &region, &queues)?.into_iter();
+        let mut fds = link
+            .start(features, &region, &queues, queue_fds.map(Vec::from))?
+            .into_iter();
         let (Some((rx_kick, rx_call)), Some((tx_kick, tx_call))) = (fds.next(), fds.next()) else {
             return Err(Error::Link(LinkError::TooFewQueues(0)));
         };
@@ -188,74 +193,44 @@ impl HostedDriver {
             )
             .map_err(Error::CreateEpoll)?;
         let mut me = Self {
-            env,
-            net,
+            fp: FastPath::new(env, net),
             link,
             rx_call,
             rx_epoll,
             tx_call,
-            driver_errors: 0,
         };
         me.set_rx_notify(cfg.rx_notify);
         // Tell the NIC about the posted RX buffers.
-        driver_env::Doorbell::kick(&me.env, RX_QUEUE);
+        driver_env::Doorbell::kick(me.fp.env(), RX_QUEUE);
         tracing::info!(socket = %socket.display(), features = format_args!("{features:#x}"),
             queue_size = cfg.queue_size, region_len = layout.region_len, "driver connected to NIC");
         Ok(me)
     }
 
-    fn fail(&mut self, what: &'static str, e: NetError) {
-        if self.driver_errors == 0 {
-            tracing::error!(error = %e, cause = ?std::error::Error::source(&e), what, "driver data path failed");
-        }
-        self.driver_errors += 1;
-    }
-
     /// Reserves a TX buffer. `None`: the ring is full (counted; the caller counts a
     /// drop) or the driver failed. Dropping the slot without committing returns it.
-    pub fn tx_reserve(&mut self) -> Option<TxSlot<'_>> {
-        match self.net.tx_reserve(&self.env) {
-            Ok(Some(buf)) => Some(TxSlot {
-                host: self,
-                buf: Some(buf),
-            }),
-            Ok(None) => None,
-            Err(e) => {
-                self.fail("tx_reserve", e);
-                None
-            }
-        }
+    #[inline]
+    pub fn tx_reserve(&mut self) -> Option<TxSlot<'_, DirectEnv>> {
+        self.fp.tx_reserve()
     }
 
     /// Publishes the committed TX batch, kicks the NIC if it wants a kick, and reaps
     /// completions.
+    #[inline]
     pub fn tx_flush(&mut self) {
-        if let Err(e) = self.net.tx_flush(&self.env) {
-            self.fail("tx_flush", e);
-        }
+        self.fp.tx_flush()
     }
 
     /// Hands up to `max` received frames (without virtio header) to `f`, recycles
     /// their buffers and publishes once. Returns how many frames `f` saw.
-    pub fn rx_burst(&mut self, max: usize, mut f: impl FnMut(&Segments<'_>)) -> usize {
-        let env = &self.env;
-        let r = self.net.rx_burst(env, max, |frame| {
-            if let Some(s) = env.slice(frame.addr, frame.len) {
-                f(&Segments::single(s));
-            }
-        });
-        match r {
-            Ok(n) => n,
-            Err(e) => {
-                self.fail("rx_burst", e);
-                0
-            }
-        }
+    #[inline]
+    pub fn rx_burst(&mut self, max: usize, f: impl FnMut(&Segments<'_>)) -> usize {
+        self.fp.rx_burst(max, f)
     }
 
     /// Whether received frames are waiting (cheap; no side effects).
     pub fn rx_pending(&self) -> bool {
-        self.net.rx_pending(&self.env).unwrap_or(false)
+        self.fp.rx_pending()
     }
 
     /// The eventfd the NIC signals when RX frames arrive (with notifications on).
@@ -294,13 +269,31 @@ impl HostedDriver {
     /// Turns RX notifications on (event mode) or off (busy poll). Turning them on
     /// returns true when frames raced in: poll again instead of sleeping.
     pub fn set_rx_notify(&mut self, on: bool) -> bool {
-        match self.net.set_rx_notify(&self.env, on) {
-            Ok(raced) => raced,
-            Err(e) => {
-                self.fail("set_rx_notify", e);
-                true
-            }
-        }
+        self.fp.set_rx_notify(on)
+    }
+
+    /// Stops using the queues: writes everything back (a batch boundary another
+    /// instance can continue from). The driver domain calls it when it hands the
+    /// fast path over.
+    pub fn release(&mut self) {
+        self.fp.sync();
+    }
+
+    /// Takes the queues back after another instance ran them: re-reads and
+    /// validates the driver state in the region.
+    pub fn reacquire(&mut self) -> Result<(), Error> {
+        Ok(self.fp.reattach()?)
+    }
+
+    /// Runs a slow-path routine a twin asked for (see `twin-derive`); returns its
+    /// name.
+    pub fn dispatch_upcall(&mut self, msg: &UpcallMsg) -> Result<&'static str, UpcallFailed> {
+        self.fp.dispatch_upcall(msg)
+    }
+
+    /// Whether a slow-path routine asked for a device reset (a broken queue).
+    pub fn reset_requested(&self) -> bool {
+        self.fp.reset_requested()
     }
 
     /// Whether the NIC is still connected (its vhost-user socket has not hung up)
@@ -311,94 +304,26 @@ impl HostedDriver {
 
     /// The counters.
     pub fn stats(&self) -> DriverStats {
-        let mut out = DriverStats {
-            driver_errors: self.driver_errors,
-            ..Default::default()
-        };
-        if let Ok(s) = self.net.stats(&self.env) {
-            out.tx_packets = s.tx_packets;
-            out.tx_bytes = s.tx_bytes;
-            out.tx_completed = s.tx_completed;
-            out.tx_ring_full = s.tx_ring_full;
-            out.tx_too_long = s.tx_too_long;
-            out.tx_device_errors = s.tx_device_errors;
-            out.tx_kicks = s.tx_queue.kicks;
-            out.tx_kicks_suppressed = s.tx_queue.kicks_suppressed;
-            out.rx_packets = s.rx_packets;
-            out.rx_bytes = s.rx_bytes;
-            out.rx_short = s.rx_short;
-            out.rx_merged = s.rx_merged;
-            out.rx_device_errors = s.rx_device_errors;
-            out.rx_kicks = s.rx_queue.kicks;
-            out.broken = s.rx_queue.broken || s.tx_queue.broken;
-            out.features = s.features;
-        }
-        out
+        self.fp.stats()
+    }
+
+    /// The first data-path failure, if any.
+    pub fn failure(&self) -> Option<NetError> {
+        self.fp.failure()
     }
 
     /// Largest frame one TX buffer holds.
     pub fn frame_capacity(&self) -> usize {
-        self.net.layout().frame_capacity()
+        self.fp.frame_capacity()
     }
 
     /// The region's memfd (to share the driver state with another process later).
     pub fn region_fd(&self) -> BorrowedFd<'_> {
-        self.env.region().fd()
+        self.fp.env().region().fd()
     }
 
     /// The region's size in bytes.
     pub fn region_len(&self) -> u64 {
-        self.env.region_len()
-    }
-}
-
-/// A reserved TX buffer. Copy a frame into [`TxSlot::frame`], then
-/// [`TxSlot::commit`]; dropping it uncommitted returns the buffer.
-#[derive(Debug)]
-pub struct TxSlot<'a> {
-    host: &'a mut HostedDriver,
-    buf: Option<TxBuf>,
-}
-
-impl TxSlot<'_> {
-    /// The writable frame area (after the virtio header), `capacity()` bytes.
-    pub fn frame(&self) -> Segments<'_> {
-        self.buf
-            .as_ref()
-            .and_then(|b| self.host.env.slice(b.frame_addr, b.capacity))
-            .map(Segments::single)
-            .unwrap_or_default()
-    }
-
-    /// Bytes the frame area holds.
-    pub fn capacity(&self) -> usize {
-        self.buf.as_ref().map_or(0, |b| b.capacity)
-    }
-
-    /// Posts the frame of `len` bytes (visible to the NIC after
-    /// [`HostedDriver::tx_flush`]). A `len` beyond the capacity drops the frame
-    /// (counted as `tx_too_long`) and returns false.
-    pub fn commit(mut self, len: usize) -> bool {
-        let Some(buf) = self.buf.take() else {
-            return false;
-        };
-        match self.host.net.tx_commit(&self.host.env, buf, len) {
-            Ok(()) => true,
-            Err(NetError::FrameTooLong { .. }) => false,
-            Err(e) => {
-                self.host.fail("tx_commit", e);
-                false
-            }
-        }
-    }
-}
-
-impl Drop for TxSlot<'_> {
-    fn drop(&mut self) {
-        if let Some(buf) = self.buf.take() {
-            if let Err(e) = self.host.net.tx_cancel(&self.host.env, buf) {
-                self.host.fail("tx_cancel", e);
-            }
-        }
+        self.fp.env().region_len()
     }
 }

@@ -10,8 +10,11 @@
 //! * [`link`]: the vhost-user *frontend* connection to a NIC *device* (DPDK
 //!   `net_vhost`, the project's software NIC, a switch port): features, memory
 //!   table, vrings, eventfds, hang-up detection.
-//! * [`hosted`]: [`HostedDriver`], the host-facing API the switch and the traffic
-//!   generator use: reserve/commit/flush on TX, bursts on RX, notification fds, stats.
+//! * [`fast_path`]: [`FastPath`], one driver instance's data path over any
+//!   environment (direct here, SVM in the twin): reserve/commit/flush on TX, bursts
+//!   on RX, stats, through the driver's fast-path entry table.
+//! * [`hosted`]: [`HostedDriver`], a [`FastPath`] with its own NIC link: what a
+//!   driver domain and the traffic generator run; notification fds, hand-over.
 //! * [`raw_frontend`]: [`raw_frontend::RawFrontend`], a vhost-user frontend whose
 //!   rings the caller writes by hand: test tooling to play a hostile client.
 //!
@@ -19,9 +22,11 @@
 //! [`HostedDriver::is_connected`] turns false); no unsafe code anywhere in the crate.
 
 pub mod env;
+pub mod fast_path;
 pub mod hosted;
 pub mod link;
 pub mod raw_frontend;
 pub mod region;
 
-pub use hosted::{DriverConfig, DriverStats, Error, HostedDriver, TxSlot};
+pub use fast_path::{FastPath, FrameMemory, HostEnv, TxSlot, UpcallFailed};
+pub use hosted::{DriverConfig, DriverStats, Error, HostedDriver};

@@ -73,6 +73,25 @@ pub struct QueueSetup {
     pub base: u16,
 }
 
+/// One queue's eventfds: the driver writes `kick`, the device writes `call`.
+#[derive(Debug)]
+pub struct QueueFds {
+    /// Driver to device: new buffers.
+    pub kick: EventFd,
+    /// Device to driver: used buffers.
+    pub call: EventFd,
+}
+
+impl QueueFds {
+    /// A fresh non-blocking pair.
+    pub fn new() -> Result<Self, LinkError> {
+        Ok(Self {
+            kick: EventFd::new(EFD_NONBLOCK).map_err(LinkError::CreateEventFd)?,
+            call: EventFd::new(EFD_NONBLOCK).map_err(LinkError::CreateEventFd)?,
+        })
+    }
+}
+
 /// A connected vhost-user frontend.
 pub struct NicLink {
     frontend: Frontend,
@@ -149,14 +168,23 @@ impl NicLink {
     }
 
     /// Acknowledges `features` (plus PROTOCOL_FEATURES when offered), sends the
-    /// memory table and sets up and enables `queues`. Returns each queue's
+    /// memory table and sets up and enables `queues`, with the eventfds `fds` (one
+    /// pair per queue, in order) or, when `None`, new ones. Returns each queue's
     /// (kick, call) eventfds, in order.
     pub fn start(
         &mut self,
         features: u64,
         region: &Region,
         queues: &[QueueSetup],
+        fds: Option<Vec<QueueFds>>,
     ) -> Result<Vec<(EventFd, EventFd)>, LinkError> {
+        let mut given = match fds {
+            Some(v) if v.len() != queues.len() => {
+                return Err(LinkError::TooFewQueues(v.len() as u64))
+            }
+            Some(v) => Some(v.into_iter()),
+            None => None,
+        };
         let proto_bit = self.offered & F_PROTOCOL_FEATURES;
         self.frontend
             .set_features(features | proto_bit)
@@ -175,8 +203,10 @@ impl NicLink {
         let mut fds = Vec::with_capacity(queues.len());
         for q in queues {
             let i = usize::from(q.index);
-            let kick = EventFd::new(EFD_NONBLOCK).map_err(LinkError::CreateEventFd)?;
-            let call = EventFd::new(EFD_NONBLOCK).map_err(LinkError::CreateEventFd)?;
+            let QueueFds { kick, call } = match given.as_mut().and_then(Iterator::next) {
+                Some(pair) => pair,
+                None => QueueFds::new()?,
+            };
             let l = q.layout;
             self.frontend
                 .set_vring_num(i, l.size)

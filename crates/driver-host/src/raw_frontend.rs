@@ -92,7 +92,7 @@ impl RawFrontend {
                 base: 0,
             },
         ];
-        let fds = link.start(F_VERSION_1, &region, &queues)?;
+        let fds = link.start(F_VERSION_1, &region, &queues, None)?;
         let (kicks, calls): (Vec<_>, Vec<_>) = fds.into_iter().unzip();
         Ok(Self {
             env: DirectEnv::new(region, kicks),

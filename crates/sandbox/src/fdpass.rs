@@ -296,6 +296,12 @@ fn take_fds(control: &mut RecvAncillaryBuffer<'_>) -> Result<Vec<OwnedFd>, FdPas
     Ok(fds)
 }
 
+/// A received descriptor as an `EventFd` (doorbells and vring eventfds cross as
+/// plain descriptors). If it is not an eventfd, reads and writes through it fail.
+pub fn into_eventfd(fd: OwnedFd) -> vmm_sys_util::eventfd::EventFd {
+    crate::sys::eventfd_from_owned(fd)
+}
+
 /// The driver domain's control socket: a `FD_CLOEXEC` duplicate of standard input,
 /// which must be a unix stream socket (the switch starts the DD with one end of a
 /// socket pair as stdin).

@@ -6,6 +6,8 @@
 //! * [`die_by_signal`]: restores a signal's default action and raises it.
 //! * [`exit_now`]: `_exit`, skipping atexit handlers (the reaper must not run
 //!   anything the seccomp filter forbids on its way out).
+//! * [`eventfd_from_owned`]: `vmm_sys_util::eventfd::EventFd` can only be built from
+//!   a raw descriptor.
 
 use rustix::io::Errno;
 use rustix::thread::UnshareFlags;
@@ -72,4 +74,14 @@ pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` never returns and needs nothing of the caller; skipping atexit
     // handlers and stdio flushing is the intent.
     unsafe { libc::_exit(code) }
+}
+
+/// Adopts an owned descriptor (received over SCM_RIGHTS, meant to be an eventfd) as
+/// an `EventFd`. If it is not an eventfd, reads and writes through it fail; nothing
+/// worse.
+pub(crate) fn eventfd_from_owned(fd: std::os::fd::OwnedFd) -> vmm_sys_util::eventfd::EventFd {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `into_raw_fd` hands over sole ownership of an open descriptor, which the
+    // `EventFd` then owns and closes exactly once.
+    unsafe { vmm_sys_util::eventfd::EventFd::from_raw_fd(fd.into_raw_fd()) }
 }

@@ -175,9 +175,14 @@ mod probe {
         };
         let name = std::path::Path::new("nic");
         let link = NicLink::over(UnixStream::from(nic), name).expect("vhost-user handshake");
-        let mut driver =
-            HostedDriver::attach(link, Some(File::from(region)), &super::VHOST_CFG, name)
-                .expect("driver attach");
+        let mut driver = HostedDriver::attach(
+            link,
+            Some(File::from(region)),
+            None,
+            &super::VHOST_CFG,
+            name,
+        )
+        .expect("driver attach");
         let mut frame = [0u8; 60];
         frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
         frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);

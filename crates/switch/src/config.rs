@@ -69,12 +69,22 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum UplinkMode {
-    /// The driver runs inside the switch process, with direct access to its region.
+    /// The driver's fast path runs inside the switch with direct access to the
+    /// driver domain's region: fast, unprotected.
     #[default]
     Inline,
     /// The driver runs in its own sandboxed driver-domain process; frames cross
     /// through an exchange region.
     Domain,
+    /// The driver's fast path runs inside the switch as a twin: every access to the
+    /// driver domain's region goes through the SVM, and a fault falls back to
+    /// `domain`.
+    Twin,
+}
+
+impl UplinkMode {
+    /// Every mode, in the order users read them.
+    pub const ALL: [UplinkMode; 3] = [UplinkMode::Inline, UplinkMode::Domain, UplinkMode::Twin];
 }
 
 impl FromStr for UplinkMode {
@@ -83,8 +93,8 @@ impl FromStr for UplinkMode {
         match s {
             "inline" => Ok(UplinkMode::Inline),
             "domain" => Ok(UplinkMode::Domain),
-            "twin" => Err(format!("mode {s:?} is not available yet (inline, domain)")),
-            _ => Err(format!("unknown mode {s:?} (known: inline, domain)")),
+            "twin" => Ok(UplinkMode::Twin),
+            _ => Err(format!("unknown mode {s:?} (known: inline, domain, twin)")),
         }
     }
 }
@@ -94,6 +104,7 @@ impl fmt::Display for UplinkMode {
         f.write_str(match self {
             UplinkMode::Inline => "inline",
             UplinkMode::Domain => "domain",
+            UplinkMode::Twin => "twin",
         })
     }
 }

@@ -4,8 +4,12 @@
 //! Commands:
 //! * `status`: the switch's report (the same JSON it prints when it stops);
 //! * `fault UPLINK KIND`: inject a fault into the uplink's driver domain, `KIND` one
-//!   of `kill`, `panic`, `hang`, `garbage`, `bogus-length`, `open-file`, `open-socket`.
-//!   Answers `ok` or `error: ...`.
+//!   of `kill`, `panic`, `hang`, `garbage`, `bogus-length`, `open-file`, `open-socket`;
+//!   or into its twin: `twin-forbidden-read`, `twin-wild-write`, `twin-panic`,
+//!   `twin-stuck`. Answers `ok` or `error: ...`.
+//! * `mode UPLINK MODE`: move the uplink's fast path to `inline`, `domain` or `twin`
+//!   at run time (a handover: no reordering, no duplicates). Answers `ok ...` once
+//!   the change is under way.
 //!
 //! The listener thread hands each command to the data-path thread, which carries it
 //! out between two batches and answers. Limits: a command line is at most 256 bytes;
@@ -40,13 +44,29 @@ pub enum FaultKind {
     Kill,
     /// A fault the domain commits itself.
     InDomain(driver_domain::Fault),
+    /// A fault the twin's driver commits (built with its `fault-injection` feature).
+    InTwin(driver_env::InjectedFault),
 }
 
+/// Twin faults by name.
+const TWIN_FAULTS: [(&str, driver_env::InjectedFault); 4] = [
+    (
+        "twin-forbidden-read",
+        driver_env::InjectedFault::ForbiddenRead,
+    ),
+    ("twin-wild-write", driver_env::InjectedFault::WildWrite),
+    ("twin-panic", driver_env::InjectedFault::Panic),
+    ("twin-stuck", driver_env::InjectedFault::Stuck),
+];
+
 impl FaultKind {
-    /// Parses `kill` or a [`driver_domain::Fault`] name.
+    /// Parses `kill`, a [`driver_domain::Fault`] name or a twin fault name.
     pub fn parse(s: &str) -> Option<FaultKind> {
         if s == "kill" {
             return Some(FaultKind::Kill);
+        }
+        if let Some((_, f)) = TWIN_FAULTS.iter().find(|(n, _)| *n == s) {
+            return Some(FaultKind::InTwin(*f));
         }
         driver_domain::Fault::from_name(s).map(FaultKind::InDomain)
     }
@@ -57,12 +77,19 @@ impl FaultKind {
 pub enum Command {
     /// The report.
     Status,
-    /// Inject a fault into an uplink's driver domain.
+    /// Inject a fault into an uplink's driver domain or twin.
     Fault {
         /// Uplink name.
         uplink: String,
         /// Which fault.
         kind: FaultKind,
+    },
+    /// Move an uplink's fast path.
+    Mode {
+        /// Uplink name.
+        uplink: String,
+        /// Where to.
+        mode: crate::config::UplinkMode,
     },
 }
 
@@ -74,15 +101,19 @@ impl Command {
             ["status"] => Ok(Command::Status),
             ["fault", uplink, kind] => {
                 let kind = FaultKind::parse(kind).ok_or_else(|| {
-                    format!("unknown fault {kind:?} (kill, panic, hang, garbage, bogus-length, open-file, open-socket)")
+                    format!("unknown fault {kind:?} (kill, panic, hang, garbage, bogus-length, open-file, open-socket, twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck)")
                 })?;
                 Ok(Command::Fault {
                     uplink: uplink.to_string(),
                     kind,
                 })
             }
+            ["mode", uplink, mode] => Ok(Command::Mode {
+                uplink: uplink.to_string(),
+                mode: mode.parse()?,
+            }),
             _ => Err(format!(
-                "unknown command {line:?} (status | fault UPLINK KIND)"
+                "unknown command {line:?} (status | fault UPLINK KIND | mode UPLINK MODE)"
             )),
         }
     }
@@ -177,6 +208,23 @@ mod tests {
                 kind: FaultKind::InDomain(driver_domain::Fault::BogusLength)
             })
         );
+        assert_eq!(
+            Command::parse("fault u0 twin-stuck"),
+            Ok(Command::Fault {
+                uplink: "u0".into(),
+                kind: FaultKind::InTwin(driver_env::InjectedFault::Stuck)
+            })
+        );
+        assert_eq!(
+            Command::parse("mode u0 twin"),
+            Ok(Command::Mode {
+                uplink: "u0".into(),
+                mode: crate::config::UplinkMode::Twin
+            })
+        );
+        assert!(Command::parse("mode u0 fast")
+            .unwrap_err()
+            .contains("unknown mode"));
         assert!(Command::parse("fault u0 melt")
             .unwrap_err()
             .contains("unknown fault"));

@@ -240,9 +240,12 @@ impl DataPath {
         self.ctl = Some(ctl);
     }
 
-    fn serve_control(&mut self) {
+    /// Carries out control-socket commands. Returns true when a notification fd
+    /// may have changed (a mode change).
+    fn serve_control(&mut self, now: Instant) -> bool {
+        let mut changed = false;
         let Some(ctl) = &self.ctl else {
-            return;
+            return false;
         };
         let mut requests = Vec::new();
         while let Ok(r) = ctl.try_recv() {
@@ -262,9 +265,19 @@ impl DataPath {
                         },
                     }
                 }
+                crate::ctl::Command::Mode { uplink, mode } => {
+                    match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
+                        None => format!("error: no uplink {uplink:?}"),
+                        Some(u) => {
+                            changed |= u.set_mode(*mode, now);
+                            format!("ok: uplink {uplink} mode {mode}")
+                        }
+                    }
+                }
             };
             let _ = r.reply.try_send(answer);
         }
+        changed
     }
 
     fn now_ms(&self, now: Instant) -> u64 {
@@ -282,8 +295,7 @@ impl DataPath {
 
     /// Takes control-plane news. Returns true when the set of wait fds changed.
     fn control(&mut self, now: Instant) -> Result<bool, DataPathError> {
-        let mut changed = false;
-        self.serve_control();
+        let mut changed = self.serve_control(now);
         let now_ms = self.now_ms(now);
         for i in 0..self.clients.len() {
             if self.clients[i].handle.has_pending_change() {

@@ -23,8 +23,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use driver_domain::handover::Owner;
+use driver_domain::launch::Send as DomainSend;
 use driver_domain::{DomainLink, LaunchConfig};
-use driver_host::{DriverConfig, HostedDriver};
+use driver_host::DriverConfig;
 use serde::Serialize;
 use tracing::{info, warn};
 use twin_wire::Segments;
@@ -32,6 +34,7 @@ use twin_wire::Segments;
 use crate::config::{PollMode, UplinkMode, UplinkSpec};
 use crate::counters::{Drop, PortCounters};
 use crate::fdb::Memo;
+use twin_runtime::SwitchInstance;
 
 /// How often the data path checks that the NIC (and the domain) are still there.
 pub const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -61,13 +64,41 @@ pub enum UplinkError {
     },
 }
 
-/// The driver of a connected uplink.
+/// The switch-side instance an uplink's fast path moves to.
+fn attach_instance(kind: UplinkMode, domain: &DomainLink) -> Result<SwitchInstance, String> {
+    let r = match kind {
+        UplinkMode::Twin => SwitchInstance::twin(domain),
+        _ => SwitchInstance::inline(domain),
+    };
+    r.map_err(|e| error_chain(&e))
+}
+
+/// Where a connected uplink's fast path runs (see `driver_domain::handover`).
 #[derive(Debug)]
-pub enum UplinkDriver {
-    /// In this process.
-    Inline(Box<HostedDriver>),
-    /// In a driver-domain process.
-    Domain(Box<DomainLink>),
+enum FastPath {
+    /// In the driver domain; frames cross the exchange rings.
+    Domain,
+    /// Asked the driver domain to hand it over; frames still cross the exchange
+    /// rings until it acknowledges.
+    ToSwitch {
+        seq: u64,
+        target: UplinkMode,
+        since: Instant,
+    },
+    /// In the switch.
+    Switch {
+        instance: SwitchInstance,
+        /// The driver domain's last received frames (published before it handed
+        /// over) have been delivered; until then they go first.
+        from_nic_drained: bool,
+    },
+}
+
+/// A connected uplink: its driver domain, and wherever its fast path runs.
+#[derive(Debug)]
+pub struct UplinkDriver {
+    domain: DomainLink,
+    fast: FastPath,
 }
 
 /// What happened to a frame sent to an uplink.
@@ -75,7 +106,7 @@ pub enum UplinkDriver {
 pub enum Sent {
     /// Queued for the NIC.
     Queued,
-    /// Dropped and counted (ring full, too big, or the domain failed).
+    /// Dropped and counted (ring full, too big, or the driver failed).
     Dropped,
 }
 
@@ -83,106 +114,135 @@ impl UplinkDriver {
     /// Copies `frame` toward the NIC, counting a failure in `counters`.
     #[inline]
     pub fn send(&mut self, frame: &Segments<'_>, counters: &mut PortCounters) -> Sent {
-        match self {
-            UplinkDriver::Inline(d) => {
-                let Some(slot) = d.tx_reserve() else {
-                    counters.drop(Drop::UplinkRingFull);
-                    return Sent::Dropped;
-                };
-                if slot.capacity() < frame.len() {
-                    // Dropping the slot gives the buffer back.
-                    counters.drop(Drop::TooBigForUplink);
-                    return Sent::Dropped;
-                }
-                let copied = frame.copy_to(&slot.frame());
-                if slot.commit(copied) {
-                    Sent::Queued
-                } else {
-                    // Counted by the driver (`tx_too_long`).
-                    Sent::Dropped
-                }
+        let outcome = match &mut self.fast {
+            FastPath::Switch { instance, .. } => instance.send(frame),
+            _ => self.domain.send(frame),
+        };
+        match outcome {
+            DomainSend::Queued => Sent::Queued,
+            DomainSend::RingFull => {
+                counters.drop(Drop::UplinkRingFull);
+                Sent::Dropped
             }
-            UplinkDriver::Domain(d) => match d.send(frame) {
-                driver_domain::launch::Send::Queued => Sent::Queued,
-                driver_domain::launch::Send::RingFull => {
-                    counters.drop(Drop::UplinkRingFull);
-                    Sent::Dropped
-                }
-                driver_domain::launch::Send::TooBig => {
-                    counters.drop(Drop::TooBigForUplink);
-                    Sent::Dropped
-                }
-                driver_domain::launch::Send::Failed => {
-                    counters.drop(Drop::UplinkDown);
-                    Sent::Dropped
-                }
-            },
+            DomainSend::TooBig => {
+                counters.drop(Drop::TooBigForUplink);
+                Sent::Dropped
+            }
+            DomainSend::Failed => {
+                counters.drop(Drop::UplinkDown);
+                Sent::Dropped
+            }
         }
     }
 
     /// Publishes what was sent this iteration.
     #[inline]
     pub fn flush(&mut self) {
-        match self {
-            UplinkDriver::Inline(d) => d.tx_flush(),
-            UplinkDriver::Domain(d) => d.flush(),
+        match &mut self.fast {
+            FastPath::Switch { instance, .. } => instance.flush(),
+            _ => self.domain.flush(),
         }
     }
 
     /// Frames received from the NIC, up to `max`.
     #[inline]
-    pub fn rx_burst(&mut self, max: usize, f: impl FnMut(&Segments<'_>)) -> usize {
-        match self {
-            UplinkDriver::Inline(d) => d.rx_burst(max, f),
-            UplinkDriver::Domain(d) => d.rx_burst(max, f),
+    pub fn rx_burst(&mut self, max: usize, mut f: impl FnMut(&Segments<'_>)) -> usize {
+        match &mut self.fast {
+            FastPath::Switch {
+                instance,
+                from_nic_drained,
+            } => {
+                if !*from_nic_drained {
+                    let n = self.domain.rx_burst(max, &mut f);
+                    if n > 0 {
+                        return n;
+                    }
+                    *from_nic_drained = true;
+                }
+                instance.rx_burst(max, f)
+            }
+            _ => self.domain.rx_burst(max, f),
         }
     }
 
     /// The fd that becomes readable when frames arrive (event mode).
     pub fn rx_call_fd(&self) -> std::os::fd::RawFd {
-        match self {
-            UplinkDriver::Inline(d) => d.rx_call_fd(),
-            UplinkDriver::Domain(d) => d.rx_call_fd(),
+        match &self.fast {
+            FastPath::Switch { .. } => self.domain.nic_rx_call_fd(),
+            _ => self.domain.rx_call_fd(),
         }
     }
 
     /// Event mode: turns receive notifications on or off; true when frames raced in.
     pub fn set_rx_notify(&mut self, on: bool) -> bool {
-        match self {
-            UplinkDriver::Inline(d) => d.set_rx_notify(on),
-            UplinkDriver::Domain(d) => d.set_rx_notify(on),
+        match &mut self.fast {
+            FastPath::Switch {
+                instance,
+                from_nic_drained,
+            } => instance.set_rx_notify(on) || (on && !*from_nic_drained),
+            _ => self.domain.set_rx_notify(on),
         }
     }
 
-    /// Frames handed to the driver that a failure would lose (domain mode).
-    fn in_flight(&mut self) -> u64 {
-        match self {
-            UplinkDriver::Inline(_) => 0,
-            UplinkDriver::Domain(d) => d.in_flight(),
+    /// Where the fast path runs now, for reports.
+    fn fast_path_name(&self) -> &'static str {
+        match &self.fast {
+            FastPath::Domain => "domain",
+            FastPath::ToSwitch { .. } => "handing-over",
+            FastPath::Switch {
+                instance: SwitchInstance::Inline(_),
+                ..
+            } => "inline",
+            FastPath::Switch {
+                instance: SwitchInstance::Twin(_),
+                ..
+            } => "twin",
         }
+    }
+
+    /// Frames handed to the driver domain that its failure would lose.
+    fn in_flight(&mut self) -> u64 {
+        self.domain.in_flight()
     }
 
     /// Why the link is down, if it is.
     fn failure(&mut self, now: Instant) -> Option<String> {
-        match self {
-            UplinkDriver::Inline(d) => (!d.is_connected()).then(|| "NIC hung up".to_string()),
-            UplinkDriver::Domain(d) => d.check_health(now),
-        }
+        self.domain.check_health(now)
     }
 
-    /// Drops counted inside a driver domain, by reason.
-    fn domain_drops(&self) -> Option<[(&'static str, u64); 2]> {
-        match self {
-            UplinkDriver::Inline(_) => None,
-            UplinkDriver::Domain(d) => Some(d.dd_drops()),
-        }
+    /// Drops counted inside the driver domain, by reason.
+    fn domain_drops(&self) -> [(&'static str, u64); 2] {
+        self.domain.dd_drops()
     }
 
     fn detail(&self) -> serde_json::Value {
-        match self {
-            UplinkDriver::Inline(d) => serde_json::to_value(d.stats()).unwrap_or_default(),
-            UplinkDriver::Domain(d) => serde_json::json!({ "pid": d.pid() }),
-        }
+        let stats = match &self.fast {
+            FastPath::Switch { instance, .. } => serde_json::to_value(instance.stats()).ok(),
+            _ => None,
+        };
+        let svm = match &self.fast {
+            FastPath::Switch {
+                instance: SwitchInstance::Twin(t),
+                ..
+            } => Some(serde_json::json!({
+                "faults": t.svm().faults(),
+                "ranges": t.svm().map().len(),
+            })),
+            _ => None,
+        };
+        let upcalls: serde_json::Map<String, serde_json::Value> = self
+            .domain
+            .upcall_counts()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        serde_json::json!({
+            "pid": self.domain.pid(),
+            "fast_path": self.fast_path_name(),
+            "switch_instance_stats": stats,
+            "svm": svm,
+            "upcalls": upcalls,
+        })
     }
 }
 
@@ -193,10 +253,23 @@ enum Link {
         cancel: Arc<AtomicBool>,
     },
     /// The driver is attached to the NIC.
-    Up(UplinkDriver),
+    Up(Box<UplinkDriver>),
     /// A driver domain failed too often; not restarted again.
     GaveUp,
 }
+
+/// A contained twin fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct TwinFaultReport {
+    /// Milliseconds since the switch started.
+    pub at_ms: u64,
+    /// What the twin did.
+    pub fault: String,
+}
+
+/// How long a driver domain may take to acknowledge a handover before it counts as
+/// failed.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One outage: from the moment the link was found down until it was up again.
 #[derive(Debug, Clone, Serialize)]
@@ -227,6 +300,15 @@ pub struct Uplink {
     pub connects: u64,
     /// Times the link went down.
     pub disconnects: u64,
+    /// Where the fast path should run (the configured mode, changed by
+    /// `twin ctl mode` and by a twin fault, which falls back to `domain`).
+    mode: UplinkMode,
+    /// Twin faults, oldest first (the last few).
+    twin_faults: VecDeque<TwinFaultReport>,
+    /// Twin faults in total.
+    twin_fault_count: u64,
+    /// Mode changes carried out.
+    mode_changes: u64,
     poll: PollMode,
     link: Link,
     last_check: Instant,
@@ -243,7 +325,7 @@ impl std::fmt::Debug for Uplink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uplink")
             .field("name", &self.spec.name)
-            .field("mode", &self.spec.mode)
+            .field("mode", &self.mode)
             .field("up", &matches!(self.link, Link::Up(_)))
             .finish()
     }
@@ -261,32 +343,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Starts the uplink's driver domain. Every uplink has one: it negotiates with the
+/// NIC, sets up the queues, runs the slow path, and runs the fast path in `domain`
+/// mode; in `inline` and `twin` mode the switch takes the fast path over.
 fn connect_once(spec: &UplinkSpec, poll: PollMode) -> Result<UplinkDriver, String> {
-    let driver = DriverConfig::default();
-    match spec.mode {
-        UplinkMode::Inline => HostedDriver::connect(&spec.socket, &driver)
-            .map(|d| UplinkDriver::Inline(Box::new(d)))
-            .map_err(|e| error_chain(&e)),
-        UplinkMode::Domain => {
-            let exe = std::env::current_exe().map_err(|e| format!("cannot find twin: {e}"))?;
-            let cfg = LaunchConfig {
-                nic_socket: spec.socket.clone(),
-                exe,
-                busy_poll: poll == PollMode::Busy,
-                geometry: exchange::Geometry {
-                    slots: EXCHANGE_SLOTS,
-                    ..exchange::Geometry::default()
-                },
-                driver,
-                name: spec.name.clone(),
-                watchdog: WATCHDOG,
-                start_timeout: Duration::from_secs(5),
-            };
-            DomainLink::launch(&cfg)
-                .map(|d| UplinkDriver::Domain(Box::new(d)))
-                .map_err(|e| error_chain(&e))
-        }
-    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find twin: {e}"))?;
+    let cfg = LaunchConfig {
+        nic_socket: spec.socket.clone(),
+        exe,
+        busy_poll: poll == PollMode::Busy,
+        geometry: exchange::Geometry {
+            slots: EXCHANGE_SLOTS,
+            ..exchange::Geometry::default()
+        },
+        driver: DriverConfig::default(),
+        name: spec.name.clone(),
+        watchdog: WATCHDOG,
+        start_timeout: Duration::from_secs(5),
+    };
+    DomainLink::launch(&cfg)
+        .map(|domain| UplinkDriver {
+            domain,
+            fast: FastPath::Domain,
+        })
+        .map_err(|e| error_chain(&e))
 }
 
 fn spawn_connector(
@@ -341,11 +421,15 @@ impl Uplink {
     pub fn new(spec: UplinkSpec, poll: PollMode) -> Result<Self, UplinkError> {
         let link = spawn_connector(&spec, poll, Duration::ZERO)?;
         Ok(Uplink {
+            mode: spec.mode,
             spec,
             counters: PortCounters::default(),
             memo: Memo::default(),
             connects: 0,
             disconnects: 0,
+            twin_faults: VecDeque::new(),
+            twin_fault_count: 0,
+            mode_changes: 0,
             poll,
             link,
             last_check: Instant::now(),
@@ -361,7 +445,7 @@ impl Uplink {
     #[inline]
     pub fn driver(&self) -> Option<&UplinkDriver> {
         match &self.link {
-            Link::Up(d) => Some(d),
+            Link::Up(d) => Some(&**d),
             _ => None,
         }
     }
@@ -370,7 +454,7 @@ impl Uplink {
     #[inline]
     pub fn driver_mut(&mut self) -> Option<&mut UplinkDriver> {
         match &mut self.link {
-            Link::Up(d) => Some(d),
+            Link::Up(d) => Some(&mut **d),
             _ => None,
         }
     }
@@ -379,7 +463,7 @@ impl Uplink {
     #[inline]
     pub fn driver_and_counters(&mut self) -> Option<(&mut UplinkDriver, &mut PortCounters)> {
         match &mut self.link {
-            Link::Up(d) => Some((d, &mut self.counters)),
+            Link::Up(d) => Some((&mut **d, &mut self.counters)),
             _ => None,
         }
     }
@@ -388,20 +472,21 @@ impl Uplink {
     #[inline]
     pub fn source_parts(&mut self) -> Option<(&mut UplinkDriver, &mut PortCounters, &mut Memo)> {
         match &mut self.link {
-            Link::Up(d) => Some((d, &mut self.counters, &mut self.memo)),
+            Link::Up(d) => Some((&mut **d, &mut self.counters, &mut self.memo)),
             _ => None,
         }
     }
 
-    /// Takes a finished connection, and now and then checks that a connected link is
-    /// still healthy. `dropped_so_far` is the switch's running total of drops, to
-    /// attribute to an outage. Returns true when the link changed.
+    /// Takes a finished connection, moves a handover on, contains a faulted twin,
+    /// and now and then checks that a connected link is healthy. `dropped_so_far` is
+    /// the switch's running total of drops, to attribute to an outage. Returns true
+    /// when the link or its notification fd changed.
     pub fn check_link(&mut self, now: Instant, dropped_so_far: u64) -> Result<bool, UplinkError> {
         match &mut self.link {
             Link::GaveUp => Ok(false),
             Link::Connecting { rx, .. } => match rx.try_recv() {
                 Ok(d) => {
-                    self.link = Link::Up(d);
+                    self.link = Link::Up(Box::new(d));
                     self.connects += 1;
                     if let Some((since, drops0)) = self.down_since.take() {
                         let start_ms = since.duration_since(self.started).as_millis() as u64;
@@ -416,6 +501,8 @@ impl Uplink {
                         }
                         info!(uplink = %self.spec.name, outage_ms = now.duration_since(since).as_millis() as u64, "uplink back");
                     }
+                    // A fresh domain runs the fast path; move it where it belongs.
+                    self.apply_mode(now);
                     Ok(true)
                 }
                 Err(TryRecvError::Empty) => Ok(false),
@@ -425,6 +512,24 @@ impl Uplink {
                 }
             },
             Link::Up(d) => {
+                // Every iteration: a faulted twin does nothing, so act at once.
+                if let FastPath::Switch { instance, .. } = &d.fast {
+                    if let Some(f) = instance.fault() {
+                        let fault = f.to_string();
+                        return self.contain_twin_fault(now, dropped_so_far, fault);
+                    }
+                }
+                if let FastPath::ToSwitch { seq, target, since } = d.fast {
+                    if d.domain.owner_acked(seq) {
+                        return Ok(self.finish_handover(target));
+                    }
+                    if now.duration_since(since) > HANDOVER_TIMEOUT {
+                        let reason = format!(
+                            "driver domain did not hand the fast path over within {HANDOVER_TIMEOUT:?}"
+                        );
+                        return self.restart(now, dropped_so_far, reason);
+                    }
+                }
                 if now.duration_since(self.last_check) < LINK_CHECK_INTERVAL {
                     return Ok(false);
                 }
@@ -432,76 +537,238 @@ impl Uplink {
                 let Some(reason) = d.failure(now) else {
                     return Ok(false);
                 };
-                let lost = d.in_flight();
-                for (k, v) in d.domain_drops().into_iter().flatten() {
-                    *self.past_domain_drops.entry(k).or_default() += v;
-                }
-                warn!(uplink = %self.spec.name, lost, "uplink down: {reason}; restarting");
-                self.disconnects += 1;
-                self.down_since = Some((now, dropped_so_far));
-                self.outages.push_back(Outage {
-                    start_ms: now.duration_since(self.started).as_millis() as u64,
-                    duration_ms: 0,
-                    reason,
-                    frames_dropped: 0,
-                    frames_in_flight_lost: lost,
-                });
-                if self.outages.len() > OUTAGES_KEPT {
-                    self.outages.pop_front();
-                }
-                // Dropping the driver kills a domain and closes an inline NIC link,
-                // before anything new starts.
-                drop(std::mem::replace(&mut self.link, Link::GaveUp));
-                self.restarts.push_back(now);
-                while self
-                    .restarts
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > BUDGET_WINDOW)
-                {
-                    self.restarts.pop_front();
-                }
-                if self.spec.mode == UplinkMode::Domain && self.restarts.len() > RESTART_BUDGET {
-                    warn!(uplink = %self.spec.name, "restart budget spent ({RESTART_BUDGET} in {BUDGET_WINDOW:?}); giving up");
-                    self.link = Link::GaveUp;
-                    return Ok(true);
-                }
-                // Back off when failures come in a row.
-                let recent = self
-                    .restarts
-                    .iter()
-                    .filter(|t| now.duration_since(**t) < Duration::from_secs(5))
-                    .count() as u32;
-                let delay =
-                    Duration::from_millis(5u64 << recent.min(7)).min(Duration::from_millis(500));
-                self.link = spawn_connector(&self.spec, self.poll, delay)?;
-                Ok(true)
+                self.restart(now, dropped_so_far, reason)
             }
         }
     }
 
-    /// Injects a fault into the uplink's driver domain (see `crate::ctl`).
+    /// A twin faulted: report it, fall back to `domain`, and restart the driver
+    /// domain (the twin may have left its state inconsistent).
+    fn contain_twin_fault(
+        &mut self,
+        now: Instant,
+        dropped_so_far: u64,
+        fault: String,
+    ) -> Result<bool, UplinkError> {
+        warn!(uplink = %self.spec.name, "twin disabled: {fault}; falling back to domain mode");
+        self.twin_fault_count += 1;
+        self.twin_faults.push_back(TwinFaultReport {
+            at_ms: now.duration_since(self.started).as_millis() as u64,
+            fault: fault.clone(),
+        });
+        if self.twin_faults.len() > OUTAGES_KEPT {
+            self.twin_faults.pop_front();
+        }
+        self.mode = UplinkMode::Domain;
+        self.restart(now, dropped_so_far, format!("twin disabled: {fault}"))
+    }
+
+    /// The driver domain acknowledged a handover to the switch: attach the switch's
+    /// instance, send what is still queued for the domain first, and take over.
+    fn finish_handover(&mut self, target: UplinkMode) -> bool {
+        let Link::Up(d) = &mut self.link else {
+            return false;
+        };
+        match attach_instance(target, &d.domain) {
+            Ok(mut instance) => {
+                let counters = &mut self.counters;
+                let moved = d.domain.take_queued_to_nic(|frame| {
+                    if instance.send(frame) != DomainSend::Queued {
+                        counters.drop(Drop::UplinkRingFull);
+                    }
+                });
+                instance.flush();
+                if let Err(e) = moved {
+                    // The DD broke the ring: its health check will restart it.
+                    warn!(uplink = %self.spec.name, "to_nic ring at handover: {e}");
+                }
+                info!(uplink = %self.spec.name, mode = %target, "fast path runs in the switch");
+                d.fast = FastPath::Switch {
+                    instance,
+                    from_nic_drained: false,
+                };
+                self.mode_changes += 1;
+            }
+            Err(e) => {
+                warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {e}; the driver domain keeps the fast path");
+                d.domain.request_owner(Owner::Domain);
+                d.fast = FastPath::Domain;
+                self.mode = UplinkMode::Domain;
+            }
+        }
+        true
+    }
+
+    /// Moves the fast path toward `self.mode`, as far as it can go without waiting.
+    /// Returns true when the notification fd may have changed.
+    fn apply_mode(&mut self, now: Instant) -> bool {
+        let Link::Up(d) = &mut self.link else {
+            return false;
+        };
+        let want = self.mode;
+        match (&mut d.fast, want) {
+            (FastPath::Domain, UplinkMode::Domain) => false,
+            (FastPath::Domain, target) => {
+                let seq = d.domain.request_owner(Owner::Switch);
+                d.fast = FastPath::ToSwitch {
+                    seq,
+                    target,
+                    since: now,
+                };
+                false
+            }
+            (FastPath::ToSwitch { .. }, UplinkMode::Domain) => {
+                // Nothing attached yet: take the request back.
+                d.domain.request_owner(Owner::Domain);
+                d.fast = FastPath::Domain;
+                true
+            }
+            (FastPath::ToSwitch { target, .. }, t) => {
+                *target = t;
+                false
+            }
+            (FastPath::Switch { instance, .. }, UplinkMode::Domain) => {
+                // Quiesce at this batch boundary, hand back; frames sent from now on
+                // queue in `to_nic` behind everything the instance posted.
+                instance.sync();
+                d.fast = FastPath::Domain;
+                d.domain.request_owner(Owner::Domain);
+                self.mode_changes += 1;
+                info!(uplink = %self.spec.name, "fast path runs in the driver domain");
+                true
+            }
+            (FastPath::Switch { instance, .. }, target) => {
+                let same = matches!(
+                    (&*instance, target),
+                    (SwitchInstance::Inline(_), UplinkMode::Inline)
+                        | (SwitchInstance::Twin(_), UplinkMode::Twin)
+                );
+                if same {
+                    return false;
+                }
+                instance.sync();
+                match attach_instance(target, &d.domain) {
+                    Ok(next) => {
+                        *instance = next;
+                        self.mode_changes += 1;
+                        info!(uplink = %self.spec.name, mode = %target, "fast path runs in the switch");
+                    }
+                    Err(e) => {
+                        warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {e}; keeping the current one");
+                        self.mode = match instance {
+                            SwitchInstance::Inline(_) => UplinkMode::Inline,
+                            SwitchInstance::Twin(_) => UplinkMode::Twin,
+                        };
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// `twin ctl mode`: moves the fast path to `mode` (now, or when the link is up).
+    /// Returns true when the notification fd may have changed.
+    pub fn set_mode(&mut self, mode: UplinkMode, now: Instant) -> bool {
+        if self.mode != mode {
+            info!(uplink = %self.spec.name, from = %self.mode, to = %mode, "mode change requested");
+        }
+        self.mode = mode;
+        self.apply_mode(now)
+    }
+
+    /// The mode the uplink runs in (or is moving to).
+    pub fn mode(&self) -> UplinkMode {
+        self.mode
+    }
+
+    /// Drops the failed driver (killing its domain), records the outage, and starts
+    /// a new domain unless the restart budget is spent.
+    fn restart(
+        &mut self,
+        now: Instant,
+        dropped_so_far: u64,
+        reason: String,
+    ) -> Result<bool, UplinkError> {
+        let Link::Up(d) = &mut self.link else {
+            return Ok(false);
+        };
+        let lost = d.in_flight();
+        for (k, v) in d.domain_drops() {
+            *self.past_domain_drops.entry(k).or_default() += v;
+        }
+        warn!(uplink = %self.spec.name, lost, "uplink down: {reason}; restarting");
+        self.disconnects += 1;
+        self.down_since = Some((now, dropped_so_far));
+        self.outages.push_back(Outage {
+            start_ms: now.duration_since(self.started).as_millis() as u64,
+            duration_ms: 0,
+            reason,
+            frames_dropped: 0,
+            frames_in_flight_lost: lost,
+        });
+        if self.outages.len() > OUTAGES_KEPT {
+            self.outages.pop_front();
+        }
+        // Dropping the driver kills the domain (and with it the NIC connection)
+        // before anything new starts.
+        drop(std::mem::replace(&mut self.link, Link::GaveUp));
+        self.restarts.push_back(now);
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > BUDGET_WINDOW)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() > RESTART_BUDGET {
+            warn!(uplink = %self.spec.name, "restart budget spent ({RESTART_BUDGET} in {BUDGET_WINDOW:?}); giving up");
+            return Ok(true);
+        }
+        // Back off when failures come in a row.
+        let recent = self
+            .restarts
+            .iter()
+            .filter(|t| now.duration_since(**t) < Duration::from_secs(5))
+            .count() as u32;
+        let delay = Duration::from_millis(5u64 << recent.min(7)).min(Duration::from_millis(500));
+        self.link = spawn_connector(&self.spec, self.poll, delay)?;
+        Ok(true)
+    }
+
+    /// Injects a fault into the uplink's driver domain or twin (see `crate::ctl`).
     pub fn inject(&mut self, kind: crate::ctl::FaultKind) -> Result<(), String> {
         let name = &self.spec.name;
-        match &mut self.link {
-            Link::Up(UplinkDriver::Domain(d)) => match kind {
-                crate::ctl::FaultKind::Kill => {
-                    warn!(uplink = %name, pid = d.pid(), "fault injection: kill -9");
-                    d.kill();
+        let Link::Up(d) = &mut self.link else {
+            return Err(format!("uplink {name} is not up"));
+        };
+        match kind {
+            crate::ctl::FaultKind::Kill => {
+                warn!(uplink = %name, pid = d.domain.pid(), "fault injection: kill -9");
+                d.domain.kill();
+                Ok(())
+            }
+            crate::ctl::FaultKind::InDomain(f) => d.domain.inject(f).map_err(|e| e.to_string()),
+            crate::ctl::FaultKind::InTwin(f) => match &d.fast {
+                FastPath::Switch {
+                    instance: SwitchInstance::Twin(t),
+                    ..
+                } => {
+                    warn!(uplink = %name, fault = ?f, "fault injection into the twin");
+                    t.inject(f);
                     Ok(())
                 }
-                crate::ctl::FaultKind::InDomain(f) => d.inject(f).map_err(|e| e.to_string()),
+                _ => Err(format!(
+                    "uplink {name} runs no twin now (fast path: {}); twin faults need mode twin",
+                    d.fast_path_name()
+                )),
             },
-            Link::Up(UplinkDriver::Inline(_)) => Err(format!(
-                "uplink {name} runs inline; faults need mode=domain"
-            )),
-            _ => Err(format!("uplink {name} is not up")),
         }
     }
 
     /// Drops counted inside driver domains (past and current), by reason.
     pub fn domain_drops(&self) -> impl Iterator<Item = (String, u64)> {
         let mut all = self.past_domain_drops.clone();
-        if let Some(now) = self.driver().and_then(UplinkDriver::domain_drops) {
+        if let Some(now) = self.driver().map(UplinkDriver::domain_drops) {
             for (k, v) in now {
                 *all.entry(k).or_default() += v;
             }
@@ -513,7 +780,11 @@ impl Uplink {
     pub fn detail(&self) -> serde_json::Value {
         let current = self.driver().map(UplinkDriver::detail);
         serde_json::json!({
-            "mode": self.spec.mode,
+            "mode": self.mode,
+            "configured_mode": self.spec.mode,
+            "mode_changes": self.mode_changes,
+            "twin_fault_count": self.twin_fault_count,
+            "twin_faults": self.twin_faults,
             "connected": current.is_some(),
             "gave_up": matches!(self.link, Link::GaveUp),
             "driver": current,

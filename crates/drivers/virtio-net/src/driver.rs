@@ -12,13 +12,47 @@
 //! state page; the handle accumulates increments and writes them (and the queues'
 //! cached indices) back once per batch: at the end of [`VirtioNet::tx_flush`],
 //! [`VirtioNet::rx_burst`] and [`VirtioNet::set_rx_notify`]. Nothing allocates.
+//!
+//! # Twin
+//!
+//! The impl block is derived by `twin-derive`: the data-path methods are
+//! `#[fast_path]` entry points of [`VirtioNetTwin`], which the switch's twin runtime
+//! holds; two `#[slow_path]` routines run in the driver domain:
+//!
+//! * `device_error(queue, count)`: at a batch boundary that counted device errors on
+//!   a queue (one upcall per queue and batch, never per error), the domain adds them
+//!   to its own per-queue count in the private page and records the last error;
+//! * `queue_broken(queue)`: the first time a queue turns out broken (an
+//!   unrecoverable [`QueueError`] other than a refused memory access or a
+//!   caller's bad descriptor), the domain records it and requests a reset, which
+//!   [`VirtioNet::reset_requested`] reports (the driver-domain process then ends
+//!   and is restarted with a fresh NIC connection).
+//!
+//! In the driver domain (environment routes [`driver_env::UpcallRoute::Local`]) they
+//! run in place; in a twin they are posted, and the domain runs them through
+//! [`VirtioNet::dispatch_upcall`]. A twin may touch only what
+//! [`NetLayout::twin_access_map`] grants: never the private page.
+//!
+//! # Fault injection
+//!
+//! With the `fault-injection` feature (off by default; the project's release binary
+//! enables it so that tests can inject faults at run time), [`VirtioNet::tx_flush`]
+//! and [`VirtioNet::rx_burst`] first take a pending
+//! [`driver_env::InjectedFault`] from the environment (one `take` of a `Cell` per
+//! batch in the project's environments) and commit it: `ForbiddenRead` reads the
+//! private page (a twin faults, the domain goes on), `WildWrite` writes past the
+//! region (always refused), `Panic` panics, `Stuck` spins re-reading the RX used
+//! index until an access fails (a watchdog-armed environment makes it fail).
 
 use driver_env::{DriverEnv, DriverMem, MemFault};
 use driver_virtqueue::{QueueCounters, QueueError, Virtqueue};
 use twin_wire::features::{self, F_VERSION_1, NET_F_MRG_RXBUF, RING_F_EVENT_IDX};
 use twin_wire::net_hdr::{HDR_LEN_MODERN, NUM_BUFFERS_OFFSET};
 
-use crate::layout::{LayoutError, NetConfig, NetLayout, RX_QUEUE, STATE_PAGE, TX_QUEUE};
+use crate::layout::{
+    LayoutError, NetConfig, NetLayout, COUNTERS_LEN, PRIVATE_PAGE, RX_QUEUE, STATE_CONFIG_LEN,
+    STATE_PAGE, TX_QUEUE,
+};
 
 const MAGIC: u32 = 0x5456_4e31; // "TVN1"
 const VERSION: u32 = 1;
@@ -42,6 +76,21 @@ const C_RX_DEVICE_ERR: u64 = 120;
 const C_TX_DEVICE_ERR: u64 = 128;
 const C_TX_TOO_LONG: u64 = 136;
 const C_TX_COMPLETED: u64 = 144;
+// The twin's access map (`NetLayout::twin_access_map`) follows these.
+const _: () = assert!(P_REGION_LEN + 8 <= STATE_CONFIG_LEN && C_TX_PACKETS == STATE_CONFIG_LEN);
+const _: () = assert!(C_TX_COMPLETED + 8 == STATE_CONFIG_LEN + COUNTERS_LEN);
+
+// Private page fields (offsets from `NetLayout::private`; driver domain only).
+/// u64: 1 once a slow-path routine requested a device reset.
+const V_RESET_REQUESTED: u64 = 0;
+/// u64: bit q set when queue q was reported broken.
+const V_BROKEN_QUEUES: u64 = 8;
+/// u64: the last device-error report, `LAST_ERROR_VALID | queue << 32 | count`.
+const V_LAST_ERROR: u64 = 16;
+/// u64 per queue (RX, TX): device errors reported.
+const V_DEVICE_ERRORS: u64 = 24;
+const LAST_ERROR_VALID: u64 = 1 << 48;
+const _: () = assert!(V_DEVICE_ERRORS + 16 <= PRIVATE_PAGE);
 
 /// Error of this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +123,9 @@ pub enum NetError {
     /// `attach` found no initialised driver state.
     #[error("region holds no initialised virtio-net driver state")]
     NotInitialised,
+    /// A slow-path routine was asked about a queue the driver does not have.
+    #[error("no queue {0}")]
+    UnknownQueue(u16),
     /// A frame does not fit in a TX buffer (the buffer is returned to the free list).
     #[error("frame of {len} bytes exceeds the TX buffer capacity of {cap}")]
     FrameTooLong {
@@ -138,6 +190,24 @@ pub struct NetStats {
     pub features: u64,
 }
 
+/// What the driver domain's slow-path routines recorded in its private page
+/// ([`VirtioNet::domain_errors`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DomainErrors {
+    /// RX device errors reported by fast paths.
+    pub rx_device_errors: u64,
+    /// TX device errors reported by fast paths.
+    pub tx_device_errors: u64,
+    /// The last report: queue and how many errors that batch counted.
+    pub last_error: Option<(u16, u32)>,
+    /// The RX queue was reported broken.
+    pub rx_broken: bool,
+    /// The TX queue was reported broken.
+    pub tx_broken: bool,
+    /// A device reset was requested.
+    pub reset_requested: bool,
+}
+
 /// Counter increments not yet written to the state page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Pending {
@@ -184,6 +254,22 @@ pub struct VirtioNet {
     /// The frame capacity of a buffer, computed once.
     frame_capacity: usize,
     pending: Pending,
+    /// Queues (bit per device queue) this handle reported broken already.
+    reported_broken: u8,
+}
+
+/// Whether `e` means the queue is broken for good: not recoverable, and neither a
+/// refused memory access (an environment's verdict on this instance, not on the
+/// queue) nor a descriptor the caller did not reserve (a caller's bug).
+fn breaks_queue(e: &QueueError) -> bool {
+    !e.is_recoverable() && !matches!(e, QueueError::Access(_) | QueueError::NotReserved(_))
+}
+
+fn queue_bit(queue: u16) -> Result<u64, NetError> {
+    match queue {
+        RX_QUEUE | TX_QUEUE => Ok(1 << queue),
+        q => Err(NetError::UnknownQueue(q)),
+    }
 }
 
 /// Chooses the features to acknowledge from what the device offers: VERSION_1 is
@@ -206,6 +292,7 @@ fn bump<E: DriverMem>(env: &E, off: u64, by: u64) -> Result<(), MemFault> {
     env.write_u64(off, env.read_u64(off)?.wrapping_add(by))
 }
 
+#[twin_derive::twin_driver(twin = VirtioNetTwin, upcall = VirtioNetUpcall)]
 impl VirtioNet {
     /// Initialises a fresh region for `cfg` with the negotiated `features` (from
     /// [`negotiate`]) and posts every RX buffer (published, not kicked).
@@ -225,6 +312,7 @@ impl VirtioNet {
         }
         let event_idx = features::has(features, RING_F_EVENT_IDX);
         env.zero_bytes(0, STATE_PAGE)?;
+        env.zero_bytes(layout.private, PRIVATE_PAGE)?;
         env.write_u32(P_VERSION, VERSION)?;
         env.write_u64(P_FEATURES, features)?;
         env.write_u16(P_QUEUE_SIZE, cfg.queue_size)?;
@@ -252,6 +340,7 @@ impl VirtioNet {
             mrg_rxbuf: features::has(features, NET_F_MRG_RXBUF),
             frame_capacity: layout.frame_capacity(),
             pending: Pending::default(),
+            reported_broken: 0,
         }
     }
 
@@ -279,27 +368,33 @@ impl VirtioNet {
     }
 
     /// The layout.
+    #[fast_path]
     pub fn layout(&self) -> &NetLayout {
         &self.layout
     }
 
     /// The receive queue.
+    #[fast_path]
     pub fn rx_queue(&self) -> &Virtqueue {
         &self.rx
     }
 
     /// The transmit queue.
+    #[fast_path]
     pub fn tx_queue(&self) -> &Virtqueue {
         &self.tx
     }
 
     /// Reserves a TX buffer, reaping completions first if none is free. `Ok(None)`:
     /// the ring is full (counted).
+    #[fast_path]
     pub fn tx_reserve<E: DriverEnv>(&mut self, env: &E) -> Result<Option<TxBuf>, NetError> {
-        let mut id = self.tx.reserve(env)?;
+        let r = self.tx.reserve(env);
+        let mut id = self.q(env, TX_QUEUE, r)?;
         if id.is_none() {
             self.tx_reap(env)?;
-            id = self.tx.reserve(env)?;
+            let r = self.tx.reserve(env);
+            id = self.q(env, TX_QUEUE, r)?;
         }
         match id {
             Some(id) => Ok(Some(TxBuf {
@@ -316,6 +411,7 @@ impl VirtioNet {
 
     /// Posts a reserved TX buffer holding a `len`-byte frame. Visible to the device
     /// after [`VirtioNet::tx_flush`].
+    #[fast_path]
     pub fn tx_commit<E: DriverEnv>(
         &mut self,
         env: &E,
@@ -324,7 +420,8 @@ impl VirtioNet {
     ) -> Result<(), NetError> {
         if len > buf.capacity || len > self.frame_capacity {
             self.pending.tx_too_long += 1;
-            self.tx.cancel(env, buf.id)?;
+            let r = self.tx.cancel(env, buf.id);
+            self.q(env, TX_QUEUE, r)?;
             return Err(NetError::FrameTooLong {
                 len,
                 cap: self.frame_capacity,
@@ -336,22 +433,31 @@ impl VirtioNet {
         let hdr = self.layout.tx_buf(buf.id);
         // len <= frame_capacity < 65536.
         let total = (len + HDR_LEN_MODERN) as u32;
-        self.tx.commit(env, buf.id, hdr, total, false)?;
+        let r = self.tx.commit(env, buf.id, hdr, total, false);
+        self.q(env, TX_QUEUE, r)?;
         self.pending.tx_packets += 1;
         self.pending.tx_bytes += len as u64;
         Ok(())
     }
 
     /// Returns a reserved TX buffer unused.
+    #[fast_path]
     pub fn tx_cancel<E: DriverEnv>(&mut self, env: &E, buf: TxBuf) -> Result<(), NetError> {
-        Ok(self.tx.cancel(env, buf.id)?)
+        let r = self.tx.cancel(env, buf.id);
+        self.q(env, TX_QUEUE, r)
     }
 
     /// Publishes the committed TX batch, kicks the device if it wants it, reaps
     /// completions and writes the counters back (a batch boundary). Returns whether
     /// it kicked.
+    #[fast_path]
     pub fn tx_flush<E: DriverEnv>(&mut self, env: &E) -> Result<bool, NetError> {
-        let kicked = self.tx.flush(env)?;
+        #[cfg(feature = "fault-injection")]
+        if let Some(fault) = env.take_injected_fault() {
+            self.commit_injected_fault(env, fault)?;
+        }
+        let r = self.tx.flush(env);
+        let kicked = self.q(env, TX_QUEUE, r)?;
         let reaped = self.tx_reap(env);
         self.sync(env)?;
         reaped?;
@@ -360,6 +466,7 @@ impl VirtioNet {
 
     /// Reclaims completed TX buffers; returns how many. Counted in the handle until
     /// the next batch boundary.
+    #[fast_path]
     pub fn tx_reap<E: DriverEnv>(&mut self, env: &E) -> Result<usize, NetError> {
         let mut done = 0usize;
         // Bounded: each pop consumes one used entry, and there are at most size of them.
@@ -370,7 +477,7 @@ impl VirtioNet {
                 Err(e) if e.is_recoverable() => self.pending.tx_device_errors += 1,
                 Err(e) => {
                     self.pending.tx_completed += done as u64;
-                    return Err(e.into());
+                    return Err(self.queue_error(env, TX_QUEUE, e));
                 }
             }
         }
@@ -379,31 +486,47 @@ impl VirtioNet {
     }
 
     /// Writes counter increments and both queues' cached state back to the region:
-    /// afterwards the region is the source of truth.
+    /// afterwards the region is the source of truth. If the batch counted device
+    /// errors on a queue, reports them to the driver domain (one `device_error`
+    /// upcall per queue).
+    #[fast_path]
     pub fn sync<E: DriverEnv>(&mut self, env: &E) -> Result<(), NetError> {
+        let mut device_errors = [0u64; 2];
         if self.pending != Pending::default() {
-            for (off, by) in self.pending.fields() {
+            let p = self.pending;
+            for (off, by) in p.fields() {
                 bump(env, off, by)?;
             }
             self.pending = Pending::default();
+            device_errors = [p.rx_device_errors, p.tx_device_errors];
         }
-        self.tx.sync(env)?;
-        self.rx.sync(env)?;
+        let r = self.tx.sync(env);
+        self.q(env, TX_QUEUE, r)?;
+        let r = self.rx.sync(env);
+        self.q(env, RX_QUEUE, r)?;
+        for (queue, n) in [(RX_QUEUE, device_errors[0]), (TX_QUEUE, device_errors[1])] {
+            if n != 0 {
+                self.device_error(env, queue, u32::try_from(n).unwrap_or(u32::MAX))?;
+            }
+        }
         Ok(())
     }
 
     /// Posts every free RX buffer (not published). Returns how many.
+    #[fast_path]
     pub fn rx_refill<E: DriverEnv>(&mut self, env: &E) -> Result<usize, NetError> {
         let mut n = 0;
         let buf_size = self.layout.cfg.buf_size;
         let pool = self.layout.pool;
         // Buffer i of the RX queue belongs to descriptor i (see `layout`).
         while self.rx.num_free() > 0 {
-            let Some(id) = self.rx.reserve(env)? else {
+            let r = self.rx.reserve(env);
+            let Some(id) = self.q(env, RX_QUEUE, r)? else {
                 break;
             };
             let addr = pool + u64::from(id) * u64::from(buf_size);
-            self.rx.commit(env, id, addr, buf_size, true)?;
+            let r = self.rx.commit(env, id, addr, buf_size, true);
+            self.q(env, RX_QUEUE, r)?;
             n += 1;
         }
         Ok(n)
@@ -413,12 +536,17 @@ impl VirtioNet {
     /// publishes once (kicking if the device wants it); a batch boundary. Returns
     /// how many frames `f` saw. The frame memory is only valid during the call of
     /// `f`.
+    #[fast_path]
     pub fn rx_burst<E: DriverEnv>(
         &mut self,
         env: &E,
         max: usize,
         mut f: impl FnMut(RxFrame),
     ) -> Result<usize, NetError> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(fault) = env.take_injected_fault() {
+            self.commit_injected_fault(env, fault)?;
+        }
         let mut seen = 0usize;
         let mut bytes = 0u64;
         let mut result: Result<(), NetError> = Ok(());
@@ -457,7 +585,7 @@ impl VirtioNet {
                 Ok(None) => break,
                 Err(e) if e.is_recoverable() => self.pending.rx_device_errors += 1,
                 Err(e) => {
-                    result = Err(e.into());
+                    result = Err(self.queue_error(env, RX_QUEUE, e));
                     break;
                 }
             }
@@ -469,7 +597,7 @@ impl VirtioNet {
                 // flush() syncs the queue; sync() below writes the rest.
                 Ok(n) if n > 0 => {
                     if let Err(e) = self.rx.flush(env) {
-                        result = Err(e.into());
+                        result = Err(self.queue_error(env, RX_QUEUE, e));
                     }
                 }
                 Ok(_) => {}
@@ -482,6 +610,7 @@ impl VirtioNet {
     }
 
     /// Whether received frames are waiting.
+    #[fast_path]
     pub fn rx_pending<E: DriverEnv>(&self, env: &E) -> Result<bool, NetError> {
         Ok(self.rx.has_used(env)?)
     }
@@ -489,13 +618,16 @@ impl VirtioNet {
     /// Turns RX interrupts on (event-driven host) or off (busy poll); a batch
     /// boundary. Turning them on returns whether frames raced in (poll again before
     /// sleeping).
+    #[fast_path]
     pub fn set_rx_notify<E: DriverEnv>(&mut self, env: &E, on: bool) -> Result<bool, NetError> {
-        let raced = self.rx.set_notify(env, on)?;
+        let r = self.rx.set_notify(env, on);
+        let raced = self.q(env, RX_QUEUE, r)?;
         self.sync(env)?;
         Ok(raced)
     }
 
     /// Reads the counters (the state page's plus increments not yet written back).
+    #[fast_path]
     pub fn stats<E: DriverEnv>(&self, env: &E) -> Result<NetStats, NetError> {
         let p = &self.pending;
         let r = |off: u64, add: u64| -> Result<u64, NetError> {
@@ -517,6 +649,114 @@ impl VirtioNet {
             tx_queue: self.tx.counters(env)?,
             features: env.read_u64(P_FEATURES)?,
         })
+    }
+
+    /// Passes a queue result through; on an error that breaks the queue, reports it
+    /// to the driver domain (see [`VirtioNet::queue_error`]).
+    #[inline]
+    fn q<T, E: DriverEnv>(
+        &mut self,
+        env: &E,
+        queue: u16,
+        r: Result<T, QueueError>,
+    ) -> Result<T, NetError> {
+        r.map_err(|e| self.queue_error(env, queue, e))
+    }
+
+    /// Converts a queue error. The first time this handle sees `queue` broken, it
+    /// calls the `queue_broken` slow path (the original error is returned either
+    /// way; a failure of the routine itself, possible only in the driver domain,
+    /// is dropped in its favour).
+    fn queue_error<E: DriverEnv>(&mut self, env: &E, queue: u16, e: QueueError) -> NetError {
+        if breaks_queue(&e) {
+            let bit = 1u8 << (queue & 7);
+            if self.reported_broken & bit == 0 {
+                self.reported_broken |= bit;
+                let _ = self.queue_broken(env, queue);
+            }
+        }
+        e.into()
+    }
+
+    /// Slow path: a fast path counted `count` device errors on `queue` in one
+    /// batch. Adds them to the driver domain's per-queue count and records them as
+    /// the last error.
+    #[slow_path]
+    fn device_error<E: DriverEnv>(&self, env: &E, queue: u16, count: u32) -> Result<(), NetError> {
+        queue_bit(queue)?;
+        let private = self.layout.private;
+        bump(
+            env,
+            private + V_DEVICE_ERRORS + 8 * u64::from(queue),
+            u64::from(count),
+        )?;
+        let last = LAST_ERROR_VALID | (u64::from(queue) << 32) | u64::from(count);
+        env.write_u64(private + V_LAST_ERROR, last)?;
+        Ok(())
+    }
+
+    /// Slow path: `queue` turned out broken. Records it and requests a device reset
+    /// (the driver domain restarts with a fresh NIC connection).
+    #[slow_path]
+    fn queue_broken<E: DriverEnv>(&self, env: &E, queue: u16) -> Result<(), NetError> {
+        let bit = queue_bit(queue)?;
+        let at = self.layout.private + V_BROKEN_QUEUES;
+        env.write_u64(at, env.read_u64(at)? | bit)?;
+        env.write_u64(self.layout.private + V_RESET_REQUESTED, 1)?;
+        Ok(())
+    }
+
+    /// Whether a slow-path routine requested a device reset (driver domain only:
+    /// reads the private page).
+    pub fn reset_requested<E: DriverEnv>(&self, env: &E) -> Result<bool, NetError> {
+        Ok(env.read_u64(self.layout.private + V_RESET_REQUESTED)? != 0)
+    }
+
+    /// What the slow-path routines recorded (driver domain only: reads the private
+    /// page).
+    pub fn domain_errors<E: DriverEnv>(&self, env: &E) -> Result<DomainErrors, NetError> {
+        let private = self.layout.private;
+        let broken = env.read_u64(private + V_BROKEN_QUEUES)?;
+        let last = env.read_u64(private + V_LAST_ERROR)?;
+        Ok(DomainErrors {
+            rx_device_errors: env.read_u64(private + V_DEVICE_ERRORS)?,
+            tx_device_errors: env.read_u64(private + V_DEVICE_ERRORS + 8)?,
+            // Bits 32..48 and 0..32 by construction.
+            last_error: (last & LAST_ERROR_VALID != 0)
+                .then_some(((last >> 32) as u16, last as u32)),
+            rx_broken: broken & (1 << RX_QUEUE) != 0,
+            tx_broken: broken & (1 << TX_QUEUE) != 0,
+            reset_requested: env.read_u64(private + V_RESET_REQUESTED)? != 0,
+        })
+    }
+
+    /// Commits an injected fault (feature `fault-injection`). `Ok`: the
+    /// misbehaviour was allowed here (a forbidden read in the driver domain) and the
+    /// caller goes on.
+    #[cfg(feature = "fault-injection")]
+    fn commit_injected_fault<E: DriverEnv>(
+        &self,
+        env: &E,
+        fault: driver_env::InjectedFault,
+    ) -> Result<(), NetError> {
+        use driver_env::InjectedFault;
+        match fault {
+            InjectedFault::ForbiddenRead => {
+                env.read_u64(self.layout.private + V_RESET_REQUESTED)?;
+                Ok(())
+            }
+            InjectedFault::WildWrite => {
+                env.write_u64(env.region_len().next_multiple_of(8), 0x5457_494e_4641_554c)?;
+                Ok(())
+            }
+            InjectedFault::Panic => {
+                panic!("injected fault: the virtio-net fast path panics on request")
+            }
+            InjectedFault::Stuck => loop {
+                env.load_acquire_u16(self.layout.rx.used + 2)?;
+                std::hint::spin_loop();
+            },
+        }
     }
 }
 

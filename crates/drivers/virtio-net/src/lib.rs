@@ -5,8 +5,9 @@
 //!
 //! Read in this order:
 //! * [`layout`]: where everything lives in the driver's region: a state page with
-//!   the configuration and counters, the RX (queue 0) and TX (queue 1) rings and
-//!   their state blocks, and a buffer pool with one fixed buffer per descriptor.
+//!   the configuration and counters, the driver domain's private page, the RX
+//!   (queue 0) and TX (queue 1) rings and their state blocks, and a buffer pool with
+//!   one fixed buffer per descriptor; and what a twin may touch of it.
 //! * [`driver`]: feature selection, transmit (reserve a buffer, let the host copy a
 //!   frame into it, commit, flush once per batch), receive (a burst of used RX
 //!   buffers handed to a callback, then recycled with one publish), TX completion
@@ -18,6 +19,11 @@
 //! in the region at a batch boundary can be continued by another process that maps
 //! it ([`driver::VirtioNet::attach`]).
 //!
+//! The driver is twin-capable (crate `twin-derive`): [`VirtioNetTwin`] is its
+//! fast-path entry table, [`VirtioNetUpcall`] its slow-path upcalls, and
+//! [`VirtioNet::dispatch_upcall`] runs them in the driver domain. See
+//! `docs/twin-drivers.md`.
+//!
 //! Limits: one queue pair, no offloads, no control queue, no config space (MAC,
 //! link status). Frames larger than a buffer are refused on TX; on RX, with
 //! MRG_RXBUF negotiated, a frame spread over more than one buffer is dropped and
@@ -26,5 +32,8 @@
 pub mod driver;
 pub mod layout;
 
-pub use driver::{NetError, NetStats, RxFrame, TxBuf, VirtioNet};
+pub use driver::{
+    DomainErrors, NetError, NetStats, RxFrame, TxBuf, UpcallDispatchError, VirtioNet,
+    VirtioNetTwin, VirtioNetUpcall,
+};
 pub use layout::{LayoutError, NetConfig, NetLayout};

@@ -164,3 +164,628 @@ fn hostile_rx_entries_are_dropped_and_counted() {
     // Every reclaimed buffer went back to the device.
     assert_eq!(s.rx_queue.num_free, 0);
 }
+
+// ---------------------------------------------------------------------------
+// Twin: upcalls, stubs, dispatcher, the access map.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use driver_env::access::AccessRange;
+use driver_env::{
+    check_range, Doorbell, FaultInjection, FaultKind, InjectedFault, UpcallError, UpcallMsg,
+    UpcallRoute, Upcalls,
+};
+
+use crate::layout::ACCESS_RANGES;
+
+/// What a twin sees: the region through the layout's access map (every access
+/// checked and recorded per range), upcalls posted, a watchdog that refuses every
+/// access once a budget is spent. The fake device keeps using the raw `VecEnv`.
+struct TwinEnv<'a> {
+    mem: &'a VecEnv,
+    map: [AccessRange; ACCESS_RANGES],
+    /// Per range: (reads, writes).
+    touched: RefCell<BTreeMap<&'static str, (u64, u64)>>,
+    posted: RefCell<Vec<UpcallMsg>>,
+    fault: Cell<Option<InjectedFault>>,
+    budget: Cell<Option<u64>>,
+}
+
+impl<'a> TwinEnv<'a> {
+    fn new(mem: &'a VecEnv, layout: &NetLayout) -> Self {
+        Self {
+            mem,
+            map: layout.twin_access_map(),
+            touched: RefCell::default(),
+            posted: RefCell::default(),
+            fault: Cell::new(None),
+            budget: Cell::new(None),
+        }
+    }
+
+    fn take_posted(&self) -> Vec<VirtioNetUpcall> {
+        std::mem::take(&mut *self.posted.borrow_mut())
+            .iter()
+            .map(|m| VirtioNetUpcall::decode(m).unwrap())
+            .collect()
+    }
+
+    fn touched(&self, name: &str) -> (u64, u64) {
+        self.touched.borrow().get(name).copied().unwrap_or((0, 0))
+    }
+
+    fn check(&self, addr: u64, len: u64, write: bool) -> Result<(), MemFault> {
+        if let Some(left) = self.budget.get() {
+            if left == 0 {
+                return Err(MemFault::new(addr, len, FaultKind::Watchdog));
+            }
+            self.budget.set(Some(left - 1));
+        }
+        check_range(addr, len, 1, self.mem.region_len())?;
+        let end = addr + len;
+        let mut covered = 0;
+        for r in &self.map {
+            let (lo, hi) = (r.start.max(addr), r.end().min(end));
+            if lo >= hi {
+                continue;
+            }
+            let ok = if write {
+                r.access.can_write()
+            } else {
+                r.access.can_read()
+            };
+            if !ok {
+                return Err(MemFault::new(addr, len, FaultKind::Permission));
+            }
+            covered += hi - lo;
+            let mut t = self.touched.borrow_mut();
+            let e = t.entry(r.name).or_default();
+            if write {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
+        if covered != len {
+            // Padding between ranges.
+            return Err(MemFault::new(addr, len, FaultKind::Permission));
+        }
+        Ok(())
+    }
+}
+
+impl DriverMem for TwinEnv<'_> {
+    fn region_len(&self) -> u64 {
+        self.mem.region_len()
+    }
+    fn read_u16(&self, addr: u64) -> Result<u16, MemFault> {
+        self.check(addr, 2, false)?;
+        self.mem.read_u16(addr)
+    }
+    fn read_u32(&self, addr: u64) -> Result<u32, MemFault> {
+        self.check(addr, 4, false)?;
+        self.mem.read_u32(addr)
+    }
+    fn read_u64(&self, addr: u64) -> Result<u64, MemFault> {
+        self.check(addr, 8, false)?;
+        self.mem.read_u64(addr)
+    }
+    fn write_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
+        self.check(addr, 2, true)?;
+        self.mem.write_u16(addr, val)
+    }
+    fn write_u32(&self, addr: u64, val: u32) -> Result<(), MemFault> {
+        self.check(addr, 4, true)?;
+        self.mem.write_u32(addr, val)
+    }
+    fn write_u64(&self, addr: u64, val: u64) -> Result<(), MemFault> {
+        self.check(addr, 8, true)?;
+        self.mem.write_u64(addr, val)
+    }
+    fn load_acquire_u16(&self, addr: u64) -> Result<u16, MemFault> {
+        self.check(addr, 2, false)?;
+        self.mem.load_acquire_u16(addr)
+    }
+    fn store_release_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
+        self.check(addr, 2, true)?;
+        self.mem.store_release_u16(addr, val)
+    }
+    fn fence(&self) {
+        self.mem.fence();
+    }
+    fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.check(addr, buf.len() as u64, false)?;
+        self.mem.read_bytes(addr, buf)
+    }
+    fn write_bytes(&self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
+        self.check(addr, buf.len() as u64, true)?;
+        self.mem.write_bytes(addr, buf)
+    }
+}
+
+impl Doorbell for TwinEnv<'_> {
+    fn kick(&self, queue: u16) {
+        self.mem.kick(queue);
+    }
+}
+
+impl Upcalls for TwinEnv<'_> {
+    fn upcall(&self, msg: UpcallMsg) -> UpcallRoute {
+        self.posted.borrow_mut().push(msg);
+        UpcallRoute::Posted
+    }
+}
+
+impl FaultInjection for TwinEnv<'_> {
+    fn take_injected_fault(&self) -> Option<InjectedFault> {
+        self.fault.take()
+    }
+}
+
+const ALL: u64 = F_VERSION_1 | RING_F_EVENT_IDX | NET_F_MRG_RXBUF;
+
+#[test]
+fn twin_fast_path_stays_inside_the_access_map() {
+    for features in [ALL, F_VERSION_1, F_VERSION_1 | RING_F_EVENT_IDX] {
+        let (env, dom, mut rx, mut tx) = setup(features);
+        let layout = *dom.layout();
+        let tenv = TwinEnv::new(&env, &layout);
+        // The map is enforced.
+        assert_eq!(
+            tenv.read_u64(layout.private).unwrap_err().kind,
+            FaultKind::Permission
+        );
+        assert_eq!(
+            tenv.write_u32(P_MAGIC, 0).unwrap_err().kind,
+            FaultKind::Permission
+        );
+        assert_eq!(
+            tenv.write_u32(layout.rx.used + 4, 0).unwrap_err().kind,
+            FaultKind::Permission
+        );
+        assert_eq!(
+            tenv.write_u16(layout.rx_buf(0), 0).unwrap_err().kind,
+            FaultKind::Permission
+        );
+        tenv.touched.borrow_mut().clear();
+
+        let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
+        for round in 0..40u8 {
+            twin.set_rx_notify(&tenv, round % 2 == 0).unwrap();
+            for i in 0..5u8 {
+                let b = twin.tx_reserve(&tenv).unwrap().unwrap();
+                tenv.write_bytes(b.frame_addr, &[round ^ i; 64]).unwrap();
+                twin.tx_commit(&tenv, b, 64).unwrap();
+            }
+            let spare = twin.tx_reserve(&tenv).unwrap().unwrap();
+            twin.tx_cancel(&tenv, spare).unwrap();
+            twin.tx_flush(&tenv).unwrap();
+            assert_eq!(loopback(&env, &mut rx, &mut tx), 5);
+            if round == 7 {
+                // A hostile device entry: counted, reported once.
+                let (id, _, _) = rx.take(&env).unwrap();
+                let _ = id;
+                rx.complete(&env, 9999, 60);
+            }
+            assert!(twin.rx_pending(&tenv).unwrap());
+            let mut frames = 0;
+            twin.rx_burst(&tenv, 64, |f| {
+                let mut b = [0u8; 64];
+                tenv.read_bytes(f.addr, &mut b[..f.len]).unwrap();
+                assert_eq!(b[0], round ^ frames);
+                frames += 1;
+            })
+            .unwrap();
+            assert_eq!(frames, 5);
+            twin.tx_reap(&tenv).unwrap();
+            twin.sync(&tenv).unwrap();
+        }
+        twin.rx_refill(&tenv).unwrap();
+        let s = twin.stats(&tenv).unwrap();
+        assert_eq!(
+            (s.tx_packets, s.rx_packets, s.rx_device_errors),
+            (200, 200, 1)
+        );
+        assert_eq!(twin.layout(), &layout);
+        assert_eq!(twin.rx_queue().size(), 16);
+        assert_eq!(twin.tx_queue().size(), 16);
+
+        // Never the private page, never a write where the twin may only read.
+        assert_eq!(tenv.touched("private"), (0, 0));
+        for r in &layout.twin_access_map() {
+            let (reads, writes) = tenv.touched(r.name);
+            assert!(r.access.can_write() || writes == 0, "{} written", r.name);
+            assert!(r.access.can_read() || reads == 0, "{} read", r.name);
+        }
+        for busy in [
+            "counters",
+            "rx-used",
+            "tx-used",
+            "rx-avail",
+            "tx-desc",
+            "tx-buffers",
+        ] {
+            assert_ne!(tenv.touched(busy), (0, 0), "{busy}");
+        }
+        assert_eq!(tenv.touched("state-config").1, 0);
+        assert_eq!(
+            tenv.take_posted(),
+            vec![VirtioNetUpcall::DeviceError {
+                queue: RX_QUEUE,
+                count: 1
+            }]
+        );
+
+        // Back in the domain: the twin's batch boundary is a valid state.
+        let again = VirtioNet::attach(&env).unwrap();
+        assert_eq!(again.stats(&env).unwrap(), s);
+    }
+}
+
+#[test]
+fn upcall_messages_round_trip_and_bad_ones_are_refused() {
+    assert_eq!(
+        VirtioNetUpcall::ROUTINES,
+        &[(1, "device_error"), (2, "queue_broken")]
+    );
+    assert_eq!(
+        VirtioNet::SLOW_PATH_ROUTINES,
+        &["device_error", "queue_broken"]
+    );
+    for entry in [
+        "tx_reserve",
+        "tx_flush",
+        "rx_burst",
+        "sync",
+        "stats",
+        "layout",
+    ] {
+        assert!(VirtioNet::TWIN_ENTRY_POINTS.contains(&entry), "{entry}");
+    }
+    for domain_only in ["init", "attach", "reset_requested", "domain_errors"] {
+        assert!(!VirtioNet::TWIN_ENTRY_POINTS.contains(&domain_only));
+    }
+    for u in [
+        VirtioNetUpcall::DeviceError {
+            queue: TX_QUEUE,
+            count: u32::MAX,
+        },
+        VirtioNetUpcall::QueueBroken { queue: RX_QUEUE },
+    ] {
+        assert_eq!(VirtioNetUpcall::decode(&u.encode()), Ok(u));
+    }
+    let m = |op, args| UpcallMsg { op, args };
+    assert_eq!(
+        VirtioNetUpcall::decode(&m(0, [0; 3])),
+        Err(UpcallError::UnknownOp(0))
+    );
+    assert_eq!(
+        VirtioNetUpcall::decode(&m(3, [0; 3])),
+        Err(UpcallError::UnknownOp(3))
+    );
+    assert_eq!(
+        VirtioNetUpcall::decode(&m(1, [1 << 16, 1, 0])),
+        Err(UpcallError::BadArg {
+            op: 1,
+            index: 0,
+            value: 1 << 16
+        })
+    );
+    assert_eq!(
+        VirtioNetUpcall::decode(&m(1, [0, 1 << 32, 0])),
+        Err(UpcallError::BadArg {
+            op: 1,
+            index: 1,
+            value: 1 << 32
+        })
+    );
+    assert_eq!(
+        VirtioNetUpcall::decode(&m(2, [0, 7, 0])),
+        Err(UpcallError::BadArg {
+            op: 2,
+            index: 1,
+            value: 7
+        })
+    );
+}
+
+#[test]
+fn stubs_post_in_a_twin_and_run_in_place_in_the_domain() {
+    let (env, d, _rx, _tx) = setup(ALL);
+    env.set_upcall_route(UpcallRoute::Posted);
+    d.device_error(&env, TX_QUEUE, 3).unwrap();
+    d.queue_broken(&env, RX_QUEUE).unwrap();
+    assert_eq!(
+        env.take_posted(),
+        vec![
+            VirtioNetUpcall::DeviceError {
+                queue: TX_QUEUE,
+                count: 3
+            }
+            .encode(),
+            VirtioNetUpcall::QueueBroken { queue: RX_QUEUE }.encode(),
+        ]
+    );
+    assert_eq!(d.domain_errors(&env).unwrap(), DomainErrors::default());
+    assert!(!d.reset_requested(&env).unwrap());
+
+    env.set_upcall_route(UpcallRoute::Dropped);
+    d.queue_broken(&env, RX_QUEUE).unwrap();
+    assert!(!d.reset_requested(&env).unwrap());
+
+    env.set_upcall_route(UpcallRoute::Local);
+    d.device_error(&env, TX_QUEUE, 3).unwrap();
+    d.device_error(&env, TX_QUEUE, 2).unwrap();
+    d.device_error(&env, RX_QUEUE, 1).unwrap();
+    assert!(!d.reset_requested(&env).unwrap());
+    d.queue_broken(&env, TX_QUEUE).unwrap();
+    assert!(env.take_posted().is_empty());
+    assert_eq!(
+        d.domain_errors(&env).unwrap(),
+        DomainErrors {
+            rx_device_errors: 1,
+            tx_device_errors: 5,
+            last_error: Some((RX_QUEUE, 1)),
+            rx_broken: false,
+            tx_broken: true,
+            reset_requested: true,
+        }
+    );
+    assert!(d.reset_requested(&env).unwrap());
+    assert_eq!(d.device_error(&env, 7, 1), Err(NetError::UnknownQueue(7)));
+}
+
+#[test]
+fn the_dispatcher_runs_routines_in_the_domain() {
+    let (env, mut d, _rx, _tx) = setup(ALL);
+    // Even if the domain's environment would post: the dispatcher runs in place.
+    env.set_upcall_route(UpcallRoute::Posted);
+    let msg = VirtioNetUpcall::DeviceError {
+        queue: RX_QUEUE,
+        count: 4,
+    }
+    .encode();
+    assert_eq!(
+        d.dispatch_upcall(&env, &msg),
+        Ok(VirtioNetUpcall::DeviceError {
+            queue: RX_QUEUE,
+            count: 4
+        })
+    );
+    let call = d
+        .dispatch_upcall(
+            &env,
+            &VirtioNetUpcall::QueueBroken { queue: RX_QUEUE }.encode(),
+        )
+        .unwrap();
+    assert_eq!(call.name(), "queue_broken");
+    assert!(env.take_posted().is_empty());
+    let e = d.domain_errors(&env).unwrap();
+    assert_eq!(
+        (
+            e.rx_device_errors,
+            e.last_error,
+            e.rx_broken,
+            e.reset_requested
+        ),
+        (4, Some((RX_QUEUE, 4)), true, true)
+    );
+    assert_eq!(
+        d.dispatch_upcall(&env, &VirtioNetUpcall::QueueBroken { queue: 9 }.encode()),
+        Err(UpcallDispatchError::Routine {
+            routine: "queue_broken",
+            error: NetError::UnknownQueue(9)
+        })
+    );
+    assert_eq!(
+        d.dispatch_upcall(
+            &env,
+            &UpcallMsg {
+                op: 42,
+                args: [0; 3]
+            }
+        ),
+        Err(UpcallDispatchError::Decode(UpcallError::UnknownOp(42)))
+    );
+}
+
+#[test]
+fn bad_used_ids_post_one_device_error_per_batch() {
+    let (env, mut d, mut rx, mut tx) = setup(ALL);
+    env.set_upcall_route(UpcallRoute::Posted);
+    // Nothing happened: no upcall.
+    d.rx_burst(&env, 64, |_| {}).unwrap();
+    d.tx_flush(&env).unwrap();
+    assert!(env.take_posted().is_empty());
+
+    for _ in 0..3 {
+        rx.take(&env).unwrap();
+    }
+    rx.complete(&env, 5000, 60);
+    rx.complete(&env, 6000, 60);
+    rx.complete(&env, 70000, 60);
+    assert_eq!(d.rx_burst(&env, 64, |_| {}).unwrap(), 0);
+    assert_eq!(
+        env.take_posted(),
+        vec![VirtioNetUpcall::DeviceError {
+            queue: RX_QUEUE,
+            count: 3
+        }
+        .encode()]
+    );
+    d.rx_burst(&env, 64, |_| {}).unwrap();
+    assert!(env.take_posted().is_empty());
+
+    // TX: a completion naming a descriptor that is not in flight.
+    for _ in 0..2 {
+        let b = d.tx_reserve(&env).unwrap().unwrap();
+        d.tx_commit(&env, b, 60).unwrap();
+    }
+    d.tx_flush(&env).unwrap();
+    let (id, _, _) = tx.take(&env).unwrap();
+    tx.complete(&env, u32::from(id), 0);
+    tx.complete(&env, u32::from(id), 0);
+    d.tx_flush(&env).unwrap();
+    assert_eq!(
+        env.take_posted(),
+        vec![VirtioNetUpcall::DeviceError {
+            queue: TX_QUEUE,
+            count: 1
+        }
+        .encode()]
+    );
+    let s = d.stats(&env).unwrap();
+    assert_eq!((s.rx_device_errors, s.tx_device_errors), (3, 1));
+
+    // The domain replays them.
+    let mut dom = VirtioNet::attach(&env).unwrap();
+    for m in [
+        VirtioNetUpcall::DeviceError {
+            queue: RX_QUEUE,
+            count: 3,
+        },
+        VirtioNetUpcall::DeviceError {
+            queue: TX_QUEUE,
+            count: 1,
+        },
+    ] {
+        dom.dispatch_upcall(&env, &m.encode()).unwrap();
+    }
+    let e = dom.domain_errors(&env).unwrap();
+    assert_eq!(
+        (e.rx_device_errors, e.tx_device_errors, e.last_error),
+        (3, 1, Some((TX_QUEUE, 1)))
+    );
+}
+
+#[test]
+fn a_broken_queue_posts_queue_broken_once() {
+    let (env, mut d, rx, _tx) = setup(ALL);
+    env.set_upcall_route(UpcallRoute::Posted);
+    // The device publishes a used index far beyond the ring.
+    env.write_u16(rx.l.used + 2, 100).unwrap();
+    assert!(matches!(
+        d.rx_burst(&env, 64, |_| {}),
+        Err(NetError::Queue(QueueError::Device(_)))
+    ));
+    assert_eq!(
+        env.take_posted(),
+        vec![VirtioNetUpcall::QueueBroken { queue: RX_QUEUE }.encode()]
+    );
+    assert_eq!(
+        d.rx_burst(&env, 64, |_| {}),
+        Err(NetError::Queue(QueueError::Broken(RX_QUEUE)))
+    );
+    assert!(d.set_rx_notify(&env, true).is_err());
+    assert!(env.take_posted().is_empty());
+    // TX is still fine.
+    let b = d.tx_reserve(&env).unwrap().unwrap();
+    d.tx_commit(&env, b, 60).unwrap();
+    d.tx_flush(&env).unwrap();
+    assert!(env.take_posted().is_empty());
+
+    // In the domain the same runs in place and asks for a reset.
+    let (env, mut d, rx, _tx) = setup(ALL);
+    env.write_u16(rx.l.used + 2, 100).unwrap();
+    assert!(!d.reset_requested(&env).unwrap());
+    assert!(d.rx_burst(&env, 64, |_| {}).is_err());
+    assert!(d.reset_requested(&env).unwrap());
+    assert!(d.domain_errors(&env).unwrap().rx_broken);
+}
+
+/// Without the feature, an injected fault is never even taken.
+#[cfg(not(feature = "fault-injection"))]
+#[test]
+fn injected_faults_need_the_feature() {
+    let (env, mut d, _rx, _tx) = setup(ALL);
+    env.inject(InjectedFault::Panic);
+    assert_eq!(d.rx_burst(&env, 64, |_| {}), Ok(0));
+    assert_eq!(d.tx_flush(&env), Ok(false));
+    assert_eq!(env.take_injected_fault(), Some(InjectedFault::Panic));
+}
+
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    use super::*;
+
+    #[test]
+    fn forbidden_read_faults_a_twin_but_not_the_domain() {
+        let (env, mut dom, mut rx, mut tx) = setup(ALL);
+        let layout = *dom.layout();
+        {
+            let tenv = TwinEnv::new(&env, &layout);
+            let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
+            tenv.fault.set(Some(InjectedFault::ForbiddenRead));
+            assert_eq!(
+                twin.rx_burst(&tenv, 64, |_| {}),
+                Err(NetError::Access(MemFault::new(
+                    layout.private,
+                    8,
+                    FaultKind::Permission
+                )))
+            );
+            assert_eq!(tenv.touched("private"), (0, 0));
+            // Each request is committed once.
+            assert_eq!(twin.rx_burst(&tenv, 64, |_| {}), Ok(0));
+        }
+        // In the driver domain the read is legal: the batch goes on.
+        let b = dom.tx_reserve(&env).unwrap().unwrap();
+        dom.tx_commit(&env, b, 60).unwrap();
+        env.inject(InjectedFault::ForbiddenRead);
+        dom.tx_flush(&env).unwrap();
+        assert_eq!(env.take_injected_fault(), None);
+        assert_eq!(loopback(&env, &mut rx, &mut tx), 1);
+        env.inject(InjectedFault::ForbiddenRead);
+        assert_eq!(dom.rx_burst(&env, 64, |_| {}), Ok(1));
+    }
+
+    #[test]
+    fn wild_write_is_refused_everywhere() {
+        let (env, mut dom, _rx, _tx) = setup(ALL);
+        let layout = *dom.layout();
+        let past = MemFault::new(layout.region_len, 8, FaultKind::OutOfBounds);
+        env.inject(InjectedFault::WildWrite);
+        assert_eq!(dom.tx_flush(&env), Err(NetError::Access(past)));
+        let tenv = TwinEnv::new(&env, &layout);
+        let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
+        tenv.fault.set(Some(InjectedFault::WildWrite));
+        assert_eq!(
+            twin.rx_burst(&tenv, 64, |_| {}),
+            Err(NetError::Access(past))
+        );
+        assert_eq!(twin.rx_burst(&tenv, 64, |_| {}), Ok(0));
+    }
+
+    #[test]
+    fn panic_panics_with_a_clear_message() {
+        let (env, mut dom, _rx, _tx) = setup(ALL);
+        env.inject(InjectedFault::Panic);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dom.tx_flush(&env)))
+            .unwrap_err();
+        let msg = caught.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(msg.contains("injected fault"), "{msg:?}");
+    }
+
+    #[test]
+    fn stuck_spins_until_the_watchdog_fires() {
+        let (env, dom, _rx, _tx) = setup(ALL);
+        let layout = *dom.layout();
+        let tenv = TwinEnv::new(&env, &layout);
+        let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
+        tenv.budget.set(Some(10_000));
+        tenv.fault.set(Some(InjectedFault::Stuck));
+        assert_eq!(
+            twin.tx_flush(&tenv),
+            Err(NetError::Access(MemFault::new(
+                layout.rx.used + 2,
+                2,
+                FaultKind::Watchdog
+            )))
+        );
+        assert_eq!(tenv.touched("rx-used").0, 10_000);
+        // The host resets the watchdog; the next batch runs normally.
+        tenv.budget.set(None);
+        assert_eq!(twin.tx_flush(&tenv), Ok(false));
+    }
+}
