@@ -101,6 +101,10 @@ struct NicArgs {
     /// `sink` counts and drops every frame; `reflect` sends each back with MACs swapped.
     #[arg(long, value_parser = ["sink", "reflect"])]
     mode: String,
+    /// Report `rx_digest`: an order-sensitive digest (FNV-1a 64) of every frame
+    /// received from the driver.
+    #[arg(long)]
+    digest: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -116,9 +120,18 @@ struct GenArgs {
     /// Packets per second; omitted means as fast as possible.
     #[arg(long)]
     rate: Option<u64>,
-    /// How long to send, in seconds (fractions allowed).
+    /// How long to send, in seconds (fractions allowed). With --count, the most it
+    /// may take.
     #[arg(long)]
     duration: f64,
+    /// Send exactly this many frames, then stop sending (fewer if --duration ends
+    /// first).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Report `rx_digest`: an order-sensitive digest (FNV-1a 64) of every frame
+    /// received.
+    #[arg(long)]
+    digest: bool,
     /// Source MAC address (default 02:00:00:00:00:<id>).
     #[arg(long)]
     src_mac: Option<MacAddr>,
@@ -181,6 +194,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let stop = stop_flag()?;
             let mut cfg = soft_nic::NicConfig::new(a.socket, mode);
             cfg.busy_poll = a.run.poll == PollMode::Busy;
+            cfg.digest = a.digest;
             let report = soft_nic::run(&cfg, &stop)?;
             print_json(&report)
         }
@@ -196,6 +210,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.frame_len = a.size;
             cfg.rate_pps = a.rate;
             cfg.duration = Duration::from_secs_f64(a.duration);
+            cfg.count = a.count;
+            cfg.digest = a.digest;
             cfg.src_mac = a.src_mac;
             cfg.dst_mac = a.dst_mac.unwrap_or(MacAddr::BROADCAST);
             cfg.mode = match a.run.poll {

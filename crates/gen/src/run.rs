@@ -1,8 +1,9 @@
 //! The generator loop.
 //!
 //! Per iteration: grant a batch from the token bucket (or a full batch when not
-//! rate limited), reserve/copy/commit that many frames, flush once, receive one
-//! burst and check each own frame's sequence number. In event-driven mode an idle
+//! rate limited; never more than a frame count still allows), reserve/copy/commit
+//! that many frames, flush once, receive one burst and check each own frame's
+//! sequence number (and, when asked, fold it into the receive digest). In event-driven mode an idle
 //! iteration arms RX notifications and sleeps on the RX call eventfd (at most until
 //! the next token is due). After the send phase, a short drain phase collects
 //! frames still in flight.
@@ -15,6 +16,7 @@ use driver_host::{DriverConfig, DriverStats, HostedDriver};
 use serde::Serialize;
 use twin_wire::MacAddr;
 
+use crate::digest::FrameDigest;
 use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN};
 
 /// Longest sleep of an idle event-driven generator.
@@ -69,6 +71,14 @@ pub struct GenConfig {
     pub rate_pps: Option<u64>,
     /// How long to send.
     pub duration: Duration,
+    /// Send exactly this many frames, then stop sending (and drain). `duration`
+    /// still bounds the run: a run that cannot send them in time sends fewer.
+    /// Frames a rate-limited run could not send (ring full, counted in
+    /// `tx_dropped_ring_full`) do not count toward it.
+    pub count: Option<u64>,
+    /// Compute [`GenReport::rx_digest`] over every received frame. Off: no
+    /// per-frame cost.
+    pub digest: bool,
     /// Source MAC (default `MacAddr::local(id)`).
     pub src_mac: Option<MacAddr>,
     /// Destination MAC.
@@ -94,6 +104,8 @@ impl GenConfig {
             frame_len: 64,
             rate_pps: None,
             duration: Duration::from_secs(1),
+            count: None,
+            digest: false,
             src_mac: None,
             dst_mac: MacAddr::BROADCAST,
             mode: PollMode::BusyPoll,
@@ -139,14 +151,26 @@ pub struct GenReport {
     pub tx_gbps: f64,
     /// Whether the NIC hung up during the run.
     pub nic_disconnected: bool,
+    /// With [`GenConfig::digest`]: FNV-1a 64 over every received frame (its length
+    /// as u64 little-endian, then its bytes), in arrival order, the state carried
+    /// from frame to frame; 16 hex digits. `None` when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_digest: Option<String>,
     /// The driver's own counters.
     pub driver: DriverStats,
+}
+
+/// What the receive side carries from burst to burst.
+#[derive(Debug, Default)]
+struct RxState {
+    last_seq: Option<u64>,
+    digest: Option<FrameDigest>,
 }
 
 struct Rx<'a> {
     id: u32,
     src: MacAddr,
-    last_seq: Option<u64>,
+    st: &'a mut RxState,
     r: &'a mut GenReport,
 }
 
@@ -154,6 +178,9 @@ impl Rx<'_> {
     fn frame(&mut self, seg: &twin_wire::Segments<'_>) {
         self.r.rx_packets += 1;
         self.r.rx_bytes += seg.len() as u64;
+        if let Some(d) = self.st.digest.as_mut() {
+            d.frame_segments(seg);
+        }
         let mut hdr = [0u8; GEN_HDR_LEN];
         let n = seg.read_prefix(&mut hdr);
         match GenFrame::parse(&hdr[..n]) {
@@ -162,10 +189,11 @@ impl Rx<'_> {
                 if p.dst == self.src {
                     self.r.rx_own_swapped += 1;
                 }
-                if self.last_seq.is_some_and(|l| p.seq <= l) {
+                let last = &mut self.st.last_seq;
+                if last.is_some_and(|l| p.seq <= l) {
                     self.r.rx_out_of_order += 1;
                 }
-                self.last_seq = Some(self.last_seq.map_or(p.seq, |l| l.max(p.seq)));
+                *last = Some(last.map_or(p.seq, |l| l.max(p.seq)));
             }
             _ => self.r.rx_foreign += 1,
         }
@@ -202,7 +230,10 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     }
     let mut d = connect(cfg, stop)?;
     let mut report = GenReport::default();
-    let mut rx_state = None::<u64>;
+    let mut rx_state = RxState {
+        last_seq: None,
+        digest: cfg.digest.then(FrameDigest::new),
+    };
     let mut seq = 0u64;
     let batch = cfg.batch;
     let start = Instant::now();
@@ -223,6 +254,11 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         if now >= end || stop.load(Ordering::Relaxed) {
             break;
         }
+        let left = match cfg.count {
+            Some(c) if report.tx_packets >= c => break,
+            Some(c) => usize::try_from(c - report.tx_packets).unwrap_or(usize::MAX),
+            None => usize::MAX,
+        };
         iter += 1;
         if iter.is_multiple_of(4096) && !d.is_connected() {
             report.nic_disconnected = true;
@@ -230,12 +266,12 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             break;
         }
         let grant = match cfg.rate_pps {
-            None => batch,
+            None => batch.min(left),
             Some(rate) => {
                 tokens += now.duration_since(last_refill).as_secs_f64() * rate as f64;
                 last_refill = now;
                 tokens = tokens.min(bucket);
-                let g = (tokens as usize).min(batch);
+                let g = (tokens as usize).min(batch).min(left);
                 tokens -= g as f64;
                 g
             }
@@ -296,6 +332,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         report.tx_gbps = report.tx_bytes as f64 * 8.0 / sent_for / 1e9;
     }
     report.driver = d.stats();
+    report.rx_digest = rx_state.digest.map(|dg| dg.hex());
     tracing::info!(
         tx = report.tx_packets,
         rx = report.rx_packets,
@@ -310,16 +347,14 @@ fn rx_burst(
     report: &mut GenReport,
     id: u32,
     src: MacAddr,
-    last_seq: &mut Option<u64>,
+    st: &mut RxState,
     max: usize,
 ) -> usize {
     let mut rx = Rx {
         id,
         src,
-        last_seq: *last_seq,
+        st,
         r: report,
     };
-    let n = d.rx_burst(max, |seg| rx.frame(seg));
-    *last_seq = rx.last_seq;
-    n
+    d.rx_burst(max, |seg| rx.frame(seg))
 }

@@ -412,3 +412,135 @@ pub fn testpmd(tag: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> Proc {
     p.hugepage_prefix = Some(prefix);
     p
 }
+
+/// An event-driven `twin gen` that sends exactly `count` 64-byte frames from `src`
+/// to `dst` at `rate` pps (at most `secs` seconds), with generator id `id`; with
+/// `digest`, its report has `rx_digest`.
+#[allow(clippy::too_many_arguments)]
+pub fn gen_exact(
+    sock: &str,
+    src: &str,
+    dst: &str,
+    id: &str,
+    count: &str,
+    rate: &str,
+    secs: &str,
+    digest: bool,
+) -> Proc {
+    let mut args = vec![
+        "gen",
+        "--socket",
+        sock,
+        "--size",
+        "64",
+        "--rate",
+        rate,
+        "--duration",
+        secs,
+        "--count",
+        count,
+        "--id",
+        id,
+        "--src-mac",
+        src,
+        "--dst-mac",
+        dst,
+        "--poll",
+        "event",
+    ];
+    if digest {
+        args.push("--digest");
+    }
+    Proc::twin("gen", &args)
+}
+
+/// An event-driven built-in NIC in reflect mode on `sock`; with `digest`, its report
+/// has `rx_digest`.
+pub fn nic_reflect(sock: &str, digest: bool) -> Proc {
+    let mut args = vec![
+        "nic", "--socket", sock, "--mode", "reflect", "--poll", "event",
+    ];
+    if digest {
+        args.push("--digest");
+    }
+    Proc::twin("nic", &args)
+}
+
+/// Runs `twin ctl --control SOCK ARGS...` and returns its answer (stdout, trimmed;
+/// empty when the switch could not be reached).
+pub fn ctl_answer(sock: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_twin"))
+        .args(["ctl", "--control", sock])
+        .args(args)
+        .output()
+        .expect("run twin ctl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The switch's live report (`twin ctl ... status`).
+pub fn ctl_status(sock: &str) -> Value {
+    let s = ctl_answer(sock, &["status"]);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("status is not JSON ({e}): {s:?}"))
+}
+
+/// Polls the switch's status until `pred` holds and returns that status; fails
+/// after `timeout`, naming `what` and showing the last status.
+pub fn wait_status(
+    sock: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let s = ctl_status(sock);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "not {what} within {timeout:?}; last status: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A string by JSON pointer ("" when absent).
+pub fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Process ids of `pid`'s children.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// Process ids of every descendant of `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = children_of(pid);
+    while let Some(p) = todo.pop() {
+        if !out.contains(&p) {
+            todo.extend(children_of(p));
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whether a line of `/proc/PID/maps` contains `needle` (a memfd shows as
+/// `/memfd:NAME (deleted)`).
+pub fn maps_contain(pid: u32, needle: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| m.lines().any(|l| l.contains(needle)))
+        .unwrap_or(false)
+}
