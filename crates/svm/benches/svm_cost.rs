@@ -1,10 +1,15 @@
 //! What SVM's checks cost compared with direct vm-memory access to the same mapping.
 //!
-//! Hand-rolled (no criterion): each measurement runs a loop of N operations, is
-//! repeated REPS times, and the median ns/operation is reported. Addresses are passed
-//! through `black_box` so the compiler cannot hoist the checks out of the loops.
+//! Hand-rolled (no criterion): each measurement runs a loop of N operations and is
+//! repeated REPS times, alternating with its direct counterpart so that changes in the
+//! machine's load hit both alike; the median (and the minimum) ns/operation are
+//! reported. Addresses are passed through `black_box` so the compiler cannot hoist
+//! the checks out of the loops. "direct" is what `driver_host::env::DirectEnv` does:
+//! vm-memory's `get_atomic_ref` / `get_slice` on the region's mapping.
 //!
 //! Run: `cargo bench -p svm --bench svm_cost`.
+
+#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};

@@ -72,6 +72,10 @@
 //!   must use it only for that operation.
 //! * The SVM gives memory safety, not value validity: the driver domain and the NIC
 //!   write the region concurrently, so every value read must still be validated.
+//!
+//! [`Svm`] also implements [`DriverMem`], so a driver can run against it directly
+//! (faults become [`MemFault`]s through `From<SvmFault>`); doorbells, upcalls and any
+//! watchdog are the twin environment's business, not this crate's.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
@@ -433,17 +437,19 @@ impl Svm {
     /// Sets the `len` bytes at `addr` to `byte`.
     pub fn fill(&self, addr: u64, len: u64, byte: u8) -> Result<(), SvmFault> {
         // Checked first: a successful check bounds len by the region, so it fits usize.
-        self.check(addr, len, Op::Write)?;
-        let n = usize::try_from(len)
-            .map_err(|_| self.fault(addr, len, Op::Write, SvmFaultKind::Backend))?;
-        let s = self.slice(addr, n, Op::Write)?;
+        let off = self.check(addr, len, Op::Write)?;
+        let backend = || self.fault(addr, len, Op::Write, SvmFaultKind::Backend);
+        let n = usize::try_from(len).map_err(|_| backend())?;
+        let s = self
+            .region
+            .mapping()
+            .get_slice(off, n)
+            .map_err(|_| backend())?;
         let chunk = [byte; 256];
         let mut done = 0usize;
         while done < n {
             let k = (n - done).min(chunk.len());
-            let part = s
-                .subslice(done, k)
-                .map_err(|_| self.fault(addr, len, Op::Write, SvmFaultKind::Backend))?;
+            let part = s.subslice(done, k).map_err(|_| backend())?;
             part.copy_from(&chunk[..k]);
             done += k;
         }
