@@ -94,6 +94,7 @@ impl SvmEnv {
         self.injected.set(Some(fault));
     }
 
+    #[cold]
     fn record(&self, f: EnvFault) {
         if self.fault.get().is_none() {
             self.fault.set(Some(f));
@@ -101,7 +102,7 @@ impl SvmEnv {
     }
 
     /// One access: charges the budget. Cheap unless the budget ran out.
-    #[inline]
+    #[inline(always)]
     fn charge(&self, addr: u64, len: u64) -> Result<(), MemFault> {
         let b = self.budget.get();
         if b > 0 {
@@ -126,7 +127,7 @@ impl SvmEnv {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn svm_result<T>(&self, r: Result<T, SvmFault>) -> Result<T, MemFault> {
         r.map_err(|f| {
             self.record(EnvFault::Svm(f));
@@ -137,12 +138,12 @@ impl SvmEnv {
 
 macro_rules! typed {
     ($read:ident, $write:ident, $load:ident, $store:ident, $t:ty) => {
-        #[inline]
+        #[inline(always)]
         fn $read(&self, addr: u64) -> Result<$t, MemFault> {
             self.charge(addr, std::mem::size_of::<$t>() as u64)?;
             self.svm_result(self.svm.$load(addr, Ordering::Relaxed))
         }
-        #[inline]
+        #[inline(always)]
         fn $write(&self, addr: u64, val: $t) -> Result<(), MemFault> {
             self.charge(addr, std::mem::size_of::<$t>() as u64)?;
             self.svm_result(self.svm.$store(addr, val, Ordering::Relaxed))
@@ -157,12 +158,12 @@ impl DriverMem for SvmEnv {
     typed!(read_u16, write_u16, load_u16, store_u16, u16);
     typed!(read_u32, write_u32, load_u32, store_u32, u32);
     typed!(read_u64, write_u64, load_u64, store_u64, u64);
-    #[inline]
+    #[inline(always)]
     fn load_acquire_u16(&self, addr: u64) -> Result<u16, MemFault> {
         self.charge(addr, 2)?;
         self.svm_result(self.svm.load_u16(addr, Ordering::Acquire))
     }
-    #[inline]
+    #[inline(always)]
     fn store_release_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
         self.charge(addr, 2)?;
         self.svm_result(self.svm.store_u16(addr, val, Ordering::Release))
@@ -185,7 +186,7 @@ impl DriverMem for SvmEnv {
 }
 
 impl FrameMemory for SvmEnv {
-    #[inline]
+    #[inline(always)]
     fn frame_slice(
         &self,
         addr: u64,

@@ -7,8 +7,8 @@
 //! 0x1000  driver-domain private page (4 KiB): what the slow-path routines record
 //!         (device errors per queue, the last error, broken queues, reset request).
 //!         A twin has no access at all.
-//! 0x2000  RX queue (device queue 0): descriptor table, avail ring, used ring,
-//!         queue state block (crate driver-virtqueue)
+//! 0x2000  RX queue (device queue 0): descriptor table, avail ring, queue state
+//!         block, used ring (crate driver-virtqueue)
 //!   ...   TX queue (device queue 1), page-aligned, same shape
 //!   ...   buffer pool, page-aligned: queue_size RX buffers, then queue_size TX
 //!         buffers, buf_size bytes each; buffer i of a queue belongs to its
@@ -135,15 +135,21 @@ impl NetLayout {
         let q = |l: &QueueLayout, names: [&'static str; 4]| {
             [
                 r(l.desc, 16 * n, Access::ReadWrite, names[0]),
-                // flags, idx, ring[n], used_event
-                r(l.avail, 6 + 2 * n, Access::ReadWrite, names[1]),
+                // flags, idx, ring[n], used_event, and the padding up to the state
+                // block, so that everything the driver writes is one span
+                r(l.avail, l.state - l.avail, Access::ReadWrite, names[1]),
+                r(
+                    l.state,
+                    l.state_end() - l.state,
+                    Access::ReadWrite,
+                    names[3],
+                ),
                 // flags, idx, ring[n], avail_event
                 r(l.used, 6 + 8 * n, Access::ReadOnly, names[2]),
-                r(l.state, l.end() - l.state, Access::ReadWrite, names[3]),
             ]
         };
-        let [rd, ra, ru, rs] = q(&self.rx, ["rx-desc", "rx-avail", "rx-used", "rx-state"]);
-        let [td, ta, tu, ts] = q(&self.tx, ["tx-desc", "tx-avail", "tx-used", "tx-state"]);
+        let [rd, ra, rs, ru] = q(&self.rx, ["rx-desc", "rx-avail", "rx-used", "rx-state"]);
+        let [td, ta, ts, tu] = q(&self.tx, ["tx-desc", "tx-avail", "tx-used", "tx-state"]);
         let bufs = n * u64::from(self.cfg.buf_size);
         [
             r(0, STATE_CONFIG_LEN, Access::ReadOnly, "state-config"),
@@ -156,12 +162,12 @@ impl NetLayout {
             r(self.private, PRIVATE_PAGE, Access::None, "private"),
             rd,
             ra,
-            ru,
             rs,
+            ru,
             td,
             ta,
-            tu,
             ts,
+            tu,
             r(self.pool, bufs, Access::ReadOnly, "rx-buffers"),
             r(self.pool + bufs, bufs, Access::ReadWrite, "tx-buffers"),
         ]
@@ -246,7 +252,8 @@ mod tests {
                 l.tx_buf(queue_size - 1) + u64::from(buf_size)
             );
             assert_eq!(by_name("rx-buffers").start, l.rx_buf(0));
-            assert_eq!(by_name("tx-state").end(), l.tx.end());
+            assert_eq!(by_name("tx-state").end(), l.tx.state_end());
+            assert_eq!(by_name("tx-used").end(), l.tx.end());
         }
     }
 }

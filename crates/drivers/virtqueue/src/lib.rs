@@ -193,7 +193,10 @@ const fn align_up(v: u64, a: u64) -> u64 {
 
 impl QueueLayout {
     /// Packs a queue of `size` descriptors from `base` upward (base rounded up to 4 KiB
-    /// so the rings start page-aligned). Use [`QueueLayout::end`] for the next free byte.
+    /// so the rings start page-aligned): descriptor table, avail ring, state block,
+    /// used ring. Everything the driver writes is contiguous (a twin's SVM checks it
+    /// against one span), and the device-written used ring comes last. Use
+    /// [`QueueLayout::end`] for the next free byte.
     pub fn new(base: u64, size: u16) -> Result<Self, QueueError> {
         if size == 0 || !size.is_power_of_two() || size > MAX_QUEUE_SIZE {
             return Err(QueueError::InvalidSize(u32::from(size)));
@@ -201,8 +204,9 @@ impl QueueLayout {
         let n = u64::from(size);
         let desc = align_up(base, 4096);
         let avail = desc + 16 * n;
-        let used = align_up(avail + 6 + 2 * n, 4);
-        let state = align_up(used + 6 + 8 * n, 8);
+        let state = align_up(avail + 6 + 2 * n, 8);
+        let state_end = align_up(state + S_FREE_STACK + 2 * n, 8) + 8 * n;
+        let used = align_up(state_end, 4);
         Ok(Self {
             size,
             desc,
@@ -213,8 +217,13 @@ impl QueueLayout {
     }
 
     /// First byte after the state block.
-    pub fn end(&self) -> u64 {
+    pub fn state_end(&self) -> u64 {
         self.meta_base() + 8 * u64::from(self.size)
+    }
+
+    /// First byte after the queue (the used ring's end).
+    pub fn end(&self) -> u64 {
+        self.used + 6 + 8 * u64::from(self.size)
     }
 
     fn free_stack(&self, i: u16) -> u64 {
