@@ -21,7 +21,11 @@
 //!   (core 0).
 //!
 //! Mpps is what reached the far end: the NIC's received frames over the generator's
-//! sending time, or for DPDK the median of testpmd's per-second rates. This is a
+//! sending time, or for DPDK the median of testpmd's per-second rates. With
+//! `--repeat N` every cell runs N times and the table shows medians; the data path's
+//! CPU (`datapath_cpu`: switch and driver domain, CPU-seconds per million packets) is
+//! the seeds' CPU-scaled cost, without the generator and the NIC, which are the same
+//! in every mode. This is a
 //! benchmark, not a test: it reports numbers and asserts nothing about them.
 
 use std::time::Duration;
@@ -48,6 +52,9 @@ pub struct BenchArgs {
         default_value = "native,inline,domain,twin,client-port,dpdk,dpdk-ref"
     )]
     paths: Vec<String>,
+    /// Runs per cell; the table shows medians (and the spread of the Mpps).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -64,6 +71,55 @@ struct Sample {
     cpu_s: Vec<(String, f64)>,
     /// CPU seconds per million delivered packets, all processes together.
     cpu_s_per_mpkt: f64,
+    /// CPU seconds per million delivered packets of the switch and the driver
+    /// domain: the cost of the data path itself (the generator and the NIC are the
+    /// same in every mode). 0 for paths without a switch.
+    datapath_cpu_s_per_mpkt: f64,
+}
+
+/// The medians of one cell's runs.
+#[derive(Debug, Serialize)]
+struct Cell {
+    path: String,
+    size: usize,
+    runs: usize,
+    mpps: f64,
+    mpps_min: f64,
+    mpps_max: f64,
+    gbps: f64,
+    cpu_s_per_mpkt: f64,
+    datapath_cpu_s_per_mpkt: f64,
+    /// Million packets per CPU-second of the data path (switch and domain).
+    datapath_mpps_per_cpu: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl Cell {
+    fn of(runs: &[Sample]) -> Cell {
+        let get = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+        let dp = get(|r| r.datapath_cpu_s_per_mpkt);
+        let mpps: Vec<f64> = runs.iter().map(|r| r.mpps).collect();
+        Cell {
+            path: runs.first().map(|r| r.path.clone()).unwrap_or_default(),
+            size: runs.first().map_or(0, |r| r.size),
+            runs: runs.len(),
+            mpps: median(mpps.clone()),
+            mpps_min: mpps.iter().copied().fold(f64::INFINITY, f64::min),
+            mpps_max: mpps.iter().copied().fold(0.0, f64::max),
+            gbps: get(|r| r.gbps),
+            cpu_s_per_mpkt: get(|r| r.cpu_s_per_mpkt),
+            datapath_cpu_s_per_mpkt: dp,
+            datapath_mpps_per_cpu: if dp > 0.0 { 1.0 / dp } else { 0.0 },
+        }
+    }
 }
 
 struct Scratch(std::path::PathBuf);
@@ -92,7 +148,17 @@ fn sample(path: &str, size: usize, packets: f64, secs: f64, cpu: Vec<(String, f6
         0.0
     };
     let total_cpu: f64 = cpu.iter().map(|(_, c)| c).sum();
+    let datapath_cpu: f64 = cpu
+        .iter()
+        .filter(|(n, _)| n == "switch" || n == "domain")
+        .map(|(_, c)| c)
+        .sum();
     Sample {
+        datapath_cpu_s_per_mpkt: if packets > 0.0 {
+            datapath_cpu / (packets / 1e6)
+        } else {
+            0.0
+        },
         path: path.to_string(),
         size,
         mpps,
@@ -304,36 +370,53 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if !(a.duration.is_finite() && a.duration >= 1.0) {
         bail!("--duration must be at least 1 second");
     }
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
     let s = Scratch::new()?;
-    let mut results = Vec::new();
+    let mut runs = Vec::new();
+    let mut cells = Vec::new();
     println!(
-        "{:<12} {:>6} {:>8} {:>8} {:>14}  cpu seconds per process",
-        "path", "size", "Mpps", "Gbit/s", "cpu_s/Mpkt"
+        "{:<12} {:>6} {:>8} {:>13} {:>8} {:>11} {:>13}  (medians of {} runs)",
+        "path", "size", "Mpps", "(min-max)", "Gbit/s", "cpu_s/Mpkt", "datapath_cpu", a.repeat
     );
     for path in &a.paths {
         for &size in &a.sizes {
-            let r = match path.as_str() {
-                "native" => run_native(&s, size, a.duration),
-                "inline" | "domain" | "twin" => run_switched(&s, path, size, a.duration),
-                "client-port" | "dpdk" | "dpdk-ref" => run_dpdk(&s, path, size, a.duration),
-                other => bail!("unknown path {other:?}"),
+            let mut cell_runs = Vec::new();
+            for _ in 0..a.repeat {
+                let r = match path.as_str() {
+                    "native" => run_native(&s, size, a.duration),
+                    "inline" | "domain" | "twin" => run_switched(&s, path, size, a.duration),
+                    "client-port" | "dpdk" | "dpdk-ref" => run_dpdk(&s, path, size, a.duration),
+                    other => bail!("unknown path {other:?}"),
+                }
+                .with_context(|| format!("{path} at {size} B"))?;
+                let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n}={c:.2}")).collect();
+                eprintln!(
+                    "  run: {path} {size} B: {:.2} Mpps, cpu {}",
+                    r.mpps,
+                    cpu.join(" ")
+                );
+                cell_runs.push(r);
             }
-            .with_context(|| format!("{path} at {size} B"))?;
-            let cpu: Vec<String> = r.cpu_s.iter().map(|(n, c)| format!("{n}={c:.2}")).collect();
+            let c = Cell::of(&cell_runs);
             println!(
-                "{:<12} {:>6} {:>8.2} {:>8.2} {:>14.3}  {}",
-                r.path,
-                r.size,
-                r.mpps,
-                r.gbps,
-                r.cpu_s_per_mpkt,
-                cpu.join(" ")
+                "{:<12} {:>6} {:>8.2} {:>13} {:>8.2} {:>11.3} {:>13.3}",
+                c.path,
+                c.size,
+                c.mpps,
+                format!("({:.2}-{:.2})", c.mpps_min, c.mpps_max),
+                c.gbps,
+                c.cpu_s_per_mpkt,
+                c.datapath_cpu_s_per_mpkt
             );
-            results.push(r);
+            runs.extend(cell_runs);
+            cells.push(c);
         }
     }
     if let Some(p) = a.json {
-        std::fs::write(&p, serde_json::to_string_pretty(&results)?)
+        let doc = serde_json::json!({ "cells": cells, "runs": runs });
+        std::fs::write(&p, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())

@@ -35,8 +35,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure throughput and CPU cost of every data path (a benchmark, not a test).
     Bench(bench::BenchArgs),
-    /// Talk to a running switch's control socket: `status`, or
-    /// `fault UPLINK kill|panic|hang|garbage|bogus-length|open-file|open-socket`.
+    /// Talk to a running switch's control socket: `status`,
+    /// `mode UPLINK inline|domain|twin`, or `fault UPLINK KIND` with KIND one of
+    /// kill, panic, hang, garbage, bogus-length, open-file, open-socket (the driver
+    /// domain) or twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck (the
+    /// twin).
     Ctl(CtlArgs),
     /// Internal: a driver domain, started by the switch with its bootstrap socket as
     /// standard input.
@@ -76,9 +79,13 @@ struct SwitchArgs {
     /// any other source address are dropped. Repeatable.
     #[arg(long = "client", value_name = "NAME=SOCKET[,mac=MAC]")]
     clients: Vec<ClientSpec>,
-    /// An uplink: NAME=NIC_SOCKET[,mode=inline]. The switch connects to the NIC's
-    /// vhost-user socket, retrying until it appears. Repeatable.
-    #[arg(long = "uplink", value_name = "NAME=NIC_SOCKET[,mode=inline]")]
+    /// An uplink: NAME=NIC_SOCKET[,mode=inline|domain|twin]. Its driver domain
+    /// connects to the NIC's vhost-user socket (retrying until it appears); the mode
+    /// says who runs the driver's fast path (default inline). Repeatable.
+    #[arg(
+        long = "uplink",
+        value_name = "NAME=NIC_SOCKET[,mode=inline|domain|twin]"
+    )]
     uplinks: Vec<UplinkSpec>,
     /// Learned MAC addresses expire after this many seconds without traffic.
     #[arg(long, default_value_t = 300)]

@@ -490,6 +490,42 @@ fn every_injected_twin_fault_is_contained() {
     }
 }
 
+#[test]
+fn the_twin_reattaches_to_a_restarted_driver_domain() {
+    let _m = serial();
+    let s = Scratch::new("twinrestart");
+    let nic_s = s.path("nic.sock");
+    let mut nic = nic_reflect(&nic_s, false);
+    let (mut sw, socks, ctl) = twin_switch(&s, &nic_s, "twin", &[("c1", C1)]);
+    let mut st = wait_fast_path(&ctl, "twin");
+    let mut g = gen_event(&socks[0], C1, OUTSIDE, "60", "10000");
+    const KILLS: u64 = 5;
+    for i in 0..KILLS {
+        let pid = driver_pid(&st).expect("driver pid");
+        assert_eq!(ctl_answer(&ctl, &["fault", "u0", "kill"]), "ok", "kill {i}");
+        // A new domain, and the twin on its state: no mode change was asked for.
+        st = wait_status(&ctl, Duration::from_secs(10), "re-attached twin", |st| {
+            fast_path(st) == "twin" && driver_pid(st).is_some_and(|p| p != pid)
+        });
+        let rx0 = n(&st, "/uplinks/u0/rx_packets");
+        st = wait_status(&ctl, Duration::from_secs(10), "frames through it", |st| {
+            n(st, "/uplinks/u0/rx_packets") > rx0
+        });
+        assert_eq!(str_at(&st, "/uplinks/u0/detail/mode"), "twin", "kill {i}");
+        assert!(g.running(), "the client was disconnected after kill {i}");
+    }
+    let g = g.stop_report();
+    let sw_r = sw.stop_report();
+    let _ = nic.stop_report();
+    eprintln!("gen {g}\nswitch {sw_r}");
+    assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), KILLS);
+    assert_eq!(n(&sw_r, "/uplinks/u0/detail/twin_fault_count"), 0);
+    assert_eq!(n(&sw_r, "/clients/c1/connects"), 1);
+    assert_eq!(n(&g, "/rx_out_of_order"), 0);
+    // The twin counts through the SVM on the last domain's state.
+    assert!(switch_instance_stat(&sw_r, "rx_packets") > 0);
+}
+
 const COUNT: u64 = 20_000;
 const GEN_ID: u32 = 7;
 
