@@ -151,8 +151,8 @@ fn sample(path: &str, size: usize, packets: f64, secs: f64, cpu: Vec<(String, f6
     let datapath_cpu: f64 = cpu
         .iter()
         .filter(|(n, _)| n == "switch" || n == "domain")
-        .map(|(_, c)| c)
-        .sum();
+        // A fold from +0.0: an empty float sum is -0.0.
+        .fold(0.0, |a, (_, c)| a + c);
     Sample {
         datapath_cpu_s_per_mpkt: if packets > 0.0 {
             datapath_cpu / (packets / 1e6)
