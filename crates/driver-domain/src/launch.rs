@@ -453,16 +453,16 @@ impl DomainLink {
         self.owner_seq
     }
 
-    /// Whether the DD has carried out request `seq` (a wrong acknowledgement is
-    /// simply not this one; a DD that never answers is caught by the caller's
-    /// timeout or the watchdog).
-    pub fn owner_acked(&self, seq: u64) -> bool {
-        let want = Request {
-            seq,
-            owner: Owner::Switch,
-        };
+    /// Whether the DD has carried out request `seq` for `owner` (a wrong
+    /// acknowledgement is simply not this one; a DD that never answers is caught by
+    /// the caller's timeout or the watchdog).
+    ///
+    /// A lying DD (one that acknowledges and keeps running the fast path) can only
+    /// corrupt its own region, which the switch's instance validates (and a twin
+    /// reaches only through the SVM): the harm stays with this uplink.
+    pub fn owner_acked(&self, seq: u64, owner: Owner) -> bool {
         let word = self.xr.control(handover::CONTROL_OWNER_ACK).unwrap_or(0);
-        Request::from_word(word).is_some_and(|r| r.seq == want.seq)
+        Request::from_word(word) == Some(Request { seq, owner })
     }
 
     /// After the DD acknowledged a handover to the switch: hands every frame still

@@ -8,7 +8,7 @@
 //! * [`run`](mod@run): connect (retrying until a timeout), send in batches (optionally rate
 //!   limited by a token bucket, optionally an exact number of frames), receive and
 //!   check order, report ([`GenReport`]).
-//! * [`digest`]: an order-sensitive digest of the received frames (optional).
+//! * [`FrameDigest`]: an order-sensitive digest of the received frames (optional).
 //!
 //! It connects to any vhost-user *device* socket: a switch client port, the
 //! software NIC, DPDK `net_vhost`.
@@ -16,10 +16,9 @@
 //! Limits: one queue pair; the clock is checked once per batch; the rate limiter
 //! grants whole batches, so rates below one batch per millisecond are lumpy.
 
-pub mod digest;
 pub mod frame;
 pub mod run;
 
-pub use digest::FrameDigest;
 pub use frame::{FrameError, GenFrame, ETHERTYPE_GEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
 pub use run::{run, GenConfig, GenError, GenReport, PollMode};
+pub use twin_wire::digest::FrameDigest;

@@ -16,8 +16,8 @@ use driver_host::{DriverConfig, DriverStats, HostedDriver};
 use serde::Serialize;
 use twin_wire::MacAddr;
 
-use crate::digest::FrameDigest;
 use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN};
+use twin_wire::digest::FrameDigest;
 
 /// Longest sleep of an idle event-driven generator.
 const MAX_SLEEP: Duration = Duration::from_millis(10);

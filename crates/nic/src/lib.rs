@@ -8,7 +8,7 @@
 //! fd (notifications are re-enabled and the ring re-checked before sleeping).
 //!
 //! With `digest` on, the NIC folds every frame it receives from its driver, in
-//! arrival order, into an order-sensitive digest ([`digest`], reported as
+//! arrival order, into an order-sensitive digest ([`FrameDigest`], reported as
 //! `rx_digest`); in reflect mode each frame is then copied out of the ring once
 //! more before it is sent back. Off (the default), nothing changes per frame.
 //!
@@ -16,8 +16,6 @@
 //! is dropped and counted (`tx_drops.no_buffers`), like a real NIC.
 
 #![deny(missing_docs)]
-
-pub mod digest;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +27,7 @@ use twin_wire::{MacAddr, Segments};
 use vhost_device::{DeviceConfig, DeviceHandle, DropCounts, PortEvent};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-pub use digest::FrameDigest;
+pub use twin_wire::digest::FrameDigest;
 
 /// Errors of [`run`].
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,17 @@
-//! An uplink: a NIC driven by the project's virtio-net driver, in one of two places.
+//! An uplink: a NIC driven by the project's virtio-net driver. Every uplink has a
+//! driver domain ([`DomainLink`]: the NIC connection, the slow path, supervision);
+//! its mode says who runs the fast path:
 //!
-//! * `inline`: the driver runs in the switch process, on the data-path thread
-//!   ([`HostedDriver`]).
-//! * `domain`: the driver runs in its own driver-domain process; the switch reaches it
-//!   through the exchange rings ([`DomainLink`]) and supervises it.
+//! * `domain`: the driver domain; the switch reaches it through the exchange rings;
+//! * `inline` or `twin`: the switch's data-path thread, on the driver domain's
+//!   region ([`SwitchInstance`]), after a handover (`driver_domain::handover`).
 //!
-//! Connecting (the vhost-user handshake, or starting a driver domain) happens on a
-//! connector thread, so that a NIC or a domain that is slow, absent or gone never
+//! [`Uplink::set_mode`] (`twin ctl mode`) moves the fast path at run time; a fresh
+//! driver domain always starts with it and is asked to hand it over when the mode
+//! wants; a faulted twin is contained here: reported, the mode set back to
+//! `domain`, the driver domain restarted.
+//!
+//! Starting a driver domain happens on a connector thread, so that a NIC or a domain that is slow, absent or gone never
 //! stalls the data path; the ready driver is handed over through a channel. The data
 //! path checks the link every [`LINK_CHECK_INTERVAL`]: a NIC that hung up, or a
 //! driver domain that exited, hung (no heartbeat within the watchdog), reported a
@@ -520,7 +525,7 @@ impl Uplink {
                     }
                 }
                 if let FastPath::ToSwitch { seq, target, since } = d.fast {
-                    if d.domain.owner_acked(seq) {
+                    if d.domain.owner_acked(seq, Owner::Switch) {
                         return Ok(self.finish_handover(target));
                     }
                     if now.duration_since(since) > HANDOVER_TIMEOUT {

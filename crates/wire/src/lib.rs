@@ -5,12 +5,14 @@
 //! * [`ether`]: Ethernet addresses and the one header field the switch reads.
 //! * [`segments`]: a frame's bytes scattered over guest or driver memory, as
 //!   [`vm_memory::VolatileSlice`]s, and the copy between two such lists.
+//! * [`digest`]: an order-sensitive digest of a frame sequence (for equivalence tests).
 //!
 //! Nothing here allocates; everything is checked before use and never panics on
 //! short or hostile input.
 
 #![deny(missing_docs)]
 
+pub mod digest;
 pub mod ether;
 pub mod features;
 pub mod net_hdr;

@@ -3,10 +3,10 @@
 //! over from frame to frame, so two sequences have the same digest only if they
 //! hold the same frames in the same order (up to hash collisions).
 //!
-//! The same definition is in `traffic-gen` (the two crates share no dependency that
-//! could hold it); both carry the same test vectors.
+//! The traffic generator and the software NIC both report one (`--digest`), so that
+//! tests can show two runs delivered the same frames in the same order.
 
-use twin_wire::Segments;
+use crate::Segments;
 
 /// FNV-1a 64 offset basis.
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -94,7 +94,6 @@ mod tests {
 
     #[test]
     fn known_frame_sequence() {
-        // Shared with traffic-gen's copy: the two must agree.
         let mut d = FrameDigest::new();
         d.frame(b"abc");
         d.frame(&[0u8; 60]);
