@@ -150,10 +150,13 @@ impl Twin {
         let svm = svm::Svm::new(link.region().clone(), &map).map_err(AttachError::Svm)?;
         let env = SvmEnv::new(svm, kicks(link)?, Box::new(link.upcall_sink()));
         env.enter();
-        Ok(Self {
-            fp: attach_checked(env, &layout)?,
-            fault: None,
-        })
+        Ok(Self::new(attach_checked(env, &layout)?))
+    }
+
+    /// A twin over an instance already attached in an [`SvmEnv`] (what
+    /// [`Twin::attach`] builds from a driver domain; tests build their own).
+    pub fn new(fp: FastPath<SvmEnv>) -> Self {
+        Self { fp, fault: None }
     }
 
     /// Why the twin is disabled, if it is. A disabled twin does nothing.
