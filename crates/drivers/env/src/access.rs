@@ -44,8 +44,9 @@ pub struct AccessRange {
 }
 
 impl AccessRange {
-    /// One past the last address.
+    /// One past the last address (saturating: a range that would pass the end of
+    /// the address space ends there; validation refuses it anyway).
     pub const fn end(&self) -> u64 {
-        self.start + self.len
+        self.start.saturating_add(self.len)
     }
 }
