@@ -3,11 +3,15 @@
 //!
 //! * [`bootstrap`]: how the switch hands the DD every descriptor it needs over one
 //!   unix socket (SCM_RIGHTS): the NIC connection, the driver's region, the exchange
-//!   region and two doorbell eventfds. The DD opens nothing itself.
+//!   region, two doorbell eventfds and the four vring eventfds. The DD opens nothing
+//!   itself.
 //! * [`worker`]: the DD's side, the *translation module*: it moves frames between the
 //!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state.
 //! * [`fault`]: fault injection (panic, hang, ring garbage, bogus lengths, sandbox
 //!   violations) through a control word of the exchange region.
+//! * [`handover`]: who runs the uplink's fast path (the DD, or the switch as inline
+//!   or twin), the request/acknowledge protocol that moves it, and the `upcalls`
+//!   channel through which a switch-side instance reaches the driver's slow path.
 //! * [`launch`]: the switch's side: create the regions and doorbells, connect to the
 //!   NIC, start the DD process (the same `twin` binary, `twin driver-domain`), hand
 //!   over the descriptors, and then act as the uplink's driver through the exchange

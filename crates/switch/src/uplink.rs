@@ -11,8 +11,9 @@
 //! wants; a faulted twin is contained here: reported, the mode set back to
 //! `domain`, the driver domain restarted.
 //!
-//! Starting a driver domain happens on a connector thread, so that a NIC or a domain that is slow, absent or gone never
-//! stalls the data path; the ready driver is handed over through a channel. The data
+//! Starting a driver domain happens on a connector thread, so that a NIC or a domain
+//! that is slow, absent or gone never stalls the data path; the ready driver is
+//! handed over through a channel. The data
 //! path checks the link every [`LINK_CHECK_INTERVAL`]: a NIC that hung up, or a
 //! driver domain that exited, hung (no heartbeat within the watchdog), reported a
 //! failure or broke the exchange protocol, is dropped (the domain killed) and a new
