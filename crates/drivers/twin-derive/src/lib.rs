@@ -8,7 +8,7 @@
 //! (`#[fast_path]`) and the support routines that must run in the driver domain
 //! (`#[slow_path]`), and puts [`macro@twin_driver`] on the block:
 //!
-//! ```ignore
+//! ```text
 //! #[twin_derive::twin_driver(twin = VirtioNetTwin, upcall = VirtioNetUpcall)]
 //! impl VirtioNet {
 //!     /// Publishes the TX batch.
