@@ -136,7 +136,8 @@ struct GenArgs {
     #[arg(long)]
     count: Option<u64>,
     /// Report `rx_digest`: an order-sensitive digest (FNV-1a 64) of every frame
-    /// received.
+    /// received. Frames then carry no send timestamp (the same frames every run), so
+    /// no round-trip time is measured (`rtt_*` in the report are 0).
     #[arg(long)]
     digest: bool,
     /// Source MAC address (default 02:00:00:00:00:<id>).

@@ -3,8 +3,13 @@
 //! ```text
 //! 0   dst MAC (6)   6   src MAC (6)   12  ethertype 0x88B5 (2, big-endian)
 //! 14  generator id (u32 LE)           18  sequence number (u64 LE)
-//! 26  payload pattern up to the frame length
+//! 26  send timestamp (u64 LE, ns)     34  payload pattern up to the frame length
 //! ```
+//!
+//! The send timestamp is nanoseconds since the sending generator started (its own
+//! monotonic clock, so only that generator can interpret it). Frames built without
+//! one ([`GenFrame::with_seq`]) carry the payload pattern there instead (bytes 0..=7,
+//! [`NO_TIMESTAMP`]), exactly as before timestamps existed.
 //!
 //! 60..=1514 bytes (Ethernet without FCS, without the virtio header).
 
@@ -16,8 +21,11 @@ pub const ETHERTYPE_GEN: u16 = 0x88B5;
 pub const MIN_FRAME_LEN: usize = 60;
 /// Largest frame the generator sends.
 pub const MAX_FRAME_LEN: usize = 1514;
-/// Bytes of the generator header (Ethernet + id + sequence number).
-pub const GEN_HDR_LEN: usize = 26;
+/// Bytes of the generator header (Ethernet + id + sequence number + send timestamp).
+pub const GEN_HDR_LEN: usize = 34;
+/// The timestamp field of a frame without a timestamp: the payload pattern's bytes
+/// 0..=7 read as u64 LE (about 16 years in nanoseconds, never a plausible time).
+pub const NO_TIMESTAMP: u64 = 0x0706_0504_0302_0100;
 
 /// Error of this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +53,8 @@ pub struct Parsed {
     pub id: u32,
     /// Sequence number.
     pub seq: u64,
+    /// Send timestamp (ns since the sender started; [`NO_TIMESTAMP`] if none).
+    pub sent_ns: u64,
 }
 
 impl GenFrame {
@@ -58,15 +68,23 @@ impl GenFrame {
         buf[6..12].copy_from_slice(&src.0);
         buf[12..14].copy_from_slice(&ETHERTYPE_GEN.to_be_bytes());
         buf[14..18].copy_from_slice(&id.to_le_bytes());
-        for (i, b) in buf[GEN_HDR_LEN..].iter_mut().enumerate() {
+        for (i, b) in buf[26..].iter_mut().enumerate() {
             *b = i as u8;
         }
         Ok(Self { buf, len })
     }
 
-    /// The frame bytes with sequence number `seq`.
+    /// The frame bytes with sequence number `seq` and no timestamp (the same bytes
+    /// for the same `seq`, run after run).
     pub fn with_seq(&mut self, seq: u64) -> &[u8] {
+        self.with_seq_and_time(seq, NO_TIMESTAMP)
+    }
+
+    /// The frame bytes with sequence number `seq` and send timestamp `t_ns`.
+    #[inline]
+    pub fn with_seq_and_time(&mut self, seq: u64, t_ns: u64) -> &[u8] {
         self.buf[18..26].copy_from_slice(&seq.to_le_bytes());
+        self.buf[26..34].copy_from_slice(&t_ns.to_le_bytes());
         &self.buf[..self.len]
     }
 
@@ -86,12 +104,25 @@ impl GenFrame {
         if u16::from_be_bytes([h[12], h[13]]) != ETHERTYPE_GEN {
             return None;
         }
+        let u64_at = |o: usize| {
+            u64::from_le_bytes([
+                h[o],
+                h[o + 1],
+                h[o + 2],
+                h[o + 3],
+                h[o + 4],
+                h[o + 5],
+                h[o + 6],
+                h[o + 7],
+            ])
+        };
         let mac = |o: usize| MacAddr([h[o], h[o + 1], h[o + 2], h[o + 3], h[o + 4], h[o + 5]]);
         Some(Parsed {
             dst: mac(0),
             src: mac(6),
             id: u32::from_le_bytes([h[14], h[15], h[16], h[17]]),
-            seq: u64::from_le_bytes([h[18], h[19], h[20], h[21], h[22], h[23], h[24], h[25]]),
+            seq: u64_at(18),
+            sent_ns: u64_at(26),
         })
     }
 }
@@ -115,9 +146,28 @@ mod tests {
             (p.id, p.seq, p.src, p.dst),
             (7, 42, MacAddr::local(7), MacAddr::BROADCAST)
         );
+        assert_eq!(p.sent_ns, NO_TIMESTAMP);
         assert_eq!(GenFrame::parse(&bytes[..20]), None);
+        assert_eq!(GenFrame::parse(&bytes[..GEN_HDR_LEN - 1]), None);
         let mut other = bytes.clone();
         other[12] = 8;
         assert_eq!(GenFrame::parse(&other), None);
+    }
+
+    #[test]
+    fn timestamp_round_trip() {
+        let mut f = GenFrame::new(64, MacAddr::local(2), MacAddr::BROADCAST, 2).unwrap();
+        let plain = f.with_seq(5).to_vec();
+        // The payload pattern as before timestamps: byte i at 26 + i.
+        assert!(plain[26..].iter().enumerate().all(|(i, &b)| b == i as u8));
+        for t in [0, 1, 123_456_789, u64::MAX] {
+            let bytes = f.with_seq_and_time(9, t).to_vec();
+            assert_eq!(bytes.len(), 64);
+            let p = GenFrame::parse(&bytes).unwrap();
+            assert_eq!((p.id, p.seq, p.sent_ns), (2, 9, t));
+            assert_eq!(bytes[34..], plain[34..]);
+        }
+        // with_seq puts the pattern back.
+        assert_eq!(f.with_seq(5), &plain[..]);
     }
 }

@@ -7,6 +7,17 @@
 //! iteration arms RX notifications and sleeps on the RX call eventfd (at most until
 //! the next token is due). After the send phase, a short drain phase collects
 //! frames still in flight.
+//!
+//! Round-trip time: every frame carries a send timestamp (ns since the generator
+//! started, from the monotonic clock). The clock is read once per batch, at the top
+//! of the iteration, and all frames of a batch carry that time, so an RTT includes
+//! the time a frame waited while its batch was built (at light load, a batch is one
+//! or a few frames and that is ~0). On receive, the first own frame of a burst reads
+//! the clock once for the whole burst; each own frame with a plausible timestamp
+//! (not in the future, under [`RTT_MAX`]) goes into a [`LatencyHistogram`]
+//! allocated once, the others count as `rtt_invalid`. With [`GenConfig::digest`],
+//! frames carry no timestamp (so that the same frames have the same digest run after
+//! run) and no RTT is measured.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,11 +27,14 @@ use driver_host::{DriverConfig, DriverStats, HostedDriver};
 use serde::Serialize;
 use twin_wire::MacAddr;
 
-use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN};
+use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN, NO_TIMESTAMP};
+use crate::latency::LatencyHistogram;
 use twin_wire::digest::FrameDigest;
 
 /// Longest sleep of an idle event-driven generator.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// Round-trip times from this long on count as `rtt_invalid`.
+pub const RTT_MAX: Duration = Duration::from_secs(60);
 
 /// Error of this module.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +91,8 @@ pub struct GenConfig {
     /// `tx_dropped_ring_full`) do not count toward it.
     pub count: Option<u64>,
     /// Compute [`GenReport::rx_digest`] over every received frame. Off: no
-    /// per-frame cost.
+    /// per-frame cost. On: frames carry no send timestamp (their bytes depend only
+    /// on the configuration and the sequence number) and no RTT is measured.
     pub digest: bool,
     /// Source MAC (default `MacAddr::local(id)`).
     pub src_mac: Option<MacAddr>,
@@ -141,6 +156,21 @@ pub struct GenReport {
     pub rx_out_of_order: u64,
     /// Frames of other generators or other protocols.
     pub rx_foreign: u64,
+    /// Own frames whose round-trip time was measured (every own frame with a
+    /// plausible send timestamp; 0 with [`GenConfig::digest`]).
+    pub rtt_samples: u64,
+    /// Own frames whose send timestamp was implausible (in the future, or at least
+    /// [`RTT_MAX`] ago).
+    pub rtt_invalid: u64,
+    /// Round-trip time, median, in microseconds (0 without samples). From a
+    /// log-linear histogram: within 0.8 % of the exact value.
+    pub rtt_p50_us: f64,
+    /// Round-trip time, 99th percentile, in microseconds (0 without samples).
+    pub rtt_p99_us: f64,
+    /// Round-trip time, 99.9th percentile, in microseconds (0 without samples).
+    pub rtt_p999_us: f64,
+    /// Largest round-trip time, in microseconds (exact; 0 without samples).
+    pub rtt_max_us: f64,
     /// Length of the send phase in seconds.
     pub duration_s: f64,
     /// Transmit rate in million packets per second over the send phase.
@@ -165,6 +195,22 @@ pub struct GenReport {
 struct RxState {
     last_seq: Option<u64>,
     digest: Option<FrameDigest>,
+    /// `None` when frames carry no timestamp.
+    rtt: Option<Rtt>,
+}
+
+/// Round-trip-time measurement.
+#[derive(Debug)]
+struct Rtt {
+    /// The generator's start: timestamps are nanoseconds since then.
+    t0: Instant,
+    hist: LatencyHistogram,
+    invalid: u64,
+}
+
+/// Nanoseconds from `t0` to `t` (saturating).
+fn ns_since(t0: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(t0).as_nanos()).unwrap_or(u64::MAX)
 }
 
 struct Rx<'a> {
@@ -172,6 +218,8 @@ struct Rx<'a> {
     src: MacAddr,
     st: &'a mut RxState,
     r: &'a mut GenReport,
+    /// The burst's receive time (read at its first own frame).
+    now_ns: Option<u64>,
 }
 
 impl Rx<'_> {
@@ -194,6 +242,15 @@ impl Rx<'_> {
                     self.r.rx_out_of_order += 1;
                 }
                 *last = Some(last.map_or(p.seq, |l| l.max(p.seq)));
+                if let Some(rtt) = self.st.rtt.as_mut() {
+                    let now = *self
+                        .now_ns
+                        .get_or_insert_with(|| ns_since(rtt.t0, Instant::now()));
+                    match now.checked_sub(p.sent_ns) {
+                        Some(d) if d < RTT_MAX.as_nanos() as u64 => rtt.hist.record(d),
+                        _ => rtt.invalid += 1,
+                    }
+                }
             }
             _ => self.r.rx_foreign += 1,
         }
@@ -230,13 +287,19 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     }
     let mut d = connect(cfg, stop)?;
     let mut report = GenReport::default();
-    let mut rx_state = RxState {
-        last_seq: None,
-        digest: cfg.digest.then(FrameDigest::new),
-    };
     let mut seq = 0u64;
     let batch = cfg.batch;
     let start = Instant::now();
+    let stamp = !cfg.digest;
+    let mut rx_state = RxState {
+        last_seq: None,
+        digest: cfg.digest.then(FrameDigest::new),
+        rtt: stamp.then(|| Rtt {
+            t0: start,
+            hist: LatencyHistogram::new(),
+            invalid: 0,
+        }),
+    };
     let end = start + cfg.duration;
     let mut tokens = 0f64;
     let mut last_refill = start;
@@ -277,6 +340,12 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             }
         };
         let mut sent = 0;
+        // One timestamp for the whole batch (the clock read above).
+        let t_ns = if stamp {
+            ns_since(start, now)
+        } else {
+            NO_TIMESTAMP
+        };
         for i in 0..grant {
             let Some(slot) = d.tx_reserve() else {
                 // The ring stays full for the rest of this batch (tx_reserve already
@@ -287,7 +356,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
                 }
                 break;
             };
-            let bytes = tmpl.with_seq(seq);
+            let bytes = tmpl.with_seq_and_time(seq, t_ns);
             if slot.frame().write_prefix(bytes) == bytes.len() && slot.commit(bytes.len()) {
                 seq += 1;
                 sent += 1;
@@ -333,10 +402,24 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     }
     report.driver = d.stats();
     report.rx_digest = rx_state.digest.map(|dg| dg.hex());
+    if let Some(rtt) = &rx_state.rtt {
+        let h = &rtt.hist;
+        let us = |ns: u64| ns as f64 / 1e3;
+        report.rtt_samples = h.count();
+        report.rtt_invalid = rtt.invalid;
+        if h.count() > 0 {
+            report.rtt_p50_us = us(h.value_at_quantile(0.5));
+            report.rtt_p99_us = us(h.value_at_quantile(0.99));
+            report.rtt_p999_us = us(h.value_at_quantile(0.999));
+            report.rtt_max_us = us(h.max());
+        }
+    }
     tracing::info!(
         tx = report.tx_packets,
         rx = report.rx_packets,
         mpps = report.mpps,
+        rtt_p50_us = report.rtt_p50_us,
+        rtt_p99_us = report.rtt_p99_us,
         "generator done"
     );
     Ok(report)
@@ -355,6 +438,7 @@ fn rx_burst(
         src,
         st,
         r: report,
+        now_ns: None,
     };
     d.rx_burst(max, |seg| rx.frame(seg))
 }

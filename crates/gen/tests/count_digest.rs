@@ -1,7 +1,8 @@
 //! `count` and `digest` end to end against the built-in NIC, in process: the
 //! generator sends exactly the frames asked for, the NIC's digest is the digest of
 //! exactly those frames in sequence order, and the generator's is the digest of
-//! them reflected (MACs swapped).
+//! them reflected (MACs swapped). Without digests, frames carry send timestamps
+//! and every frame that came back has its round-trip time measured.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,8 +63,23 @@ fn run_against_nic(tag: &str, count: u64, rate: Option<u64>, len: usize, digest:
             (g.rx_digest.as_deref(), n.rx_digest.as_deref()),
             (None, None)
         );
+        eprintln!(
+            "{tag}: RTT samples {} p50 {} us p99 {} us p99.9 {} us max {} us",
+            g.rtt_samples, g.rtt_p50_us, g.rtt_p99_us, g.rtt_p999_us, g.rtt_max_us
+        );
+        assert!(g.rx_packets > 0, "{g:?}");
+        assert_eq!(g.rx_own, g.rx_packets, "{g:?}");
+        assert_eq!(g.rtt_samples, g.rx_own, "{g:?}");
+        assert_eq!(g.rtt_invalid, 0, "{g:?}");
+        assert!(g.rtt_p50_us > 0.0, "{g:?}");
+        assert!(g.rtt_p50_us <= g.rtt_p99_us, "{g:?}");
+        assert!(g.rtt_p99_us <= g.rtt_p999_us, "{g:?}");
+        assert!(g.rtt_p999_us <= g.rtt_max_us, "{g:?}");
         return;
     }
+    // Digest runs send no timestamps and measure no RTT.
+    assert_eq!((g.rtt_samples, g.rtt_invalid), (0, 0), "{g:?}");
+    assert_eq!(g.rtt_max_us, 0.0);
     assert_eq!(
         n.rx_digest.as_deref(),
         Some(digest_of(len, src, dst, id, count).as_str())
@@ -90,4 +106,5 @@ fn count_ends_the_run_and_both_digests_match_the_frames_sent() {
     run_against_nic("big", 3_000, Some(50_000), 1500, true);
     run_against_nic("fast", 20_000, None, 64, true);
     run_against_nic("plain", 1_000, None, 64, false);
+    run_against_nic("rtt", 5_000, Some(100_000), 64, false);
 }
