@@ -365,28 +365,7 @@ fn every_injected_twin_fault_is_contained() {
     // one client's frames are flooded to the other, which must count them as
     // foreign, not as its own out of order.
     let gen = |sock: &str, src: &str, id: &str| {
-        Proc::twin(
-            "gen",
-            &[
-                "gen",
-                "--socket",
-                sock,
-                "--size",
-                "64",
-                "--rate",
-                "10000",
-                "--duration",
-                "120",
-                "--id",
-                id,
-                "--src-mac",
-                src,
-                "--dst-mac",
-                OUTSIDE,
-                "--poll",
-                "event",
-            ],
-        )
+        gen_event_with(sock, src, OUTSIDE, "120", "10000", &["--id", id])
     };
     let mut g1 = gen(&socks[0], C1, "1");
     let mut g2 = gen(&socks[1], C2, "2");

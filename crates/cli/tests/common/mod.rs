@@ -255,26 +255,37 @@ impl Drop for Proc {
 /// An event-driven `twin gen` of 64-byte frames from `src` to `dst` at `rate` pps
 /// for `secs` seconds.
 pub fn gen_event(sock: &str, src: &str, dst: &str, secs: &str, rate: &str) -> Proc {
-    Proc::twin(
+    gen_event_with(sock, src, dst, secs, rate, &[])
+}
+
+/// [`gen_event`] with `extra` arguments (`--id`, `--count`, `--digest`, ...).
+pub fn gen_event_with(
+    sock: &str,
+    src: &str,
+    dst: &str,
+    secs: &str,
+    rate: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut args = vec![
         "gen",
-        &[
-            "gen",
-            "--socket",
-            sock,
-            "--size",
-            "64",
-            "--rate",
-            rate,
-            "--duration",
-            secs,
-            "--src-mac",
-            src,
-            "--dst-mac",
-            dst,
-            "--poll",
-            "event",
-        ],
-    )
+        "--socket",
+        sock,
+        "--size",
+        "64",
+        "--rate",
+        rate,
+        "--duration",
+        secs,
+        "--src-mac",
+        src,
+        "--dst-mac",
+        dst,
+        "--poll",
+        "event",
+    ];
+    args.extend_from_slice(extra);
+    Proc::twin("gen", &args)
 }
 
 /// The last line of `out` that parses as a JSON object.
@@ -427,31 +438,11 @@ pub fn gen_exact(
     secs: &str,
     digest: bool,
 ) -> Proc {
-    let mut args = vec![
-        "gen",
-        "--socket",
-        sock,
-        "--size",
-        "64",
-        "--rate",
-        rate,
-        "--duration",
-        secs,
-        "--count",
-        count,
-        "--id",
-        id,
-        "--src-mac",
-        src,
-        "--dst-mac",
-        dst,
-        "--poll",
-        "event",
-    ];
+    let mut extra = vec!["--count", count, "--id", id];
     if digest {
-        args.push("--digest");
+        extra.push("--digest");
     }
-    Proc::twin("gen", &args)
+    gen_event_with(sock, src, dst, secs, rate, &extra)
 }
 
 /// An event-driven built-in NIC in reflect mode on `sock`; with `digest`, its report
