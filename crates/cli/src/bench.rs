@@ -20,6 +20,10 @@
 //! * `dpdk-ref`: DPDK virtio-user txonly (core 1) straight into DPDK net_vhost rxonly
 //!   (core 0).
 //!
+//! After the throughput table, unless `--no-rtt`: the round-trip time of the
+//! generator's own frames at a light load (10 kpps, 64 B) through `native`,
+//! `inline`, `domain` and `twin` to a reflecting NIC, as p50, p99, p99.9 and max.
+//!
 //! Mpps is what reached the far end: the NIC's received frames over the generator's
 //! sending time, or for DPDK the median of testpmd's per-second rates. With
 //! `--repeat N` every cell runs N times and the table shows medians; the data path's
@@ -55,6 +59,10 @@ pub struct BenchArgs {
     /// Runs per cell; the table shows medians (and the spread of the Mpps).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Skip the round-trip-time runs (light load, reflecting NIC) after the
+    /// throughput table.
+    #[arg(long)]
+    no_rtt: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -265,6 +273,54 @@ fn run_switched(s: &Scratch, mode: &str, size: usize, dur: f64) -> anyhow::Resul
     Ok(sample(mode, size, n(&r, "/rx_packets") as f64, secs, cpu))
 }
 
+/// Offered load of the round-trip runs: light, so that the times are the path's,
+/// not a queue's.
+const RTT_RATE_PPS: &str = "10000";
+
+/// Round-trip time under light load: the generator's own 64-byte frames through
+/// `path` (native: straight) to a reflecting NIC and back, placed as in the
+/// throughput runs. Returns (p50, p99, p99.9, max) in microseconds.
+fn run_rtt(s: &Scratch, path: &str, dur: f64) -> anyhow::Result<[f64; 4]> {
+    let (nic_s, c1_s) = (s.sock("nic.sock"), s.sock("c1.sock"));
+    let mut nic = Proc::twin(
+        "nic",
+        &["nic", "--socket", &nic_s, "--mode", "reflect", "--cpu", "1"],
+    )?;
+    wait_for_path(&nic_s, Duration::from_secs(10))?;
+    let mut sw = None;
+    let target = if path == "native" {
+        nic_s.clone()
+    } else {
+        let c1 = format!("c1={c1_s}");
+        let up = format!("u0={nic_s},mode={path}");
+        sw = Some(Proc::twin(
+            "switch",
+            &["switch", "--client", &c1, "--uplink", &up, "--cpu", "0"],
+        )?);
+        wait_for_path(&c1_s, Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_millis(500));
+        c1_s.clone()
+    };
+    let dur_s = dur.to_string();
+    let mut args = gen_args(&target, "64", &dur_s);
+    args.extend(["--rate", RTT_RATE_PPS]);
+    let g = Proc::twin("gen", &args)?.report(Duration::from_secs(30))?;
+    if let Some(mut sw) = sw {
+        let _ = sw.stop_report()?;
+    }
+    let _ = nic.stop_report()?;
+    let f = |p: &str| g.pointer(p).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    if n(&g, "/rtt_samples") == 0 {
+        bail!("no frame came back");
+    }
+    Ok([
+        f("/rtt_p50_us"),
+        f("/rtt_p99_us"),
+        f("/rtt_p999_us"),
+        f("/rtt_max_us"),
+    ])
+}
+
 /// DPDK runs: the rate is the median of testpmd's per-second figures.
 fn run_dpdk(s: &Scratch, path: &str, size: usize, dur: f64) -> anyhow::Result<Sample> {
     let (nic_s, c1_s) = (s.sock("nic.sock"), s.sock("c1.sock"));
@@ -414,8 +470,42 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             cells.push(c);
         }
     }
+    let mut rtt = Vec::new();
+    let rtt_paths: Vec<&String> = a
+        .paths
+        .iter()
+        .filter(|p| ["native", "inline", "domain", "twin"].contains(&p.as_str()))
+        .collect();
+    if !a.no_rtt && !rtt_paths.is_empty() {
+        println!(
+            "\nround trip, 64 B at {RTT_RATE_PPS} pps to a reflecting NIC (medians of {} runs, us)",
+            a.repeat
+        );
+        println!(
+            "{:<12} {:>9} {:>9} {:>9} {:>9}",
+            "path", "p50", "p99", "p99.9", "max"
+        );
+        for path in rtt_paths {
+            let mut all = Vec::new();
+            for _ in 0..a.repeat {
+                all.push(run_rtt(&s, path, a.duration).with_context(|| format!("rtt {path}"))?);
+            }
+            let col = |i: usize| median(all.iter().map(|r| r[i]).collect());
+            let row = [col(0), col(1), col(2), col(3)];
+            println!(
+                "{:<12} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                path, row[0], row[1], row[2], row[3]
+            );
+            rtt.push(serde_json::json!({
+                "path": path, "size": 64, "rate_pps": RTT_RATE_PPS.parse::<u64>().unwrap_or(0),
+                "runs": all.len(),
+                "rtt_p50_us": row[0], "rtt_p99_us": row[1],
+                "rtt_p999_us": row[2], "rtt_max_us": row[3],
+            }));
+        }
+    }
     if let Some(p) = a.json {
-        let doc = serde_json::json!({ "cells": cells, "runs": runs });
+        let doc = serde_json::json!({ "cells": cells, "runs": runs, "rtt": rtt });
         std::fs::write(&p, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
