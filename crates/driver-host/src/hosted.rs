@@ -1,15 +1,16 @@
-//! [`HostedDriver`]: a virtio-net driver instance in this process, connected to a NIC.
+//! [`HostedDriver`]: a virtio-net driver instance in this process that owns its NIC
+//! link: what a driver domain and the traffic generator run.
 //!
-//! The host-facing API of the switch (inline uplinks) and the traffic generator:
-//!
-//! * TX: [`HostedDriver::tx_reserve`] → [`TxSlot::frame`] (copy a frame into the
-//!   returned [`Segments`]) → [`TxSlot::commit`]; then one [`HostedDriver::tx_flush`]
-//!   per batch publishes, kicks if the NIC wants it, and reaps completions.
-//! * RX: [`HostedDriver::rx_burst`] hands frames (header stripped) to a callback as
-//!   [`Segments`], recycles their buffers and publishes once.
+//! * The data path is a [`FastPath`] over the direct environment: TX
+//!   ([`HostedDriver::tx_reserve`] → [`TxSlot::frame`] → [`TxSlot::commit`], one
+//!   [`HostedDriver::tx_flush`] per batch) and RX bursts ([`HostedDriver::rx_burst`]).
 //! * Events: [`HostedDriver::rx_call_fd`] / [`HostedDriver::tx_call_fd`] for epoll and
 //!   [`HostedDriver::set_rx_notify`] for event-driven hosts; busy-poll hosts leave
 //!   notifications off (the default).
+//! * Hand-over (driver domain): [`HostedDriver::release`] stops at a batch boundary,
+//!   [`HostedDriver::reacquire`] re-reads the region after another instance ran the
+//!   queues; [`HostedDriver::dispatch_upcall`] runs a slow-path routine a switch-side
+//!   instance asked for.
 //!
 //! Errors from the data path (a fault in the region, a broken queue) are counted in
 //! [`DriverStats`] and logged once; the data path then returns zero work. Nothing
@@ -19,8 +20,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use driver_env::DriverMem;
-use driver_env::UpcallMsg;
+use driver_env::{DriverMem, UpcallMsg};
 use serde::Serialize;
 use twin_wire::Segments;
 use virtio_net_driver::driver::negotiate;
