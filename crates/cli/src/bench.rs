@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// throughput table.
     #[arg(long)]
     no_rtt: bool,
+    /// A smoke run in well under a minute: the built-in paths (native, inline,
+    /// domain, twin) at 64 and 1500 B, one run of 1 s each (overrides --paths,
+    /// --duration and --repeat).
+    #[arg(long)]
+    quick: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -422,7 +427,14 @@ fn run_dpdk(s: &Scratch, path: &str, size: usize, dur: f64) -> anyhow::Result<Sa
 }
 
 /// Runs the benchmark and prints a table.
-pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
+    if a.quick {
+        a.paths = ["native", "inline", "domain", "twin"]
+            .map(String::from)
+            .to_vec();
+        a.duration = 1.0;
+        a.repeat = 1;
+    }
     if !(a.duration.is_finite() && a.duration >= 1.0) {
         bail!("--duration must be at least 1 second");
     }
