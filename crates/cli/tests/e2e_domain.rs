@@ -77,8 +77,13 @@ fn frames_cross_a_driver_domain_to_the_builtin_nic_and_back() {
         n(&sw_r, "/uplinks/u0/tx_packets") + opt(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
         sent
     );
-    // Everything the switch queued to the domain reached the NIC, and back.
-    assert_eq!(n(&nic_r, "/rx_packets"), n(&sw_r, "/uplinks/u0/tx_packets"));
+    // Everything the switch queued to the domain reached the NIC, or the domain
+    // counted it (its driver's ring to the NIC was full: a NIC that fell behind on a
+    // busy machine), and back.
+    assert_eq!(
+        n(&nic_r, "/rx_packets") + opt(&sw_r, "/uplinks/u0/drops/domain_nic_tx_ring_full"),
+        n(&sw_r, "/uplinks/u0/tx_packets")
+    );
     assert_eq!(
         n(&sw_r, "/uplinks/u0/rx_packets")
             + opt(&sw_r, "/uplinks/u0/drops/domain_from_nic_ring_full"),
