@@ -5,24 +5,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-fn ctl(sock: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_twin"))
-        .args(["ctl", "--control", sock])
-        .args(args)
-        .output()
-        .expect("run twin ctl");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn status(sock: &str) -> Value {
-    serde_json::from_str(&ctl(sock, &["status"])).expect("status is JSON")
-}
 
 fn outages(s: &Value) -> Vec<Value> {
     s.pointer("/uplinks/u0/detail/outages")
@@ -35,7 +21,7 @@ fn outages(s: &Value) -> Vec<Value> {
 fn wait_up(sock: &str, not: u64) -> u64 {
     let start = Instant::now();
     loop {
-        let s = status(sock);
+        let s = ctl_status(sock);
         let pid = s
             .pointer("/uplinks/u0/detail/driver/pid")
             .and_then(Value::as_u64);
@@ -111,11 +97,15 @@ fn every_injected_fault_is_contained_twenty_times_in_a_row() {
     let mut failures = 0u64;
     for (kind, cause) in kinds {
         for round in 0..ROUNDS {
-            assert_eq!(ctl(&ctl_s, &["fault", "u0", kind]), "ok", "{kind} #{round}");
+            assert_eq!(
+                ctl_answer(&ctl_s, &["fault", "u0", kind]),
+                "ok",
+                "{kind} #{round}"
+            );
             // Detected and reported with its cause...
             let start = Instant::now();
             let st = loop {
-                let st = status(&ctl_s);
+                let st = ctl_status(&ctl_s);
                 if n(&st, "/uplinks/u0/disconnects") > failures {
                     break st;
                 }
@@ -145,15 +135,15 @@ fn every_injected_fault_is_contained_twenty_times_in_a_row() {
             );
         }
     }
-    let before = n(&status(&ctl_s), "/uplinks/u0/rx_packets");
+    let before = n(&ctl_status(&ctl_s), "/uplinks/u0/rx_packets");
     std::thread::sleep(Duration::from_millis(500));
-    let after = n(&status(&ctl_s), "/uplinks/u0/rx_packets");
+    let after = n(&ctl_status(&ctl_s), "/uplinks/u0/rx_packets");
     assert!(
         after > before,
         "traffic flows through the last driver domain"
     );
     // The client never noticed: one connection, never dropped.
-    let st = status(&ctl_s);
+    let st = ctl_status(&ctl_s);
     assert_eq!(
         n(&st, "/clients/c1/connects"),
         1,
