@@ -105,9 +105,24 @@ struct NicArgs {
     /// The vhost-user socket to listen on.
     #[arg(long)]
     socket: PathBuf,
-    /// `sink` counts and drops every frame; `reflect` sends each back with MACs swapped.
-    #[arg(long, value_parser = ["sink", "reflect"])]
+    /// `sink` counts and drops every frame; `reflect` sends each back with MACs
+    /// swapped; `source` sends its own frames (ethertype 0x88B6, a sequence number
+    /// in the payload) to the driver as fast as it posts buffers, or at --rate, and
+    /// counts and drops what the driver sends (the receive workload).
+    #[arg(long, value_parser = ["sink", "reflect", "source"])]
     mode: String,
+    /// Source mode: Ethernet frame size in bytes, without the virtio-net header
+    /// (60-1514) [default: 64].
+    #[arg(long)]
+    size: Option<usize>,
+    /// Source mode: frames per second (a token bucket granting whole batches of
+    /// 64); omitted means as fast as the driver posts buffers.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Source mode: destination MAC address (default broadcast). The source MAC is
+    /// 02:00:00:00:00:fe.
+    #[arg(long)]
+    dst_mac: Option<MacAddr>,
     /// Report `rx_digest`: an order-sensitive digest (FNV-1a 64) of every frame
     /// received from the driver.
     #[arg(long)]
@@ -124,7 +139,9 @@ struct GenArgs {
     /// Ethernet frame size in bytes, without the virtio-net header (60-1514).
     #[arg(long)]
     size: usize,
-    /// Packets per second; omitted means as fast as possible.
+    /// Packets per second; omitted means as fast as possible. 0 sends nothing and
+    /// only receives, counting what arrives (for example from `twin nic --mode
+    /// source`; its frames count as `rx_foreign`), without a drain phase.
     #[arg(long)]
     rate: Option<u64>,
     /// How long to send, in seconds (fractions allowed). With --count, the most it
@@ -196,13 +213,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nic(a) => {
             let mode = match a.mode.as_str() {
                 "reflect" => soft_nic::Mode::Reflect,
+                "source" => soft_nic::Mode::Source,
                 _ => soft_nic::Mode::Sink,
             };
+            anyhow::ensure!(
+                mode == soft_nic::Mode::Source
+                    || (a.size.is_none() && a.rate.is_none() && a.dst_mac.is_none()),
+                "--size, --rate and --dst-mac apply to --mode source only"
+            );
             pin(&a.run)?;
             let stop = stop_flag()?;
             let mut cfg = soft_nic::NicConfig::new(a.socket, mode);
             cfg.busy_poll = a.run.poll == PollMode::Busy;
             cfg.digest = a.digest;
+            let dflt = soft_nic::SourceConfig::default();
+            cfg.source = soft_nic::SourceConfig {
+                frame_len: a.size.unwrap_or(dflt.frame_len),
+                rate_pps: a.rate,
+                dst_mac: a.dst_mac.unwrap_or(dflt.dst_mac),
+            };
             let report = soft_nic::run(&cfg, &stop)?;
             print_json(&report)
         }

@@ -118,7 +118,7 @@ impl Proc {
         self.out.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
+    /// CPU seconds the process (all its threads) has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds_of(self.child.id())
     }
@@ -250,6 +250,18 @@ pub fn testpmd_rates(out: &str, port: u32) -> Vec<(u64, u64)> {
     rates
 }
 
+/// The totals testpmd printed at exit over all its ports ("Accumulated forward
+/// statistics"), as (rx_packets, tx_packets).
+pub fn testpmd_totals(out: &str) -> Option<(u64, u64)> {
+    let (_, tail) = out.split_once("Accumulated forward statistics")?;
+    let field = |name: &str| {
+        tail.split_once(name)
+            .and_then(|(_, v)| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("RX-packets:")?, field("TX-packets:")?))
+}
+
 /// The median of the non-zero values, or 0.
 pub fn median_nonzero(mut v: Vec<u64>) -> u64 {
     v.retain(|x| *x > 0);
@@ -273,8 +285,31 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-/// CPU seconds (user + system) `pid` has used so far, from /proc/PID/stat.
+/// CPU seconds `pid` has used so far: the sum of its threads' run time from
+/// /proc/PID/task/*/schedstat (nanoseconds; threads that already exited are not
+/// counted, which suits the long-lived threads of the processes measured here),
+/// or, without schedstat, user + system time from /proc/PID/stat (10 ms ticks).
 fn cpu_seconds_of(pid: u32) -> f64 {
+    let mut ns = 0u64;
+    let mut found = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let run = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| {
+                    s.split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                });
+            if let Some(run) = run {
+                ns += run;
+                found = true;
+            }
+        }
+    }
+    if found {
+        return ns as f64 / 1e9;
+    }
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };

@@ -76,3 +76,41 @@ fn invalid_configurations_are_rejected_before_starting() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("size"), "{err}");
 }
+
+#[test]
+fn nic_source_options_are_checked_before_starting() {
+    let sock = std::env::temp_dir().join(format!("twin-args-src-{}.sock", std::process::id()));
+    let s = sock.to_str().expect("utf-8 temp dir");
+    for size in ["59", "1515"] {
+        let (code, err) = twin(&["nic", "--socket", s, "--mode", "source", "--size", size]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("frame size {size} B is outside 60..=1514")),
+            "{err}"
+        );
+    }
+    for extra in [
+        &["--size", "64"][..],
+        &["--rate", "1000"][..],
+        &["--dst-mac", "02:00:00:00:00:01"][..],
+    ] {
+        let mut args = vec!["nic", "--socket", s, "--mode", "sink"];
+        args.extend_from_slice(extra);
+        let (code, err) = twin(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("apply to --mode source only"), "{err}");
+    }
+    let (code, err) = twin(&[
+        "nic",
+        "--socket",
+        s,
+        "--mode",
+        "source",
+        "--dst-mac",
+        "02:00",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid MAC"), "{err}");
+    // Nothing was started: no socket was created.
+    assert!(!sock.exists());
+}

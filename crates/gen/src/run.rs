@@ -8,6 +8,13 @@
 //! the next token is due). After the send phase, a short drain phase collects
 //! frames still in flight.
 //!
+//! Receive only: with a rate of 0 ([`GenConfig::rate_pps`] `Some(0)`) the generator
+//! sends nothing and only receives, counting what arrives (`rx_packets`,
+//! `rx_bytes`; frames that are not its own, such as those of a NIC in source mode,
+//! as `rx_foreign`). There is no drain phase then (nothing of its own is in
+//! flight, and a source that never pauses would keep it going and inflate
+//! `rx_mpps`).
+//!
 //! Round-trip time: every frame carries a send timestamp (ns since the generator
 //! started, from the monotonic clock). The clock is read once per batch, at the top
 //! of the iteration, and all frames of a batch carry that time, so an RTT includes
@@ -81,7 +88,8 @@ pub struct GenConfig {
     pub id: u32,
     /// Ethernet frame length without FCS and virtio header, 60..=1514.
     pub frame_len: usize,
-    /// Packets per second; `None`: as fast as possible.
+    /// Packets per second; `None`: as fast as possible; `Some(0)`: send nothing,
+    /// receive only (no drain phase).
     pub rate_pps: Option<u64>,
     /// How long to send.
     pub duration: Duration,
@@ -104,7 +112,8 @@ pub struct GenConfig {
     pub batch: usize,
     /// Keep retrying the connection this long.
     pub connect_timeout: Duration,
-    /// After sending, keep receiving this long (or until idle for 50 ms).
+    /// After sending, keep receiving this long (or until idle for 50 ms). Not with
+    /// a rate of 0 (receive only).
     pub drain: Duration,
     /// The driver instance.
     pub driver: DriverConfig,
@@ -175,7 +184,8 @@ pub struct GenReport {
     pub duration_s: f64,
     /// Transmit rate in million packets per second over the send phase.
     pub mpps: f64,
-    /// Receive rate in Mpps over the send phase.
+    /// Receive rate in Mpps: every frame received (the drain phase's included)
+    /// over the length of the send phase.
     pub rx_mpps: f64,
     /// Transmit throughput in Gbit/s (frame bytes).
     pub tx_gbps: f64,
@@ -385,8 +395,13 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         }
     }
     let sent_for = start.elapsed().as_secs_f64();
-    // Drain: frames still in flight.
-    let drain_end = Instant::now() + cfg.drain;
+    // Drain: frames still in flight (none when receiving only).
+    let drain = if cfg.rate_pps == Some(0) {
+        Duration::ZERO
+    } else {
+        cfg.drain
+    };
+    let drain_end = Instant::now() + drain;
     let mut idle_since = Instant::now();
     while Instant::now() < drain_end && idle_since.elapsed() < Duration::from_millis(50) {
         d.tx_flush();

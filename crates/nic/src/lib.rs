@@ -1,6 +1,8 @@
 //! The built-in software NIC: a vhost-user virtio-net device (served with the
 //! `vhost-device` crate) that either sinks every frame its driver sends (counts and
-//! drops it) or reflects it back with the MAC addresses swapped.
+//! drops it), reflects it back with the MAC addresses swapped, or, in source mode,
+//! sends its own frames to the driver (the benchmark's receive workload, NIC to
+//! client; see [`source`]) while sinking what the driver sends.
 //!
 //! [`run`] serves one socket until `stop` is set, surviving its driver
 //! disconnecting and reconnecting, and returns a [`NicReport`]. It busy-polls
@@ -13,9 +15,14 @@
 //! more before it is sent back. Off (the default), nothing changes per frame.
 //!
 //! Limits: one queue pair; in reflect mode a frame the driver has no RX buffer for
-//! is dropped and counted (`tx_drops.no_buffers`), like a real NIC.
+//! is dropped and counted (`tx_drops.no_buffers`), like a real NIC. Source mode
+//! has limits of its own (no RX kicks to sleep on, rates below one batch per
+//! millisecond are lumpy): see [`source`].
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod source;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +31,13 @@ use std::time::Duration;
 use serde::Serialize;
 use twin_wire::ether::{swap_macs, MAX_FRAME};
 use twin_wire::{MacAddr, Segments};
-use vhost_device::{DeviceConfig, DeviceHandle, DropCounts, PortEvent};
+use vhost_device::{DeviceConfig, DeviceHandle, DropCounts, DropReason, PortEvent};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
+pub use source::{SourceConfig, SourceFrame};
 pub use twin_wire::digest::FrameDigest;
+
+use source::Source;
 
 /// Errors of [`run`].
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +48,9 @@ pub enum Error {
     /// epoll failed (event mode).
     #[error("epoll: {0}")]
     Epoll(#[source] std::io::Error),
+    /// The source-mode configuration is invalid.
+    #[error("invalid source-mode configuration")]
+    Source(#[from] source::Error),
 }
 
 /// What the NIC does with frames its driver transmits.
@@ -48,6 +61,8 @@ pub enum Mode {
     Sink,
     /// Send back with destination and source MAC swapped.
     Reflect,
+    /// Count and drop, and send own frames to the driver ([`source`]).
+    Source,
 }
 
 /// Configuration of [`run`].
@@ -55,16 +70,19 @@ pub enum Mode {
 pub struct NicConfig {
     /// vhost-user socket path (created; a stale file is replaced).
     pub socket: PathBuf,
-    /// Sink or reflect.
+    /// Sink, reflect or source.
     pub mode: Mode,
     /// Busy-poll (true) or sleep on the kick eventfd (false).
     pub busy_poll: bool,
-    /// MAC reported in the device config space.
+    /// MAC reported in the device config space (and, in source mode, the source
+    /// MAC of the NIC's frames; [`source::SOURCE_MAC`] when `None`).
     pub mac: Option<MacAddr>,
     /// Frames per batch.
     pub batch: usize,
     /// Compute [`NicReport::rx_digest`] over every frame received from the driver.
     pub digest: bool,
+    /// What source mode sends (ignored in the other modes).
+    pub source: SourceConfig,
 }
 
 impl NicConfig {
@@ -77,6 +95,7 @@ impl NicConfig {
             mac: None,
             batch: 64,
             digest: false,
+            source: SourceConfig::default(),
         }
     }
 }
@@ -93,12 +112,24 @@ pub struct NicReport {
     pub rx_bytes: u64,
     /// Frames from the driver dropped, by reason.
     pub rx_drops: DropCounts,
-    /// Frames sent to the driver (reflect mode).
+    /// Frames sent to the driver (reflect and source mode).
     pub tx_packets: u64,
-    /// Bytes sent.
+    /// Bytes sent (without virtio-net header).
     pub tx_bytes: u64,
-    /// Frames for the driver dropped, by reason.
+    /// Frames for the driver dropped, by reason. In source mode a send refused for
+    /// lack of buffers is not a drop (`no_buffers` stays 0; see `source_ring_full`
+    /// and `source_not_sent`).
     pub tx_drops: DropCounts,
+    /// Source mode: sends refused because the driver had no RX buffer posted. Each
+    /// ends a batch (the rest is not attempted), so this counts polls of a full
+    /// ring, not frames. 0 in the other modes.
+    pub source_ring_full: u64,
+    /// Source mode with a rate: frames that were due (granted by the token bucket)
+    /// and did not go because the driver had no buffer (or its buffer was refused,
+    /// the rest of that batch). Like the generator's `tx_dropped_ring_full`, an
+    /// unlimited run never counts here: it sends when there is room. 0 in the other
+    /// modes.
+    pub source_not_sent: u64,
     /// Interrupts sent to the driver.
     pub calls: u64,
     /// Driver connections (ready transitions).
@@ -115,8 +146,14 @@ pub struct NicReport {
     pub rx_digest: Option<String>,
 }
 
-fn report(mode: Mode, h: &DeviceHandle, dg: Option<&Digester>) -> NicReport {
+fn report(mode: Mode, h: &DeviceHandle, dg: Option<&Digester>, src: Option<&Source>) -> NicReport {
     let s = h.stats();
+    let mut tx_drops = s.to_client_drops.clone();
+    if let Some(src) = src {
+        // A refused send for lack of buffers is a poll of the ring, not a drop.
+        let i = DropReason::NoBuffers.index();
+        tx_drops.0[i] = tx_drops.0[i].saturating_sub(src.ring_full);
+    }
     NicReport {
         mode: Some(mode),
         rx_packets: s.from_client_packets,
@@ -124,7 +161,9 @@ fn report(mode: Mode, h: &DeviceHandle, dg: Option<&Digester>) -> NicReport {
         rx_drops: s.from_client_drops.clone(),
         tx_packets: s.to_client_packets,
         tx_bytes: s.to_client_bytes,
-        tx_drops: s.to_client_drops.clone(),
+        tx_drops,
+        source_ring_full: src.map_or(0, |x| x.ring_full),
+        source_not_sent: src.map_or(0, |x| x.not_sent),
         calls: s.calls,
         connects: s.connects,
         disconnects: s.disconnects,
@@ -174,13 +213,31 @@ const MAX_DRAIN_BATCHES: usize = 64;
 /// Empty busy-poll rounds before the NIC yields its core.
 const IDLE_ROUNDS_BEFORE_YIELD: u32 = 16;
 
+/// Takes one batch of the driver's frames (sink, reflect; source mode sinks them).
 #[inline]
 fn batch(h: &mut DeviceHandle, mode: Mode, n: usize, dg: &mut Option<Digester>) -> usize {
     match (mode, dg) {
-        (Mode::Sink, None) => h.pop_tx(n, |_| {}),
+        (Mode::Sink | Mode::Source, None) => h.pop_tx(n, |_| {}),
         (Mode::Reflect, None) => h.reflect_tx(n, swap_macs),
-        (Mode::Sink, Some(d)) => h.pop_tx(n, |f| d.digest.frame_segments(f)),
+        (Mode::Sink | Mode::Source, Some(d)) => h.pop_tx(n, |f| d.digest.frame_segments(f)),
         (Mode::Reflect, Some(d)) => reflect_digested(h, n, d),
+    }
+}
+
+/// One round of work on a ready port: a batch of the driver's frames, then (source
+/// mode) one batch of own frames. Returns frames taken plus frames sent.
+#[inline]
+fn work(
+    h: &mut DeviceHandle,
+    mode: Mode,
+    n: usize,
+    dg: &mut Option<Digester>,
+    src: &mut Option<Source>,
+) -> usize {
+    let taken = batch(h, mode, n, dg);
+    match src {
+        Some(s) => taken + s.round(h),
+        None => taken,
     }
 }
 
@@ -214,14 +271,24 @@ fn reflect_digested(h: &mut DeviceHandle, n: usize, d: &mut Digester) -> usize {
 }
 
 /// Serves the NIC on `cfg.socket` until `stop` is set; returns the counters.
+/// A source-mode configuration is checked before the socket is created.
 pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
+    let n = cfg.batch.max(1);
+    let mut src = match cfg.mode {
+        Mode::Source => Some(Source::new(
+            &cfg.source,
+            cfg.mac.unwrap_or(source::SOURCE_MAC),
+            n,
+            !cfg.busy_poll,
+        )?),
+        Mode::Sink | Mode::Reflect => None,
+    };
     let dev_cfg = DeviceConfig {
         mac: cfg.mac,
         ..DeviceConfig::default()
     };
     let (_dev, mut h) = vhost_device::listen(&cfg.socket, dev_cfg)?;
     let name = cfg.socket.display().to_string();
-    let n = cfg.batch.max(1);
     let mut dg = cfg.digest.then(|| Digester::new(n));
     if cfg.busy_poll {
         let mut idle = 0u32;
@@ -240,10 +307,13 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
                 log_event(ev, &name);
             }
             if !h.is_ready() {
+                if let Some(s) = src.as_mut() {
+                    s.pause();
+                }
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            if batch(&mut h, cfg.mode, n, &mut dg) == 0 {
+            if work(&mut h, cfg.mode, n, &mut dg, &mut src) == 0 {
                 idle = idle.saturating_add(1);
                 // With fewer cores than busy pollers, spinning through a whole time
                 // slice starves the peer we wait for: yield after a few empty rounds.
@@ -257,11 +327,15 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
             }
         }
     } else {
-        run_events(&mut h, cfg.mode, n, stop, &name, &mut dg)?;
+        run_events(&mut h, cfg.mode, n, stop, &name, &mut dg, &mut src)?;
     }
-    Ok(report(cfg.mode, &h, dg.as_ref()))
+    Ok(report(cfg.mode, &h, dg.as_ref(), src.as_ref()))
 }
 
+/// The longest epoll sleep (a control change or a kick ends it earlier).
+const EVENT_SLEEP_MS: i32 = 100;
+
+#[allow(clippy::too_many_arguments)] // the loop's state, borrowed from `run`
 fn run_events(
     h: &mut DeviceHandle,
     mode: Mode,
@@ -269,6 +343,7 @@ fn run_events(
     stop: &AtomicBool,
     name: &str,
     dg: &mut Option<Digester>,
+    src: &mut Option<Source>,
 ) -> Result<(), Error> {
     const WAKE: u64 = 0;
     const KICK: u64 = 1;
@@ -287,7 +362,12 @@ fn run_events(
         // Drain the ring before adopting a new snapshot: a ring stop
         // (GET_VRING_BASE) waits for our acknowledgement, so frames the driver
         // already posted are still taken.
-        if h.is_ready() && streak < 64 && batch(h, mode, n, dg) > 0 {
+        let did = if h.is_ready() {
+            work(h, mode, n, dg, src)
+        } else {
+            0
+        };
+        if did > 0 && streak < 64 {
             streak += 1;
             continue;
         }
@@ -315,12 +395,28 @@ fn run_events(
             }
             continue;
         }
-        // Nothing pending: ask for kicks, re-check, then sleep.
+        if did > 0 {
+            // Still busy: the snapshot is adopted, go on.
+            continue;
+        }
+        // Nothing pending: ask for kicks, re-check, then sleep (source mode: at
+        // most until its next batch is due, or a short while when the driver had
+        // no buffers, since RX kicks are not available).
         if h.is_ready() && h.set_tx_notify(true) {
             h.set_tx_notify(false);
             continue;
         }
-        let cnt = match ep.wait(100, &mut events) {
+        let timeout = match src.as_mut() {
+            Some(s) if h.is_ready() => s.sleep_hint().map_or(EVENT_SLEEP_MS, |d| {
+                d.as_micros().div_ceil(1000).clamp(1, 100) as i32
+            }),
+            Some(s) => {
+                s.pause();
+                EVENT_SLEEP_MS
+            }
+            None => EVENT_SLEEP_MS,
+        };
+        let cnt = match ep.wait(timeout, &mut events) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(Error::Epoll(e)),
