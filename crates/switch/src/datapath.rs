@@ -80,6 +80,9 @@ struct Egress<'a> {
     uplinks_hi_base: usize,
     n_clients: usize,
     n_ports: usize,
+    /// Copies delivered so far (the measure of progress: a round that only drops,
+    /// because its destinations are full, lets the core go to whoever drains them).
+    delivered: usize,
 }
 
 impl Egress<'_> {
@@ -120,6 +123,7 @@ impl Egress<'_> {
             }
             port.counters.tx_packets += 1;
             port.counters.tx_bytes += len;
+            self.delivered += 1;
             Delivery::Delivered
         } else {
             let Some(up) = self.uplink(p - self.n_clients) else {
@@ -132,11 +136,28 @@ impl Egress<'_> {
                 Sent::Queued => {
                     counters.tx_packets += 1;
                     counters.tx_bytes += len;
+                    self.delivered += 1;
                     Delivery::Delivered
                 }
                 Sent::Dropped => Delivery::Dropped,
             }
         }
+    }
+}
+
+/// What one forwarding round did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moved {
+    /// Frames taken from sources.
+    taken: usize,
+    /// Copies delivered to destinations.
+    delivered: usize,
+}
+
+impl std::ops::AddAssign for Moved {
+    fn add_assign(&mut self, o: Moved) {
+        self.taken += o.taken;
+        self.delivered += o.delivered;
     }
 }
 
@@ -303,7 +324,7 @@ impl DataPath {
                 // frame, so every frame it posted is taken (bounded against a client
                 // that keeps posting).
                 for _ in 0..MAX_DRAIN_BATCHES {
-                    if self.forward_client(i, now_ms) == 0 {
+                    if self.forward_client(i, now_ms).taken == 0 {
                         break;
                     }
                 }
@@ -334,9 +355,9 @@ impl DataPath {
         Ok(changed)
     }
 
-    /// Moves one batch from every source; returns how many frames were taken.
-    fn forward_once(&mut self, now_ms: u64) -> usize {
-        let mut work = 0;
+    /// Moves one batch from every source.
+    fn forward_once(&mut self, now_ms: u64) -> Moved {
+        let mut work = Moved::default();
         for i in 0..self.clients.len() {
             work += self.forward_client(i, now_ms);
         }
@@ -347,15 +368,15 @@ impl DataPath {
     }
 
     /// Moves one batch from client `i`'s transmit queue.
-    fn forward_client(&mut self, i: usize, now_ms: u64) -> usize {
+    fn forward_client(&mut self, i: usize, now_ms: u64) -> Moved {
         let n_clients = self.clients.len();
         let n_ports = n_clients + self.uplinks.len();
         let (lo, rest) = self.clients.split_at_mut(i);
         let Some((src, hi)) = rest.split_first_mut() else {
-            return 0;
+            return Moved::default();
         };
         if !src.handle.is_ready() {
-            return 0;
+            return Moved::default();
         }
         let mut egress = Egress {
             clients_lo: lo,
@@ -366,6 +387,7 @@ impl DataPath {
             uplinks_hi_base: usize::MAX,
             n_clients,
             n_ports,
+            delivered: 0,
         };
         let mut table = Table {
             fdb: &mut self.fdb,
@@ -378,21 +400,25 @@ impl DataPath {
             counters: &mut src.counters,
             memo: &mut src.memo,
         };
-        src.handle.pop_tx(BATCH, |frame| {
+        let taken = src.handle.pop_tx(BATCH, |frame| {
             switch_frame(frame, &mut ingress, &mut table, &mut egress)
-        })
+        });
+        Moved {
+            taken,
+            delivered: egress.delivered,
+        }
     }
 
     /// Moves one batch from uplink `k`'s receive queue.
-    fn forward_uplink(&mut self, k: usize, now_ms: u64) -> usize {
+    fn forward_uplink(&mut self, k: usize, now_ms: u64) -> Moved {
         let n_clients = self.clients.len();
         let n_ports = n_clients + self.uplinks.len();
         let (lo, rest) = self.uplinks.split_at_mut(k);
         let Some((src, hi)) = rest.split_first_mut() else {
-            return 0;
+            return Moved::default();
         };
         let Some((drv, counters, memo)) = src.source_parts() else {
-            return 0;
+            return Moved::default();
         };
         let mut egress = Egress {
             clients_lo: &mut self.clients,
@@ -403,6 +429,7 @@ impl DataPath {
             uplinks_hi_base: k + 1,
             n_clients,
             n_ports,
+            delivered: 0,
         };
         let mut table = Table {
             fdb: &mut self.fdb,
@@ -415,9 +442,13 @@ impl DataPath {
             counters,
             memo,
         };
-        drv.rx_burst(BATCH, |frame| {
+        let taken = drv.rx_burst(BATCH, |frame| {
             switch_frame(frame, &mut ingress, &mut table, &mut egress)
-        })
+        });
+        Moved {
+            taken,
+            delivered: egress.delivered,
+        }
     }
 
     /// Publishes what this iteration delivered and notifies peers that want it.
@@ -506,7 +537,10 @@ impl DataPath {
             if self.control(now)? {
                 waits = None;
             }
-            if work > 0 {
+            // Progress is what was delivered: a round that took frames only to drop
+            // them (every destination full) counts as idle, so that a busy poller
+            // sharing its core with the consumer of those frames yields it.
+            if work.delivered > 0 {
                 idle_spins = 0;
                 continue;
             }
