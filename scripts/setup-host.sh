@@ -8,13 +8,13 @@ need_pkgs=()
 command -v dpdk-testpmd >/dev/null || need_pkgs+=(dpdk)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v jq >/dev/null || need_pkgs+=(jq)
-if [ "${TWIN_GUESTS:-0}" = 1 ]; then
-  command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
-  command -v busybox >/dev/null || need_pkgs+=(busybox-static)
-  command -v cpio >/dev/null || need_pkgs+=(cpio)
-  command -v depmod >/dev/null || need_pkgs+=(kmod)
-  command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
-fi
+# The Linux guests of scripts/guest-e2e.sh (QEMU TCG, a busybox initramfs).
+command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+{ command -v busybox >/dev/null && ! ldd "$(command -v busybox)" >/dev/null 2>&1; } \
+  || need_pkgs+=(busybox-static)
+command -v cpio >/dev/null || need_pkgs+=(cpio)
+command -v depmod >/dev/null || need_pkgs+=(kmod)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup-host: installing ${need_pkgs[*]}"
   if [ "$(id -u)" != 0 ]; then
@@ -26,6 +26,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     || { echo "setup-host: FAIL: apt-get install ${need_pkgs[*]}" >&2; exit 1; }
 fi
 command -v dpdk-testpmd >/dev/null || { echo "setup-host: FAIL: dpdk-testpmd still missing" >&2; exit 1; }
+command -v qemu-system-x86_64 >/dev/null || { echo "setup-host: FAIL: qemu-system-x86_64 still missing" >&2; exit 1; }
+# The guests' kernel: the Debian cloud kernel package, cached under target/guest.
+kernel_deb=$("$(dirname "$0")/guest/fetch-kernel.sh") \
+  || { echo "setup-host: FAIL: cannot fetch the guest kernel package" >&2; exit 1; }
 
 # Hugepages for DPDK (2 MiB pages; testpmd uses -m 512 per instance).
 want=${TWIN_HUGEPAGES:-1024}
@@ -39,4 +43,4 @@ if ! grep -q ' /dev/hugepages hugetlbfs' /proc/mounts; then
   mkdir -p /dev/hugepages
   mount -t hugetlbfs nodev /dev/hugepages || { echo "setup-host: FAIL: cannot mount hugetlbfs" >&2; exit 1; }
 fi
-echo "setup-host: ok (dpdk-testpmd $(dpdk-testpmd --version 2>/dev/null | head -1 || true), $have hugepages)"
+echo "setup-host: ok (dpdk-testpmd $(dpdk-testpmd --version 2>/dev/null | head -1 || true), $have hugepages, guest kernel $(basename "$kernel_deb"))"

@@ -29,16 +29,19 @@ use std::time::Duration;
 use twin_wire::features::{DEVICE_OFFER, VHOST_USER_F_PROTOCOL_FEATURES};
 use twin_wire::MacAddr;
 use vhost::vhost_user::message::{
-    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
-    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
-    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
+    FrontendReq, VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags,
+    VhostUserInflight, VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures,
+    VhostUserShMemConfig, VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVringAddrFlags,
+    VhostUserVringState,
 };
 use vhost::vhost_user::{
     Backend, BackendListener, BackendReqHandler, Error as VuError, GpuBackend, Listener,
     Result as VuResult, VhostUserBackendReqHandlerMut,
 };
 use vhost::VhostUserMemoryRegionBase;
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    ByteValued, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
+};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::datapath::DeviceHandle;
@@ -255,10 +258,35 @@ fn serve(
         if !wait_readable(&ep)? {
             continue;
         }
+        let early_enable = if lock(handler).features & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
+            peek_vring_enable(&sock)
+        } else {
+            None
+        };
         match req.handle_request() {
             Ok(()) => {}
             Err(VuError::Disconnected) | Err(VuError::PartialMessage) => {
                 break "client closed the socket";
+            }
+            // `vhost` raises this only for a SET_VRING_ENABLE that comes before
+            // SET_FEATURES has acked PROTOCOL_FEATURES, after reading the whole
+            // message and without calling us. QEMU (7.2) enables a virtio-net
+            // device's rings exactly so, before SET_FEATURES and not after: carry
+            // it out (as DPDK's vhost library does) from the copy peeked above.
+            Err(VuError::InactiveFeature(_)) => {
+                if let Some((index, enable)) = early_enable {
+                    tracing::debug!(
+                        port = name,
+                        connection,
+                        index,
+                        enable,
+                        "SET_VRING_ENABLE before SET_FEATURES"
+                    );
+                    if let Err(e) = lock(handler).set_vring_enable(index, enable) {
+                        tracing::debug!(port = name, connection, error = %e,
+                            "early SET_VRING_ENABLE refused");
+                    }
+                }
             }
             Err(e) => {
                 if let Some(suppressed) = lim.check(1) {
@@ -278,6 +306,23 @@ fn serve(
         "vhost-user client disconnected"
     );
     Ok(())
+}
+
+/// If the client's next message is a well-formed SET_VRING_ENABLE (a 12-byte header
+/// `{request, flags, size}` and an 8-byte [`VhostUserVringState`] body, in native
+/// byte order), its queue index and whether it enables the ring; the message stays
+/// in the socket. (`vhost` keeps its header type private.)
+fn peek_vring_enable(sock: &std::os::unix::net::UnixStream) -> Option<(u32, bool)> {
+    let mut m = [0u8; 20];
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    let (_, n) = rustix::net::recv(sock, &mut m, flags).ok()?;
+    let word = |i: usize| u32::from_ne_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+    if n < m.len() || word(0) != FrontendReq::SET_VRING_ENABLE as u32 || word(8) != 8 {
+        return None;
+    }
+    let body = VhostUserVringState::from_slice(&m[12..])?;
+    let (index, num) = (body.index, body.num);
+    (num <= 1).then_some((index, num == 1))
 }
 
 fn lock(h: &Mutex<Handler>) -> std::sync::MutexGuard<'_, Handler> {
@@ -743,5 +788,54 @@ impl VhostUserBackendReqHandlerMut for Handler {
 
     fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
         Err(bad("no dirty logging"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    const ENABLE: u32 = FrontendReq::SET_VRING_ENABLE as u32;
+
+    /// A vhost-user message: header (request, flags = version 1, size) and body.
+    fn msg(request: u32, body: &[u32]) -> Vec<u8> {
+        let mut m = Vec::new();
+        for w in [request, 1, 4 * body.len() as u32].iter().chain(body) {
+            m.extend_from_slice(&w.to_ne_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn peeks_a_set_vring_enable_and_leaves_it_in_the_socket() {
+        let (mut front, back) = UnixStream::pair().unwrap();
+        let m = msg(ENABLE, &[1, 1]);
+        front.write_all(&m).unwrap();
+        assert_eq!(peek_vring_enable(&back), Some((1, true)));
+        let mut got = vec![0u8; m.len()];
+        (&back).read_exact(&mut got).unwrap();
+        assert_eq!(got, m);
+
+        front.write_all(&msg(ENABLE, &[0, 0])).unwrap();
+        assert_eq!(peek_vring_enable(&back), Some((0, false)));
+    }
+
+    #[test]
+    fn peeks_nothing_from_other_or_malformed_messages() {
+        for m in [
+            msg(2, &[1, 0]),                     // SET_FEATURES
+            msg(ENABLE, &[0, 2]),                // num neither 0 nor 1
+            msg(ENABLE, &[0]),                   // short body
+            msg(ENABLE, &[0, 1])[..16].to_vec(), // not all there yet
+        ] {
+            let (mut front, back) = UnixStream::pair().unwrap();
+            front.write_all(&m).unwrap();
+            assert_eq!(peek_vring_enable(&back), None, "{m:?}");
+        }
+        let (_front, back) = UnixStream::pair().unwrap();
+        assert_eq!(peek_vring_enable(&back), None, "empty socket");
     }
 }

@@ -1,0 +1,92 @@
+//! Linux guests as clients: QEMU (TCG) virtual machines with the Linux virtio_net
+//! driver attached to the switch over vhost-user, in every uplink mode.
+//!
+//! Each test runs `scripts/guest-e2e.sh MODE` with this build's `twin` binary: two
+//! guests ping each other and run iperf3 through the switch, reach the reflecting
+//! NIC behind the uplink, keep their links while the uplink's driver domain is
+//! killed and restarted, and get their ports back after a reboot, a new QEMU and a
+//! switch restart (the script's header lists every check). The script installs
+//! nothing itself but the guest (kernel package and initramfs, cached under
+//! `target/guest`); a missing QEMU or kernel is a failure with the reason, never a
+//! skip (`scripts/setup-host.sh` installs them).
+
+mod common;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{serial, Scratch};
+
+/// Longer than the script's own limit per mode (480 s) plus building the guest.
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+fn run(mode: &str) {
+    let _m = serial();
+    let scratch = Scratch::new(&format!("guest-{mode}"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let log_path = scratch.0.join("guest-e2e.log");
+    let log = File::create(&log_path).expect("create the log");
+    let mut child = Command::new("bash")
+        .arg(root.join("scripts/guest-e2e.sh"))
+        .arg(mode)
+        .current_dir(&root)
+        .env("TWIN_BIN", env!("CARGO_BIN_EXE_twin"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log"))
+        .stderr(log)
+        .spawn()
+        .expect("start scripts/guest-e2e.sh");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for guest-e2e.sh") {
+            break Some(s);
+        }
+        if start.elapsed() > TIMEOUT {
+            // SIGTERM lets the script stop its guests and switch and clean up.
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let stop = Instant::now();
+            while stop.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let out = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // The timeline and the summary (shown by cargo test on failure, or with
+    // --nocapture).
+    println!("{out}");
+    match status {
+        Some(s) => assert!(
+            s.success(),
+            "scripts/guest-e2e.sh {mode} failed ({s}); its output is above"
+        ),
+        None => panic!(
+            "scripts/guest-e2e.sh {mode} did not finish within {TIMEOUT:?}; its output is above"
+        ),
+    }
+}
+
+#[test]
+fn linux_guests_through_an_inline_uplink() {
+    run("inline");
+}
+
+#[test]
+fn linux_guests_through_a_domain_uplink() {
+    run("domain");
+}
+
+#[test]
+fn linux_guests_through_a_twin_uplink() {
+    run("twin");
+}
