@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the project: installs what a fresh machine lacks (DPDK, hugepages),
-# builds, checks formatting and lints, then runs unit and end-to-end tests. The
-# end-to-end tests start real processes (the switch, the software NIC, generators and
-# DPDK testpmd) and fail, never skip, when a peer is missing.
+# Runs every test of the project: installs what a fresh machine lacks (DPDK, QEMU, the
+# guest kernel package, hugepages), builds, checks formatting and lints, then runs unit
+# and end-to-end tests. The end-to-end tests start real processes (the switch, the
+# software NIC, generators, DPDK testpmd, and Linux guests under QEMU TCG through
+# scripts/guest-e2e.sh) and fail, never skip, when a peer is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -512,6 +512,10 @@ impl DataPath {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(DataPathError::Epoll(e)),
             }
+        } else {
+            // Frames are waiting but the last rounds delivered nothing (their
+            // destinations are full): let whoever shares the core drain them.
+            std::thread::yield_now();
         }
         for c in self.clients.iter_mut().filter(|c| c.handle.is_ready()) {
             c.handle.set_tx_notify(false);
