@@ -267,10 +267,23 @@ impl Rx<'_> {
     }
 }
 
+/// The driver's configuration: `cfg.driver`, with rings deep enough for an
+/// event-driven, rate-limited run to keep its rate across a sleep (epoll sleeps in
+/// whole milliseconds and the transmit ring is what carries the frames due
+/// meanwhile): at least two milliseconds' worth, up to 4096 descriptors.
+fn driver_config(cfg: &GenConfig) -> DriverConfig {
+    let mut d = cfg.driver.clone();
+    if let (PollMode::EventDriven, Some(rate)) = (cfg.mode, cfg.rate_pps) {
+        let want = (rate / 500).clamp(1, 4096).next_power_of_two();
+        d.queue_size = d.queue_size.max(u16::try_from(want).unwrap_or(4096));
+    }
+    d
+}
+
 fn connect(cfg: &GenConfig, stop: &AtomicBool) -> Result<HostedDriver, GenError> {
     let deadline = Instant::now() + cfg.connect_timeout;
     loop {
-        match HostedDriver::connect(&cfg.socket, &cfg.driver) {
+        match HostedDriver::connect(&cfg.socket, &driver_config(cfg)) {
             Ok(d) => return Ok(d),
             Err(e) if Instant::now() >= deadline => {
                 return Err(GenError::Connect {
