@@ -272,7 +272,7 @@ impl Rx<'_> {
 /// whole milliseconds and the transmit ring is what carries the frames due
 /// meanwhile): at least two milliseconds' worth, up to 4096 descriptors.
 fn driver_config(cfg: &GenConfig) -> DriverConfig {
-    let mut d = cfg.driver.clone();
+    let mut d = cfg.driver;
     if let (PollMode::EventDriven, Some(rate)) = (cfg.mode, cfg.rate_pps) {
         let want = (rate / 500).clamp(1, 4096).next_power_of_two();
         d.queue_size = d.queue_size.max(u16::try_from(want).unwrap_or(4096));
