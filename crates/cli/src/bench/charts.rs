@@ -17,7 +17,8 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::plan::{Mode, Peer, Workload};
+use super::plan::{Mode, Peer, Workload, PEER_SETS};
+use super::results::Cell;
 use super::results::Document;
 
 /// The colour of each mode in every chart.
@@ -202,6 +203,31 @@ fn with_svg(
     area.present().map_err(err)
 }
 
+/// One series per mode, with the bar `bar` makes for each group.
+fn mode_series<G>(
+    modes: &[Mode],
+    groups: &[G],
+    bar: impl Fn(Mode, &G) -> Option<Bar>,
+) -> Vec<Series> {
+    modes
+        .iter()
+        .map(|&m| Series {
+            name: m.name().to_string(),
+            color: mode_color(m),
+            bars: groups.iter().map(|g| bar(m, g)).collect(),
+        })
+        .collect()
+}
+
+/// A cell's median Mpps, with the runs' spread as a whisker.
+fn mpps_bar(c: &Cell) -> Bar {
+    Bar {
+        value: c.mpps,
+        on_top: 0.0,
+        whisker: (c.runs > 1).then_some((c.mpps_min, c.mpps_max)),
+    }
+}
+
 /// Built-in peers, maximum rate: one group per (workload, size).
 fn builtin_groups(doc: &Document) -> Vec<(Workload, usize)> {
     let mut g: Vec<(Workload, usize)> = doc
@@ -232,23 +258,9 @@ pub fn write_all(doc: &Document, dir: &Path) -> anyhow::Result<()> {
         .collect();
     let modes = modes_present(doc);
 
-    let throughput: Vec<Series> = modes
-        .iter()
-        .map(|&m| Series {
-            name: m.name().to_string(),
-            color: mode_color(m),
-            bars: groups
-                .iter()
-                .map(|&(w, s)| {
-                    doc.builtin(m, w, s).map(|c| Bar {
-                        value: c.mpps,
-                        on_top: 0.0,
-                        whisker: (c.runs > 1).then_some((c.mpps_min, c.mpps_max)),
-                    })
-                })
-                .collect(),
-        })
-        .collect();
+    let throughput = mode_series(&modes, &groups, |m, &(w, s)| {
+        doc.builtin(m, w, s).map(mpps_bar)
+    });
     with_svg(dir, "throughput.svg", (960, 460), |area| {
         grouped_bars(
             area,
@@ -260,23 +272,13 @@ pub fn write_all(doc: &Document, dir: &Path) -> anyhow::Result<()> {
         )
     })?;
 
-    let cost: Vec<Series> = modes
-        .iter()
-        .map(|&m| Series {
-            name: m.name().to_string(),
-            color: mode_color(m),
-            bars: groups
-                .iter()
-                .map(|&(w, s)| {
-                    doc.builtin(m, w, s).map(|c| Bar {
-                        value: c.datapath_cpu_s_per_mpkt,
-                        on_top: (c.total_cpu_s_per_mpkt - c.datapath_cpu_s_per_mpkt).max(0.0),
-                        whisker: None,
-                    })
-                })
-                .collect(),
+    let cost = mode_series(&modes, &groups, |m, &(w, s)| {
+        doc.builtin(m, w, s).map(|c| Bar {
+            value: c.datapath_cpu_s_per_mpkt,
+            on_top: (c.total_cpu_s_per_mpkt - c.datapath_cpu_s_per_mpkt).max(0.0),
+            whisker: None,
         })
-        .collect();
+    });
     with_svg(dir, "cpu-per-packet.svg", (960, 460), |area| {
         grouped_bars(
             area,
@@ -439,45 +441,24 @@ fn dpdk_chart(doc: &Document, dir: &Path, modes: &[Mode]) -> anyhow::Result<()> 
         .filter(|c| c.spec.rate_pps.is_none() && c.spec.size == size)
         .map(|c| (c.spec.peers(), c.spec.workload))
         .collect();
-    groups.sort_by_key(|(p, w)| {
-        (
-            ["builtin", "dpdk-client", "dpdk-nic", "dpdk-both"]
-                .iter()
-                .position(|x| x == p),
-            *w,
-        )
-    });
+    groups.sort_by_key(|(p, w)| (PEER_SETS.iter().position(|x| x == p), *w));
     groups.dedup();
     let names: Vec<String> = groups
         .iter()
         .map(|(p, w)| format!("{p} {}", &w.name()[..2]))
         .collect();
-    let series: Vec<Series> = modes
-        .iter()
-        .map(|&m| Series {
-            name: m.name().to_string(),
-            color: mode_color(m),
-            bars: groups
-                .iter()
-                .map(|&(p, w)| {
-                    doc.cells
-                        .iter()
-                        .find(|c| {
-                            c.spec.mode == m
-                                && c.spec.peers() == p
-                                && c.spec.workload == w
-                                && c.spec.size == size
-                                && c.spec.rate_pps.is_none()
-                        })
-                        .map(|c| Bar {
-                            value: c.mpps,
-                            on_top: 0.0,
-                            whisker: (c.runs > 1).then_some((c.mpps_min, c.mpps_max)),
-                        })
-                })
-                .collect(),
-        })
-        .collect();
+    let series = mode_series(modes, &groups, |m, &(p, w)| {
+        doc.cells
+            .iter()
+            .find(|c| {
+                c.spec.mode == m
+                    && c.spec.peers() == p
+                    && c.spec.workload == w
+                    && c.spec.size == size
+                    && c.spec.rate_pps.is_none()
+            })
+            .map(mpps_bar)
+    });
     with_svg(dir, "dpdk.svg", (1280, 460), |area| {
         grouped_bars(
             area,

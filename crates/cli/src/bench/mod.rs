@@ -293,7 +293,7 @@ fn write_json(doc: &Document, path: &std::path::Path) -> anyhow::Result<()> {
 
 fn print_tables(doc: &Document, sizes: &[usize]) {
     let repeat = doc.setup.repeat;
-    for peers in ["builtin", "dpdk-client", "dpdk-nic", "dpdk-both"] {
+    for peers in plan::PEER_SETS {
         let t = table::max_rate(doc, peers);
         if !t.rows.is_empty() {
             println!(

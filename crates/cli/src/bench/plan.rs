@@ -145,6 +145,9 @@ pub struct Placement {
     pub poll: Poll,
 }
 
+/// Every peers label of [`Spec::peers`], in table order.
+pub const PEER_SETS: [&str; 4] = ["builtin", "dpdk-client", "dpdk-nic", "dpdk-both"];
+
 impl Spec {
     /// Where the processes of this spec run (see the module docs).
     pub fn placement(&self) -> Placement {

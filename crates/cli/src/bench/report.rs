@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::plan::Workload;
+use super::plan::{Workload, PEER_SETS};
 use super::results::{Document, Ratio};
 use super::table;
 
@@ -192,7 +192,7 @@ pub fn section(doc: &Document) -> String {
             let _ = writeln!(out, "\n### Mpps by peers at {size} B\n");
             out.push_str(&table::peers_overview(doc, size).markdown());
         }
-        for peers in ["dpdk-client", "dpdk-nic", "dpdk-both"] {
+        for peers in &PEER_SETS[1..] {
             let t = table::max_rate(doc, peers);
             if !t.rows.is_empty() {
                 let _ = writeln!(

@@ -1,7 +1,7 @@
 //! Tables of a [`Document`], rendered as aligned text for the terminal or as
 //! Markdown for `docs/evaluation.md`. The same rows either way.
 
-use super::plan::{Mode, Workload};
+use super::plan::{Mode, Workload, PEER_SETS};
 use super::results::{Cell, Document, ROLES};
 
 /// Rows of strings under a header.
@@ -220,7 +220,7 @@ pub fn peers_overview(doc: &Document, size: usize) -> Table {
     let mut header = vec!["peers", "workload"];
     header.extend(Mode::ALL.map(Mode::name));
     let mut t = Table::new(&header);
-    for peers in ["builtin", "dpdk-client", "dpdk-nic", "dpdk-both"] {
+    for peers in PEER_SETS {
         for w in Workload::ALL {
             let mut row = vec![peers.to_string(), w.name().to_string()];
             let mut any = false;
