@@ -53,12 +53,10 @@ done
 case "$nic_kind" in reflect | dpdk) ;; *) die "TWIN_GUEST_NIC must be reflect or dpdk, not '$nic_kind'" ;; esac
 
 # ---------------------------------------------------------------- peers
-missing=()
-for tool in qemu-system-x86_64 jq busybox cpio depmod iperf3; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-[ "$nic_kind" = dpdk ] && { command -v dpdk-testpmd >/dev/null || missing+=(dpdk-testpmd); }
-[ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run scripts/setup-host.sh (as root)"
+# shellcheck source=lib/programs.sh
+. "$repo/scripts/lib/programs.sh"
+require_programs qemu-system-x86_64 jq busybox cpio depmod iperf3 mktemp seq date grep sed awk
+[ "$nic_kind" = dpdk ] && require_programs dpdk-testpmd
 
 if [ -z "${TWIN_BIN:-}" ]; then
   command -v cargo >/dev/null || die "no TWIN_BIN and no cargo to build twin"

@@ -1,46 +1,80 @@
 #!/usr/bin/env bash
-# Installs what the tests and the benchmark need on a fresh Debian 12 machine, and
-# reserves hugepages for DPDK. Idempotent: does nothing that is already done.
-# Fails loudly (non-zero, with the reason) when something cannot be installed.
+# Installs what the tests, the demo and the benchmark need on a fresh Debian 12
+# machine, reserves hugepages for DPDK and fetches the guest kernel package.
+# Idempotent: does nothing that is already done. Fails loudly (non-zero, with the
+# reason) when something cannot be installed.
+#
+#   scripts/setup-host.sh                  set the machine up (as root)
+#   scripts/setup-host.sh --list-packages  print the packages it installs, one a line
+#
+# What it changes on the machine:
+#   * installs the Debian packages below (apt-get, with their dependencies);
+#   * reserves TWIN_HUGEPAGES (default 1024) 2 MiB hugepages, 2 GiB, and mounts
+#     hugetlbfs at /dev/hugepages if nothing is mounted there;
+#   * downloads the Debian cloud kernel package into target/guest (about 70 MB with
+#     what scripts/guest/build.sh makes of it).
 set -euo pipefail
 
+# Every package providing a program listed in scripts/host-programs.
+# scripts/check-host.sh fails when a listed program is owned by a package missing here.
+packages=(
+  dpdk-dev        # dpdk-testpmd (in bookworm's 22.11.11 it is no longer in `dpdk`)
+  qemu-system-x86 # qemu-system-x86_64
+  iperf3
+  busybox-static
+  cpio
+  kmod   # depmod, modprobe
+  dpkg   # dpkg-deb
+  apt    # apt-get, apt-cache
+  libc-bin
+  gzip
+  xz-utils
+  zstd
+  util-linux # flock
+  bash
+  procps # kill
+  jq
+  grep
+  sed
+  mawk
+  findutils
+  coreutils
+)
+
+if [ "${1:-}" = --list-packages ]; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
+
+fail() { echo "setup-host: FAIL: $*" >&2; exit 1; }
+
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+
 need_pkgs=()
-command -v dpdk-testpmd >/dev/null || need_pkgs+=(dpdk)
-command -v ip >/dev/null || need_pkgs+=(iproute2)
-command -v jq >/dev/null || need_pkgs+=(jq)
-# The Linux guests of scripts/guest-e2e.sh (QEMU TCG, a busybox initramfs).
-command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
-{ command -v busybox >/dev/null && ! ldd "$(command -v busybox)" >/dev/null 2>&1; } \
-  || need_pkgs+=(busybox-static)
-command -v cpio >/dev/null || need_pkgs+=(cpio)
-command -v depmod >/dev/null || need_pkgs+=(kmod)
-command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+for p in "${packages[@]}"; do installed "$p" || need_pkgs+=("$p"); done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup-host: installing ${need_pkgs[*]}"
-  if [ "$(id -u)" != 0 ]; then
-    echo "setup-host: FAIL: need root to install ${need_pkgs[*]}" >&2; exit 1
-  fi
+  [ "$(id -u)" = 0 ] || fail "need root to install ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq || { echo "setup-host: FAIL: apt-get update" >&2; exit 1; }
+  apt-get update -qq || fail "apt-get update"
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null \
-    || { echo "setup-host: FAIL: apt-get install ${need_pkgs[*]}" >&2; exit 1; }
+    || fail "apt-get install ${need_pkgs[*]}"
+  for p in "${need_pkgs[@]}"; do installed "$p" || fail "package $p is still not installed"; done
 fi
-command -v dpdk-testpmd >/dev/null || { echo "setup-host: FAIL: dpdk-testpmd still missing" >&2; exit 1; }
-command -v qemu-system-x86_64 >/dev/null || { echo "setup-host: FAIL: qemu-system-x86_64 still missing" >&2; exit 1; }
+
 # The guests' kernel: the Debian cloud kernel package, cached under target/guest.
-kernel_deb=$("$(dirname "$0")/guest/fetch-kernel.sh") \
-  || { echo "setup-host: FAIL: cannot fetch the guest kernel package" >&2; exit 1; }
+kernel_deb=$("$(dirname "$0")/guest/fetch-kernel.sh") || fail "cannot fetch the guest kernel package"
 
 # Hugepages for DPDK (2 MiB pages; testpmd uses -m 512 per instance).
 want=${TWIN_HUGEPAGES:-1024}
 have=$(cat /proc/sys/vm/nr_hugepages)
 if [ "$have" -lt "$want" ]; then
-  echo "$want" > /proc/sys/vm/nr_hugepages || true
+  echo "$want" >/proc/sys/vm/nr_hugepages || true
   have=$(cat /proc/sys/vm/nr_hugepages)
-  [ "$have" -ge 512 ] || { echo "setup-host: FAIL: only $have hugepages could be reserved (want $want)" >&2; exit 1; }
+  [ "$have" -ge 512 ] || fail "only $have hugepages could be reserved (want $want)"
 fi
 if ! grep -q ' /dev/hugepages hugetlbfs' /proc/mounts; then
   mkdir -p /dev/hugepages
-  mount -t hugetlbfs nodev /dev/hugepages || { echo "setup-host: FAIL: cannot mount hugetlbfs" >&2; exit 1; }
+  mount -t hugetlbfs nodev /dev/hugepages || fail "cannot mount hugetlbfs"
 fi
-echo "setup-host: ok (dpdk-testpmd $(dpdk-testpmd --version 2>/dev/null | head -1 || true), $have hugepages, guest kernel $(basename "$kernel_deb"))"
+echo "setup-host: ok (dpdk-dev $(dpkg-query -W -f='${Version}' dpdk-dev), $have hugepages, guest kernel $(basename "$kernel_deb"))"

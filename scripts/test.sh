@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup-host.sh
+# First check: every external program a test runs comes from a package that
+# setup-host.sh installs itself (not from whatever this machine already had).
+./scripts/check-host.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # One test at a time: end-to-end tests busy-poll and the machine has two cores.

@@ -16,9 +16,9 @@ mkdir -p "$dir"
 
 fail() { echo "guest-build: FAIL: $*" >&2; exit 1; }
 
-for tool in busybox cpio depmod modprobe iperf3 gzip dpkg-deb ldd sha256sum flock; do
-  command -v "$tool" >/dev/null || fail "$tool is missing (run scripts/setup-host.sh)"
-done
+# shellcheck source=../lib/programs.sh
+. "$repo/scripts/lib/programs.sh"
+require_programs busybox cpio depmod modprobe iperf3 gzip dpkg-deb ldd sha256sum flock find xz zstd
 busybox_bin=$(command -v busybox)
 # A dynamically linked busybox would need its libraries in the guest.
 if ldd "$busybox_bin" >/dev/null 2>&1; then

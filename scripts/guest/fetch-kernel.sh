@@ -16,6 +16,9 @@ debs=$dir/deb
 mkdir -p "$debs"
 
 fail() { echo "fetch-kernel: FAIL: $*" >&2; exit 1; }
+# shellcheck source=../lib/programs.sh
+. "$repo/scripts/lib/programs.sh"
+require_programs apt-get apt-cache awk find
 
 resolve() {
   apt-cache depends linux-image-cloud-amd64 2>/dev/null \

@@ -63,7 +63,7 @@ impl Testpmd {
             Ok(c) => c,
             Err(e) => panic!(
                 "FAIL: cannot run dpdk-testpmd ({e}); install DPDK with scripts/setup-host.sh \
-                 (apt-get install dpdk) — this test needs a real DPDK net_vhost device"
+                 (apt-get install dpdk-dev) — this test needs a real DPDK net_vhost device"
             ),
         };
         let mut me = Self {

@@ -23,7 +23,7 @@ impl Testpmd {
         let out = Command::new("dpdk-testpmd").arg("--version").output();
         assert!(
             out.is_ok(),
-            "dpdk-testpmd is missing: install DPDK with scripts/setup-host.sh (apt-get install dpdk)"
+            "dpdk-testpmd is missing: install DPDK with scripts/setup-host.sh (apt-get install dpdk-dev)"
         );
         let huge = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let free = huge

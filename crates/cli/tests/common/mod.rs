@@ -342,7 +342,7 @@ pub fn require_testpmd() {
         .is_ok();
     assert!(
         ok,
-        "dpdk-testpmd is not installed: run scripts/setup-host.sh (apt-get install dpdk) \
+        "dpdk-testpmd is not installed: run scripts/setup-host.sh (apt-get install dpdk-dev) \
          and reserve hugepages; this test does not skip"
     );
 }
