@@ -167,7 +167,10 @@ impl DomainLink {
             what: "the bootstrap socket pair",
             source,
         })?;
-        let child = Command::new(&cfg.exe)
+        let mut cmd = Command::new(&cfg.exe);
+        // Exactly the descriptors handed over below, whatever else the switch holds.
+        sandbox::spawn_with_stdio_only(&mut cmd);
+        let child = cmd
             .arg("driver-domain")
             // Printing a backtrace opens the executable, which the sandbox forbids:
             // a panic must end as exit status 101, not as a seccomp kill.

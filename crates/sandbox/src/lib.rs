@@ -20,7 +20,8 @@
 //!
 //! What is isolated and what is not is listed in [`jail`]; the system calls and why
 //! each is needed in [`policy`]. The only `unsafe` code is in the private `sys`
-//! module (`fork`, `unshare`, re-raising a signal, `_exit`).
+//! module (`fork`, `unshare`, re-raising a signal, `_exit`, the exec hook of
+//! [`spawn_with_stdio_only`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,6 +40,16 @@ pub mod fdpass;
 pub mod jail;
 pub mod policy;
 mod sys;
+
+/// Makes the child that `cmd` starts inherit standard input, output and error and no
+/// other descriptor: every other one is made close-on-exec between fork and exec
+/// (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`). A driver domain must start with
+/// exactly the descriptors the switch hands it, never one that merely happened to be
+/// open in the switch (a client's memory, the launching shell's files).
+pub fn spawn_with_stdio_only(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    sys::exec_with_stdio_only(cmd);
+    cmd
+}
 
 pub use jail::{enter, Ids, Namespaces, Policy, Sandbox, SandboxError};
 pub use policy::{Allowed, Args, PolicyError, ProcessKind};

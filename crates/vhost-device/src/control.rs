@@ -51,7 +51,8 @@ use crate::shared::{Published, QueueConf, Shared, NUM_QUEUES, STOP_TIMEOUT};
 
 /// Most memory regions accepted (SET_MEM_TABLE or ADD_MEM_REG).
 pub const MAX_MEM_SLOTS: usize = 32;
-/// A client that sends half a message and then stalls this long is disconnected.
+/// A client that sends part of a message and then stalls this long (or does not read
+/// its replies for this long) is disconnected.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL_MS: i32 = 100;
 
@@ -238,9 +239,6 @@ fn serve(
             return Ok(());
         }
     };
-    if let Err(e) = sock.set_read_timeout(Some(READ_TIMEOUT)) {
-        tracing::warn!(port = name, error = %e, "cannot set socket timeout");
-    }
     let ep = Epoll::new().map_err(Error::Epoll)?;
     ep.ctl(
         ControlOperation::Add,
@@ -248,22 +246,127 @@ fn serve(
         EpollEvent::new(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP, 0),
     )
     .map_err(Error::Epoll)?;
-    let reason = loop {
+    let watch = StallWatch::new();
+    let reason = std::thread::scope(|scope| {
+        // `vhost` reads a message to its end, retrying through socket timeouts, so
+        // a client that sends part of one would hold this thread (and the switch's
+        // shutdown) forever: the watcher shuts the socket down under it instead.
+        let watcher = std::thread::Builder::new()
+            .name("vhost-ctl-watch".into())
+            .spawn_scoped(scope, || watch.run(&sock, stop));
+        if let Err(e) = &watcher {
+            tracing::warn!(port = name, error = %e, "cannot start the stall watcher");
+        }
+        let reason = serve_requests(
+            &mut req, handler, shared, stop, name, connection, lim, &ep, &sock, &watch,
+        );
+        watch.finish();
+        reason
+    })?;
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    lock(handler).disconnect();
+    tracing::info!(
+        port = name,
+        connection,
+        reason,
+        "vhost-user client disconnected"
+    );
+    Ok(())
+}
+
+/// Watches one connection for a request that takes longer than [`READ_TIMEOUT`] and
+/// for the device stopping; either shuts the socket down, which ends the request.
+#[derive(Debug)]
+struct StallWatch {
+    start: std::time::Instant,
+    /// Milliseconds since `start` at which the current request began, plus one; 0
+    /// between requests.
+    busy_since: std::sync::atomic::AtomicU64,
+    stalled: AtomicBool,
+    done: AtomicBool,
+}
+
+impl StallWatch {
+    fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            busy_since: std::sync::atomic::AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    fn begin(&self) {
+        self.busy_since.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.busy_since.store(0, Ordering::Release);
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+
+    fn run(&self, sock: &std::os::unix::net::UnixStream, stop: &AtomicBool) {
+        let limit = READ_TIMEOUT.as_millis() as u64;
+        while !self.done.load(Ordering::Acquire) {
+            let since = self.busy_since.load(Ordering::Acquire);
+            let stalled = since != 0 && self.now_ms().saturating_sub(since) > limit;
+            if stalled || stop.load(Ordering::Acquire) {
+                self.stalled.store(stalled, Ordering::Release);
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS as u64));
+        }
+    }
+}
+
+/// Serves one connection's requests until it ends; returns why it ended.
+#[allow(clippy::too_many_arguments)] // the connection's parts, borrowed from `serve`
+fn serve_requests(
+    req: &mut BackendReqHandler<Mutex<Handler>>,
+    handler: &Arc<Mutex<Handler>>,
+    shared: &Shared,
+    stop: &AtomicBool,
+    name: &str,
+    connection: u64,
+    lim: &mut RateLimiter<4>,
+    ep: &Epoll,
+    sock: &std::os::unix::net::UnixStream,
+    watch: &StallWatch,
+) -> Result<&'static str, Error> {
+    Ok(loop {
         if stop.load(Ordering::Acquire) {
             break "device stopped";
         }
         if shared.kick_out.swap(false, Ordering::AcqRel) {
             break "client broke a ring; port reset";
         }
-        if !wait_readable(&ep)? {
+        if !wait_readable(ep)? {
             continue;
         }
         let early_enable = if lock(handler).features & VHOST_USER_F_PROTOCOL_FEATURES == 0 {
-            peek_vring_enable(&sock)
+            peek_vring_enable(sock)
         } else {
             None
         };
-        match req.handle_request() {
+        watch.begin();
+        let result = req.handle_request();
+        watch.end();
+        if watch.stalled.load(Ordering::Acquire) {
+            if let Some(suppressed) = lim.check(2) {
+                tracing::warn!(port = name, connection, suppressed, timeout = ?READ_TIMEOUT,
+                    "vhost-user client stalled in the middle of a message; dropping it");
+            }
+            break "client stalled mid-message";
+        }
+        match result {
             Ok(()) => {}
             Err(VuError::Disconnected) | Err(VuError::PartialMessage) => {
                 break "client closed the socket";
@@ -296,16 +399,7 @@ fn serve(
                 break "protocol error";
             }
         }
-    };
-    let _ = sock.shutdown(std::net::Shutdown::Both);
-    lock(handler).disconnect();
-    tracing::info!(
-        port = name,
-        connection,
-        reason,
-        "vhost-user client disconnected"
-    );
-    Ok(())
+    })
 }
 
 /// If the client's next message is a well-formed SET_VRING_ENABLE (a 12-byte header
@@ -323,6 +417,20 @@ fn peek_vring_enable(sock: &std::os::unix::net::UnixStream) -> Option<(u32, bool
     let body = VhostUserVringState::from_slice(&m[12..])?;
     let (index, num) = (body.index, body.num);
     (num <= 1).then_some((index, num == 1))
+}
+
+/// Takes a descriptor received from the client and makes it close-on-exec at once.
+///
+/// `vhost` receives with `vmm-sys-util`'s `recvmsg`, which does not pass
+/// `MSG_CMSG_CLOEXEC`, so every client descriptor arrives inheritable; the handler
+/// is called right after the receive. The instant in between is covered by the
+/// switch's spawns, which let no descriptor but stdio through exec
+/// (`sandbox::spawn_with_stdio_only`).
+fn adopt(file: File) -> File {
+    if let Err(e) = rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::CLOEXEC) {
+        tracing::warn!(error = %e, "cannot make a client descriptor close-on-exec");
+    }
+    file
 }
 
 fn lock(h: &Mutex<Handler>) -> std::sync::MutexGuard<'_, Handler> {
@@ -567,6 +675,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         files: Vec<File>,
         _postcopy_listening: Option<bool>,
     ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        let files: Vec<File> = files.into_iter().map(adopt).collect();
         if ctx.len() != files.len() || ctx.is_empty() || ctx.len() > MAX_MEM_SLOTS {
             return Err(bad("bad memory table"));
         }
@@ -641,20 +750,20 @@ impl VhostUserBackendReqHandlerMut for Handler {
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
         let q = self.queue(u32::from(index))?;
-        q.kick = fd.map(Arc::new);
+        q.kick = fd.map(adopt).map(Arc::new);
         q.started = true;
         self.publish();
         Ok(())
     }
 
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
-        self.queue(u32::from(index))?.call = fd.map(Arc::new);
+        self.queue(u32::from(index))?.call = fd.map(adopt).map(Arc::new);
         self.publish();
         Ok(())
     }
 
     fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
-        self.queue(u32::from(index))?.err = fd;
+        self.queue(u32::from(index))?.err = fd.map(adopt);
         Ok(())
     }
 
@@ -742,6 +851,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         fd: File,
         _postcopy_listening: Option<bool>,
     ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        let fd = adopt(fd);
         if self.regions.len() >= MAX_MEM_SLOTS {
             return Err(bad("too many memory regions"));
         }

@@ -126,6 +126,12 @@ impl Proc {
         }
     }
 
+    /// Starts an arbitrary command as a harnessed process (its stderr goes to the
+    /// test's).
+    pub fn command(name: &str, cmd: Command) -> Proc {
+        Proc::spawn(name, cmd, false)
+    }
+
     /// Starts `twin ARGS...`.
     pub fn twin(name: &str, args: &[&str]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_twin"));

@@ -1,0 +1,270 @@
+//! Attacks on the switch's isolation by real processes: the test process plays a
+//! hostile vhost-user client against the real `twin switch` binary.
+//!
+//! * Descriptor leak: a client's memory (a memfd) and eventfds must never reach a
+//!   driver domain, nor may anything the switch's own parent left open. Before the
+//!   fix, a domain restarted while a client was attached held the client's
+//!   guest-RAM memfd read-write and four of its eventfds.
+//! * Stalled control connection: a client that sends part of a message and stops
+//!   must be dropped after `READ_TIMEOUT`, and must never keep the switch from
+//!   stopping. Before the fix, neither happened until the client closed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use driver_host::raw_frontend::RawFrontend;
+use serde_json::Value;
+
+/// The switch's deadline for a message (`vhost_device::control::READ_TIMEOUT`).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn connect_raw(sock: &str) -> RawFrontend {
+    let start = Instant::now();
+    loop {
+        match RawFrontend::connect(Path::new(sock), 64, 1 << 20) {
+            Ok(f) => return f,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "cannot connect to the client port: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// What a driver domain's descriptors above stdio may be.
+const DOMAIN_FDS: &[&str] = &[
+    "socket:[",
+    "anon_inode:[eventfd]",
+    "anon_inode:[eventpoll]",
+    "/memfd:twin-dd-u0 ",
+    "/memfd:twin-xchg-u0 ",
+];
+
+/// Every descriptor of `pid` as `(fd, link target)`.
+fn fds(pid: u32) -> Vec<(String, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = dir
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), target)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until the uplink runs a driver domain other than `not`; returns its pid.
+fn wait_domain(ctl: &str, not: u64) -> u64 {
+    let s = wait_status(ctl, Duration::from_secs(20), "a new driver domain", |s| {
+        s.pointer("/uplinks/u0/detail/connected") == Some(&Value::Bool(true))
+            && s.pointer("/uplinks/u0/detail/driver/pid")
+                .and_then(Value::as_u64)
+                .is_some_and(|p| p != not)
+    });
+    n(&s, "/uplinks/u0/detail/driver/pid")
+}
+
+#[test]
+fn driver_domains_hold_only_the_descriptors_the_switch_hands_them() {
+    let _m = serial();
+    let s = Scratch::new("attack-fds");
+    let (nic_s, c1_s, ctl_s) = (s.path("nic.sock"), s.path("c1.sock"), s.path("ctl.sock"));
+    let marker = s.path("launching-shell-secret");
+    std::fs::write(&marker, "not for driver domains").unwrap();
+
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event",
+        ],
+    );
+    wait_for_path(&nic_s, Duration::from_secs(10));
+    // The switch is started by a shell that leaves a file open on descriptor 7
+    // without close-on-exec, as a careless launcher would.
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "exec 7<\"$0\"; exec \"$@\"", &marker])
+        .arg(env!("CARGO_BIN_EXE_twin"))
+        .args(["switch", "--client", &format!("c1={c1_s}")])
+        .args(["--uplink", &format!("u0={nic_s},mode=domain")])
+        .args(["--poll", "event", "--control", &ctl_s])
+        .env("TWIN_LOG", "info");
+    let mut sw = Proc::command("switch", cmd);
+    wait_for_path(&ctl_s, Duration::from_secs(10));
+    assert!(
+        fds(sw.pid()).iter().any(|(_, t)| t == &marker),
+        "the switch did not inherit the launcher's descriptor; the test proves nothing"
+    );
+    let mut pid = wait_domain(&ctl_s, 0);
+
+    // The attacker's client: its whole memory is one memfd, plus kick and call
+    // eventfds for both queues, all handed to the switch.
+    let client = connect_raw(&c1_s);
+    let client_mem = "twin-raw-frontend";
+    assert!(
+        fds(sw.pid()).iter().any(|(_, t)| t.contains(client_mem)),
+        "the switch holds no descriptor of the client's memory; the test proves nothing"
+    );
+
+    for restart in 1..=3 {
+        assert!(
+            ctl_answer(&ctl_s, &["fault", "u0", "kill"]).starts_with("ok"),
+            "cannot kill the driver domain"
+        );
+        pid = wait_domain(&ctl_s, pid);
+        // The reaper (the switch's child) and the worker (its child, PID 1 of its
+        // own pid namespace).
+        let domain = descendants(sw.pid());
+        assert_eq!(
+            domain.len(),
+            2,
+            "restart {restart}: domain processes {domain:?}"
+        );
+        for p in domain {
+            let held = fds(p);
+            let eventfds = held.iter().filter(|(_, t)| t.contains("[eventfd]")).count();
+            for (fd, target) in &held {
+                assert!(
+                    !target.contains(client_mem),
+                    "restart {restart}: driver-domain process {p} holds the client's \
+                     memory on fd {fd}: {held:?}"
+                );
+                assert!(
+                    target != &marker,
+                    "restart {restart}: driver-domain process {p} holds the launcher's \
+                     file on fd {fd}: {held:?}"
+                );
+            }
+            // Beyond stdio, only what the switch hands over (the bootstrap and NIC
+            // sockets, the two regions, eventfds) and what the domain makes itself.
+            let above_stdio = || {
+                held.iter()
+                    .filter(|(fd, _)| !["0", "1", "2"].contains(&fd.as_str()))
+            };
+            // One end of the sandbox's own pipe between reaper and worker.
+            let pipes = above_stdio()
+                .filter(|(_, t)| t.starts_with("pipe:["))
+                .count();
+            assert!(
+                pipes <= 1,
+                "restart {restart}: process {p} holds {pipes} pipes: {held:?}"
+            );
+            for (fd, target) in above_stdio().filter(|(_, t)| !t.starts_with("pipe:[")) {
+                assert!(
+                    DOMAIN_FDS.iter().any(|k| target.starts_with(k)),
+                    "restart {restart}: process {p} holds fd {fd} ({target}), which the \
+                     switch never handed it: {held:?}"
+                );
+            }
+            // The switch hands a domain six eventfds: kick and call of the NIC's two
+            // queues and two doorbells. The client's four would make ten.
+            assert!(
+                eventfds <= 6,
+                "restart {restart}: process {p} holds {eventfds} eventfds: {held:?}"
+            );
+        }
+    }
+    assert!(client.is_connected(), "the client was disconnected");
+    assert!(sw.running(), "the switch died");
+    drop(client);
+    sw.stop();
+    nic.stop();
+}
+
+/// The thread ids of `pid` named `name`.
+fn threads_named(pid: u32, name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Waits until the switch's control thread is blocked inside `recvmsg` (system
+/// call 47 on x86_64), i.e. reading the rest of a message.
+fn wait_control_thread_in_recvmsg(pid: u32) {
+    let start = Instant::now();
+    loop {
+        let blocked = threads_named(pid, "vhost-ctl").iter().any(|t| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{t}/syscall"))
+                .is_ok_and(|s| s.split_whitespace().next() == Some("47"))
+        });
+        if blocked {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the control thread never started reading the message"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_client_stalled_mid_message_is_dropped_and_cannot_block_shutdown() {
+    let _m = serial();
+    let s = Scratch::new("attack-stall");
+    let c1_s = s.path("c1.sock");
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch",
+            "--client",
+            &format!("c1={c1_s}"),
+            "--poll",
+            "event",
+        ],
+    );
+    wait_for_path(&c1_s, Duration::from_secs(10));
+
+    // Four bytes of a twelve-byte header, then nothing.
+    let mut stalled = UnixStream::connect(&c1_s).expect("connect");
+    stalled.write_all(&1u32.to_ne_bytes()).unwrap(); // GET_FEATURES, no more
+    wait_control_thread_in_recvmsg(sw.pid());
+    let t0 = Instant::now();
+    stalled
+        .set_read_timeout(Some(READ_TIMEOUT * 3))
+        .expect("timeout");
+    let mut b = [0u8; 1];
+    let got = stalled.read(&mut b);
+    assert!(
+        matches!(got, Ok(0)),
+        "the switch did not hang up on the stalled client within {:?} ({got:?})",
+        READ_TIMEOUT * 3
+    );
+    assert!(
+        t0.elapsed() >= READ_TIMEOUT - Duration::from_millis(500),
+        "dropped after {:?}, before the deadline",
+        t0.elapsed()
+    );
+    assert!(sw.running(), "the switch died");
+
+    // The port listens again; another stalled client must not hold up SIGINT. The
+    // switch has to stop well before the stall deadline would free it.
+    let mut again = UnixStream::connect(&c1_s).expect("reconnect");
+    again.write_all(&1u32.to_ne_bytes()).unwrap();
+    wait_control_thread_in_recvmsg(sw.pid());
+    let t1 = Instant::now();
+    let (status, _) = sw.stop();
+    assert!(status.success(), "the switch failed to stop: {status}");
+    assert!(
+        t1.elapsed() < READ_TIMEOUT - Duration::from_secs(1),
+        "stopping took {:?}: the stalled client held the switch",
+        t1.elapsed()
+    );
+}
