@@ -177,7 +177,7 @@ start_switch() {
     --client "a=$scratch/a.sock,mac=52:54:00:00:00:0a" \
     --client "b=$scratch/b.sock,mac=52:54:00:00:00:0b" \
     --uplink "u0=$nic_sock,mode=$mode" \
-    --control "$scratch/ctl.sock" --poll event \
+    --control "$scratch/ctl.sock" --fault-injection --poll event \
     >"$scratch/switch$switch_n.json" 2>"$scratch/switch$switch_n.log" </dev/null &
   switch_pid=$!
   pids+=("$switch_pid")

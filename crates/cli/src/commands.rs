@@ -93,9 +93,17 @@ struct SwitchArgs {
     /// At most this many learned MAC addresses.
     #[arg(long, default_value_t = 4096)]
     fdb_capacity: usize,
-    /// Serve the control socket (`twin ctl`) at this path.
+    /// Serve the control socket (`twin ctl`) at this path (mode 0600).
     #[arg(long)]
     control: Option<PathBuf>,
+    /// A user id allowed on the control socket (checked with SO_PEERCRED).
+    /// Repeatable; without it only the switch's own effective uid is.
+    #[arg(long = "control-uid", value_name = "UID")]
+    control_uids: Vec<u32>,
+    /// Carry out `twin ctl fault` commands: kill or corrupt driver domains and make
+    /// twins misbehave on request. For tests and fault campaigns; off by default.
+    #[arg(long)]
+    fault_injection: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -203,6 +211,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 fdb_max_age_ms: a.fdb_max_age.saturating_mul(1000),
                 fdb_capacity: a.fdb_capacity,
                 control: a.control,
+                control_access: switch::ctl::Access {
+                    uids: a.control_uids,
+                    fault_injection: a.fault_injection,
+                },
             };
             cfg.validate()?;
             pin(&a.run)?;

@@ -100,7 +100,7 @@ fn driver_domains_hold_only_the_descriptors_the_switch_hands_them() {
         .arg(env!("CARGO_BIN_EXE_twin"))
         .args(["switch", "--client", &format!("c1={c1_s}")])
         .args(["--uplink", &format!("u0={nic_s},mode=domain")])
-        .args(["--poll", "event", "--control", &ctl_s])
+        .args(["--poll", "event", "--control", &ctl_s, "--fault-injection"])
         .env("TWIN_LOG", "info");
     let mut sw = Proc::command("switch", cmd);
     wait_for_path(&ctl_s, Duration::from_secs(10));
@@ -267,4 +267,90 @@ fn a_client_stalled_mid_message_is_dropped_and_cannot_block_shutdown() {
         "stopping took {:?}: the stalled client held the switch",
         t1.elapsed()
     );
+}
+
+/// Runs `twin switch` with a client port and `extra` arguments and waits for `ctl`.
+fn switch_with_control(s: &Scratch, ctl: &str, extra: &[&str]) -> Proc {
+    let c1 = format!("c1={}", s.path("c1.sock"));
+    let mut args = vec![
+        "switch",
+        "--client",
+        &c1,
+        "--poll",
+        "event",
+        "--control",
+        ctl,
+    ];
+    args.extend_from_slice(extra);
+    let sw = Proc::twin("switch", &args);
+    wait_for_path(ctl, Duration::from_secs(10));
+    sw
+}
+
+#[test]
+fn the_control_socket_is_private_checks_its_peer_and_injects_no_fault_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let _m = serial();
+    let s = Scratch::new("attack-ctl");
+    let ctl = s.path("ctl.sock");
+
+    // Anything but a stale socket at the path is left alone.
+    std::fs::write(&ctl, "an operator's file").unwrap();
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch",
+            "--client",
+            &format!("c1={}", s.path("c1.sock")),
+            "--control",
+            &ctl,
+        ],
+    );
+    let (status, _) = sw.wait_exit(Duration::from_secs(10));
+    assert!(
+        !status.success(),
+        "the switch replaced a regular file with its socket"
+    );
+    assert_eq!(std::fs::read_to_string(&ctl).unwrap(), "an operator's file");
+    std::fs::remove_file(&ctl).unwrap();
+
+    // Private from the start, and no fault injection unless asked for.
+    let mut sw = switch_with_control(&s, &ctl, &[]);
+    let mode = std::fs::metadata(&ctl).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+    let answer = ctl_answer(&ctl, &["fault", "u0", "kill"]);
+    assert!(
+        answer.contains("fault injection is disabled"),
+        "fault accepted without --fault-injection: {answer:?}"
+    );
+    assert!(ctl_status(&ctl).get("clients").is_some(), "status refused");
+
+    // A second switch must not take over a live control socket.
+    let mut other = Proc::twin(
+        "switch2",
+        &[
+            "switch",
+            "--client",
+            &format!("c2={}", s.path("c2.sock")),
+            "--control",
+            &ctl,
+        ],
+    );
+    let (status, _) = other.wait_exit(Duration::from_secs(10));
+    assert!(
+        !status.success(),
+        "a second switch replaced a live control socket"
+    );
+    assert!(
+        ctl_status(&ctl).get("clients").is_some(),
+        "the first switch lost its socket"
+    );
+    sw.stop();
+
+    // A peer whose uid is not allowed is refused even when the file mode lets it
+    // in (here: the test runs as root, and only uid 4242 is allowed).
+    let mut sw = switch_with_control(&s, &ctl, &["--control-uid", "4242"]);
+    let answer = ctl_answer(&ctl, &["status"]);
+    assert_eq!(answer, "error: permission denied");
+    sw.stop();
 }

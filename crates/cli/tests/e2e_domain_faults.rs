@@ -59,6 +59,7 @@ fn every_injected_fault_is_contained_twenty_times_in_a_row() {
             &up,
             "--poll",
             "event",
+            "--fault-injection",
             "--control",
             &ctl_s,
         ],

@@ -58,6 +58,7 @@ fn twin_switch(
         "event",
         "--control",
         ctl.as_str(),
+        "--fault-injection",
     ]);
     let sw = Proc::twin("switch", &args);
     for sock in &socks {

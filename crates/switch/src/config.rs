@@ -268,6 +268,9 @@ pub struct SwitchConfig {
     pub fdb_capacity: usize,
     /// The control socket (`twin ctl`), if any.
     pub control: Option<PathBuf>,
+    /// Who may use the control socket, and whether it injects faults.
+    #[serde(skip)]
+    pub control_access: crate::ctl::Access,
 }
 
 impl SwitchConfig {
@@ -342,6 +345,7 @@ mod tests {
             fdb_max_age_ms: 300_000,
             fdb_capacity: 4096,
             control: None,
+            control_access: Default::default(),
         };
         assert_eq!(cfg.validate(), Err(ConfigError::DuplicateName("a".into())));
         cfg.uplinks = vec!["u=/s1".parse().unwrap()];

@@ -13,12 +13,23 @@
 //!
 //! The listener thread hands each command to the data-path thread, which carries it
 //! out between two batches and answers. Limits: a command line is at most 256 bytes;
-//! one connection at a time; anyone who can reach the socket controls the switch, so
-//! it is created mode 0600.
+//! one connection at a time.
+//!
+//! Who may use it ([`Access`]): whoever can reach the socket controls the switch, so
+//! * the socket exists with mode 0600 from the moment its name appears: it is bound
+//!   inside a fresh private (0700) directory, given its mode there, and renamed into
+//!   place;
+//! * only a stale socket is replaced: a path that is not a socket, or a socket some
+//!   process still answers on, is an error;
+//! * every connection's peer is checked with `SO_PEERCRED` against the allowed uids
+//!   (by default the switch's own effective uid); others get `error: permission
+//!   denied`, logged at most once a second;
+//! * fault injection (which can make a twin write wildly into a driver domain's
+//!   memory) is refused unless the switch was started with it allowed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Duration;
@@ -35,6 +46,34 @@ pub enum CtlError {
         #[source]
         source: std::io::Error,
     },
+    /// Something other than a stale socket is at the path.
+    #[error("will not replace {path}: {why}")]
+    PathTaken {
+        /// Socket path.
+        path: PathBuf,
+        /// What is there.
+        why: &'static str,
+    },
+}
+
+/// Who may use the control socket, and for what.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    /// User ids allowed to connect (checked with `SO_PEERCRED`); empty means the
+    /// switch's own effective uid only.
+    pub uids: Vec<u32>,
+    /// Whether `fault` commands are carried out (tests and fault campaigns only).
+    pub fault_injection: bool,
+}
+
+impl Access {
+    fn allows(&self, uid: u32) -> bool {
+        if self.uids.is_empty() {
+            uid == rustix::process::geteuid().as_raw()
+        } else {
+            self.uids.contains(&uid)
+        }
+    }
 }
 
 /// What a fault injection asks for.
@@ -128,20 +167,83 @@ pub struct Request {
     pub reply: SyncSender<String>,
 }
 
-/// Listens on `path` (replacing a stale socket) and returns the requests' channel.
-pub fn serve(path: &Path) -> Result<Receiver<Request>, CtlError> {
-    let _ = std::fs::remove_file(path);
+/// Removes a stale socket at `path`; refuses anything else.
+fn clear_path(path: &Path) -> Result<(), CtlError> {
+    let taken = |why| CtlError::PathTaken {
+        path: path.to_owned(),
+        why,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CtlError::Listen {
+            path: path.to_owned(),
+            source,
+        }),
+        Ok(md) if !md.file_type().is_socket() => Err(taken("it exists and is not a socket")),
+        Ok(_) if UnixStream::connect(path).is_ok() => {
+            Err(taken("another process serves this socket"))
+        }
+        Ok(_) => std::fs::remove_file(path).map_err(|source| CtlError::Listen {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Binds a socket that appears at `path` with mode 0600 already: bound in a private
+/// directory next to it, given its mode, then renamed into place.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let dir = parent.join(format!(".{name}.{}.bind", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let tmp = dir.join("s");
+    let bound = UnixListener::bind(&tmp).and_then(|l| {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&dir);
+    bound
+}
+
+/// Listens on `path` (replacing only a stale socket) and returns the requests'
+/// channel; `access` says who may do what.
+pub fn serve(path: &Path, access: Access) -> Result<Receiver<Request>, CtlError> {
+    clear_path(path)?;
     let listen_err = |source| CtlError::Listen {
         path: path.to_owned(),
         source,
     };
-    let listener = UnixListener::bind(path).map_err(listen_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
+    let listener = bind_private(path).map_err(listen_err)?;
     let (tx, rx) = mpsc::sync_channel(4);
     std::thread::Builder::new()
         .name("ctl".into())
         .spawn(move || {
+            let mut refused_logged: Option<std::time::Instant> = None;
             for conn in listener.incoming().flatten() {
+                let peer = rustix::net::sockopt::socket_peercred(&conn).ok();
+                if !peer.is_some_and(|p| access.allows(p.uid.as_raw())) {
+                    if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        refused_logged = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            uid = peer.map(|p| p.uid.as_raw()),
+                            pid = peer.map(|p| p.pid.as_raw_nonzero().get()),
+                            "control socket: connection from a user that is not allowed"
+                        );
+                    }
+                    // Take the line (briefly) so the client reads the answer
+                    // rather than a reset.
+                    let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+                    let _ = BufReader::new((&conn).take_limit()).read_line(&mut String::new());
+                    let mut w = &conn;
+                    let _ = writeln!(w, "error: permission denied");
+                    continue;
+                }
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut line = String::new();
                 let mut reader = BufReader::new((&conn).take_limit());
@@ -150,6 +252,10 @@ pub fn serve(path: &Path) -> Result<Receiver<Request>, CtlError> {
                 }
                 let answer = match Command::parse(line.trim()) {
                     Err(e) => format!("error: {e}"),
+                    Ok(Command::Fault { .. }) if !access.fault_injection => {
+                        "error: fault injection is disabled (start the switch with --fault-injection)"
+                            .to_string()
+                    }
                     Ok(command) => {
                         let (reply, answer) = mpsc::sync_channel(1);
                         if tx.send(Request { command, reply }).is_err() {

@@ -70,9 +70,14 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
     let fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms);
     let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);
     if let Some(path) = &cfg.control {
-        dp.set_control(ctl::serve(path)?);
+        dp.set_control(ctl::serve(path, cfg.control_access.clone())?);
     }
-    dp.run(stop)?;
+    let result = dp.run(stop);
+    if let Some(path) = &cfg.control {
+        // Ours: a live socket is never replaced (ctl::serve).
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
     Ok(report(&dp))
 }
 
