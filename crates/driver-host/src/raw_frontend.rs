@@ -131,6 +131,25 @@ impl RawFrontend {
         Ok(self.env.write_bytes(addr, bytes)?)
     }
 
+    /// Reads `buf.len()` bytes at guest address `addr` of the frontend's memory (for
+    /// example a frame the device wrote into a receive buffer).
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), RawError> {
+        Ok(self.env.read_bytes(addr, buf)?)
+    }
+
+    /// The frontend's memory, shared with the device: another thread may write it
+    /// while the device reads (a hostile client racing the device).
+    pub fn region(&self) -> &Arc<Region> {
+        self.env.region()
+    }
+
+    /// Used element `idx % size` of queue `q` as the device wrote it: `(id, len)`.
+    pub fn used_elem(&self, q: u16, idx: u16) -> Result<(u32, u32), RawError> {
+        let l = self.q(q)?;
+        let e = l.used + 4 + 8 * u64::from(idx & (l.size - 1));
+        Ok((self.env.read_u32(e)?, self.env.read_u32(e + 4)?))
+    }
+
     /// Writes descriptor `id` of queue `q` verbatim (`id` must be below the size).
     pub fn set_desc(
         &self,

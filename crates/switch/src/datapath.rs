@@ -11,12 +11,21 @@
 //!
 //! Frames are delivered in the order they were taken from each source; a frame
 //! flooded to several ports is copied to each.
+//!
+//! A frame's memory belongs to its source, which may change it at any time (a
+//! client thread racing the data path). The switch decides on a private copy of the
+//! Ethernet header and delivers that copy, followed by the rest of the frame from
+//! the source's memory ([`Segments::with_header`]): what it checked (the source
+//! address, anti-spoofing) and looked up (the destination) is what every
+//! destination gets. The payload after the header is not looked at, so it is
+//! copied as it is at each copy (a flooded frame's copies may differ there).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use twin_wire::ether::ETH_HLEN;
 use twin_wire::{MacAddr, Segments};
+use vm_memory::VolatileSlice;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::client_port::ClientPort;
@@ -213,6 +222,14 @@ fn switch_frame(
         counters.drop(Drop::SpoofedSource);
         return;
     }
+    // From here on the frame is the checked header plus the rest of the source's
+    // memory: re-reading the header from there would let the source change what
+    // was checked. (Cannot fail: the frame holds the header's 14 bytes.)
+    let Some(frame) = Segments::with_header(VolatileSlice::from(&mut hdr[..]), frame) else {
+        counters.drop(Drop::Runt);
+        return;
+    };
+    let frame = &frame;
     if !t.fdb.learn_memo(ingress.memo, src, ingress.id, t.now_ms) {
         *t.fdb_full += 1;
     }

@@ -5,6 +5,12 @@
 //! Both are [`VolatileSlice`]s of memory that another party may write concurrently,
 //! so the bytes are never turned into Rust references; they are copied with
 //! volatile-safe copies. [`Segments`] holds up to [`MAX_SEGMENTS`] of them on the stack.
+//!
+//! Whoever decides on a frame's bytes (the switch on its Ethernet header) must
+//! decide on a private copy, since the owner of the memory can change it between two
+//! reads, and then deliver that copy: [`Segments::with_header`] builds a frame whose
+//! header is the decider's copy and whose rest is the original memory, so every
+//! copy routine that takes a [`Segments`] copies the checked header.
 
 use arrayvec::ArrayVec;
 use vm_memory::VolatileSlice;
@@ -12,6 +18,10 @@ use vm_memory::VolatileSlice;
 /// The most segments one frame may span. Longer chains are dropped by the ports
 /// that build them (a counted drop, never a panic).
 pub const MAX_SEGMENTS: usize = 16;
+
+/// Room in a list: [`MAX_SEGMENTS`] from a port, plus one for a header that
+/// [`Segments::with_header`] puts in front of them.
+const CAPACITY: usize = MAX_SEGMENTS + 1;
 
 /// Error of [`Segments::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -22,7 +32,7 @@ pub struct TooManySegments;
 /// space to write a frame into).
 #[derive(Debug, Clone, Default)]
 pub struct Segments<'a> {
-    segs: ArrayVec<VolatileSlice<'a>, MAX_SEGMENTS>,
+    segs: ArrayVec<VolatileSlice<'a>, CAPACITY>,
     len: usize,
 }
 
@@ -40,14 +50,51 @@ impl<'a> Segments<'a> {
         s
     }
 
-    /// Appends a segment. Empty segments are skipped.
+    /// Appends a segment. Empty segments are skipped; a list never takes more than
+    /// [`MAX_SEGMENTS`] this way.
     pub fn push(&mut self, seg: VolatileSlice<'a>) -> Result<(), TooManySegments> {
         if seg.is_empty() {
             return Ok(());
         }
+        if self.segs.len() >= MAX_SEGMENTS {
+            return Err(TooManySegments);
+        }
         self.segs.try_push(seg).map_err(|_| TooManySegments)?;
         self.len += seg.len();
         Ok(())
+    }
+
+    /// The frame `rest` with its first `header.len()` bytes taken from `header`
+    /// instead: `header`, then `rest` from byte `header.len()` on. Same length as
+    /// `rest`; nothing is copied. `None` when `rest` is shorter than `header`, or
+    /// (only when `rest` was itself built here with a shorter header) when the
+    /// result would span more than [`MAX_SEGMENTS`] + 1 segments.
+    ///
+    /// The decider of a frame passes its private, checked copy of the header, so
+    /// that what it delivers is what it decided on, whatever the owner of `rest`'s
+    /// memory writes meanwhile.
+    pub fn with_header(header: VolatileSlice<'a>, rest: &Segments<'a>) -> Option<Self> {
+        let mut skip = header.len();
+        if rest.len < skip {
+            return None;
+        }
+        let mut s = Segments {
+            segs: ArrayVec::new(),
+            len: rest.len,
+        };
+        if !header.is_empty() {
+            s.segs.try_push(header).ok()?;
+        }
+        for seg in &rest.segs {
+            if skip >= seg.len() {
+                skip -= seg.len();
+                continue;
+            }
+            let tail = seg.offset(skip).ok()?;
+            skip = 0;
+            s.segs.try_push(tail).ok()?;
+        }
+        Some(s)
     }
 
     /// Total bytes over all segments.
@@ -229,6 +276,84 @@ mod tests {
         assert_eq!(s.read_prefix(&mut b), 5);
         assert!(!s.skip(6));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn with_header_takes_the_header_from_the_copy_and_the_rest_from_the_frame() {
+        let m = mem();
+        let data: Vec<u8> = (0..100u8).collect();
+        // Split at 5, 20 and 60: the header boundary (14) falls inside segment 2.
+        m.write_slice(&data[..5], GuestAddress(0x100)).unwrap();
+        m.write_slice(&data[5..20], GuestAddress(0x200)).unwrap();
+        m.write_slice(&data[20..60], GuestAddress(0x300)).unwrap();
+        m.write_slice(&data[60..], GuestAddress(0x400)).unwrap();
+        let mut frame = Segments::new();
+        frame.push(seg(&m, 0x100, 5)).unwrap();
+        frame.push(seg(&m, 0x200, 15)).unwrap();
+        frame.push(seg(&m, 0x300, 40)).unwrap();
+        frame.push(seg(&m, 0x400, 40)).unwrap();
+        let mut hdr = [0u8; 14];
+        assert_eq!(frame.read_prefix(&mut hdr), 14);
+        hdr[6..12].copy_from_slice(&[0xaa; 6]);
+        let checked = Segments::with_header(VolatileSlice::from(&mut hdr[..]), &frame).unwrap();
+        assert_eq!(checked.len(), 100);
+        // header, rest of segment 2 (6 bytes), segments 3 and 4.
+        assert_eq!(checked.as_slice().len(), 4);
+        // The frame's memory changes after the check: the copy keeps the checked
+        // header and follows the frame for the rest.
+        m.write_slice(&[0x55; 5], GuestAddress(0x100)).unwrap();
+        m.write_slice(&[0x66; 15], GuestAddress(0x200)).unwrap();
+        let mut out = [0u8; 100];
+        let mut dst = Segments::new();
+        dst.push(seg(&m, 0x2000, 100)).unwrap();
+        assert_eq!(checked.copy_to(&dst), 100);
+        dst.read_prefix(&mut out);
+        let mut want: Vec<u8> = (0..100u8).collect();
+        want[6..12].copy_from_slice(&[0xaa; 6]);
+        want[14..20].copy_from_slice(&[0x66; 6]);
+        assert_eq!(&out[..], &want[..]);
+    }
+
+    #[test]
+    fn with_header_on_exact_boundaries_and_short_frames() {
+        let m = mem();
+        let mut frame = Segments::new();
+        frame.push(seg(&m, 0x100, 14)).unwrap();
+        frame.push(seg(&m, 0x200, 46)).unwrap();
+        let mut hdr = [7u8; 14];
+        let h = Segments::with_header(VolatileSlice::from(&mut hdr[..]), &frame).unwrap();
+        assert_eq!(h.len(), 60);
+        assert_eq!(h.as_slice().len(), 2);
+        assert_eq!(h.as_slice()[1].len(), 46);
+        drop(h);
+        // A frame exactly the header's length: the header alone.
+        let mut short = Segments::single(seg(&m, 0x100, 14));
+        let h = Segments::with_header(VolatileSlice::from(&mut hdr[..]), &short).unwrap();
+        assert_eq!((h.len(), h.as_slice().len()), (14, 1));
+        drop(h);
+        short.truncate(13);
+        assert!(Segments::with_header(VolatileSlice::from(&mut hdr[..]), &short).is_none());
+    }
+
+    #[test]
+    fn with_header_has_room_for_a_full_frame_and_push_still_stops_at_the_limit() {
+        let m = mem();
+        // MAX_SEGMENTS segments of 16 bytes: the header ends inside the first.
+        let mut frame = Segments::new();
+        for i in 0..MAX_SEGMENTS as u64 {
+            frame.push(seg(&m, i * 16, 16)).unwrap();
+        }
+        let mut hdr = [0u8; 14];
+        let mut h = Segments::with_header(VolatileSlice::from(&mut hdr[..]), &frame).unwrap();
+        assert_eq!(h.as_slice().len(), MAX_SEGMENTS + 1);
+        assert_eq!(h.len(), MAX_SEGMENTS * 16);
+        assert_eq!(h.as_slice()[1].len(), 2);
+        // The extra room is for the header only: no more pushes.
+        assert_eq!(h.push(seg(&m, 0x8000, 16)), Err(TooManySegments));
+        assert_eq!(h.len(), MAX_SEGMENTS * 16);
+        // A header shorter than the one in front: one segment too many.
+        let mut hdr2 = [0u8; 10];
+        assert!(Segments::with_header(VolatileSlice::from(&mut hdr2[..]), &h).is_none());
     }
 
     #[test]
