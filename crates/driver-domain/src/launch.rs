@@ -471,19 +471,17 @@ impl DomainLink {
     /// After the DD acknowledged a handover to the switch: hands every frame still
     /// in `to_nic` (queued after the DD's last batch) to `f`, in order, so that the
     /// switch's instance sends them before anything new. Returns how many.
+    ///
+    /// At most what the switch itself published and the DD had not taken, never
+    /// more than the ring holds: the DD can write the ring's indices, and a hostile
+    /// one that keeps moving them would otherwise keep this loop going forever.
     pub fn take_queued_to_nic(
         &mut self,
-        mut f: impl FnMut(&Segments<'_>),
+        f: impl FnMut(&Segments<'_>),
     ) -> Result<usize, exchange::ExchangeError> {
         let mut c = Consumer::resume(self.xr.clone(), RingId::ToNic)?;
-        let mut total = 0;
-        loop {
-            let n = c.poll(usize::MAX, &mut f)?;
-            if n == 0 {
-                return Ok(total);
-            }
-            total += n;
-        }
+        let queued = self.to_nic.outstanding_from(c.position());
+        c.poll(queued, f)
     }
 
     /// Kills the process (SIGKILL) and reaps it.

@@ -286,6 +286,14 @@ impl Producer {
         self.prod.wrapping_sub(self.published)
     }
 
+    /// Frames published but not yet taken by a consumer standing at index `cons`,
+    /// by this producer's own count and at most the ring's size: a bound that
+    /// nothing the peer writes into the ring can raise (for draining the ring after
+    /// the consumer's role moved, [`Consumer::resume`]).
+    pub fn outstanding_from(&self, cons: u32) -> usize {
+        self.published.wrapping_sub(cons).min(self.geo.size) as usize
+    }
+
     /// Makes every committed frame visible to the consumer: one release store.
     pub fn publish(&mut self) {
         if self.prod == self.published {
@@ -381,6 +389,11 @@ impl Consumer {
     /// The region.
     pub fn region(&self) -> &Arc<ExchangeRegion> {
         &self.region
+    }
+
+    /// The index of the next frame to take.
+    pub fn position(&self) -> u32 {
+        self.cons
     }
 
     /// Hands up to `max` published frames, in order, to `f`, then releases them

@@ -571,3 +571,38 @@ fn resumed_consumer_validates_a_bogus_shared_index() {
         Err(ExchangeError::IndexRunaway { .. })
     ));
 }
+
+/// A handover drain (`Consumer::resume` on the switch's side of `to_nic`) takes at
+/// most what the switch published and the DD left, however the DD moves the
+/// indices: a hostile DD that keeps raising the producer index cannot keep the
+/// drain going (it once ran for 800 000 frames on a 512-slot ring).
+#[test]
+fn a_handover_drain_is_bounded_by_the_producers_own_count() {
+    let fx = Fixture::new(8);
+    let (mut p, mut dd) = fx.switch_to_dd();
+    for seq in 0..6 {
+        assert!(push(&mut p, seq, 60));
+    }
+    p.publish();
+    let mut next = 0;
+    assert_eq!(pull(&mut dd, 2, &mut next), 2);
+    // The switch takes the consuming role over: 4 frames are left.
+    let sw = Consumer::resume(fx.sw.clone(), RingId::ToNic).unwrap();
+    assert_eq!(p.outstanding_from(sw.position()), 4);
+    // The DD now writes a consumer index far behind and a producer index that says
+    // the ring is full: by the switch's own count it is still 4, then at most 8.
+    let ctrl = fx.ctrl(RingId::ToNic);
+    fx.poke32(ctrl + OFF_PROD_IDX, 2 + 8);
+    assert_eq!(p.outstanding_from(sw.position()), 4);
+    assert_eq!(p.outstanding_from(sw.position().wrapping_sub(1000)), 8);
+    let mut forged = Consumer::resume(fx.sw.clone(), RingId::ToNic).unwrap();
+    let mut taken = 0;
+    let bound = p.outstanding_from(forged.position());
+    for _ in 0..100 {
+        // Whatever the DD writes between polls...
+        fx.poke32(ctrl + OFF_PROD_IDX, forged.position().wrapping_add(8));
+        taken += forged.poll(bound - taken.min(bound), |_| {}).unwrap_or(0);
+    }
+    // ...the switch took no more than its bound.
+    assert_eq!(taken, 4);
+}
