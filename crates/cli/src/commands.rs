@@ -96,6 +96,15 @@ struct SwitchArgs {
     /// Serve the control socket (`twin ctl`) at this path.
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Most memory one client may share with the switch (its whole vhost-user
+    /// memory table, e.g. a VM's RAM): a larger table is refused. Bytes, or with a
+    /// K, M, G or T suffix (binary).
+    #[arg(long, default_value = "64G", value_parser = switch::config::parse_bytes)]
+    max_client_memory: u64,
+    /// Most client memory the switch maps for all clients together; a table that
+    /// does not fit in what is left is refused.
+    #[arg(long, default_value = "256G", value_parser = switch::config::parse_bytes)]
+    max_total_client_memory: u64,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -203,6 +212,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 fdb_max_age_ms: a.fdb_max_age.saturating_mul(1000),
                 fdb_capacity: a.fdb_capacity,
                 control: a.control,
+                max_client_memory: a.max_client_memory,
+                max_total_client_memory: a.max_total_client_memory,
             };
             cfg.validate()?;
             pin(&a.run)?;

@@ -160,6 +160,9 @@ pub struct PortStats {
     pub calls: u64,
     /// Times a ring was found broken and the port was reset.
     pub ring_resets: u64,
+    /// Times the client's memory faulted (its file was truncated): the port was
+    /// fenced off and the client disconnected ([`crate::fault_fence`]).
+    pub memory_faults: u64,
     /// Client connections seen by the data path (ready transitions).
     pub connects: u64,
     /// Client disconnections seen by the data path.
