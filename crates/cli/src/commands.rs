@@ -104,6 +104,15 @@ struct SwitchArgs {
     /// twins misbehave on request. For tests and fault campaigns; off by default.
     #[arg(long)]
     fault_injection: bool,
+    /// Most memory one client may share with the switch (its whole vhost-user
+    /// memory table, e.g. a VM's RAM): a larger table is refused. Bytes, or with a
+    /// K, M, G or T suffix (binary).
+    #[arg(long, default_value = "64G", value_parser = switch::config::parse_bytes)]
+    max_client_memory: u64,
+    /// Most client memory the switch maps for all clients together; a table that
+    /// does not fit in what is left is refused.
+    #[arg(long, default_value = "256G", value_parser = switch::config::parse_bytes)]
+    max_total_client_memory: u64,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -215,6 +224,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     uids: a.control_uids,
                     fault_injection: a.fault_injection,
                 },
+                max_client_memory: a.max_client_memory,
+                max_total_client_memory: a.max_total_client_memory,
             };
             cfg.validate()?;
             pin(&a.run)?;

@@ -158,6 +158,22 @@ fn hostile_chains_are_dropped_and_counted_and_good_frames_still_flow() {
     f.push_avail(TX, 20).unwrap();
     publish_and_wait(&mut f, &mut sw, "self loop with data");
 
+    // 3b. No loop, but padding: 40 descriptors, the first 39 empty, the last holding
+    //     a good frame. Empty descriptors add no segment, so only a bound on
+    //     descriptors (32, `vhost_device::datapath::MAX_CHAIN_DESCRIPTORS`) stops
+    //     a ring-sized chain of them from costing thousands of reads per frame.
+    for i in 0..40u16 {
+        let last = i == 39;
+        let (len, flags) = if last {
+            (good_len, 0)
+        } else {
+            (0, DESC_F_NEXT)
+        };
+        f.set_desc(TX, 21 + i, buf, len, flags, 22 + i).unwrap();
+    }
+    f.push_avail(TX, 21).unwrap();
+    publish_and_wait(&mut f, &mut sw, "40-descriptor chain of empty descriptors");
+
     // 4. Shorter than header + Ethernet header (12 + 13 bytes).
     f.set_desc(TX, 0, buf, (HDR + 13) as u32, 0, 0).unwrap();
     f.push_avail(TX, 0).unwrap();
@@ -213,7 +229,7 @@ fn hostile_chains_are_dropped_and_counted_and_good_frames_still_flow() {
 
     for (reason, want) in [
         ("out_of_memory", 2),
-        ("chain_loop", 1),
+        ("chain_loop", 2),
         ("too_many_segments", 2),
         ("too_short", 1),
         ("too_long", 1),

@@ -244,6 +244,18 @@ impl NicLink {
         Ok(fds)
     }
 
+    /// Sends a memory table verbatim (any sizes and addresses; a test playing a
+    /// hostile client). With `REPLY_ACK`, a refusal is an error here.
+    pub fn set_mem_table(
+        &mut self,
+        regions: &[VhostUserMemoryRegionInfo],
+    ) -> Result<(), LinkError> {
+        self.frontend
+            .set_mem_table(regions)
+            .map_err(req("SET_MEM_TABLE"))?;
+        Ok(())
+    }
+
     /// Whether the device is still there: false once the socket reports hang-up,
     /// an error, or end of file.
     pub fn is_connected(&self) -> bool {

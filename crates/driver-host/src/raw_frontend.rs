@@ -26,6 +26,9 @@ use crate::env::DirectEnv;
 use crate::link::{LinkError, NicLink, QueueSetup};
 use crate::region::{Region, RegionError};
 
+/// A memory region as [`RawFrontend::set_mem_table`] sends it.
+pub use vhost::VhostUserMemoryRegionInfo;
+
 /// Error of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum RawError {
@@ -52,6 +55,7 @@ pub enum RawError {
 /// A connected frontend whose rings the caller writes by hand.
 #[derive(Debug)]
 pub struct RawFrontend {
+    region: Arc<Region>,
     env: DirectEnv,
     link: NicLink,
     queues: [QueueLayout; 2],
@@ -63,14 +67,38 @@ pub struct RawFrontend {
 impl RawFrontend {
     /// Connects to the device at `socket` with two queues of `queue_size` entries and
     /// `mem_len` bytes of memory (rounded up to 4 KiB, at least the rings plus 64 KiB).
+    /// The memory is a memfd sealed against shrinking and growing.
     pub fn connect(socket: &Path, queue_size: u16, mem_len: u64) -> Result<Self, RawError> {
+        Self::connect_with(socket, queue_size, mem_len, true)
+    }
+
+    /// Like [`RawFrontend::connect`], but the memfd is not sealed: the caller may
+    /// shrink it ([`RawFrontend::memfd`]) under the device. Do not touch the
+    /// frontend's memory after that (this process would fault too); only
+    /// [`RawFrontend::kick`] and [`RawFrontend::is_connected`] are safe then.
+    pub fn connect_unsealed(
+        socket: &Path,
+        queue_size: u16,
+        mem_len: u64,
+    ) -> Result<Self, RawError> {
+        Self::connect_with(socket, queue_size, mem_len, false)
+    }
+
+    fn connect_with(
+        socket: &Path,
+        queue_size: u16,
+        mem_len: u64,
+        sealed: bool,
+    ) -> Result<Self, RawError> {
         let rx = QueueLayout::new(0, queue_size)?;
         let tx = QueueLayout::new(rx.end(), queue_size)?;
         let buffers = tx.end().div_ceil(4096) * 4096;
-        let region = Arc::new(Region::create(
-            "twin-raw-frontend",
-            mem_len.max(buffers + 65536),
-        )?);
+        let len = mem_len.max(buffers + 65536);
+        let region = Arc::new(if sealed {
+            Region::create("twin-raw-frontend", len)?
+        } else {
+            Region::create_unsealed("twin-raw-frontend", len)?
+        });
         let mut link = NicLink::connect(socket)?;
         let offered = link.offered_features();
         if offered & F_VERSION_1 == 0 {
@@ -95,6 +123,7 @@ impl RawFrontend {
         let fds = link.start(F_VERSION_1, &region, &queues, None)?;
         let (kicks, calls): (Vec<_>, Vec<_>) = fds.into_iter().unzip();
         Ok(Self {
+            region: region.clone(),
             env: DirectEnv::new(region, kicks),
             link,
             queues: [rx, tx],
@@ -204,6 +233,22 @@ impl RawFrontend {
     /// The device's used index of queue `q`.
     pub fn used_idx(&self, q: u16) -> Result<u16, RawError> {
         Ok(self.env.load_acquire_u16(self.q(q)?.used + 2)?)
+    }
+
+    /// The memfd shared with the device as the frontend's memory.
+    pub fn memfd(&self) -> &std::fs::File {
+        self.region.file()
+    }
+
+    /// Kicks queue `q` (writes its kick eventfd; touches no memory).
+    pub fn kick(&self, q: u16) {
+        self.env.kick(q);
+    }
+
+    /// Sends another memory table, verbatim (hostile sizes welcome). Fails when the
+    /// device refuses it (it acknowledges every request) or hangs up.
+    pub fn set_mem_table(&mut self, regions: &[VhostUserMemoryRegionInfo]) -> Result<(), RawError> {
+        Ok(self.link.set_mem_table(regions)?)
     }
 
     /// Whether the device is still connected.

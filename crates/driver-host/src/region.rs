@@ -65,6 +65,16 @@ impl Region {
     /// Creates a zeroed region of `len` bytes (rounded up to 4 KiB) named `name`
     /// (visible in `/proc/PID/fd`).
     pub fn create(name: &str, len: u64) -> Result<Self, RegionError> {
+        Self::create_with(name, len, true)
+    }
+
+    /// Like [`Region::create`] but without seals: whoever gets the fd may shrink the
+    /// file. For tests that play a client truncating its memory under a device.
+    pub fn create_unsealed(name: &str, len: u64) -> Result<Self, RegionError> {
+        Self::create_with(name, len, false)
+    }
+
+    fn create_with(name: &str, len: u64, seal: bool) -> Result<Self, RegionError> {
         let len = len.div_ceil(4096) * 4096;
         if len == 0 {
             return Err(RegionError::InvalidSize(len));
@@ -81,13 +91,15 @@ impl Region {
         // Every peer this region is shared with (a NIC, later a driver domain) gets
         // this fd. Sealed, its size can no longer change: a peer that truncated it
         // would otherwise make our next access a SIGBUS.
-        let seals = rustix::fs::SealFlags::SHRINK
-            | rustix::fs::SealFlags::GROW
-            | rustix::fs::SealFlags::SEAL;
-        rustix::fs::fcntl_add_seals(&fd, seals).map_err(|e| RegionError::CreateMemfd {
-            len,
-            source: e.into(),
-        })?;
+        if seal {
+            let seals = rustix::fs::SealFlags::SHRINK
+                | rustix::fs::SealFlags::GROW
+                | rustix::fs::SealFlags::SEAL;
+            rustix::fs::fcntl_add_seals(&fd, seals).map_err(|e| RegionError::CreateMemfd {
+                len,
+                source: e.into(),
+            })?;
+        }
         Self::map(File::from(fd), len)
     }
 

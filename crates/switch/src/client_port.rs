@@ -4,8 +4,10 @@
 //! `vhost-device`); the data-path thread owns the [`DeviceHandle`] and learns about
 //! connects and disconnects from it once per loop.
 
+use std::sync::Arc;
 use tracing::info;
-use vhost_device::{DeviceConfig, DeviceHandle, PortEvent, VhostDevice};
+
+use vhost_device::{DeviceConfig, DeviceHandle, MemoryBudget, PortEvent, VhostDevice};
 
 use crate::config::ClientSpec;
 use crate::counters::PortCounters;
@@ -54,10 +56,17 @@ impl std::fmt::Debug for ClientPort {
 }
 
 impl ClientPort {
-    /// Starts serving the port's socket.
-    pub fn listen(spec: ClientSpec) -> Result<Self, ClientPortError> {
+    /// Starts serving the port's socket. Its client may map at most
+    /// `max_client_memory` bytes, and only what is left of the switch's `budget`.
+    pub fn listen(
+        spec: ClientSpec,
+        max_client_memory: u64,
+        budget: Arc<MemoryBudget>,
+    ) -> Result<Self, ClientPortError> {
         let cfg = DeviceConfig {
             mac: spec.mac,
+            max_client_memory,
+            budget: Some(budget),
             ..Default::default()
         };
         let (control, handle) =

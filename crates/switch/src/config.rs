@@ -271,6 +271,32 @@ pub struct SwitchConfig {
     /// Who may use the control socket, and whether it injects faults.
     #[serde(skip)]
     pub control_access: crate::ctl::Access,
+    /// Most bytes of memory one client may have mapped (its memory table).
+    pub max_client_memory: u64,
+    /// Most bytes of client memory all clients together may have mapped.
+    pub max_total_client_memory: u64,
+}
+
+/// Parses a byte count: a number with an optional binary suffix `K`, `M`, `G` or
+/// `T` (optionally followed by `iB` or `B`), e.g. `64G`, `512MiB`, `1048576`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes, e.g. 64G"))?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("{s:?}: unknown unit (known: K, M, G, T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("{s:?}: must be above zero and below 16 EiB"))
 }
 
 impl SwitchConfig {
@@ -337,6 +363,18 @@ mod tests {
     }
 
     #[test]
+    fn parses_byte_counts() {
+        assert_eq!(parse_bytes("64G"), Ok(64 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1t"), Ok(1 << 40));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12X").is_err());
+        assert!(parse_bytes("G").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
+
+    #[test]
     fn validate_finds_duplicates() {
         let mut cfg = SwitchConfig {
             clients: vec!["a=/s1".parse().unwrap(), "b=/s2".parse().unwrap()],
@@ -346,6 +384,8 @@ mod tests {
             fdb_capacity: 4096,
             control: None,
             control_access: Default::default(),
+            max_client_memory: 1 << 30,
+            max_total_client_memory: 4 << 30,
         };
         assert_eq!(cfg.validate(), Err(ConfigError::DuplicateName("a".into())));
         cfg.uplinks = vec!["u=/s1".parse().unwrap()];

@@ -169,6 +169,10 @@ pub struct SwitchReport {
     pub fdb_entries: usize,
     /// Source addresses not learned because the table was full.
     pub fdb_full: u64,
+    /// Bytes of client memory mapped (the memory tables in force, all clients).
+    pub client_memory: u64,
+    /// The switch's client memory budget.
+    pub client_memory_limit: u64,
 }
 
 impl SwitchReport {
@@ -191,6 +195,8 @@ impl SwitchReport {
             drops,
             fdb_entries,
             fdb_full,
+            client_memory: 0,
+            client_memory_limit: 0,
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct DataPath {
     last_expire_ms: u64,
     /// Commands from the control socket.
     ctl: Option<std::sync::mpsc::Receiver<crate::ctl::Request>>,
+    /// The client memory budget shared by the client ports (for the report).
+    pub memory_budget: Option<std::sync::Arc<vhost_device::MemoryBudget>>,
 }
 
 /// The ports a frame can go to, with the ingress port borrowed elsewhere.
@@ -270,6 +272,7 @@ impl DataPath {
             start: Instant::now(),
             last_expire_ms: 0,
             ctl: None,
+            memory_budget: None,
         }
     }
 

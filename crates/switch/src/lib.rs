@@ -55,11 +55,12 @@ pub enum Error {
 /// Runs the switch until `stop` is set, then returns its counters.
 pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error> {
     cfg.validate()?;
+    let budget = vhost_device::MemoryBudget::new(cfg.max_total_client_memory);
     let clients = cfg
         .clients
         .iter()
         .cloned()
-        .map(ClientPort::listen)
+        .map(|c| ClientPort::listen(c, cfg.max_client_memory, budget.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let uplinks = cfg
         .uplinks
@@ -69,6 +70,7 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         .collect::<Result<Vec<_>, _>>()?;
     let fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms);
     let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);
+    dp.memory_budget = Some(budget);
     if let Some(path) = &cfg.control {
         dp.set_control(ctl::serve(path, cfg.control_access.clone())?);
     }
@@ -112,5 +114,10 @@ pub fn report(dp: &DataPath) -> SwitchReport {
             (u.spec.name.clone(), r)
         })
         .collect();
-    SwitchReport::new(clients, uplinks, dp.fdb.len(), dp.fdb_full)
+    let mut r = SwitchReport::new(clients, uplinks, dp.fdb.len(), dp.fdb_full);
+    if let Some(b) = &dp.memory_budget {
+        r.client_memory = b.used();
+        r.client_memory_limit = b.limit();
+    }
+    r
 }

@@ -10,6 +10,12 @@
 //! guest-physical through the memory table, and inside it), memory regions (no
 //! overflow, backed by the file, no overlap), feature bits (a subset of the offer).
 //!
+//! Client memory is mapped through [`crate::fault_fence`] (a truncated file cannot
+//! crash the process) and only within the caps of [`crate::budget`]: a memory
+//! table larger than [`DeviceConfig::max_client_memory`] or than what is left of
+//! the shared [`DeviceConfig::budget`] is refused before anything is mapped, with
+//! a rate-limited warning that says which cap and by how much.
+//!
 //! Each connection gets a fresh handler. When the client closes the socket (or is
 //! kicked out for breaking a ring, or stalls mid-message for longer than
 //! [`READ_TIMEOUT`]), the connection is logged, the data path is told, and the
@@ -39,12 +45,12 @@ use vhost::vhost_user::{
     Result as VuResult, VhostUserBackendReqHandlerMut,
 };
 use vhost::VhostUserMemoryRegionBase;
-use vm_memory::{
-    ByteValued, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
-};
+use vm_memory::{ByteValued, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
+use crate::budget::{MemoryBudget, Reservation, DEFAULT_MAX_CLIENT_MEMORY};
 use crate::datapath::DeviceHandle;
+use crate::fault_fence::{self, ClientMemory, ClientRegion, FaultFlag};
 use crate::ratelimit::RateLimiter;
 use crate::ring_access::MAX_QUEUE_SIZE;
 use crate::shared::{Published, QueueConf, Shared, NUM_QUEUES, STOP_TIMEOUT};
@@ -87,6 +93,10 @@ pub struct DeviceConfig {
     pub mac: Option<MacAddr>,
     /// Largest ring size accepted (power of two, at most 32768).
     pub max_queue_size: u16,
+    /// Most bytes of memory one client may have mapped (its whole memory table).
+    pub max_client_memory: u64,
+    /// A budget shared with other devices (the switch's total), if any.
+    pub budget: Option<Arc<MemoryBudget>>,
 }
 
 impl Default for DeviceConfig {
@@ -94,9 +104,32 @@ impl Default for DeviceConfig {
         Self {
             mac: None,
             max_queue_size: MAX_QUEUE_SIZE,
+            max_client_memory: DEFAULT_MAX_CLIENT_MEMORY,
+            budget: None,
         }
     }
 }
+
+/// What every connection of one device shares: its name and the limiter of the
+/// log lines its clients can trigger.
+#[derive(Debug)]
+struct DeviceCtx {
+    name: Arc<str>,
+    lim: Mutex<RateLimiter<2>>,
+}
+
+impl DeviceCtx {
+    /// Whether a line of kind `key` may be logged now (`Some(suppressed)`).
+    fn may_log(&self, key: usize) -> Option<u64> {
+        self.lim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(key)
+    }
+}
+
+const LOG_CAP: usize = 0;
+const LOG_MAP: usize = 1;
 
 /// The control half of a device: owns the control thread; dropping it stops the
 /// thread (within about 100 ms) and disconnects any client.
@@ -185,6 +218,10 @@ fn control_loop(
     .map_err(Error::Epoll)?;
     let mut connection = 0u64;
     let mut lim = RateLimiter::<4>::new(5);
+    let ctx = Arc::new(DeviceCtx {
+        name: Arc::from(name),
+        lim: Mutex::new(RateLimiter::new(5)),
+    });
     tracing::info!(port = name, "vhost-user device listening");
     while !stop.load(Ordering::Acquire) {
         if !wait_readable(&ep)? {
@@ -194,6 +231,7 @@ fn control_loop(
             shared.clone(),
             cfg.clone(),
             connection + 1,
+            ctx.clone(),
         )));
         let accepted = match BackendListener::new(&mut listener, handler.clone()) {
             Ok(mut bl) => bl.accept(),
@@ -346,6 +384,9 @@ fn serve_requests(
             break "device stopped";
         }
         if shared.kick_out.swap(false, Ordering::AcqRel) {
+            if lock(handler).fault.is_set() {
+                break "client memory faulted (file truncated); port fenced off";
+            }
             break "client broke a ring; port reset";
         }
         if !wait_readable(ep)? {
@@ -437,12 +478,12 @@ fn lock(h: &Mutex<Handler>) -> std::sync::MutexGuard<'_, Handler> {
     h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MemRegion {
     gpa: u64,
     size: u64,
     uaddr: u64,
-    region: Arc<GuestRegionMmap<()>>,
+    region: Arc<ClientRegion>,
 }
 
 #[derive(Debug, Default)]
@@ -468,9 +509,14 @@ pub struct Handler {
     features: u64,
     protocol: u64,
     regions: Vec<MemRegion>,
-    mem: Option<Arc<GuestMemoryMmap<()>>>,
+    mem: Option<Arc<ClientMemory>>,
     queues: [CtlQueue; NUM_QUEUES],
     seq: u64,
+    /// Raised when a fenced mapping of this connection's memory faults.
+    fault: Arc<FaultFlag>,
+    /// This connection's share of the switch's memory budget (its table in force).
+    reservation: Reservation,
+    ctx: Arc<DeviceCtx>,
 }
 
 fn offered_protocol() -> VhostUserProtocolFeatures {
@@ -485,10 +531,14 @@ fn bad(what: &'static str) -> VuError {
 }
 
 impl Handler {
-    fn new(shared: Arc<Shared>, cfg: DeviceConfig, connection: u64) -> Self {
+    fn new(shared: Arc<Shared>, cfg: DeviceConfig, connection: u64, ctx: Arc<DeviceCtx>) -> Self {
+        let reservation = Reservation::new(cfg.budget.clone());
         let mut h = Self {
             shared,
             cfg,
+            fault: Arc::default(),
+            reservation,
+            ctx,
             connection,
             features: 0,
             protocol: 0,
@@ -538,6 +588,7 @@ impl Handler {
             connected: true,
             features: self.features & !VHOST_USER_F_PROTOCOL_FEATURES,
             mem: self.mem.clone(),
+            fault: self.fault.clone(),
             queues: Default::default(),
         };
         for (qi, q) in self.queues.iter().enumerate() {
@@ -571,18 +622,57 @@ impl Handler {
     fn disconnect(&mut self) {
         self.shared.publish(Published {
             connection: self.connection,
+            fault: self.fault.clone(),
             ..Default::default()
         });
         // Unmap only after the data path let go of the rings (its Arc keeps the
-        // mapping alive anyway).
+        // mapping, and its fault-fence entry, alive anyway).
         self.mem = None;
         self.regions.clear();
+        self.settle();
+    }
+
+    /// Checks a memory table of `total` bytes against the caps and, if it fits,
+    /// reserves it in place of the table in force.
+    fn admit(&mut self, total: u64) -> VuResult<()> {
+        let cap = self.cfg.max_client_memory;
+        if total > cap {
+            if let Some(suppressed) = self.ctx.may_log(LOG_CAP) {
+                tracing::warn!(
+                    port = &*self.ctx.name,
+                    connection = self.connection,
+                    requested = total,
+                    cap,
+                    suppressed,
+                    "client memory table refused: larger than the per-client cap"
+                );
+            }
+            return Err(bad("memory table larger than the per-client cap"));
+        }
+        if let Err(e) = self.reservation.try_resize(total) {
+            if let Some(suppressed) = self.ctx.may_log(LOG_CAP) {
+                tracing::warn!(port = &*self.ctx.name, connection = self.connection,
+                    error = %e, suppressed,
+                    "client memory table refused: the switch's client memory budget is exhausted");
+            }
+            return Err(bad("memory table over the switch's client memory budget"));
+        }
+        Ok(())
+    }
+
+    /// Accounts for exactly the table in force (after a change or a failed one).
+    fn settle(&mut self) {
+        let total = self
+            .regions
+            .iter()
+            .fold(0u64, |a, r| a.saturating_add(r.size));
+        self.reservation.force(total);
     }
 
     fn reset(&mut self) {
         let c = self.connection;
         let seq = self.seq;
-        *self = Handler::new(self.shared.clone(), self.cfg.clone(), c);
+        *self = Handler::new(self.shared.clone(), self.cfg.clone(), c, self.ctx.clone());
         self.seq = seq;
         for q in 0..NUM_QUEUES {
             self.seq += 1;
@@ -591,7 +681,7 @@ impl Handler {
         self.publish();
     }
 
-    fn map_region(r: &VhostUserMemoryRegion, file: File) -> VuResult<MemRegion> {
+    fn map_region(&self, r: &VhostUserMemoryRegion, file: File) -> VuResult<MemRegion> {
         let size = r.memory_size;
         if size == 0
             || r.guest_phys_addr.checked_add(size).is_none()
@@ -608,13 +698,20 @@ impl Handler {
         if md.is_file() && md.len() < end {
             return Err(bad("memory region larger than its file"));
         }
-        let mmap = MmapRegion::from_file(FileOffset::new(file, r.mmap_offset), size as usize)
-            .map_err(|e| {
-                tracing::warn!(error = %e, "cannot map client memory");
-                bad("cannot map memory region")
-            })?;
-        let region = GuestRegionMmap::new(mmap, GuestAddress(r.guest_phys_addr))
-            .ok_or_else(|| bad("memory region does not fit the address space"))?;
+        let region = fault_fence::map_client_file(
+            &file,
+            r.mmap_offset,
+            size,
+            GuestAddress(r.guest_phys_addr),
+            &self.fault,
+        )
+        .map_err(|e| {
+            if let Some(suppressed) = self.ctx.may_log(LOG_MAP) {
+                tracing::warn!(port = &*self.ctx.name, connection = self.connection,
+                    error = %e, suppressed, "cannot map client memory");
+            }
+            bad("cannot map memory region")
+        })?;
         Ok(MemRegion {
             gpa: r.guest_phys_addr,
             size,
@@ -628,10 +725,9 @@ impl Handler {
         let mem = if regions.is_empty() {
             None
         } else {
-            let m = GuestMemoryMmap::from_arc_regions(
-                regions.iter().map(|r| r.region.clone()).collect(),
-            )
-            .map_err(|_| bad("memory regions overlap"))?;
+            let m =
+                ClientMemory::from_arc_regions(regions.iter().map(|r| r.region.clone()).collect())
+                    .map_err(|_| bad("memory regions overlap"))?;
             Some(Arc::new(m))
         };
         self.regions = regions;
@@ -679,12 +775,25 @@ impl VhostUserBackendReqHandlerMut for Handler {
         if ctx.len() != files.len() || ctx.is_empty() || ctx.len() > MAX_MEM_SLOTS {
             return Err(bad("bad memory table"));
         }
+        let total = ctx
+            .iter()
+            .try_fold(0u64, |a, r| a.checked_add(r.memory_size))
+            .ok_or_else(|| bad("memory table size overflows"))?;
+        // The new table replaces the one in force: it is what gets reserved.
+        self.admit(total)?;
         let mut regions = Vec::with_capacity(ctx.len());
         for (r, f) in ctx.iter().zip(files) {
-            regions.push(Self::map_region(r, f)?);
+            match self.map_region(r, f) {
+                Ok(m) => regions.push(m),
+                Err(e) => {
+                    self.settle();
+                    return Err(e);
+                }
+            }
         }
-        self.rebuild(regions)?;
-        Ok(None)
+        let res = self.rebuild(regions);
+        self.settle();
+        res.map(|()| None)
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
@@ -855,16 +964,26 @@ impl VhostUserBackendReqHandlerMut for Handler {
         if self.regions.len() >= MAX_MEM_SLOTS {
             return Err(bad("too many memory regions"));
         }
-        let r = Self::map_region(region, fd)?;
-        let mut regions = std::mem::take(&mut self.regions);
+        let total = self
+            .regions
+            .iter()
+            .try_fold(region.memory_size, |a, r| a.checked_add(r.size))
+            .ok_or_else(|| bad("memory table size overflows"))?;
+        self.admit(total)?;
+        let r = match self.map_region(region, fd) {
+            Ok(r) => r,
+            Err(e) => {
+                self.settle();
+                return Err(e);
+            }
+        };
+        // On a copy: a region that does not fit (it overlaps another) is refused and
+        // the memory already in place stays as it was.
+        let mut regions = self.regions.clone();
         regions.push(r);
-        if let Err(e) = self.rebuild(regions) {
-            // rebuild failed before replacing: restore from the current memory.
-            self.regions.clear();
-            self.mem = None;
-            self.publish();
-            return Err(e);
-        }
+        let res = self.rebuild(regions);
+        self.settle();
+        res?;
         Ok(None)
     }
 
@@ -874,9 +993,11 @@ impl VhostUserBackendReqHandlerMut for Handler {
             .iter()
             .position(|r| r.gpa == region.guest_phys_addr && r.size == region.memory_size)
             .ok_or_else(|| bad("no such memory region"))?;
-        let mut regions = std::mem::take(&mut self.regions);
+        let mut regions = self.regions.clone();
         regions.remove(pos);
-        self.rebuild(regions)
+        let res = self.rebuild(regions);
+        self.settle();
+        res
     }
 
     fn set_device_state_fd(
@@ -917,6 +1038,41 @@ mod tests {
             m.extend_from_slice(&w.to_ne_bytes());
         }
         m
+    }
+
+    fn handler() -> Handler {
+        let ctx = Arc::new(DeviceCtx {
+            name: Arc::from("test"),
+            lim: Mutex::new(RateLimiter::new(5)),
+        });
+        let shared = Arc::new(Shared::new().unwrap());
+        Handler::new(shared, DeviceConfig::default(), 1, ctx)
+    }
+
+    fn memfd(len: u64) -> File {
+        let fd = rustix::fs::memfd_create("ctl-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let f = File::from(fd);
+        f.set_len(len).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_refused_add_mem_region_leaves_the_memory_in_place() {
+        let mut h = handler();
+        let r = VhostUserMemoryRegion::new(0, 1 << 20, 0x7000_0000, 0);
+        h.set_mem_table(&[r], vec![memfd(1 << 20)], None).unwrap();
+        // Overlaps the first region's guest-physical range.
+        let overlapping = VhostUserSingleMemoryRegion::new(1 << 19, 1 << 20, 0x9000_0000, 0);
+        assert!(h
+            .add_mem_region(&overlapping, memfd(1 << 20), None)
+            .is_err());
+        assert_eq!(h.regions.len(), 1, "the first region was dropped");
+        assert!(h.mem.is_some(), "the client's memory was dropped");
+        assert_eq!(h.va_to_gpa(0x7000_0000 + 64, 16), Some(64));
+        // A region that fits is added next to it.
+        let next = VhostUserSingleMemoryRegion::new(1 << 20, 1 << 20, 0x9000_0000, 0);
+        h.add_mem_region(&next, memfd(1 << 20), None).unwrap();
+        assert_eq!(h.regions.len(), 2);
     }
 
     #[test]

@@ -13,6 +13,16 @@
 //! client must reconnect / reset to get a working port again). Log lines a client
 //! can trigger are rate limited.
 //!
+//! Memory faults: a client that truncates a file of its memory makes our next
+//! access to it fault; [`crate::fault_fence`] contains the fault (the memory then
+//! reads as zeros) and raises the connection's [`FaultFlag`]. The handle reads
+//! that flag (one relaxed load) at the start and end of every TX batch, in
+//! [`DeviceHandle::flush_rx`] (once per RX batch) and on every refresh; once it is
+//! set the port is *fenced*: its rings are dropped, `memory_faults` is counted, a
+//! rate-limited warning says why, and the control thread disconnects the client.
+//! Frames already copied into the zeroed memory in that batch are lost. The next
+//! connection gets a fresh flag and a working port.
+//!
 //! Notification suppression: the TX queue is in busy-poll mode (no kicks) unless
 //! [`DeviceHandle::set_tx_notify`] turned kicks on; the RX queue never asks for
 //! kicks (a frame without a buffer is dropped, as a NIC does). Interrupts to the
@@ -27,8 +37,9 @@ use std::sync::Arc;
 use twin_wire::ether::{ETH_HLEN, MAX_FRAME};
 use twin_wire::features::{has, NET_F_MRG_RXBUF, RING_F_EVENT_IDX};
 use twin_wire::{net_hdr, Segments, MAX_SEGMENTS};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 
+use crate::fault_fence::{ClientMemory, FaultFlag};
 use crate::ratelimit::RateLimiter;
 use crate::ring_access::{
     full_fence, RawRing, AVAIL_F_NO_INTERRUPT, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
@@ -94,6 +105,11 @@ pub struct DeviceHandle {
     stats: PortStats,
     lim_tx: RateLimiter<{ DropReason::COUNT }>,
     lim_rx: RateLimiter<{ DropReason::COUNT }>,
+    /// The current connection's fault flag.
+    fault: Arc<FaultFlag>,
+    /// The current connection's memory faulted: no rings until it is replaced.
+    fenced: bool,
+    lim_fault: RateLimiter<1>,
 }
 
 impl Drop for DeviceHandle {
@@ -120,12 +136,18 @@ fn log_drop(
     }
 }
 
+/// Most descriptors one chain may have: every segment a frame may span, and as many
+/// empty descriptors again. The bound is on descriptors, not bytes: zero-length
+/// descriptors add no segment, and a chain of them up to the ring's size (32768)
+/// once cost the data path ~4000 times a good chain.
+pub const MAX_CHAIN_DESCRIPTORS: u32 = 2 * MAX_SEGMENTS as u32;
+
 /// Walks one descriptor chain into `out`. `device_writes` selects RX (writable
 /// buffers) or TX (readable buffers).
 #[inline]
 fn walk<'m>(
     ring: &RawRing,
-    mem: &'m GuestMemoryMmap,
+    mem: &'m ClientMemory,
     head: u16,
     device_writes: bool,
     out: &mut Segments<'m>,
@@ -138,7 +160,7 @@ fn walk<'m>(
     let mut count: u32 = 0;
     loop {
         count += 1;
-        if count > u32::from(size) {
+        if count > MAX_CHAIN_DESCRIPTORS.min(u32::from(size)) {
             return Err(DropReason::ChainLoop);
         }
         let d = ring.desc(i);
@@ -393,7 +415,46 @@ impl DeviceHandle {
             stats: PortStats::default(),
             lim_tx: RateLimiter::new(LOG_PER_SEC),
             lim_rx: RateLimiter::new(LOG_PER_SEC),
+            fault: Arc::default(),
+            fenced: false,
+            lim_fault: RateLimiter::new(LOG_PER_SEC),
         }
+    }
+
+    /// Fences the port off if its memory faulted: one relaxed load when it did not.
+    #[inline]
+    fn check_fault(&mut self) {
+        if !self.fenced && self.fault.is_set() {
+            self.fence_off();
+        }
+    }
+
+    /// The client's memory faulted (its file was truncated; the mapping now reads
+    /// zeros): drop the rings, count it, and have the control thread disconnect
+    /// the client.
+    #[cold]
+    fn fence_off(&mut self) {
+        self.fenced = true;
+        self.rx.ring = None;
+        self.tx.ring = None;
+        self.ready = false;
+        self.stats.memory_faults += 1;
+        if let Some(suppressed) = self.lim_fault.check(0) {
+            tracing::warn!(
+                port = &*self.name,
+                reason = "memory_fault",
+                suppressed,
+                "client memory faulted (file truncated?): port fenced off, disconnecting the client"
+            );
+        }
+        self.shared
+            .kick_out
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the current connection was fenced off after a memory fault.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
     }
 
     /// Whether the control thread published a change that [`DeviceHandle::refresh`]
@@ -431,9 +492,15 @@ impl DeviceHandle {
         self.mrg = has(p.features, NET_F_MRG_RXBUF);
         self.connected = p.connected;
         self.connection = p.connection;
+        if self.connection != old_conn {
+            self.fenced = false;
+        }
+        self.fault = p.fault.clone();
         self.adopt(RX_QUEUE, &p);
         self.adopt(TX_QUEUE, &p);
         self.ready = p.connected && self.rx.ring.is_some() && self.tx.ring.is_some();
+        // A fault before this refresh fences the rings just built.
+        self.check_fault();
         self.gen = gen;
         self.store_indices();
         self.shared.ack(gen);
@@ -462,6 +529,7 @@ impl DeviceHandle {
         let event_idx = self.event_idx;
         let notify = qi == TX_QUEUE && self.tx_notify;
         let name = self.name.clone();
+        let fenced = self.fenced;
         let q = if qi == RX_QUEUE {
             &mut self.rx
         } else {
@@ -480,7 +548,7 @@ impl DeviceHandle {
         let Some(mem) = p.mem.as_ref() else {
             return;
         };
-        if !p.connected || !conf.runnable() || q.broken {
+        if !p.connected || !conf.runnable() || q.broken || fenced {
             return;
         }
         match RawRing::new(mem.clone(), conf.size, conf.desc, conf.avail, conf.used) {
@@ -558,6 +626,7 @@ impl DeviceHandle {
     /// Used entries are published once, the client interrupted at most once.
     /// Returns the number of chains consumed (frames plus drops).
     pub fn pop_tx(&mut self, max: usize, f: impl FnMut(&Segments<'_>)) -> usize {
+        self.check_fault();
         let res = pop_batch(
             &mut self.tx,
             max,
@@ -573,6 +642,15 @@ impl DeviceHandle {
     }
 
     fn finish_tx(&mut self, res: Batch) -> usize {
+        // A fault during the batch: what it read was zeros; fence before
+        // publishing anything.
+        self.check_fault();
+        if self.fenced {
+            return match res {
+                Batch::Done(n) => n,
+                Batch::Broken => 0,
+            };
+        }
         match res {
             Batch::Done(0) => 0,
             Batch::Done(n) => {
@@ -597,6 +675,7 @@ impl DeviceHandle {
     /// its RX queue after `edit` changed the Ethernet header of the copy (the
     /// reflecting NIC). Returns the number of TX chains consumed.
     pub fn reflect_tx(&mut self, max: usize, mut edit: impl FnMut(&mut [u8; ETH_HLEN])) -> usize {
+        self.check_fault();
         let hdr_len = self.hdr_len;
         let mrg = self.mrg;
         let rx = &mut self.rx;
@@ -668,6 +747,7 @@ impl DeviceHandle {
 
     /// Publishes the RX used index once and interrupts the client if it wants it.
     pub fn flush_rx(&mut self) {
+        self.check_fault();
         flush_queue(&mut self.rx, self.event_idx, &mut self.stats.calls);
         if let Some(r) = self.rx.ring.as_ref() {
             set_kicks(r, false, self.event_idx, self.rx.last_avail);

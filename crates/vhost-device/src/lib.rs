@@ -18,8 +18,11 @@
 //!   the control thread; dropping it stops the thread) and the data-path half
 //!   ([`DeviceHandle`], `Send`, owned by one data-path thread).
 //! * [`datapath`]: [`DeviceHandle`]: `refresh`, `pop_tx`, `push_rx`, `flush_rx`.
-//! * [`ring_access`]: the only `unsafe` code: raw access to the split rings, bounds
-//!   validated once per snapshot.
+//! * [`ring_access`]: raw access to the split rings, bounds validated once per
+//!   snapshot; [`fault_fence`]: mapping client files so that a client that
+//!   truncates its memory cannot crash the process (SIGBUS containment). These two
+//!   modules hold all of the crate's `unsafe` code.
+//! * [`budget`]: caps on the client memory mapped per client and per switch.
 //! * [`stats`]: counters and drop reasons; [`ratelimit`]: log-line rate limiting.
 //!
 //! # Limits
@@ -27,13 +30,15 @@
 //! Split rings only (no packed rings, no indirect descriptors: neither is offered),
 //! one queue pair, no offloads (the virtio-net header is skipped on TX and zeroed on
 //! RX), no dirty-page logging (no live migration). A client that truncates the file
-//! backing its memory after the memory table was accepted can still make a mapped
-//! access fault (SIGBUS); that is a property of vhost-user shared memory.
+//! backing its memory after the memory table was accepted makes our next access
+//! fault (SIGBUS); [`fault_fence`] contains that fault and fences the port off.
 
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod control;
 pub mod datapath;
+pub mod fault_fence;
 pub mod ratelimit;
 pub mod ring_access;
 pub mod shared;
@@ -41,6 +46,7 @@ pub mod stats;
 
 use std::path::Path;
 
+pub use budget::MemoryBudget;
 pub use control::{DeviceConfig, VhostDevice};
 pub use datapath::{DeviceHandle, PortEvent};
 pub use stats::{DropCounts, DropReason, PortStats};

@@ -1,6 +1,8 @@
 //! Raw access to a split virtqueue's three areas in client memory.
 //!
-//! This is the crate's only `unsafe` module. A [`RawRing`] is built once per
+//! One of the crate's two `unsafe` modules (with [`crate::fault_fence`], which
+//! makes a client's truncated file read as zeros instead of faulting, so these
+//! accesses never kill the process). A [`RawRing`] is built once per
 //! snapshot: the descriptor table, avail ring and used ring are each looked up as
 //! one contiguous slice of the client's memory (which fails when they are not fully
 //! inside one region), their host alignment is checked, and the memory mapping is
@@ -19,7 +21,9 @@
 use std::sync::atomic::{fence, AtomicU16, Ordering};
 use std::sync::Arc;
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use crate::fault_fence::ClientMemory;
 
 /// Largest queue size virtio allows for split rings.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
@@ -65,7 +69,7 @@ pub struct Desc {
 /// A validated split ring. Holds the memory mapping alive.
 #[derive(Debug)]
 pub struct RawRing {
-    mem: Arc<GuestMemoryMmap>,
+    mem: Arc<ClientMemory>,
     desc: *const u8,
     avail: *mut u8,
     used: *mut u8,
@@ -80,7 +84,7 @@ pub struct RawRing {
 unsafe impl Send for RawRing {}
 
 fn area(
-    mem: &GuestMemoryMmap,
+    mem: &ClientMemory,
     what: &'static str,
     gpa: u64,
     len: usize,
@@ -102,7 +106,7 @@ fn area(
 impl RawRing {
     /// Validates and maps a ring of `size` entries.
     pub fn new(
-        mem: Arc<GuestMemoryMmap>,
+        mem: Arc<ClientMemory>,
         size: u16,
         desc: u64,
         avail: u64,
@@ -129,7 +133,7 @@ impl RawRing {
 
     /// The client memory this ring lives in.
     #[inline]
-    pub fn mem(&self) -> &Arc<GuestMemoryMmap> {
+    pub fn mem(&self) -> &Arc<ClientMemory> {
         &self.mem
     }
 
@@ -248,7 +252,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_layouts() {
-        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
+        let mem = Arc::new(ClientMemory::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
         assert!(matches!(
             RawRing::new(mem.clone(), 3, 0, 0x1000, 0x2000),
             Err(Error::BadSize(3))

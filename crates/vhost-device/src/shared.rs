@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::fault_fence::{ClientMemory, FaultFlag};
 
 /// Queue index of the receive queue (device -> client).
 pub const RX_QUEUE: usize = 0;
@@ -80,7 +81,10 @@ pub struct Published {
     /// Negotiated virtio features.
     pub features: u64,
     /// The client's memory, when a table was received.
-    pub mem: Option<Arc<GuestMemoryMmap>>,
+    pub mem: Option<Arc<ClientMemory>>,
+    /// Raised by the SIGBUS handler when a fenced mapping of this connection's
+    /// memory faulted ([`crate::fault_fence`]); one per connection.
+    pub fault: Arc<FaultFlag>,
     /// The two queues.
     pub queues: [QueueConf; NUM_QUEUES],
 }

@@ -31,7 +31,9 @@ pub enum DropReason {
     TooLong,
     /// A descriptor index (head or `next`) not below the queue size.
     BadIndex,
-    /// A chain longer than the queue size (a loop).
+    /// A chain of more descriptors than any frame needs
+    /// (`datapath::MAX_CHAIN_DESCRIPTORS`, or the queue size if smaller): a loop,
+    /// or padding with empty descriptors.
     ChainLoop,
     /// A buffer outside the client's memory.
     OutOfMemory,
@@ -160,6 +162,9 @@ pub struct PortStats {
     pub calls: u64,
     /// Times a ring was found broken and the port was reset.
     pub ring_resets: u64,
+    /// Times the client's memory faulted (its file was truncated): the port was
+    /// fenced off and the client disconnected ([`crate::fault_fence`]).
+    pub memory_faults: u64,
     /// Client connections seen by the data path (ready transitions).
     pub connects: u64,
     /// Client disconnections seen by the data path.

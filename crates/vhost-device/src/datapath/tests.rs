@@ -17,7 +17,7 @@ const BUF: u64 = 0x10000;
 const MEM: usize = 0x100000;
 
 struct Fake {
-    mem: Arc<GuestMemoryMmap>,
+    mem: Arc<ClientMemory>,
     shared: Arc<Shared>,
     h: DeviceHandle,
     tx_idx: u16,
@@ -41,7 +41,7 @@ fn conf(desc: u64, avail: u64, used: u64, call: Option<Arc<File>>) -> QueueConf 
 }
 
 fn fake(features: u64) -> Fake {
-    let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
+    let mem = Arc::new(ClientMemory::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
     let shared = Arc::new(Shared::new().unwrap());
     let mut h = DeviceHandle::new(shared.clone(), Arc::from("test"));
     let (r, w) = std::io::pipe().unwrap();
@@ -51,6 +51,7 @@ fn fake(features: u64) -> Fake {
         connected: true,
         features,
         mem: Some(mem.clone()),
+        fault: Default::default(),
         queues: [
             conf(RX_DESC, RX_AVAIL, RX_USED, Some(call.clone())),
             conf(TX_DESC, TX_AVAIL, TX_USED, Some(call)),
@@ -335,4 +336,78 @@ fn stop_handshake_returns_the_data_path_index() {
     }
     assert_eq!(t.join().unwrap(), 5);
     assert!(!f.h.is_ready());
+}
+
+/// A client whose memory is a fenced (unsealed) memfd: the data path must contain
+/// the fault when the client truncates it, fence the port off and ask for a
+/// disconnect; the next connection works.
+#[test]
+fn truncated_client_memory_fences_the_port_and_a_new_connection_works() {
+    use crate::fault_fence::{map_client_file, FaultFlag};
+    let fd = rustix::fs::memfd_create("dp-fence-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, MEM as u64).unwrap();
+    let file = File::from(fd);
+    let connect = |shared: &Shared, connection: u64, file: &File| {
+        let flag = Arc::new(FaultFlag::default());
+        let region = map_client_file(file, 0, MEM as u64, GuestAddress(0), &flag).unwrap();
+        let mem = Arc::new(ClientMemory::from_arc_regions(vec![Arc::new(region)]).unwrap());
+        let mut rx = conf(RX_DESC, RX_AVAIL, RX_USED, None);
+        let mut tx = conf(TX_DESC, TX_AVAIL, TX_USED, None);
+        rx.base_seq = connection;
+        tx.base_seq = connection;
+        shared.publish(Published {
+            connection,
+            connected: true,
+            features: F_VERSION_1,
+            mem: Some(mem.clone()),
+            fault: flag.clone(),
+            queues: [rx, tx],
+        });
+        (mem, flag)
+    };
+    let shared = Arc::new(Shared::new().unwrap());
+    let mut h = DeviceHandle::new(shared.clone(), Arc::from("fence-test"));
+    let (mem, flag) = connect(&shared, 1, &file);
+    assert!(matches!(h.refresh(), Some(PortEvent::Connected { .. })));
+    // One good frame first.
+    let data = frame(12 + 60);
+    mem.write_slice(&data, GuestAddress(BUF)).unwrap();
+    mem.write_obj(BUF, GuestAddress(TX_DESC)).unwrap();
+    mem.write_obj(72u32, GuestAddress(TX_DESC + 8)).unwrap();
+    mem.write_obj(0u16, GuestAddress(TX_AVAIL + 4)).unwrap();
+    mem.write_obj(1u16, GuestAddress(TX_AVAIL + 2)).unwrap();
+    assert_eq!(h.pop_tx(8, |_| {}), 1);
+    assert_eq!(h.stats().from_client_packets, 1);
+    // The client truncates its memory: the next batch faults, reads zeros, and the
+    // port is fenced off.
+    rustix::fs::ftruncate(&file, 0).unwrap();
+    assert_eq!(h.pop_tx(8, |_| panic!("no frame from zeroed memory")), 0);
+    assert!(flag.is_set());
+    assert!(h.is_fenced());
+    assert!(!h.is_ready());
+    assert_eq!(h.stats().memory_faults, 1);
+    assert!(shared.kick_out.load(std::sync::atomic::Ordering::Acquire));
+    // Stays fenced; counted once.
+    assert_eq!(h.pop_tx(8, |_| {}), 0);
+    h.flush_rx();
+    assert_eq!(h.stats().memory_faults, 1);
+    drop(mem);
+    // The control thread disconnects it; a new client connects with fresh memory.
+    shared.publish(Published {
+        connection: 1,
+        ..Default::default()
+    });
+    assert_eq!(h.refresh(), Some(PortEvent::Disconnected));
+    rustix::fs::ftruncate(&file, MEM as u64).unwrap();
+    let (mem2, _flag2) = connect(&shared, 2, &file);
+    assert!(matches!(h.refresh(), Some(PortEvent::Connected { .. })));
+    assert!(!h.is_fenced());
+    mem2.write_slice(&data, GuestAddress(BUF)).unwrap();
+    mem2.write_obj(BUF, GuestAddress(TX_DESC)).unwrap();
+    mem2.write_obj(72u32, GuestAddress(TX_DESC + 8)).unwrap();
+    mem2.write_obj(0u16, GuestAddress(TX_AVAIL + 4)).unwrap();
+    mem2.write_obj(1u16, GuestAddress(TX_AVAIL + 2)).unwrap();
+    assert_eq!(h.pop_tx(8, |_| {}), 1);
+    assert_eq!(h.stats().from_client_packets, 2);
+    assert_eq!(h.stats().memory_faults, 1);
 }
