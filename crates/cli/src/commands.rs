@@ -36,10 +36,11 @@ enum Command {
     /// Measure throughput and CPU cost of every data path (a benchmark, not a test).
     Bench(bench::BenchArgs),
     /// Talk to a running switch's control socket: `status`,
-    /// `mode UPLINK inline|domain|twin`, or `fault UPLINK KIND` with KIND one of
-    /// kill, panic, hang, garbage, bogus-length, open-file, open-socket (the driver
-    /// domain) or twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck (the
-    /// twin).
+    /// `mode UPLINK inline|domain|twin`, `revive UPLINK` (an uplink that gave up
+    /// after its restart budget), or `fault UPLINK KIND` (only when the switch runs
+    /// with --fault-injection) with KIND one of kill, panic, hang, garbage,
+    /// bogus-length, open-file, open-socket (the driver domain) or
+    /// twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck (the twin).
     Ctl(CtlArgs),
     /// Internal: a driver domain, started by the switch with its bootstrap socket as
     /// standard input.
@@ -113,6 +114,10 @@ struct SwitchArgs {
     /// does not fit in what is left is refused.
     #[arg(long, default_value = "256G", value_parser = switch::config::parse_bytes)]
     max_total_client_memory: u64,
+    /// Driver-domain restarts an uplink may make within a minute; past them it
+    /// gives up, and stays down until `twin ctl revive UPLINK`.
+    #[arg(long, default_value_t = switch::uplink::RESTART_BUDGET)]
+    restart_budget: usize,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -226,6 +231,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 max_client_memory: a.max_client_memory,
                 max_total_client_memory: a.max_total_client_memory,
+                restart_budget: a.restart_budget,
             };
             cfg.validate()?;
             pin(&a.run)?;

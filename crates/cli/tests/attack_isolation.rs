@@ -354,3 +354,70 @@ fn the_control_socket_is_private_checks_its_peer_and_injects_no_fault_unless_all
     assert_eq!(answer, "error: permission denied");
     sw.stop();
 }
+
+#[test]
+fn an_uplink_that_spent_its_restart_budget_is_revived_from_the_control_socket() {
+    let _m = serial();
+    let s = Scratch::new("attack-budget");
+    let (nic_s, c1_s, ctl_s) = (s.path("nic.sock"), s.path("c1.sock"), s.path("ctl.sock"));
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event",
+        ],
+    );
+    wait_for_path(&nic_s, Duration::from_secs(10));
+    let c1 = format!("c1={c1_s}");
+    let up = format!("u0={nic_s},mode=domain");
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch",
+            "--client",
+            &c1,
+            "--uplink",
+            &up,
+            "--poll",
+            "event",
+            "--control",
+            &ctl_s,
+            "--fault-injection",
+            "--restart-budget",
+            "2",
+        ],
+    );
+    wait_for_path(&ctl_s, Duration::from_secs(10));
+    // A domain that keeps dying (as a hostile NIC can make it) spends the budget:
+    // two restarts are allowed, the third failure gives up.
+    let mut pid = wait_domain(&ctl_s, 0);
+    for _ in 0..2 {
+        assert!(ctl_answer(&ctl_s, &["fault", "u0", "kill"]).starts_with("ok"));
+        pid = wait_domain(&ctl_s, pid);
+    }
+    assert!(ctl_answer(&ctl_s, &["fault", "u0", "kill"]).starts_with("ok"));
+    let st = wait_status(&ctl_s, Duration::from_secs(10), "given up", |s| {
+        s.pointer("/uplinks/u0/detail/gave_up") == Some(&Value::Bool(true))
+    });
+    assert_eq!(
+        st.pointer("/uplinks/u0/detail/connected"),
+        Some(&Value::Bool(false))
+    );
+    assert!(
+        ctl_answer(&ctl_s, &["revive", "c1"]).starts_with("error"),
+        "a client port is not an uplink"
+    );
+
+    let answer = ctl_answer(&ctl_s, &["revive", "u0"]);
+    assert!(answer.starts_with("ok"), "revive refused: {answer}");
+    let new_pid = wait_domain(&ctl_s, pid);
+    assert_ne!(new_pid, pid);
+    let st = ctl_status(&ctl_s);
+    assert_eq!(
+        st.pointer("/uplinks/u0/detail/gave_up"),
+        Some(&Value::Bool(false))
+    );
+    // Reviving an uplink that is up is refused.
+    assert!(ctl_answer(&ctl_s, &["revive", "u0"]).contains("has not given up"));
+    sw.stop();
+    nic.stop();
+}

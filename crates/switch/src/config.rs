@@ -275,6 +275,9 @@ pub struct SwitchConfig {
     pub max_client_memory: u64,
     /// Most bytes of client memory all clients together may have mapped.
     pub max_total_client_memory: u64,
+    /// Driver-domain restarts an uplink may make within a minute before it gives
+    /// up (until `twin ctl revive`).
+    pub restart_budget: usize,
 }
 
 /// Parses a byte count: a number with an optional binary suffix `K`, `M`, `G` or
@@ -386,6 +389,7 @@ mod tests {
             control_access: Default::default(),
             max_client_memory: 1 << 30,
             max_total_client_memory: 4 << 30,
+            restart_budget: 200,
         };
         assert_eq!(cfg.validate(), Err(ConfigError::DuplicateName("a".into())));
         cfg.uplinks = vec!["u=/s1".parse().unwrap()];

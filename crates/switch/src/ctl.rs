@@ -7,6 +7,8 @@
 //!   of `kill`, `panic`, `hang`, `garbage`, `bogus-length`, `open-file`, `open-socket`;
 //!   or into its twin: `twin-forbidden-read`, `twin-wild-write`, `twin-panic`,
 //!   `twin-stuck`. Answers `ok` or `error: ...`.
+//! * `revive UPLINK`: start a new driver domain for an uplink that gave up (its
+//!   restart budget spent), with a fresh budget. Answers `ok ...` or `error: ...`.
 //! * `mode UPLINK MODE`: move the uplink's fast path to `inline`, `domain` or `twin`
 //!   at run time (a handover: no reordering, no duplicates). Answers `ok ...` once
 //!   the change is under way.
@@ -123,6 +125,11 @@ pub enum Command {
         /// Which fault.
         kind: FaultKind,
     },
+    /// Start a new driver domain for an uplink that gave up.
+    Revive {
+        /// Uplink name.
+        uplink: String,
+    },
     /// Move an uplink's fast path.
     Mode {
         /// Uplink name.
@@ -147,12 +154,15 @@ impl Command {
                     kind,
                 })
             }
+            ["revive", uplink] => Ok(Command::Revive {
+                uplink: uplink.to_string(),
+            }),
             ["mode", uplink, mode] => Ok(Command::Mode {
                 uplink: uplink.to_string(),
                 mode: mode.parse()?,
             }),
             _ => Err(format!(
-                "unknown command {line:?} (status | fault UPLINK KIND | mode UPLINK MODE)"
+                "unknown command {line:?} (status | fault UPLINK KIND | mode UPLINK MODE | revive UPLINK)"
             )),
         }
     }
@@ -326,6 +336,12 @@ mod tests {
             Ok(Command::Mode {
                 uplink: "u0".into(),
                 mode: crate::config::UplinkMode::Twin
+            })
+        );
+        assert_eq!(
+            Command::parse("revive u0"),
+            Ok(Command::Revive {
+                uplink: "u0".into()
             })
         );
         assert!(Command::parse("mode u0 fast")

@@ -306,6 +306,15 @@ impl DataPath {
                         },
                     }
                 }
+                crate::ctl::Command::Revive { uplink } => {
+                    match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
+                        None => format!("error: no uplink {uplink:?}"),
+                        Some(u) => match u.revive() {
+                            Ok(()) => format!("ok: uplink {uplink} restarting"),
+                            Err(e) => format!("error: {e}"),
+                        },
+                    }
+                }
                 crate::ctl::Command::Mode { uplink, mode } => {
                     match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
                         None => format!("error: no uplink {uplink:?}"),

@@ -66,7 +66,7 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         .uplinks
         .iter()
         .cloned()
-        .map(|u| Uplink::new(u, cfg.poll))
+        .map(|u| Uplink::new(u, cfg.poll, cfg.restart_budget))
         .collect::<Result<Vec<_>, _>>()?;
     let fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms);
     let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);

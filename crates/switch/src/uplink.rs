@@ -44,7 +44,9 @@ use twin_runtime::SwitchInstance;
 
 /// How often the data path checks that the NIC (and the domain) are still there.
 pub const LINK_CHECK_INTERVAL: Duration = Duration::from_millis(50);
-/// Driver-domain restarts allowed within [`BUDGET_WINDOW`].
+/// Driver-domain restarts allowed within [`BUDGET_WINDOW`] by default
+/// (`SwitchConfig::restart_budget`); past it the uplink gives up until
+/// `twin ctl revive UPLINK`.
 pub const RESTART_BUDGET: usize = 200;
 /// The window of the restart budget.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(60);
@@ -323,6 +325,8 @@ pub struct Uplink {
     /// Start of the current outage and the switch-wide drop count at its start.
     down_since: Option<(Instant, u64)>,
     restarts: VecDeque<Instant>,
+    /// Restarts allowed within [`BUDGET_WINDOW`].
+    restart_budget: usize,
     /// Drops counted by driver domains that have since been replaced.
     past_domain_drops: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -424,7 +428,11 @@ fn spawn_connector(
 
 impl Uplink {
     /// Starts connecting to the uplink's NIC in the background.
-    pub fn new(spec: UplinkSpec, poll: PollMode) -> Result<Self, UplinkError> {
+    pub fn new(
+        spec: UplinkSpec,
+        poll: PollMode,
+        restart_budget: usize,
+    ) -> Result<Self, UplinkError> {
         let link = spawn_connector(&spec, poll, Duration::ZERO)?;
         Ok(Uplink {
             mode: spec.mode,
@@ -443,6 +451,7 @@ impl Uplink {
             outages: VecDeque::new(),
             down_since: None,
             restarts: VecDeque::new(),
+            restart_budget,
             past_domain_drops: Default::default(),
         })
     }
@@ -726,8 +735,9 @@ impl Uplink {
         {
             self.restarts.pop_front();
         }
-        if self.restarts.len() > RESTART_BUDGET {
-            warn!(uplink = %self.spec.name, "restart budget spent ({RESTART_BUDGET} in {BUDGET_WINDOW:?}); giving up");
+        if self.restarts.len() > self.restart_budget {
+            warn!(uplink = %self.spec.name, budget = self.restart_budget, window = ?BUDGET_WINDOW,
+                "restart budget spent; giving up until `twin ctl revive`");
             return Ok(true);
         }
         // Back off when failures come in a row.
@@ -739,6 +749,19 @@ impl Uplink {
         let delay = Duration::from_millis(5u64 << recent.min(7)).min(Duration::from_millis(500));
         self.link = spawn_connector(&self.spec, self.poll, delay)?;
         Ok(true)
+    }
+
+    /// Starts a new driver domain for an uplink that gave up (its restart budget
+    /// spent), with a fresh budget: the operator's way back (`twin ctl revive`).
+    pub fn revive(&mut self) -> Result<(), String> {
+        if !matches!(self.link, Link::GaveUp) {
+            return Err(format!("uplink {} has not given up", self.spec.name));
+        }
+        self.restarts.clear();
+        self.link =
+            spawn_connector(&self.spec, self.poll, Duration::ZERO).map_err(|e| e.to_string())?;
+        info!(uplink = %self.spec.name, "revived by the operator: starting a new driver domain");
+        Ok(())
     }
 
     /// Injects a fault into the uplink's driver domain or twin (see `crate::ctl`).
