@@ -94,6 +94,16 @@ struct SwitchArgs {
     /// At most this many learned MAC addresses.
     #[arg(long, default_value_t = 4096)]
     fdb_capacity: usize,
+    /// At most this many learned MAC addresses per port (clients and uplinks), so
+    /// that no port can fill the table.
+    #[arg(long, default_value_t = 1024)]
+    fdb_port_quota: u32,
+    /// Most flooded frames (broadcast, multicast, unknown unicast) a second that one
+    /// port may send; the rest are dropped and counted (`flood_limited`). 0: no
+    /// limit (the default: a NIC that never answers, as in benchmarks with a sink,
+    /// makes every frame to it an unknown unicast).
+    #[arg(long, default_value_t = 0)]
+    flood_limit: u64,
     /// Serve the control socket (`twin ctl`) at this path (mode 0600).
     #[arg(long)]
     control: Option<PathBuf>,
@@ -224,6 +234,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 poll: a.run.poll,
                 fdb_max_age_ms: a.fdb_max_age.saturating_mul(1000),
                 fdb_capacity: a.fdb_capacity,
+                fdb_port_quota: a.fdb_port_quota,
+                flood_limit_pps: a.flood_limit,
                 control: a.control,
                 control_access: switch::ctl::Access {
                     uids: a.control_uids,

@@ -266,6 +266,11 @@ pub struct SwitchConfig {
     pub fdb_max_age_ms: u64,
     /// At most this many learned addresses.
     pub fdb_capacity: usize,
+    /// At most this many learned addresses per port.
+    pub fdb_port_quota: u32,
+    /// Flooded frames (broadcast, multicast, unknown unicast) a second one port may
+    /// send; 0 for no limit.
+    pub flood_limit_pps: u64,
     /// The control socket (`twin ctl`), if any.
     pub control: Option<PathBuf>,
     /// Who may use the control socket, and whether it injects faults.
@@ -385,6 +390,8 @@ mod tests {
             poll: PollMode::Busy,
             fdb_max_age_ms: 300_000,
             fdb_capacity: 4096,
+            fdb_port_quota: 1024,
+            flood_limit_pps: 0,
             control: None,
             control_access: Default::default(),
             max_client_memory: 1 << 30,

@@ -34,11 +34,15 @@ pub enum Drop {
     UplinkRingFull,
     /// Larger than an uplink buffer.
     TooBigForUplink,
+    /// Source address pinned to another port (a configured client MAC).
+    StolenSource,
+    /// Over the ingress port's flood limit (broadcast, multicast, unknown unicast).
+    FloodLimited,
 }
 
 impl Drop {
     /// Every reason, in report order.
-    pub const ALL: [Drop; 9] = [
+    pub const ALL: [Drop; 11] = [
         Drop::Runt,
         Drop::GroupSource,
         Drop::SpoofedSource,
@@ -48,6 +52,8 @@ impl Drop {
         Drop::UplinkDown,
         Drop::UplinkRingFull,
         Drop::TooBigForUplink,
+        Drop::StolenSource,
+        Drop::FloodLimited,
     ];
 
     /// The reason's name in reports.
@@ -62,6 +68,8 @@ impl Drop {
             Drop::UplinkDown => "uplink_down",
             Drop::UplinkRingFull => "uplink_ring_full",
             Drop::TooBigForUplink => "too_big_for_uplink",
+            Drop::StolenSource => "stolen_source",
+            Drop::FloodLimited => "flood_limited",
         }
     }
 }
@@ -169,6 +177,8 @@ pub struct SwitchReport {
     pub fdb_entries: usize,
     /// Source addresses not learned because the table was full.
     pub fdb_full: u64,
+    /// Source addresses not learned because their port owned its quota.
+    pub fdb_quota_full: u64,
     /// Bytes of client memory mapped (the memory tables in force, all clients).
     pub client_memory: u64,
     /// The switch's client memory budget.
@@ -195,6 +205,7 @@ impl SwitchReport {
             drops,
             fdb_entries,
             fdb_full,
+            fdb_quota_full: 0,
             client_memory: 0,
             client_memory_limit: 0,
         }

@@ -31,7 +31,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use crate::client_port::ClientPort;
 use crate::config::PollMode;
 use crate::counters::{Drop, PortCounters};
-use crate::fdb::{Destination, Fdb, Memo, PortId};
+use crate::fdb::{Destination, Fdb, Learned, Memo, PortId};
 use crate::uplink::{Sent, Uplink, UplinkError};
 
 /// Frames taken from one source per iteration.
@@ -67,6 +67,8 @@ pub struct DataPath {
     pub fdb: Fdb,
     /// Sources not learned because the table was full.
     pub fdb_full: u64,
+    /// Flooded frames a second one ingress port may send (0: no limit).
+    pub flood_pps: u64,
     poll: PollMode,
     start: Instant,
     last_expire_ms: u64,
@@ -198,6 +200,8 @@ struct Table<'a> {
     /// Sources not learned because the table was full.
     fdb_full: &'a mut u64,
     now_ms: u64,
+    /// Flooded frames a second one ingress port may send (0: no limit).
+    flood_pps: u64,
 }
 
 /// The switching decision for one frame from `ingress`, carried out on `egress`.
@@ -232,8 +236,13 @@ fn switch_frame(
         return;
     };
     let frame = &frame;
-    if !t.fdb.learn_memo(ingress.memo, src, ingress.id, t.now_ms) {
-        *t.fdb_full += 1;
+    match t.fdb.learn_memo(ingress.memo, src, ingress.id, t.now_ms) {
+        Learned::TableFull => *t.fdb_full += 1,
+        Learned::Pinned => {
+            counters.drop(Drop::StolenSource);
+            return;
+        }
+        _ => {}
     }
     let me = ingress.id;
     match t.fdb.lookup_memo(ingress.memo, dst, t.now_ms) {
@@ -249,6 +258,10 @@ fn switch_frame(
             }
         }
         Destination::Flood => {
+            if !ingress.memo.allow_flood(t.flood_pps, t.now_ms) {
+                counters.drop(Drop::FloodLimited);
+                return;
+            }
             let mut any = false;
             for p in (0..egress.n_ports).filter(|&p| p != usize::from(me)) {
                 any |= egress.deliver(p, frame) != Delivery::Skipped;
@@ -268,6 +281,7 @@ impl DataPath {
             uplinks,
             fdb,
             fdb_full: 0,
+            flood_pps: 0,
             poll,
             start: Instant::now(),
             last_expire_ms: 0,
@@ -422,6 +436,7 @@ impl DataPath {
             fdb: &mut self.fdb,
             fdb_full: &mut self.fdb_full,
             now_ms,
+            flood_pps: self.flood_pps,
         };
         let mut ingress = Ingress {
             id: i as PortId,
@@ -464,6 +479,7 @@ impl DataPath {
             fdb: &mut self.fdb,
             fdb_full: &mut self.fdb_full,
             now_ms,
+            flood_pps: self.flood_pps,
         };
         let mut ingress = Ingress {
             id: (n_clients + k) as PortId,

@@ -7,7 +7,15 @@
 //!   when the table is full, new addresses are not learned (their frames are flooded)
 //!   and the event is counted;
 //! * entries age out after a configurable time without traffic from that address;
-//! * group (multicast/broadcast) source addresses are never learned.
+//! * group (multicast/broadcast) source addresses are never learned;
+//! * a configured client MAC is *pinned* to its port ([`Fdb::pin`]): it never ages,
+//!   never moves, and a frame from any other port with it as source is refused
+//!   ([`Learned::Pinned`]; the caller drops it), so no port, and no network behind
+//!   an uplink, can take over a protected client's unicast;
+//! * each port may own at most a quota of learned entries ([`Fdb::new`]), so one
+//!   port cannot fill the shared table and make every new address flood; refusals
+//!   are counted ([`Fdb::quota_refusals`]);
+//! * [`Memo::allow_flood`] is a per-ingress-port token bucket for flooded frames.
 //!
 //! Time is passed in by the caller as a monotonic tick in milliseconds, so the
 //! table is deterministic under test.
@@ -44,12 +52,28 @@ pub enum Learned {
     Ignored,
     /// Not learned: the table is full.
     TableFull,
+    /// Not learned: the port owns its quota of entries already.
+    QuotaFull,
+    /// Refused: the address is pinned to another port. Drop the frame.
+    Pinned,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     port: PortId,
     last_seen_ms: u64,
+    /// Configured, not learned: never ages, never moves, owns no quota.
+    pinned: bool,
+}
+
+/// Port `port`'s count of owned entries, the table grown to hold it (only when a
+/// port id learns for the first time, not per frame).
+fn owned_slot(owned: &mut Vec<u32>, port: PortId) -> Option<&mut u32> {
+    let i = usize::from(port);
+    if i >= owned.len() {
+        owned.resize(i + 1, 0);
+    }
+    owned.get_mut(i)
 }
 
 /// A MAC learning table with fixed capacity and ageing.
@@ -61,38 +85,117 @@ pub struct Fdb {
     /// Changes whenever an address is added, moves or goes away, so that a
     /// [`Memo`] knows when its remembered answer may be stale.
     generation: u64,
+    /// Learned entries one port may own.
+    port_quota: u32,
+    /// Learned (not pinned) entries owned, by port id; grows when a new port id
+    /// first learns (not per frame).
+    owned: Vec<u32>,
+    /// Learnings refused because the port owned its quota.
+    quota_refusals: u64,
 }
 
-/// One ingress port's memory of its last learning and lookup, so that a burst of
-/// frames between the same two addresses hashes once per millisecond, not per frame.
-/// Valid only within the same millisecond and the same table generation.
+/// One ingress port's state for the switching decisions: its last learning and
+/// lookup, so that a burst of frames between the same two addresses hashes once per
+/// millisecond, not per frame (valid only within the same millisecond and table
+/// generation), and its flood budget ([`Memo::allow_flood`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memo {
     learned: Option<(MacAddr, u64)>,
     looked_up: Option<(MacAddr, u64, u64, Destination)>,
+    /// Flood tokens, in thousandths of a frame.
+    flood_tokens: u64,
+    flood_refilled_ms: u64,
+}
+
+impl Memo {
+    /// Whether the port may flood one more frame at `now_ms` with a limit of `pps`
+    /// flooded frames a second (0: no limit). Bursts of 10 ms of frames (at least
+    /// 64) pass at once.
+    #[inline]
+    pub fn allow_flood(&mut self, pps: u64, now_ms: u64) -> bool {
+        if pps == 0 {
+            return true;
+        }
+        let cap = pps.saturating_mul(10).max(64_000);
+        let elapsed = now_ms.saturating_sub(self.flood_refilled_ms);
+        if elapsed > 0 {
+            self.flood_tokens = self
+                .flood_tokens
+                .saturating_add(elapsed.saturating_mul(pps))
+                .min(cap);
+            self.flood_refilled_ms = now_ms;
+        }
+        if self.flood_tokens >= 1000 {
+            self.flood_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Fdb {
-    /// A table of at most `capacity` entries whose entries expire after `max_age_ms`.
-    pub fn new(capacity: usize, max_age_ms: u64) -> Self {
+    /// A table of at most `capacity` entries whose entries expire after
+    /// `max_age_ms`, of which one port may own at most `port_quota`.
+    pub fn new(capacity: usize, max_age_ms: u64, port_quota: u32) -> Self {
         Self {
             entries: HashMap::with_capacity(capacity),
             capacity,
             max_age_ms,
             generation: 0,
+            port_quota,
+            owned: Vec::new(),
+            quota_refusals: 0,
+        }
+    }
+
+    /// Pins `mac` to `port` (a configured client MAC); replaces whatever was there.
+    pub fn pin(&mut self, mac: MacAddr, port: PortId) {
+        if let Some(old) = self.entries.insert(
+            mac,
+            Entry {
+                port,
+                last_seen_ms: 0,
+                pinned: true,
+            },
+        ) {
+            if !old.pinned {
+                self.disown(old.port);
+            }
+        }
+        self.generation += 1;
+    }
+
+    /// Learnings refused so far because the port owned its quota.
+    pub fn quota_refusals(&self) -> u64 {
+        self.quota_refusals
+    }
+
+    fn disown(&mut self, port: PortId) {
+        if let Some(o) = owned_slot(&mut self.owned, port) {
+            *o = o.saturating_sub(1);
         }
     }
 
     /// [`Fdb::learn`], skipped when `memo` shows the same source was learned on this
-    /// port in this millisecond. Returns false only when the table was full.
+    /// port in this millisecond. A refusal ([`Learned::Pinned`]) is never memoised:
+    /// every such frame must be dropped.
     #[inline]
-    pub fn learn_memo(&mut self, memo: &mut Memo, mac: MacAddr, port: PortId, now_ms: u64) -> bool {
+    pub fn learn_memo(
+        &mut self,
+        memo: &mut Memo,
+        mac: MacAddr,
+        port: PortId,
+        now_ms: u64,
+    ) -> Learned {
         if memo.learned == Some((mac, now_ms)) {
-            return true;
+            return Learned::Refreshed;
         }
         let r = self.learn(mac, port, now_ms);
-        memo.learned = Some((mac, now_ms));
-        r != Learned::TableFull
+        if r != Learned::Pinned {
+            memo.learned = Some((mac, now_ms));
+        }
+        r
     }
 
     /// [`Fdb::lookup`], answered from `memo` for a repeated destination in the same
@@ -114,25 +217,47 @@ impl Fdb {
         if mac.is_multicast() {
             return Learned::Ignored;
         }
+        let quota = self.port_quota;
         if let Some(e) = self.entries.get_mut(&mac) {
-            let before = e.port;
+            if e.port == port {
+                e.last_seen_ms = now_ms;
+                return Learned::Refreshed;
+            }
+            if e.pinned {
+                return Learned::Pinned;
+            }
+            let from = e.port;
+            if owned_slot(&mut self.owned, port).is_none_or(|o| *o >= quota) {
+                self.quota_refusals += 1;
+                return Learned::QuotaFull;
+            }
             e.port = port;
             e.last_seen_ms = now_ms;
-            return if before == port {
-                Learned::Refreshed
-            } else {
-                self.generation += 1;
-                Learned::Moved { from: before }
-            };
+            if let Some(o) = owned_slot(&mut self.owned, port) {
+                *o += 1;
+            }
+            if let Some(o) = owned_slot(&mut self.owned, from) {
+                *o = o.saturating_sub(1);
+            }
+            self.generation += 1;
+            return Learned::Moved { from };
         }
         if self.entries.len() >= self.capacity {
             return Learned::TableFull;
+        }
+        match owned_slot(&mut self.owned, port) {
+            Some(o) if *o < quota => *o += 1,
+            _ => {
+                self.quota_refusals += 1;
+                return Learned::QuotaFull;
+            }
         }
         self.entries.insert(
             mac,
             Entry {
                 port,
                 last_seen_ms: now_ms,
+                pinned: false,
             },
         );
         self.generation += 1;
@@ -145,7 +270,7 @@ impl Fdb {
             return Destination::Flood;
         }
         match self.entries.get(&dst) {
-            Some(e) if now_ms.saturating_sub(e.last_seen_ms) <= self.max_age_ms => {
+            Some(e) if e.pinned || now_ms.saturating_sub(e.last_seen_ms) <= self.max_age_ms => {
                 Destination::Port(e.port)
             }
             _ => Destination::Flood,
@@ -157,16 +282,28 @@ impl Fdb {
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let before = self.entries.len();
         let max_age = self.max_age_ms;
-        self.entries
-            .retain(|_, e| now_ms.saturating_sub(e.last_seen_ms) <= max_age);
+        let owned = &mut self.owned;
+        self.entries.retain(|_, e| {
+            let keep = e.pinned || now_ms.saturating_sub(e.last_seen_ms) <= max_age;
+            if !keep {
+                if let Some(o) = owned.get_mut(usize::from(e.port)) {
+                    *o = o.saturating_sub(1);
+                }
+            }
+            keep
+        });
         self.generation += 1;
         before - self.entries.len()
     }
 
-    /// Forgets every address learned on `port` (the client went away).
+    /// Forgets every address learned on `port` (the client went away); its pinned
+    /// address stays.
     pub fn forget_port(&mut self, port: PortId) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, e| e.port != port);
+        self.entries.retain(|_, e| e.pinned || e.port != port);
+        if let Some(o) = self.owned.get_mut(usize::from(port)) {
+            *o = 0;
+        }
         self.generation += 1;
         before - self.entries.len()
     }
@@ -191,7 +328,7 @@ mod tests {
 
     #[test]
     fn learns_and_forwards() {
-        let mut f = Fdb::new(8, 1000);
+        let mut f = Fdb::new(8, 1000, 1000);
         assert_eq!(f.lookup(A, 0), Destination::Flood);
         assert_eq!(f.learn(A, 3, 0), Learned::New);
         assert_eq!(f.lookup(A, 10), Destination::Port(3));
@@ -202,7 +339,7 @@ mod tests {
 
     #[test]
     fn group_addresses_flood_and_are_not_learned() {
-        let mut f = Fdb::new(8, 1000);
+        let mut f = Fdb::new(8, 1000, 1000);
         assert_eq!(f.learn(MacAddr::BROADCAST, 1, 0), Learned::Ignored);
         assert_eq!(f.lookup(MacAddr::BROADCAST, 0), Destination::Flood);
         assert!(f.is_empty());
@@ -210,7 +347,7 @@ mod tests {
 
     #[test]
     fn ages_out() {
-        let mut f = Fdb::new(8, 1000);
+        let mut f = Fdb::new(8, 1000, 1000);
         f.learn(A, 1, 0);
         f.learn(B, 2, 900);
         assert_eq!(f.lookup(A, 1000), Destination::Port(1));
@@ -222,7 +359,7 @@ mod tests {
 
     #[test]
     fn capacity_is_a_hard_limit() {
-        let mut f = Fdb::new(2, 1000);
+        let mut f = Fdb::new(2, 1000, 1000);
         assert_eq!(f.learn(A, 1, 0), Learned::New);
         assert_eq!(f.learn(B, 1, 0), Learned::New);
         assert_eq!(f.learn(MacAddr::local(9), 1, 0), Learned::TableFull);
@@ -232,9 +369,9 @@ mod tests {
 
     #[test]
     fn memo_answers_within_a_millisecond_and_generation() {
-        let mut f = Fdb::new(8, 1000);
+        let mut f = Fdb::new(8, 1000, 1000);
         let mut m = Memo::default();
-        assert!(f.learn_memo(&mut m, A, 1, 5));
+        assert_eq!(f.learn_memo(&mut m, A, 1, 5), Learned::New);
         assert_eq!(f.lookup_memo(&mut m, B, 5), Destination::Flood);
         // B appears on port 2: the generation changes, the memo must not answer Flood.
         f.learn(B, 2, 5);
@@ -242,7 +379,7 @@ mod tests {
         // A moves to port 3 in the same millisecond: the memo of port 1 skips the
         // learn, but a learn from port 3 is not skipped (its own memo).
         let mut m3 = Memo::default();
-        assert!(f.learn_memo(&mut m3, A, 3, 5));
+        assert_eq!(f.learn_memo(&mut m3, A, 3, 5), Learned::Moved { from: 1 });
         assert_eq!(f.lookup(A, 5), Destination::Port(3));
         // Forgetting port 2 invalidates the memo.
         f.forget_port(2);
@@ -250,8 +387,64 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_address_never_moves_ages_or_is_forgotten() {
+        let mut f = Fdb::new(8, 1000, 1000);
+        f.pin(A, 1);
+        let mut m = Memo::default();
+        // Another port (or the network behind an uplink) claims A: refused, every time.
+        assert_eq!(f.learn_memo(&mut m, A, 2, 5), Learned::Pinned);
+        assert_eq!(f.learn_memo(&mut m, A, 2, 5), Learned::Pinned);
+        assert_eq!(f.lookup(A, 5), Destination::Port(1));
+        assert_eq!(f.learn(A, 1, 6), Learned::Refreshed);
+        assert_eq!(f.expire(1_000_000), 0);
+        assert_eq!(f.lookup(A, 1_000_000), Destination::Port(1));
+        assert_eq!(f.forget_port(1), 0);
+        assert_eq!(f.lookup(A, 1_000_000), Destination::Port(1));
+    }
+
+    #[test]
+    fn one_port_cannot_take_more_than_its_quota() {
+        let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x10, i]);
+        let mut f = Fdb::new(16, 1000, 3);
+        for i in 0..3 {
+            assert_eq!(f.learn(mac(i), 1, 0), Learned::New);
+        }
+        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.quota_refusals(), 1);
+        // Other ports still learn.
+        assert_eq!(f.learn(B, 2, 0), Learned::New);
+        // Nor can a port at its quota take an address over from another.
+        assert_eq!(f.learn(B, 1, 0), Learned::QuotaFull);
+        assert_eq!(f.lookup(B, 0), Destination::Port(2));
+        // Ageing and forgetting give the quota back.
+        assert_eq!(f.expire(5000), 4);
+        assert_eq!(f.learn(mac(3), 1, 5000), Learned::New);
+        assert_eq!(f.forget_port(1), 1);
+        for i in 10..13 {
+            assert_eq!(f.learn(mac(i), 1, 5000), Learned::New);
+        }
+        // A move hands the quota from the old port to the new one.
+        assert_eq!(f.learn(mac(10), 2, 5000), Learned::Moved { from: 1 });
+        assert_eq!(f.learn(mac(20), 1, 5000), Learned::New);
+    }
+
+    #[test]
+    fn floods_are_limited_per_port_with_a_burst() {
+        let mut m = Memo::default();
+        // 1000 floods a second: a burst of 64 (the minimum), then one a millisecond.
+        let passed = (0..100).filter(|_| m.allow_flood(1000, 0)).count();
+        assert_eq!(passed, 0, "no tokens before any time passed");
+        let passed = (0..100).filter(|_| m.allow_flood(1000, 64)).count();
+        assert_eq!(passed, 64);
+        let passed = (0..100).filter(|_| m.allow_flood(1000, 65)).count();
+        assert_eq!(passed, 1);
+        // No limit.
+        assert!((0..10_000).all(|_| m.allow_flood(0, 65)));
+    }
+
+    #[test]
     fn forgets_a_port() {
-        let mut f = Fdb::new(8, 1000);
+        let mut f = Fdb::new(8, 1000, 1000);
         f.learn(A, 1, 0);
         f.learn(B, 2, 0);
         assert_eq!(f.forget_port(1), 1);

@@ -68,8 +68,14 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         .cloned()
         .map(|u| Uplink::new(u, cfg.poll, cfg.restart_budget))
         .collect::<Result<Vec<_>, _>>()?;
-    let fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms);
+    let mut fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms, cfg.fdb_port_quota);
+    for (i, c) in cfg.clients.iter().enumerate() {
+        if let Some(mac) = c.mac {
+            fdb.pin(mac, i as fdb::PortId);
+        }
+    }
     let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);
+    dp.flood_pps = cfg.flood_limit_pps;
     dp.memory_budget = Some(budget);
     if let Some(path) = &cfg.control {
         dp.set_control(ctl::serve(path, cfg.control_access.clone())?);
@@ -115,6 +121,7 @@ pub fn report(dp: &DataPath) -> SwitchReport {
         })
         .collect();
     let mut r = SwitchReport::new(clients, uplinks, dp.fdb.len(), dp.fdb_full);
+    r.fdb_quota_full = dp.fdb.quota_refusals();
     if let Some(b) = &dp.memory_budget {
         r.client_memory = b.used();
         r.client_memory_limit = b.limit();
