@@ -45,7 +45,19 @@ enum Command {
     /// Internal: a driver domain, started by the switch with its bootstrap socket as
     /// standard input.
     #[command(hide = true)]
-    DriverDomain,
+    DriverDomain(DriverDomainArgs),
+}
+
+/// What the switch tells a driver domain on its command line (everything else
+/// arrives over the bootstrap socket).
+#[derive(Debug, Args)]
+struct DriverDomainArgs {
+    /// Run as this user and group id outside the sandbox's namespaces.
+    #[arg(long)]
+    outside_id: Option<u32>,
+    /// Address-space limit (RLIMIT_AS), bytes.
+    #[arg(long)]
+    memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +140,10 @@ struct SwitchArgs {
     /// gives up, and stays down until `twin ctl revive UPLINK`.
     #[arg(long, default_value_t = switch::uplink::RESTART_BUDGET)]
     restart_budget: usize,
+    /// Run as root, the switch runs uplink i's driver domain as user and group id
+    /// BASE+i outside its namespaces, an id nothing else on the host should use.
+    #[arg(long, value_name = "BASE", default_value_t = 3_000_000_000)]
+    domain_id_base: u32,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -244,6 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 max_client_memory: a.max_client_memory,
                 max_total_client_memory: a.max_total_client_memory,
                 restart_budget: a.restart_budget,
+                domain_id_base: a.domain_id_base,
             };
             cfg.validate()?;
             pin(&a.run)?;
@@ -313,7 +330,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::DriverDomain => {
+        Command::DriverDomain(a) => {
             use std::os::fd::AsFd;
             let boot = std::io::stdin()
                 .as_fd()
@@ -323,8 +340,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             // Once its descriptors arrived, the domain enters its sandbox: own
             // namespaces, empty root, no capabilities, no_new_privs, then a seccomp
             // allow-list that kills it on anything else (crates/sandbox).
-            let jail =
-                || sandbox::enter(&sandbox::Policy::driver_domain()).map_err(|e| e.to_string());
+            let mut policy = sandbox::Policy::driver_domain();
+            policy.outside_ids = a.outside_id.map(|id| sandbox::Ids { uid: id, gid: id });
+            policy.memory_limit = a.memory_limit;
+            let jail = || sandbox::enter(&policy).map_err(|e| e.to_string());
             driver_domain::serve(std::os::unix::net::UnixStream::from(boot), &stop, jail)?;
             Ok(())
         }

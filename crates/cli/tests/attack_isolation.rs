@@ -114,10 +114,14 @@ fn driver_domains_hold_only_the_descriptors_the_switch_hands_them() {
     // eventfds for both queues, all handed to the switch.
     let client = connect_raw(&c1_s);
     let client_mem = "twin-raw-frontend";
-    assert!(
-        fds(sw.pid()).iter().any(|(_, t)| t.contains(client_mem)),
-        "the switch holds no descriptor of the client's memory; the test proves nothing"
-    );
+    let start = Instant::now();
+    while !maps_contain(sw.pid(), client_mem) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the switch never mapped the client's memory; the test proves nothing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     for restart in 1..=3 {
         assert!(
@@ -136,6 +140,29 @@ fn driver_domains_hold_only_the_descriptors_the_switch_hands_them() {
         for p in domain {
             let held = fds(p);
             let eventfds = held.iter().filter(|(_, t)| t.contains("[eventfd]")).count();
+            assert!(
+                !maps_contain(p, client_mem),
+                "restart {restart}: driver-domain process {p} maps the client's memory"
+            );
+            // Never root outside, and a bounded address space.
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|u| u.parse::<u32>().ok())
+                .expect("a Uid line");
+            assert_ne!(
+                uid, 0,
+                "restart {restart}: process {p} runs as root outside"
+            );
+            let limits = std::fs::read_to_string(format!("/proc/{p}/limits")).unwrap();
+            assert!(
+                limits
+                    .lines()
+                    .any(|l| l.starts_with("Max address space") && l.contains("1073741824")),
+                "restart {restart}: process {p} has no 1 GiB address-space limit:\n{limits}"
+            );
             for (fd, target) in &held {
                 assert!(
                     !target.contains(client_mem),

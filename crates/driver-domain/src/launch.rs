@@ -88,7 +88,16 @@ pub struct LaunchConfig {
     pub watchdog: Duration,
     /// How long the DD may take to report Running.
     pub start_timeout: Duration,
+    /// The user and group id the DD switches to before entering its namespaces
+    /// (`None`: it keeps the switch's, which must then be unprivileged).
+    pub outside_id: Option<u32>,
+    /// The DD's address-space limit (`RLIMIT_AS`), bytes.
+    pub memory_limit: u64,
 }
+
+/// The address space a driver domain may use: its two regions (a few MiB), its
+/// code and a small heap fit many times over.
+pub const DOMAIN_MEMORY_LIMIT: u64 = 1 << 30;
 
 /// Outcome of [`DomainLink::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,8 +179,13 @@ impl DomainLink {
         let mut cmd = Command::new(&cfg.exe);
         // Exactly the descriptors handed over below, whatever else the switch holds.
         sandbox::spawn_with_stdio_only(&mut cmd);
+        cmd.arg("driver-domain")
+            .arg("--memory-limit")
+            .arg(cfg.memory_limit.to_string());
+        if let Some(id) = cfg.outside_id {
+            cmd.arg("--outside-id").arg(id.to_string());
+        }
         let child = cmd
-            .arg("driver-domain")
             // Printing a backtrace opens the executable, which the sandbox forbids:
             // a panic must end as exit status 101, not as a seccomp kill.
             .env_remove("RUST_BACKTRACE")

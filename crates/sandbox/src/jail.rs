@@ -7,7 +7,8 @@
 //!
 //! 1. [`Sandbox::isolate`]: everything but the filter, in this order
 //!    * check the process is single-threaded (namespaces and `fork` need it);
-//!    * `RLIMIT_CORE` = 0 (a crashing DD writes no core with shared memory in it);
+//!    * `RLIMIT_CORE` = 0 (a crashing DD writes no core with shared memory in it),
+//!      and `RLIMIT_AS` when the policy has a memory limit;
 //!    * optionally switch to unprivileged ids outside ([`Policy::outside_ids`]);
 //!    * `unshare` user, mount, net, ipc, uts, cgroup and pid namespaces at once (the
 //!      user namespace is created first and owns the others); map uid and gid 0 in
@@ -198,6 +199,8 @@ pub struct Policy {
     /// Use an id of its own per driver domain: every process of that uid outside
     /// would hold all capabilities over the DD's namespaces.
     pub outside_ids: Option<Ids>,
+    /// Address-space limit (`RLIMIT_AS`, bytes) for the process and its worker.
+    pub memory_limit: Option<u64>,
 }
 
 impl Policy {
@@ -209,6 +212,7 @@ impl Policy {
             namespaces: Namespaces::ALL,
             empty_root: true,
             outside_ids: None,
+            memory_limit: None,
         }
     }
 
@@ -267,6 +271,16 @@ impl Sandbox {
             },
         )
         .map_err(step("setrlimit(RLIMIT_CORE)"))?;
+        if let Some(limit) = policy.memory_limit {
+            rustix::process::setrlimit(
+                Resource::As,
+                Rlimit {
+                    current: Some(limit),
+                    maximum: Some(limit),
+                },
+            )
+            .map_err(step("setrlimit(RLIMIT_AS)"))?;
+        }
 
         if let Some(ids) = policy.outside_ids {
             switch_ids(ids)?;

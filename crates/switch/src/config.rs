@@ -131,6 +131,10 @@ pub struct UplinkSpec {
     pub socket: PathBuf,
     /// Where the driver runs.
     pub mode: UplinkMode,
+    /// The user and group id its driver domain runs as outside its namespaces
+    /// (assigned by the switch, one per uplink, when it runs as root).
+    #[serde(skip)]
+    pub domain_id: Option<u32>,
 }
 
 /// A specification split into its name, socket and `key=value` options.
@@ -227,7 +231,12 @@ impl FromStr for UplinkSpec {
                 }
             }
         }
-        Ok(UplinkSpec { name, socket, mode })
+        Ok(UplinkSpec {
+            name,
+            socket,
+            mode,
+            domain_id: None,
+        })
     }
 }
 
@@ -283,6 +292,9 @@ pub struct SwitchConfig {
     /// Driver-domain restarts an uplink may make within a minute before it gives
     /// up (until `twin ctl revive`).
     pub restart_budget: usize,
+    /// A switch running as root runs uplink `i`'s driver domain as user and group
+    /// `domain_id_base + i` outside its namespaces (never as root).
+    pub domain_id_base: u32,
 }
 
 /// Parses a byte count: a number with an optional binary suffix `K`, `M`, `G` or
@@ -397,6 +409,7 @@ mod tests {
             max_client_memory: 1 << 30,
             max_total_client_memory: 4 << 30,
             restart_budget: 200,
+            domain_id_base: 3_000_000_000,
         };
         assert_eq!(cfg.validate(), Err(ConfigError::DuplicateName("a".into())));
         cfg.uplinks = vec!["u=/s1".parse().unwrap()];

@@ -66,7 +66,13 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         .uplinks
         .iter()
         .cloned()
-        .map(|u| Uplink::new(u, cfg.poll, cfg.restart_budget))
+        .enumerate()
+        .map(|(i, mut u)| {
+            if rustix::process::geteuid().is_root() {
+                u.domain_id = Some(cfg.domain_id_base.saturating_add(i as u32));
+            }
+            Uplink::new(u, cfg.poll, cfg.restart_budget)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms, cfg.fdb_port_quota);
     for (i, c) in cfg.clients.iter().enumerate() {

@@ -370,6 +370,8 @@ fn connect_once(spec: &UplinkSpec, poll: PollMode) -> Result<UplinkDriver, Strin
         name: spec.name.clone(),
         watchdog: WATCHDOG,
         start_timeout: Duration::from_secs(5),
+        outside_id: spec.domain_id,
+        memory_limit: driver_domain::launch::DOMAIN_MEMORY_LIMIT,
     };
     DomainLink::launch(&cfg)
         .map(|domain| UplinkDriver {
