@@ -448,3 +448,59 @@ fn an_uplink_that_spent_its_restart_budget_is_revived_from_the_control_socket() 
     sw.stop();
     nic.stop();
 }
+
+#[test]
+fn what_a_driver_domain_writes_is_relayed_quoted_never_as_the_switchs_own_lines() {
+    let _m = serial();
+    let s = Scratch::new("attack-stderr");
+    let (nic_s, c1_s, ctl_s) = (s.path("nic.sock"), s.path("c1.sock"), s.path("ctl.sock"));
+    let mut nic = Proc::twin(
+        "nic",
+        &[
+            "nic", "--socket", &nic_s, "--mode", "sink", "--poll", "event",
+        ],
+    );
+    wait_for_path(&nic_s, Duration::from_secs(10));
+    let c1 = format!("c1={c1_s}");
+    let up = format!("u0={nic_s},mode=domain");
+    let mut sw = Proc::twin_capturing(
+        "switch",
+        &[
+            "switch",
+            "--client",
+            &c1,
+            "--uplink",
+            &up,
+            "--poll",
+            "event",
+            "--control",
+            &ctl_s,
+            "--fault-injection",
+        ],
+    );
+    wait_for_path(&ctl_s, Duration::from_secs(10));
+    let pid = wait_domain(&ctl_s, 0);
+    // The domain panics: the panic message goes to its stderr.
+    assert!(ctl_answer(&ctl_s, &["fault", "u0", "panic"]).starts_with("ok"));
+    wait_domain(&ctl_s, pid);
+    sw.wait_for_output("driver domain wrote to stderr", Duration::from_secs(10));
+    sw.stop();
+    nic.stop();
+    let out = sw.output();
+    let relayed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("driver domain wrote to stderr"))
+        .collect();
+    assert!(
+        relayed.iter().any(|l| l.contains("injected fault")),
+        "the panic message was not relayed: {relayed:?}"
+    );
+    // Every line of the switch's stderr is the switch's own: a log line with a
+    // timestamp and level, or its JSON report.
+    for l in out.lines() {
+        assert!(
+            l.starts_with("20") || l.starts_with('{'),
+            "a line the switch did not write: {l:?}"
+        );
+    }
+}

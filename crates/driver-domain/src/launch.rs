@@ -149,6 +149,63 @@ fn eventfd() -> Result<OwnedFd, LaunchError> {
     })
 }
 
+/// Longest piece of a domain's stderr relayed as one line.
+const RELAY_LINE_MAX: usize = 512;
+/// Lines of one domain's stderr relayed per second; the rest are counted.
+const RELAY_LINES_PER_SEC: u32 = 10;
+
+/// Relays a driver domain's stderr into the switch's log, on a thread of its own
+/// that ends when the domain (every holder of the pipe) is gone. Each line is cut
+/// at [`RELAY_LINE_MAX`] bytes, escaped (no control characters reach the log), and
+/// rate-limited to [`RELAY_LINES_PER_SEC`], with the count of suppressed lines.
+fn relay_stderr(uplink: &str, pid: u32, err: std::process::ChildStderr) {
+    let uplink = uplink.to_string();
+    let relay = move || {
+        use std::io::Read;
+        let mut err = err;
+        let mut buf = [0u8; RELAY_LINE_MAX];
+        let mut fill = 0;
+        let mut window = Instant::now();
+        let (mut lines, mut suppressed) = (0u32, 0u64);
+        loop {
+            let n = match err.read(&mut buf[fill..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            fill += n;
+            // Whole lines, or a full buffer as one piece.
+            while fill > 0 {
+                let cut = match buf[..fill].iter().position(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if fill == buf.len() => fill,
+                    None => break,
+                };
+                if window.elapsed() >= Duration::from_secs(1) {
+                    window = Instant::now();
+                    lines = 0;
+                }
+                if lines < RELAY_LINES_PER_SEC {
+                    lines += 1;
+                    let text = String::from_utf8_lossy(&buf[..cut]);
+                    let text = text.trim_end_matches('\n').escape_debug().to_string();
+                    tracing::info!(%uplink, pid, suppressed, output = %text, "driver domain wrote to stderr");
+                    suppressed = 0;
+                } else {
+                    suppressed += 1;
+                }
+                buf.copy_within(cut..fill, 0);
+                fill -= cut;
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("dd-stderr".into())
+        .spawn(relay)
+    {
+        tracing::warn!(error = %e, "cannot relay a driver domain's stderr");
+    }
+}
+
 fn ring(fd: &OwnedFd) {
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
@@ -185,19 +242,24 @@ impl DomainLink {
         if let Some(id) = cfg.outside_id {
             cmd.arg("--outside-id").arg(id.to_string());
         }
-        let child = cmd
+        let mut child = cmd
             // Printing a backtrace opens the executable, which the sandbox forbids:
             // a panic must end as exit status 101, not as a seccomp kill.
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
             .stdin(Stdio::from(OwnedFd::from(boot_dd)))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // Its own pipe: what it writes is relayed as a field of the switch's
+            // log lines, never as lines of their own it could forge.
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| LaunchError::Spawn {
                 exe: cfg.exe.clone(),
                 source,
             })?;
+        if let Some(err) = child.stderr.take() {
+            relay_stderr(&cfg.name, child.id(), err);
+        }
         let upcall_bell = doorbell_in
             .try_clone()
             .map_err(|source| LaunchError::Create {

@@ -132,6 +132,14 @@ impl Proc {
         Proc::spawn(name, cmd, false)
     }
 
+    /// Starts `twin ARGS...` with its stderr collected with its stdout
+    /// ([`Proc::output`]).
+    pub fn twin_capturing(name: &str, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_twin"));
+        cmd.args(args).env("TWIN_LOG", "info").env("NO_COLOR", "1");
+        Proc::spawn(name, cmd, true)
+    }
+
     /// Starts `twin ARGS...`.
     pub fn twin(name: &str, args: &[&str]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_twin"));
