@@ -39,6 +39,7 @@ packages=(
   mawk
   findutils
   coreutils
+  g++ # libFuzzer's runtime for scripts/fuzz.sh
 )
 
 if [ "${1:-}" = --list-packages ]; then

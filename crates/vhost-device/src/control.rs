@@ -517,6 +517,9 @@ pub struct Handler {
     /// This connection's share of the switch's memory budget (its table in force).
     reservation: Reservation,
     ctx: Arc<DeviceCtx>,
+    /// Longest wait for the data path's ring-stop acknowledgement
+    /// ([`STOP_TIMEOUT`]; zero only for the in-process fuzzing harness).
+    stop_timeout: Duration,
 }
 
 fn offered_protocol() -> VhostUserProtocolFeatures {
@@ -546,6 +549,7 @@ impl Handler {
             mem: None,
             queues: Default::default(),
             seq: connection << 32,
+            stop_timeout: STOP_TIMEOUT,
         };
         for q in 0..NUM_QUEUES {
             h.seq += 1;
@@ -672,8 +676,10 @@ impl Handler {
     fn reset(&mut self) {
         let c = self.connection;
         let seq = self.seq;
+        let stop_timeout = self.stop_timeout;
         *self = Handler::new(self.shared.clone(), self.cfg.clone(), c, self.ctx.clone());
         self.seq = seq;
+        self.stop_timeout = stop_timeout;
         for q in 0..NUM_QUEUES {
             self.seq += 1;
             self.queues[q].base_seq = self.seq;
@@ -733,6 +739,83 @@ impl Handler {
         self.regions = regions;
         self.mem = mem;
         self.publish();
+        Ok(())
+    }
+}
+
+/// What [`crate::fuzzing`] needs of a handler; nothing else uses these.
+impl Handler {
+    /// The handler of a new connection on `shared`, as the control thread makes
+    /// and starts one (`serve`), except that a ring stop does not wait for the
+    /// data path (the harness runs the data path on the same thread, between
+    /// requests).
+    pub(crate) fn connect_for_fuzzing(
+        shared: Arc<Shared>,
+        cfg: DeviceConfig,
+        connection: u64,
+    ) -> Self {
+        let ctx = Arc::new(DeviceCtx {
+            name: Arc::from("fuzz"),
+            lim: Mutex::new(RateLimiter::new(5)),
+        });
+        let mut h = Handler::new(shared.clone(), cfg, connection, ctx);
+        h.stop_timeout = Duration::ZERO;
+        shared.kick_out.store(false, Ordering::Release);
+        shared.store_last_avail(0, 0);
+        shared.store_last_avail(1, 0);
+        h.publish();
+        h
+    }
+
+    /// What the control thread does when the client goes away.
+    pub(crate) fn disconnect_for_fuzzing(&mut self) {
+        self.disconnect();
+    }
+
+    /// The handler's invariants after any sequence of requests, hostile or not.
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        use vm_memory::GuestMemoryBackend as _;
+        let total = self
+            .regions
+            .iter()
+            .try_fold(0u64, |a, r| a.checked_add(r.size))
+            .ok_or("memory table size overflows")?;
+        if self.regions.len() > MAX_MEM_SLOTS {
+            return Err(format!("{} memory regions", self.regions.len()));
+        }
+        if total > self.cfg.max_client_memory {
+            return Err(format!("{total} bytes mapped, over the per-client cap"));
+        }
+        if self.reservation.bytes() != total {
+            return Err(format!(
+                "{} bytes reserved for a table of {total}",
+                self.reservation.bytes()
+            ));
+        }
+        if let Some(b) = &self.cfg.budget {
+            if b.used() > b.limit() {
+                return Err(format!("budget: {} used of {}", b.used(), b.limit()));
+            }
+        }
+        match &self.mem {
+            None if !self.regions.is_empty() => return Err("regions without memory".into()),
+            Some(_) if self.regions.is_empty() => return Err("memory without regions".into()),
+            Some(m) if m.num_regions() != self.regions.len() => {
+                return Err("memory and regions disagree".into())
+            }
+            _ => {}
+        }
+        for w in self.regions.windows(2) {
+            if w[0].gpa.saturating_add(w[0].size) > w[1].gpa {
+                return Err(format!("regions overlap at {:#x}", w[1].gpa));
+            }
+        }
+        let max = self.cfg.max_queue_size.min(MAX_QUEUE_SIZE);
+        for q in &self.queues {
+            if q.size != 0 && (!q.size.is_power_of_two() || q.size > max) {
+                return Err(format!("ring size {} accepted", q.size));
+            }
+        }
         Ok(())
     }
 }
@@ -846,7 +929,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         q.started = false;
         q.kick = None;
         let gen = self.publish();
-        if !self.shared.wait_ack(gen, STOP_TIMEOUT) {
+        if !self.shared.wait_ack(gen, self.stop_timeout) {
             tracing::warn!(
                 queue = index,
                 "data path did not acknowledge the ring stop in time; using its last stored index"

@@ -39,6 +39,8 @@ pub mod budget;
 pub mod control;
 pub mod datapath;
 pub mod fault_fence;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ratelimit;
 pub mod ring_access;
 pub mod shared;
