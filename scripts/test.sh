@@ -15,3 +15,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # One test at a time: end-to-end tests busy-poll and the machine has two cores.
 cargo test --workspace --release --no-fail-fast -- --test-threads=1
+# A short run of every fuzz target (about a minute each); scripts/fuzz.sh --full
+# makes the 10-million-execution runs recorded in docs/security.md.
+./scripts/fuzz.sh --smoke
