@@ -85,6 +85,11 @@ fn parse_poll(s: &str) -> Result<PollMode, String> {
     s.parse()
 }
 
+fn parse_attack(s: &str) -> Result<soft_nic::Attack, String> {
+    s.parse()
+        .map_err(|e: soft_nic::hostile::Error| e.to_string())
+}
+
 #[derive(Debug, Args)]
 struct SwitchArgs {
     /// A client port: NAME=SOCKET[,mac=MAC]. The switch listens on SOCKET as a vhost-user
@@ -156,9 +161,22 @@ struct NicArgs {
     /// `sink` counts and drops every frame; `reflect` sends each back with MACs
     /// swapped; `source` sends its own frames (ethertype 0x88B6, a sequence number
     /// in the payload) to the driver as fast as it posts buffers, or at --rate, and
-    /// counts and drops what the driver sends (the receive workload).
-    #[arg(long, value_parser = ["sink", "reflect", "source"])]
+    /// counts and drops what the driver sends (the receive workload); `hostile`
+    /// reflects, and once lies to the driver about the buffers it used (--attack).
+    #[arg(long, value_parser = ["sink", "reflect", "source", "hostile"])]
     mode: String,
+    /// Hostile mode: the attack, one of bad-used-id (TX used ids out of range or not
+    /// in flight), long-length (RX used lengths beyond the buffer), runaway-index
+    /// (a TX used index far ahead), stuck (the TX used ring stops advancing until
+    /// the driver reconnects).
+    #[arg(long, value_parser = parse_attack)]
+    attack: Option<soft_nic::Attack>,
+    /// Hostile mode: frames received from the driver before the attack starts.
+    #[arg(long, default_value_t = 0)]
+    attack_after: u64,
+    /// Hostile mode, bad-used-id and long-length: how many used entries lie.
+    #[arg(long, default_value_t = 4)]
+    attack_frames: u64,
     /// Source mode: Ethernet frame size in bytes, without the virtio-net header
     /// (60-1514) [default: 64].
     #[arg(long)]
@@ -272,8 +290,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = match a.mode.as_str() {
                 "reflect" => soft_nic::Mode::Reflect,
                 "source" => soft_nic::Mode::Source,
+                "hostile" => soft_nic::Mode::Hostile,
                 _ => soft_nic::Mode::Sink,
             };
+            anyhow::ensure!(
+                (mode == soft_nic::Mode::Hostile) == a.attack.is_some(),
+                "--mode hostile needs --attack, and --attack applies to --mode hostile only"
+            );
+            anyhow::ensure!(a.attack_frames > 0, "--attack-frames must be at least 1");
             anyhow::ensure!(
                 mode == soft_nic::Mode::Source
                     || (a.size.is_none() && a.rate.is_none() && a.dst_mac.is_none()),
@@ -290,6 +314,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 rate_pps: a.rate,
                 dst_mac: a.dst_mac.unwrap_or(dflt.dst_mac),
             };
+            if let Some(kind) = a.attack {
+                cfg.attack = soft_nic::AttackConfig {
+                    kind,
+                    after: a.attack_after,
+                    frames: a.attack_frames,
+                };
+            }
             let report = soft_nic::run(&cfg, &stop)?;
             print_json(&report)
         }

@@ -413,13 +413,15 @@ impl DomainLink {
         if let Some(f) = &self.failure {
             return Some(f.clone());
         }
-        if let Ok(Some(status)) = self.child.try_wait() {
-            self.failure = Some(format!("driver domain exited: {status}"));
-            return self.failure.clone();
-        }
+        // The status first: a DD that reported why it failed and then exited is
+        // reported with its reason.
         match self.xr.status() {
             Ok(s) if s.state == DdState::Failed => {
-                self.failure = Some(format!("driver domain reported failure {}", s.code));
+                self.failure = Some(format!(
+                    "driver domain reported failure {}: {}",
+                    s.code,
+                    crate::worker::code::name(s.code)
+                ));
                 return self.failure.clone();
             }
             Ok(_) => {}
@@ -427,6 +429,19 @@ impl DomainLink {
                 self.failure = Some(format!("driver domain status: {e}"));
                 return self.failure.clone();
             }
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // A DD that reported why it failed, then exited, is reported with its
+            // reason (the status may have been written since it was read above).
+            self.failure = Some(match self.xr.status() {
+                Ok(s) if s.state == DdState::Failed => format!(
+                    "driver domain reported failure {}: {} ({status})",
+                    s.code,
+                    crate::worker::code::name(s.code)
+                ),
+                _ => format!("driver domain exited: {status}"),
+            });
+            return self.failure.clone();
         }
         let beat = self.xr.heartbeat();
         if beat != self.last_beat {
@@ -452,6 +467,14 @@ impl DomainLink {
             ),
             ("domain_nic_tx_ring_full", get(control::NIC_TX_RING_FULL)),
         ]
+    }
+
+    /// The checks of the NIC's used rings that fired in the driver, and the DD's
+    /// TX timeouts, by name (as the DD reports them: its own claims).
+    pub fn dd_device_errors(&self) -> [(&'static str, u64); 9] {
+        use crate::worker::control;
+        let get = |i| self.xr.control(control::DEVICE_ERRORS + i).unwrap_or(0);
+        std::array::from_fn(|i| (control::DEVICE_ERROR_NAMES[i], get(i)))
     }
 
     /// Frames queued toward the NIC that the DD has not taken: lost if it is dead.

@@ -24,7 +24,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use driver_host::link::{NicLink, QueueFds};
 use driver_host::{DriverConfig, HostedDriver};
@@ -46,7 +46,32 @@ pub mod control {
     pub const FROM_NIC_RING_FULL: usize = 0;
     /// Frames from the switch dropped because the driver's transmit ring was full.
     pub const NIC_TX_RING_FULL: usize = 1;
+    /// The driver's checks of the NIC's used rings that fired, in the driver's
+    /// region (whoever runs the fast path), one word each from here, in the order
+    /// of [`DEVICE_ERROR_NAMES`], then the TX timeouts of this DD.
+    pub const DEVICE_ERRORS: usize = 8;
+    /// Names of the words from [`DEVICE_ERRORS`] on.
+    pub const DEVICE_ERROR_NAMES: [&str; 9] = [
+        "rx_bad_used_id",
+        "rx_not_in_flight",
+        "rx_len_too_large",
+        "rx_used_idx_jump",
+        "tx_bad_used_id",
+        "tx_not_in_flight",
+        "tx_len_too_large",
+        "tx_used_idx_jump",
+        "tx_timeout",
+    ];
 }
+
+/// A NIC that keeps the driver's TX buffers: when, for this long, every check saw
+/// sends refused for a full TX ring and not one completion, the DD ends itself
+/// (status [`code::TX_TIMEOUT`]) and is restarted with a fresh NIC connection, as
+/// a kernel's netdev watchdog resets a NIC whose TX queue stopped.
+pub const TX_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the DD looks at the TX queue's progress (and reports the driver's
+/// device-error counters).
+const TX_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// Status codes a DD reports with [`DdState::Failed`].
 pub mod code {
     /// The NIC hung up.
@@ -57,6 +82,21 @@ pub mod code {
     pub const SANDBOX: u32 = 3;
     /// The driver asked for a device reset (restart the domain).
     pub const NIC_RESET: u32 = 4;
+    /// The NIC's TX queue made no progress for [`super::TX_TIMEOUT`] (restart the
+    /// domain).
+    pub const TX_TIMEOUT: u32 = 5;
+
+    /// What a code means, for reports.
+    pub fn name(code: u32) -> &'static str {
+        match code {
+            NIC_GONE => "the NIC hung up",
+            EXCHANGE => "exchange ring failed",
+            SANDBOX => "sandbox set-up failed",
+            NIC_RESET => "the driver asked for a device reset (a queue broke)",
+            TX_TIMEOUT => "TX timeout: the NIC returned no TX buffer while the ring was full",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Errors of a driver domain.
@@ -84,6 +124,9 @@ pub enum WorkerError {
     /// reconnects the NIC.
     #[error("the driver asked for a device reset")]
     ResetRequested,
+    /// The NIC's TX queue stopped: buffers kept, sends refused (see [`TX_TIMEOUT`]).
+    #[error("TX timeout: the NIC returned no TX buffer for {0:?} while the ring was full")]
+    TxTimeout(Duration),
 }
 
 fn ring(fd: &OwnedFd) {
@@ -162,6 +205,7 @@ pub fn serve(
         owns_fast_path: true,
         handled_request: 0,
         counts: Counts::default(),
+        tx_watch: TxWatch::new(Instant::now()),
     };
     xr.set_status(DdStatus {
         state: DdState::Running,
@@ -173,6 +217,7 @@ pub fn serve(
         Ok(()) => None,
         Err(WorkerError::NicGone) => Some(code::NIC_GONE),
         Err(WorkerError::ResetRequested) => Some(code::NIC_RESET),
+        Err(WorkerError::TxTimeout(_)) => Some(code::TX_TIMEOUT),
         Err(_) => Some(code::EXCHANGE),
     };
     if let Some(code) = code {
@@ -191,6 +236,39 @@ struct Counts {
     nic_tx_ring_full: u64,
     upcalls_run: u64,
     upcalls_refused: u64,
+    tx_timeouts: u64,
+}
+
+/// The TX watchdog's view of the driver's counters (see [`TX_TIMEOUT`]).
+#[derive(Debug)]
+struct TxWatch {
+    checked_at: Instant,
+    completed: u64,
+    ring_full: u64,
+    /// The last check that saw a completion, or no refused send.
+    progress_at: Instant,
+}
+
+impl TxWatch {
+    fn new(now: Instant) -> Self {
+        Self {
+            checked_at: now,
+            completed: 0,
+            ring_full: 0,
+            progress_at: now,
+        }
+    }
+
+    /// One check; true when the queue has been stuck for [`TX_TIMEOUT`].
+    fn stuck(&mut self, now: Instant, completed: u64, ring_full: u64) -> bool {
+        if completed != self.completed || ring_full == self.ring_full {
+            self.progress_at = now;
+        }
+        self.completed = completed;
+        self.ring_full = ring_full;
+        self.checked_at = now;
+        now.duration_since(self.progress_at) > TX_TIMEOUT
+    }
 }
 
 /// A running driver domain.
@@ -209,6 +287,7 @@ struct Domain {
     /// Sequence number of the last ownership request carried out.
     handled_request: u64,
     counts: Counts,
+    tx_watch: TxWatch,
 }
 
 impl Domain {
@@ -227,8 +306,10 @@ impl Domain {
             self.follow_ownership_request()?;
             let slow = self.run_upcalls()?;
             if self.drv.reset_requested() {
+                self.report_device_errors();
                 return Err(WorkerError::ResetRequested);
             }
+            self.check_tx()?;
             let moved = if self.owns_fast_path {
                 self.move_frames()?
             } else {
@@ -307,6 +388,53 @@ impl Domain {
             self.report_counts();
         }
         Ok(sent + got)
+    }
+
+    /// Every [`TX_CHECK_EVERY`]: reports the driver's device-error counters and
+    /// ends the DD when the NIC's TX queue is stuck (see [`TX_TIMEOUT`]). The
+    /// counters are in the region whoever runs the fast path (a switch-side
+    /// instance writes them back at every batch boundary).
+    fn check_tx(&mut self) -> Result<(), WorkerError> {
+        let now = Instant::now();
+        if now.duration_since(self.tx_watch.checked_at) < TX_CHECK_EVERY {
+            return Ok(());
+        }
+        let s = self.drv.stats();
+        let stuck = self.tx_watch.stuck(now, s.tx_completed, s.tx_ring_full);
+        if stuck {
+            self.counts.tx_timeouts += 1;
+            tracing::warn!(
+                completed = s.tx_completed,
+                ring_full = s.tx_ring_full,
+                "TX timeout: the NIC keeps the TX buffers; ending for a NIC reset"
+            );
+        }
+        self.report_device_errors();
+        if stuck {
+            return Err(WorkerError::TxTimeout(TX_TIMEOUT));
+        }
+        Ok(())
+    }
+
+    /// Writes the driver's device-error counters into the control words
+    /// [`control::DEVICE_ERRORS`] on (for the switch's report).
+    fn report_device_errors(&self) {
+        let s = self.drv.stats();
+        let (r, t) = (s.rx_checks, s.tx_checks);
+        let values = [
+            r.bad_used_id,
+            r.not_in_flight,
+            r.len_too_large,
+            r.used_idx_jump,
+            t.bad_used_id,
+            t.not_in_flight,
+            t.len_too_large,
+            t.used_idx_jump,
+            self.counts.tx_timeouts,
+        ];
+        for (i, v) in values.into_iter().enumerate() {
+            let _ = self.xr.set_control(control::DEVICE_ERRORS + i, v);
+        }
     }
 
     fn report_counts(&self) {
@@ -418,5 +546,33 @@ impl Domain {
             self.drv.set_rx_notify(false);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_watch_fires_only_when_sends_are_refused_without_completions() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = TxWatch::new(t0);
+        // Refused sends, no completion, for longer than the timeout: stuck.
+        let limit = TX_TIMEOUT.as_millis() as u64;
+        let mut full = 0;
+        for ms in (50..=limit).step_by(50) {
+            full += 10;
+            assert!(!w.stuck(at(ms), 5, full), "{ms} ms");
+        }
+        assert!(w.stuck(at(limit + 100), 5, full + 10));
+        // A completion, or a check without refused sends, is progress.
+        let mut w = TxWatch::new(t0);
+        assert!(!w.stuck(at(limit), 5, 10));
+        assert!(
+            !w.stuck(at(2 * limit), 5, 10),
+            "no send refused: idle, not stuck"
+        );
+        assert!(!w.stuck(at(3 * limit), 6, 20), "a completion");
     }
 }

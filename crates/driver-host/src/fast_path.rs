@@ -214,6 +214,8 @@ impl<E: HostEnv> FastPath<E> {
             out.rx_kicks = s.rx_queue.kicks;
             out.broken = s.rx_queue.broken || s.tx_queue.broken;
             out.features = s.features;
+            out.rx_checks = (&s.rx_queue).into();
+            out.tx_checks = (&s.tx_queue).into();
         }
         out
     }

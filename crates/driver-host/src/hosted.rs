@@ -110,6 +110,34 @@ pub struct DriverStats {
     pub broken: bool,
     /// Negotiated virtio features.
     pub features: u64,
+    /// Which of the driver's checks of the NIC's used rings fired, per queue.
+    pub rx_checks: UsedRingChecks,
+    /// The same for the TX queue.
+    pub tx_checks: UsedRingChecks,
+}
+
+/// How often each check of a used ring fired (the virtqueue's counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UsedRingChecks {
+    /// Used ids out of range.
+    pub bad_used_id: u64,
+    /// Used ids not in flight.
+    pub not_in_flight: u64,
+    /// Used lengths beyond the posted buffer.
+    pub len_too_large: u64,
+    /// Used index jumps (the queue broke).
+    pub used_idx_jump: u64,
+}
+
+impl From<&driver_virtqueue::QueueCounters> for UsedRingChecks {
+    fn from(c: &driver_virtqueue::QueueCounters) -> Self {
+        Self {
+            bad_used_id: c.bad_used_id,
+            not_in_flight: c.not_in_flight,
+            len_too_large: c.len_too_large,
+            used_idx_jump: c.used_idx_jump,
+        }
+    }
 }
 
 /// A virtio-net driver in this process, connected to a NIC over vhost-user.

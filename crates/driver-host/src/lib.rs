@@ -29,4 +29,4 @@ pub mod raw_frontend;
 pub mod region;
 
 pub use fast_path::{FastPath, FrameMemory, HostEnv, TxSlot, UpcallFailed};
-pub use hosted::{DriverConfig, DriverStats, Error, HostedDriver};
+pub use hosted::{DriverConfig, DriverStats, Error, HostedDriver, UsedRingChecks};

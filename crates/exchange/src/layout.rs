@@ -54,8 +54,8 @@ pub const OFF_HEARTBEAT: u64 = 0x080;
 pub const OFF_STATUS: u64 = 0x088;
 /// Header: first control field (`u64` each).
 pub const OFF_CONTROL: u64 = 0x100;
-/// Number of `u64` control fields.
-pub const CONTROL_FIELDS: usize = 8;
+/// Number of `u64` control fields (0x100..0x1c0 of the header page).
+pub const CONTROL_FIELDS: usize = 24;
 
 /// Ring control page: producer index (`u32`), written by the producer.
 pub const OFF_PROD_IDX: u64 = 0x00;

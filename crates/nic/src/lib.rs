@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod hostile;
 pub mod source;
 
 use std::path::PathBuf;
@@ -34,10 +35,13 @@ use twin_wire::{MacAddr, Segments};
 use vhost_device::{DeviceConfig, DeviceHandle, DropCounts, DropReason, PortEvent};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
+pub use hostile::{Attack, AttackConfig, AttackReport};
 pub use source::{SourceConfig, SourceFrame};
 pub use twin_wire::digest::FrameDigest;
 
+use hostile::Hostile;
 use source::Source;
+use std::cell::Cell;
 
 /// Errors of [`run`].
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,9 @@ pub enum Error {
     /// The source-mode configuration is invalid.
     #[error("invalid source-mode configuration")]
     Source(#[from] source::Error),
+    /// The hostile-mode configuration is invalid.
+    #[error("invalid hostile-mode configuration")]
+    Hostile(#[from] hostile::Error),
 }
 
 /// What the NIC does with frames its driver transmits.
@@ -63,6 +70,8 @@ pub enum Mode {
     Reflect,
     /// Count and drop, and send own frames to the driver ([`source`]).
     Source,
+    /// Reflect, and once lie to the driver about used buffers ([`hostile`]).
+    Hostile,
 }
 
 /// Configuration of [`run`].
@@ -83,6 +92,8 @@ pub struct NicConfig {
     pub digest: bool,
     /// What source mode sends (ignored in the other modes).
     pub source: SourceConfig,
+    /// What hostile mode does (ignored in the other modes).
+    pub attack: AttackConfig,
 }
 
 impl NicConfig {
@@ -96,6 +107,7 @@ impl NicConfig {
             batch: 64,
             digest: false,
             source: SourceConfig::default(),
+            attack: AttackConfig::default(),
         }
     }
 }
@@ -144,9 +156,18 @@ pub struct NicReport {
     /// digits. Over every connection of the run. `None` when not asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rx_digest: Option<String>,
+    /// Hostile mode: what the attack did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackReport>,
 }
 
-fn report(mode: Mode, h: &DeviceHandle, dg: Option<&Digester>, src: Option<&Source>) -> NicReport {
+fn report(
+    mode: Mode,
+    h: &DeviceHandle,
+    dg: Option<&Digester>,
+    src: Option<&Source>,
+    host: Option<&Hostile>,
+) -> NicReport {
     let s = h.stats();
     let mut tx_drops = s.to_client_drops.clone();
     if let Some(src) = src {
@@ -169,6 +190,7 @@ fn report(mode: Mode, h: &DeviceHandle, dg: Option<&Digester>, src: Option<&Sour
         disconnects: s.disconnects,
         ring_resets: s.ring_resets,
         rx_digest: dg.map(|d| d.digest.hex()),
+        attack: host.map(|x| x.report.clone()),
     }
 }
 
@@ -192,7 +214,13 @@ impl Digester {
     }
 }
 
-fn log_event(ev: PortEvent, socket: &str) {
+fn log_event(ev: PortEvent, socket: &str, host: &mut Option<Hostile>) {
+    if let Some(x) = host.as_mut() {
+        x.connection(match ev {
+            PortEvent::Connected { connection, .. } => Some(connection),
+            PortEvent::Stopped | PortEvent::Disconnected => None,
+        });
+    }
     match ev {
         PortEvent::Connected {
             features,
@@ -213,15 +241,49 @@ const MAX_DRAIN_BATCHES: usize = 64;
 /// Empty busy-poll rounds before the NIC yields its core.
 const IDLE_ROUNDS_BEFORE_YIELD: u32 = 16;
 
-/// Takes one batch of the driver's frames (sink, reflect; source mode sinks them).
+/// Takes one batch of the driver's frames (sink, reflect; source mode sinks them;
+/// hostile mode reflects them and may lie about the used buffers).
 #[inline]
-fn batch(h: &mut DeviceHandle, mode: Mode, n: usize, dg: &mut Option<Digester>) -> usize {
+fn batch(
+    h: &mut DeviceHandle,
+    mode: Mode,
+    n: usize,
+    dg: &mut Option<Digester>,
+    host: &mut Option<Hostile>,
+) -> usize {
+    if let Some(x) = host.as_mut() {
+        return hostile_batch(h, n, dg, x);
+    }
     match (mode, dg) {
         (Mode::Sink | Mode::Source, None) => h.pop_tx(n, |_| {}),
-        (Mode::Reflect, None) => h.reflect_tx(n, swap_macs),
         (Mode::Sink | Mode::Source, Some(d)) => h.pop_tx(n, |f| d.digest.frame_segments(f)),
-        (Mode::Reflect, Some(d)) => reflect_digested(h, n, d),
+        (Mode::Reflect | Mode::Hostile, None) => h.reflect_tx(n, swap_macs),
+        (Mode::Reflect | Mode::Hostile, Some(d)) => reflect_digested(h, n, d),
     }
+}
+
+/// Hostile mode: reflects up to `n` frames, the attack choosing each used entry.
+fn hostile_batch(
+    h: &mut DeviceHandle,
+    n: usize,
+    dg: &mut Option<Digester>,
+    x: &mut Hostile,
+) -> usize {
+    let received = Cell::new(h.stats().from_client_packets);
+    let conn = x.current();
+    let taken = h.hostile_reflect_tx(
+        n,
+        swap_macs,
+        |f| {
+            received.set(received.get() + 1);
+            if let Some(d) = dg.as_mut() {
+                d.digest.frame_segments(f);
+            }
+        },
+        |ring| x.decide(ring, received.get(), conn),
+    );
+    x.taken(taken);
+    taken
 }
 
 /// One round of work on a ready port: a batch of the driver's frames, then (source
@@ -233,8 +295,9 @@ fn work(
     n: usize,
     dg: &mut Option<Digester>,
     src: &mut Option<Source>,
+    host: &mut Option<Hostile>,
 ) -> usize {
-    let taken = batch(h, mode, n, dg);
+    let taken = batch(h, mode, n, dg, host);
     match src {
         Some(s) => taken + s.round(h),
         None => taken,
@@ -281,8 +344,9 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
             n,
             !cfg.busy_poll,
         )?),
-        Mode::Sink | Mode::Reflect => None,
+        Mode::Sink | Mode::Reflect | Mode::Hostile => None,
     };
+    let mut host = (cfg.mode == Mode::Hostile).then(|| Hostile::new(cfg.attack));
     let dev_cfg = DeviceConfig {
         mac: cfg.mac,
         ..DeviceConfig::default()
@@ -298,13 +362,13 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
                 // after its last frame, so every frame it posted is taken (bounded
                 // against a driver that keeps posting).
                 for _ in 0..MAX_DRAIN_BATCHES {
-                    if batch(&mut h, cfg.mode, n, &mut dg) == 0 {
+                    if batch(&mut h, cfg.mode, n, &mut dg, &mut host) == 0 {
                         break;
                     }
                 }
             }
             if let Some(ev) = h.refresh() {
-                log_event(ev, &name);
+                log_event(ev, &name, &mut host);
             }
             if !h.is_ready() {
                 if let Some(s) = src.as_mut() {
@@ -313,7 +377,7 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            if work(&mut h, cfg.mode, n, &mut dg, &mut src) == 0 {
+            if work(&mut h, cfg.mode, n, &mut dg, &mut src, &mut host) == 0 {
                 idle = idle.saturating_add(1);
                 // With fewer cores than busy pollers, spinning through a whole time
                 // slice starves the peer we wait for: yield after a few empty rounds.
@@ -327,9 +391,17 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
             }
         }
     } else {
-        run_events(&mut h, cfg.mode, n, stop, &name, &mut dg, &mut src)?;
+        run_events(
+            &mut h, cfg.mode, n, stop, &name, &mut dg, &mut src, &mut host,
+        )?;
     }
-    Ok(report(cfg.mode, &h, dg.as_ref(), src.as_ref()))
+    Ok(report(
+        cfg.mode,
+        &h,
+        dg.as_ref(),
+        src.as_ref(),
+        host.as_ref(),
+    ))
 }
 
 /// The longest epoll sleep (a control change or a kick ends it earlier).
@@ -344,6 +416,7 @@ fn run_events(
     name: &str,
     dg: &mut Option<Digester>,
     src: &mut Option<Source>,
+    host: &mut Option<Hostile>,
 ) -> Result<(), Error> {
     const WAKE: u64 = 0;
     const KICK: u64 = 1;
@@ -363,7 +436,7 @@ fn run_events(
         // (GET_VRING_BASE) waits for our acknowledgement, so frames the driver
         // already posted are still taken.
         let did = if h.is_ready() {
-            work(h, mode, n, dg, src)
+            work(h, mode, n, dg, src, host)
         } else {
             0
         };
@@ -373,7 +446,7 @@ fn run_events(
         }
         streak = 0;
         if let Some(ev) = h.refresh() {
-            log_event(ev, name);
+            log_event(ev, name, host);
         }
         if h.generation() != gen {
             gen = h.generation();

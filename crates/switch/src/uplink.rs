@@ -329,6 +329,11 @@ pub struct Uplink {
     restart_budget: usize,
     /// Drops counted by driver domains that have since been replaced.
     past_domain_drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Device errors (driver checks of the NIC's used rings, TX timeouts) reported
+    /// by driver domains that have since been replaced.
+    past_device_errors: std::collections::BTreeMap<&'static str, u64>,
+    /// Upcall counts of driver domains that have since been replaced.
+    past_upcalls: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -455,6 +460,8 @@ impl Uplink {
             restarts: VecDeque::new(),
             restart_budget,
             past_domain_drops: Default::default(),
+            past_device_errors: Default::default(),
+            past_upcalls: Default::default(),
         })
     }
 
@@ -713,6 +720,12 @@ impl Uplink {
         for (k, v) in d.domain_drops() {
             *self.past_domain_drops.entry(k).or_default() += v;
         }
+        for (k, v) in d.domain.dd_device_errors() {
+            *self.past_device_errors.entry(k).or_default() += v;
+        }
+        for (k, v) in d.domain.upcall_counts() {
+            *self.past_upcalls.entry(k).or_default() += v;
+        }
         warn!(uplink = %self.spec.name, lost, "uplink down: {reason}; restarting");
         self.disconnects += 1;
         self.down_since = Some((now, dropped_so_far));
@@ -807,9 +820,29 @@ impl Uplink {
         all.into_iter().map(|(k, v)| (k.to_string(), v))
     }
 
+    /// `past` plus the current driver domain's `now`, by name.
+    fn over_all_domains(
+        &self,
+        past: &std::collections::BTreeMap<&'static str, u64>,
+        now: impl FnOnce(&UplinkDriver) -> Vec<(&'static str, u64)>,
+    ) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut all = past.clone();
+        if let Some(d) = self.driver() {
+            for (k, v) in now(d) {
+                *all.entry(k).or_default() += v;
+            }
+        }
+        all
+    }
+
     /// Driver-level details for the report.
     pub fn detail(&self) -> serde_json::Value {
         let current = self.driver().map(UplinkDriver::detail);
+        let device_errors = self.over_all_domains(&self.past_device_errors, |d| {
+            d.domain.dd_device_errors().to_vec()
+        });
+        let upcalls_total =
+            self.over_all_domains(&self.past_upcalls, |d| d.domain.upcall_counts().to_vec());
         serde_json::json!({
             "mode": self.mode,
             "configured_mode": self.spec.mode,
@@ -821,6 +854,8 @@ impl Uplink {
             "driver": current,
             "restarts_in_window": self.restarts.len(),
             "outages": self.outages,
+            "device_errors": device_errors,
+            "upcalls_total": upcalls_total,
         })
     }
 }

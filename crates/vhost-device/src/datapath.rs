@@ -806,5 +806,8 @@ impl DeviceHandle {
     }
 }
 
+#[cfg(feature = "hostile-nic")]
+pub mod hostile;
+
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,9 @@
 //!   modules hold all of the crate's `unsafe` code.
 //! * [`budget`]: caps on the client memory mapped per client and per switch.
 //! * [`stats`]: counters and drop reasons; [`ratelimit`]: log-line rate limiting.
+//! * `datapath::hostile` (feature `hostile-nic`, for the software NIC's hostile
+//!   mode only): a separate path that writes invalid used entries on purpose, to
+//!   test drivers. Client ports never call it; nothing else changes with it.
 //!
 //! # Limits
 //!
