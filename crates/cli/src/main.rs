@@ -12,8 +12,13 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = commands::Cli::parse();
+    // Colours only on a terminal: a driver domain's stderr is a pipe the switch
+    // relays, and logs are mostly read from files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TWIN_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
