@@ -67,17 +67,6 @@ fn fds(pid: u32) -> Vec<(String, String)> {
     out
 }
 
-/// Waits until the uplink runs a driver domain other than `not`; returns its pid.
-fn wait_domain(ctl: &str, not: u64) -> u64 {
-    let s = wait_status(ctl, Duration::from_secs(20), "a new driver domain", |s| {
-        s.pointer("/uplinks/u0/detail/connected") == Some(&Value::Bool(true))
-            && s.pointer("/uplinks/u0/detail/driver/pid")
-                .and_then(Value::as_u64)
-                .is_some_and(|p| p != not)
-    });
-    n(&s, "/uplinks/u0/detail/driver/pid")
-}
-
 #[test]
 fn driver_domains_hold_only_the_descriptors_the_switch_hands_them() {
     let _m = serial();

@@ -17,25 +17,6 @@ fn outages(s: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Waits until the uplink is up with a driver domain other than `not`; returns its pid.
-fn wait_up(sock: &str, not: u64) -> u64 {
-    let start = Instant::now();
-    loop {
-        let s = ctl_status(sock);
-        let pid = s
-            .pointer("/uplinks/u0/detail/driver/pid")
-            .and_then(Value::as_u64);
-        if let Some(p) = pid.filter(|p| *p != not) {
-            return p;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "uplink not back: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn every_injected_fault_is_contained_twenty_times_in_a_row() {
     let _m = serial();
@@ -94,7 +75,7 @@ fn every_injected_fault_is_contained_twenty_times_in_a_row() {
         ("open-socket", "SIGSYS"),
     ];
     const ROUNDS: usize = 20;
-    let mut pid = wait_up(&ctl_s, 0);
+    let mut pid = wait_domain(&ctl_s, 0);
     let mut failures = 0u64;
     for (kind, cause) in kinds {
         for round in 0..ROUNDS {
@@ -129,7 +110,7 @@ fn every_injected_fault_is_contained_twenty_times_in_a_row() {
                 "{kind} #{round}: reported {reason:?}"
             );
             // ...and repaired, with the switch and the client untouched.
-            pid = wait_up(&ctl_s, pid);
+            pid = wait_domain(&ctl_s, pid);
             assert!(
                 sw.running() && g.running(),
                 "{kind} #{round}: a process died"

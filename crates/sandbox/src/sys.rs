@@ -97,23 +97,26 @@ pub(crate) fn eventfd_from_owned(fd: std::os::fd::OwnedFd) -> vmm_sys_util::even
 /// child. Std's own exec-error pipe is close-on-exec anyway, so it keeps working.
 pub(crate) fn exec_with_stdio_only(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the hook runs in the forked child, where only async-signal-safe work is
-    // allowed: it makes one raw system call (`close_range` with CLOSE_RANGE_CLOEXEC,
-    // Linux 5.11), allocates nothing and takes no lock. `last_os_error` reads errno.
-    unsafe {
-        cmd.pre_exec(|| {
-            let first: libc::c_uint = 3;
-            let r = libc::syscall(
+    let hook = || {
+        let first: libc::c_uint = 3;
+        // SAFETY: `close_range` takes plain integers and touches no memory of ours.
+        let r = unsafe {
+            libc::syscall(
                 libc::SYS_close_range,
                 first,
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
-            );
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        })
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     };
+    // The hook runs in the forked child, where only async-signal-safe work is
+    // allowed: it makes one raw system call (`close_range` with CLOSE_RANGE_CLOEXEC,
+    // Linux 5.11), allocates nothing and takes no lock; `last_os_error` reads errno.
+    // SAFETY: the hook is async-signal-safe, as `pre_exec` requires (above).
+    unsafe { cmd.pre_exec(hook) };
 }

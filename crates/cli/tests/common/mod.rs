@@ -510,6 +510,18 @@ pub fn wait_status(
     }
 }
 
+/// Waits until uplink u0 is connected with a driver domain other than `not` (0:
+/// any); returns its pid.
+pub fn wait_domain(ctl: &str, not: u64) -> u64 {
+    let s = wait_status(ctl, Duration::from_secs(20), "a new driver domain", |s| {
+        s.pointer("/uplinks/u0/detail/connected") == Some(&Value::Bool(true))
+            && s.pointer("/uplinks/u0/detail/driver/pid")
+                .and_then(Value::as_u64)
+                .is_some_and(|p| p != not)
+    });
+    n(&s, "/uplinks/u0/detail/driver/pid")
+}
+
 /// A string by JSON pointer ("" when absent).
 pub fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
