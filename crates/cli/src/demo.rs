@@ -120,7 +120,16 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     for kind in ["clients", "uplinks"] {
         if let Some(ports) = rs.get(kind).and_then(|v| v.as_object()) {
             for (name, p) in ports {
-                let drops = p.get("drops").map(|d| d.to_string()).unwrap_or_default();
+                // The report lists every reason; show the ones that counted.
+                let drops: serde_json::Map<String, serde_json::Value> = p
+                    .get("drops")
+                    .and_then(|d| d.as_object())
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| v.as_u64().is_some_and(|c| c > 0))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let drops = serde_json::Value::Object(drops);
                 let (rx, tx) = (n(p, "/rx_packets"), n(p, "/tx_packets"));
                 println!(
                     "{:<24} {rx:>12} {tx:>12}  {drops}",

@@ -96,7 +96,7 @@ fn setup(tag: &str) -> Setup {
         c2,
         ctl,
     };
-    st.wait("the uplink up", |s| opt(s, "/uplinks/u0/connects") >= 1);
+    st.wait("the uplink up", |s| n(s, "/uplinks/u0/connects") >= 1);
     st
 }
 
@@ -190,7 +190,7 @@ fn truncated_client_memory_is_fenced_and_the_switch_survives() {
 
     // The attacker attaches with an unsealed memfd and sends 3 good frames.
     let mut atk = t.connect(false);
-    t.wait("c1 connected", |s| opt(s, "/clients/c1/connects") == 1);
+    t.wait("c1 connected", |s| n(s, "/clients/c1/connects") == 1);
     t.send(&mut atk, 3);
 
     // It shrinks its memory to nothing and kicks. From here on this process must
@@ -200,7 +200,7 @@ fn truncated_client_memory_is_fenced_and_the_switch_survives() {
     atk.kick(0);
 
     let s = t.wait("c1 fenced off after the memory fault", |s| {
-        opt(s, "/clients/c1/detail/memory_faults") >= 1
+        n(s, "/clients/c1/detail/memory_faults") >= 1
     });
     assert_eq!(n(&s, "/clients/c1/detail/memory_faults"), 1, "{s}");
     // ... and the attacker is disconnected.
@@ -214,7 +214,7 @@ fn truncated_client_memory_is_fenced_and_the_switch_survives() {
         std::thread::sleep(Duration::from_millis(20));
     }
     t.wait("c1's disconnect seen", |s| {
-        opt(s, "/clients/c1/disconnects") >= 1
+        n(s, "/clients/c1/disconnects") >= 1
     });
     drop(atk);
 
@@ -226,9 +226,7 @@ fn truncated_client_memory_is_fenced_and_the_switch_survives() {
 
     // A fresh client on the attacker's socket gets a working port.
     let mut again = t.connect(true);
-    t.wait("c1 connected again", |s| {
-        opt(s, "/clients/c1/connects") == 2
-    });
+    t.wait("c1 connected again", |s| n(s, "/clients/c1/connects") == 2);
     t.send(&mut again, 5);
     drop(again);
 
@@ -248,7 +246,7 @@ fn sealed_client_memory_cannot_be_truncated_and_is_served() {
     let _m = serial();
     let mut t = setup("attack-sealed");
     let mut c = t.connect(true);
-    t.wait("c1 connected", |s| opt(s, "/clients/c1/connects") == 1);
+    t.wait("c1 connected", |s| n(s, "/clients/c1/connects") == 1);
     // F_SEAL_SHRINK: the kernel refuses the truncation, the switch needs no fence.
     let e = rustix::fs::ftruncate(c.memfd(), 0).expect_err("a sealed memfd shrank");
     assert_eq!(e, rustix::io::Errno::PERM);
@@ -257,12 +255,10 @@ fn sealed_client_memory_cannot_be_truncated_and_is_served() {
     // The switch's mappings of a sealed memfd: VmSize is sane either way.
     assert!(vm_size_kib(t.sw.pid()) < 64 << 20);
     drop(c);
-    t.wait("c1 disconnected", |s| {
-        opt(s, "/clients/c1/disconnects") == 1
-    });
+    t.wait("c1 disconnected", |s| n(s, "/clients/c1/disconnects") == 1);
     let sw_r = t.sw.stop_report();
     let nic_r = t.nic.stop_report();
-    assert_eq!(opt(&sw_r, "/clients/c1/detail/memory_faults"), 0);
+    assert_eq!(n(&sw_r, "/clients/c1/detail/memory_faults"), 0);
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), 10);
     assert_eq!(n(&nic_r, "/rx_packets"), 10);
 }

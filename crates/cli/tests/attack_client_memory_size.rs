@@ -79,7 +79,7 @@ fn setup(tag: &str, extra: &[&str]) -> Setup {
         c2,
         ctl,
     };
-    t.wait("the uplink up", |s| opt(s, "/uplinks/u0/connects") >= 1);
+    t.wait("the uplink up", |s| n(s, "/uplinks/u0/connects") >= 1);
     t
 }
 
@@ -168,7 +168,7 @@ fn a_memory_table_of_128_tib_is_refused_and_others_still_attach() {
     let mut t = setup("attack-size", &[]);
     let c1 = t.c1.clone();
     let mut atk = t.try_connect(&c1, MIB).expect("the attacker's first table");
-    t.wait("c1 connected", |s| opt(s, "/clients/c1/connects") == 1);
+    t.wait("c1 connected", |s| n(s, "/clients/c1/connects") == 1);
     let base_kib = vm_size_kib(t.sw.pid());
 
     // One sparse memfd of 128 TiB, offered as six regions that add up to it.
@@ -203,7 +203,7 @@ fn a_memory_table_of_128_tib_is_refused_and_others_still_attach() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let s = t.wait("the attacker's memory released", |s| {
-        opt(s, "/clients/c1/disconnects") == 1 && opt(s, "/client_memory") == 0
+        n(s, "/clients/c1/disconnects") == 1 && n(s, "/client_memory") == 0
     });
     assert_eq!(n(&s, "/client_memory_limit"), 256 << 30, "{s}");
     let now_kib = vm_size_kib(t.sw.pid());
@@ -219,9 +219,7 @@ fn a_memory_table_of_128_tib_is_refused_and_others_still_attach() {
     assert_eq!(n(&gr, "/tx_packets"), 500, "gen: {gr}");
     // And a client on the attacker's socket attaches too.
     let mut c = t.try_connect(&c1, MIB).expect("an honest client on c1");
-    t.wait("c1 connected again", |s| {
-        opt(s, "/clients/c1/connects") == 2
-    });
+    t.wait("c1 connected again", |s| n(s, "/clients/c1/connects") == 2);
     t.send(&mut c, [0x02, 0, 0, 0, 0, 0x01], 7);
     drop(c);
 
@@ -254,9 +252,7 @@ fn the_switch_budget_is_shared_and_released_on_disconnect() {
     assert!(e.contains("SET_MEM_TABLE"), "{e}");
     // 2 MiB fits, and takes 2 of the switch's 3 MiB.
     let mut a = t.try_connect(&c1, 2 * MIB).expect("a 2 MiB client on c1");
-    t.wait("c1's 2 MiB reserved", |s| {
-        opt(s, "/client_memory") == 2 * MIB
-    });
+    t.wait("c1's 2 MiB reserved", |s| n(s, "/client_memory") == 2 * MIB);
     // Another 2 MiB on c2 does not fit what is left.
     let e = t
         .try_connect(&c2, 2 * MIB)
@@ -265,14 +261,14 @@ fn the_switch_budget_is_shared_and_released_on_disconnect() {
     t.send(&mut a, [0x02, 0, 0, 0, 0, 0x01], 4);
     // When c1's client leaves, its share is released and c2's client fits.
     drop(a);
-    t.wait("c1's share released", |s| opt(s, "/client_memory") == 0);
+    t.wait("c1's share released", |s| n(s, "/client_memory") == 0);
     let mut b = t.try_connect(&c2, 2 * MIB).expect("c2 after c1 left");
     t.wait("c2 connected", |s| {
-        opt(s, "/clients/c2/connects") == 1 && opt(s, "/client_memory") == 2 * MIB
+        n(s, "/clients/c2/connects") == 1 && n(s, "/client_memory") == 2 * MIB
     });
     t.send(&mut b, [0x02, 0, 0, 0, 0, 0x02], 6);
     drop(b);
-    t.wait("c2's share released", |s| opt(s, "/client_memory") == 0);
+    t.wait("c2's share released", |s| n(s, "/client_memory") == 0);
     let sw_r = t.sw.stop_report();
     let nic_r = t.nic.stop_report();
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), 4);

@@ -154,7 +154,7 @@ impl Receiver {
 fn drops_of(v: &Value, port: &str, reasons: &[&str]) -> u64 {
     reasons
         .iter()
-        .map(|r| opt(v, &format!("{port}/drops/{r}")))
+        .map(|r| n(v, &format!("{port}/drops/{r}")))
         .sum()
 }
 
@@ -205,7 +205,7 @@ fn attack(mode: &str) {
     wait_for_path(&rcv_s, Duration::from_secs(10));
     wait_for_path(&ctl, Duration::from_secs(10));
     wait_status(&ctl, Duration::from_secs(20), "uplink fast path up", |st| {
-        str_at(st, "/uplinks/u0/detail/driver/fast_path") == mode
+        fast_path(st) == Some(mode)
     });
 
     let mut rcv = Receiver::new(connect(&rcv_s));
@@ -280,7 +280,7 @@ fn attack(mode: &str) {
     let fwd = loop {
         rcv.drain();
         let st = ctl_status(&ctl);
-        let spoofed = opt(&st, "/clients/atk/drops/spoofed_source");
+        let spoofed = n(&st, "/clients/atk/drops/spoofed_source");
         let fwd = TOTAL - spoofed.min(TOTAL);
         let at_rcv = n(&st, "/clients/rcv/tx_packets") + rcv_drops(&st);
         let at_up = n(&st, "/uplinks/u0/tx_packets") + drops_of(&st, "/uplinks/u0", UPLINK_DROPS);
@@ -361,9 +361,7 @@ fn attack(mode: &str) {
     // In domain mode the domain may drop a frame when its driver's ring to the NIC
     // is full (a NIC behind on a busy machine); it counts it.
     assert_eq!(
-        nic_rx
-            + drops(&nic_r, "/rx_drops")
-            + opt(&sw_r, "/uplinks/u0/drops/domain_nic_tx_ring_full"),
+        nic_rx + drops(&nic_r, "/rx_drops") + n(&sw_r, "/uplinks/u0/drops/domain_nic_tx_ring_full"),
         up_tx,
         "the NIC got what the uplink queued"
     );

@@ -84,7 +84,7 @@ fn start(attack: &str, mode: &str) -> Rig {
     wait_for_path(&c1_s, Duration::from_secs(10));
     wait_for_path(&ctl, Duration::from_secs(10));
     wait_status(&ctl, Duration::from_secs(15), "fast path in place", |st| {
-        str_at(st, "/uplinks/u0/detail/driver/fast_path") == mode
+        fast_path(st) == Some(mode)
     });
     // Sends until stopped: 2000 frames per second to the outside, which the NIC
     // reflects back to c1.
@@ -99,21 +99,14 @@ fn start(attack: &str, mode: &str) -> Rig {
 }
 
 fn dev_err(st: &Value, name: &str) -> u64 {
-    opt(st, &format!("/uplinks/u0/detail/device_errors/{name}"))
-}
-
-fn outages(st: &Value) -> Vec<Value> {
-    st.pointer("/uplinks/u0/detail/outages")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+    n(st, &format!("/uplinks/u0/detail/device_errors/{name}"))
 }
 
 /// Waits until frames from the NIC reach the switch `more` times more than in `st`.
 fn wait_traffic(ctl: &str, st: &Value, more: u64, what: &str) -> Value {
     let base = n(st, "/uplinks/u0/rx_packets");
     wait_status(ctl, Duration::from_secs(20), what, |s| {
-        opt(s, "/uplinks/u0/rx_packets") >= base + more
+        n(s, "/uplinks/u0/rx_packets") >= base + more
     })
 }
 
@@ -158,17 +151,13 @@ fn recoverable(attack: &str, checks: &[(&str, &str, u64)]) {
         for (name, _, want) in checks {
             assert_eq!(dev_err(&st, name), *want, "{tag}: {name}: {st}");
         }
-        let total: u64 = st
-            .pointer("/uplinks/u0/detail/device_errors")
-            .and_then(Value::as_object)
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0);
+        let total = drops(&st, "/uplinks/u0/detail/device_errors");
         let want_total: u64 = checks.iter().map(|c| c.2).sum();
         assert_eq!(total, want_total, "{tag}: other checks fired: {st}");
         assert_eq!(n(&st, "/uplinks/u0/disconnects"), 0, "{tag}: {st}");
         assert!(outages(&st).is_empty(), "{tag}: {st}");
-        let posted = opt(&st, "/uplinks/u0/detail/upcalls_total/posted");
-        let run = opt(&st, "/uplinks/u0/detail/upcalls_total/run_by_domain");
+        let posted = n(&st, "/uplinks/u0/detail/upcalls_total/posted");
+        let run = n(&st, "/uplinks/u0/detail/upcalls_total/run_by_domain");
         if mode == "domain" {
             // The slow path runs in place in the domain: nothing to post.
             assert_eq!(posted, 0, "{tag}: {st}");
@@ -183,7 +172,7 @@ fn recoverable(attack: &str, checks: &[(&str, &str, u64)]) {
                 assert_eq!(got, *want, "{tag}: instance {name}: {st}");
             }
             assert_eq!(
-                opt(&st, "/uplinks/u0/detail/twin_fault_count"),
+                n(&st, "/uplinks/u0/detail/twin_fault_count"),
                 0,
                 "{tag}: the driver caught it; nothing to contain: {st}"
             );
@@ -207,11 +196,10 @@ fn fatal(attack: &str, check: &str, reason: &str, upcall: bool) {
             !outages(s).is_empty()
         });
         let o = outages(&st);
-        let why = o[0]["reason"].as_str().unwrap_or("");
+        let why = str_at(&o[0], "/reason");
         assert!(why.contains(reason), "{tag}: outage reason {why:?}");
         let st = wait_status(&r.ctl, Duration::from_secs(20), "uplink back", |s| {
-            str_at(s, "/uplinks/u0/detail/driver/fast_path") == mode
-                && opt(s, "/uplinks/u0/connects") == 2
+            fast_path(s) == Some(mode) && n(s, "/uplinks/u0/connects") == 2
         });
         let st = wait_traffic(&r.ctl, &st, 1000, "traffic after the outage");
         assert_eq!(n(&st, "/uplinks/u0/disconnects"), 1, "{tag}: {st}");
@@ -219,11 +207,11 @@ fn fatal(attack: &str, check: &str, reason: &str, upcall: bool) {
         assert_eq!(dev_err(&st, check), 1, "{tag}: {check}: {st}");
         if upcall && mode != "domain" {
             // queue_broken ran in the old domain as an upcall.
-            let posted = opt(&st, "/uplinks/u0/detail/upcalls_total/posted");
-            let run = opt(&st, "/uplinks/u0/detail/upcalls_total/run_by_domain");
+            let posted = n(&st, "/uplinks/u0/detail/upcalls_total/posted");
+            let run = n(&st, "/uplinks/u0/detail/upcalls_total/run_by_domain");
             assert!(posted >= 1 && run >= 1, "{tag}: upcalls: {st}");
         }
-        assert_eq!(opt(&st, "/uplinks/u0/detail/twin_fault_count"), 0, "{tag}");
+        assert_eq!(n(&st, "/uplinks/u0/detail/twin_fault_count"), 0, "{tag}");
         let (_, nic) = finish(r, &tag);
         assert_eq!(n(&nic, "/connects"), 2, "{tag}: a fresh connection: {nic}");
         assert!(

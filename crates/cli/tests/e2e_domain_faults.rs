@@ -8,14 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
-
-fn outages(s: &Value) -> Vec<Value> {
-    s.pointer("/uplinks/u0/detail/outages")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-}
 
 #[test]
 fn every_injected_fault_is_contained_twenty_times_in_a_row() {

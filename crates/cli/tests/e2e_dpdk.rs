@@ -125,7 +125,7 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
     // two-core machine fills the ring: `uplink_ring_full`).
     let to_nic = n(&sw_r, "/uplinks/u0/tx_packets");
     assert_eq!(
-        to_nic + opt(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
+        to_nic + n(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
         sent,
         "every frame forwarded or counted"
     );
@@ -143,14 +143,14 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
         // Swapped frames are addressed to c1, learned there; unswapped ones would be
         // hairpin drops on the uplink.
         assert_eq!(
-            opt(&sw_r, "/uplinks/u0/drops/hairpin"),
+            n(&sw_r, "/uplinks/u0/drops/hairpin"),
             0,
             "MACs must be swapped"
         );
         // Each returned frame reached c1 or was counted there (no receive buffers).
         assert_eq!(
             n(&sw_r, "/clients/c1/tx_packets")
-                + opt(&sw_r, "/clients/c1/detail/to_client_drops/no_buffers"),
+                + n(&sw_r, "/clients/c1/detail/to_client_drops/no_buffers"),
             tps.tx_packets
         );
         assert_eq!(n(&g, "/rx_packets"), n(&sw_r, "/clients/c1/tx_packets"));

@@ -68,23 +68,13 @@ fn twin_switch(
     (sw, socks, ctl)
 }
 
-/// Where u0's fast path runs, per the status.
-fn fast_path(st: &Value) -> &str {
-    str_at(st, "/uplinks/u0/detail/driver/fast_path")
-}
-
-fn driver_pid(st: &Value) -> Option<u64> {
-    st.pointer("/uplinks/u0/detail/driver/pid")
-        .and_then(Value::as_u64)
-}
-
 /// Waits until u0's fast path runs in `want` ("inline", "domain", "twin").
 fn wait_fast_path(ctl: &str, want: &str) -> Value {
     wait_status(
         ctl,
         Duration::from_secs(15),
         &format!("fast path {want}"),
-        |st| fast_path(st) == want,
+        |st| fast_path(st) == Some(want),
     )
 }
 
@@ -92,13 +82,6 @@ fn wait_fast_path(ctl: &str, want: &str) -> Value {
 fn set_mode(ctl: &str, mode: &str) {
     let a = ctl_answer(ctl, &["mode", "u0", mode]);
     assert!(a.starts_with("ok"), "mode u0 {mode}: answered {a:?}");
-}
-
-fn array(v: &Value, pointer: &str) -> Vec<Value> {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Every drop anyone counted: the switch (all ports, devices and driver domains)
@@ -187,7 +170,11 @@ fn twin_mode_moves_frames_with_the_driver_state_in_the_domain_region() {
 
     let g = gen_event(&socks[0], C1, OUTSIDE, "2", "50000").report(Duration::from_secs(30));
     let live = ctl_status(&ctl);
-    assert_eq!(fast_path(&live), "twin", "still twin after the run: {live}");
+    assert_eq!(
+        fast_path(&live),
+        Some("twin"),
+        "still twin after the run: {live}"
+    );
     let sw_r = sw.stop_report();
     let nic_r = nic.stop_report();
     eprintln!("gen {g}\nswitch {sw_r}\nnic {nic_r}");
@@ -382,7 +369,7 @@ fn every_injected_twin_fault_is_contained() {
     for (kind, words) in kinds {
         for round in 0..ROUNDS {
             let what = format!("{kind} #{round}");
-            if fast_path(&st) != "twin" {
+            if fast_path(&st) != Some("twin") {
                 st = wait_fast_path(&ctl, "twin");
             }
             let pid = driver_pid(&st).expect("driver pid");
@@ -391,7 +378,7 @@ fn every_injected_twin_fault_is_contained() {
             // Contained: reported, fallen back to a fresh driver domain.
             st = wait_status(&ctl, Duration::from_secs(10), &what, |st| {
                 n(st, "/uplinks/u0/detail/twin_fault_count") > faults
-                    && fast_path(st) == "domain"
+                    && fast_path(st) == Some("domain")
                     && driver_pid(st).is_some_and(|p| p != pid)
             });
             faults += 1;
@@ -430,7 +417,7 @@ fn every_injected_twin_fault_is_contained() {
     let c2_before = n(&st, "/clients/c2/tx_packets");
     std::thread::sleep(Duration::from_millis(500));
     let st = ctl_status(&ctl);
-    assert_eq!(fast_path(&st), "twin");
+    assert_eq!(fast_path(&st), Some("twin"));
     assert_eq!(n(&st, "/uplinks/u0/detail/twin_fault_count"), faults);
     for c in ["c1", "c2"] {
         assert_eq!(n(&st, &format!("/clients/{c}/connects")), 1, "{c}");
@@ -485,7 +472,7 @@ fn the_twin_reattaches_to_a_restarted_driver_domain() {
         assert_eq!(ctl_answer(&ctl, &["fault", "u0", "kill"]), "ok", "kill {i}");
         // A new domain, and the twin on its state: no mode change was asked for.
         st = wait_status(&ctl, Duration::from_secs(10), "re-attached twin", |st| {
-            fast_path(st) == "twin" && driver_pid(st).is_some_and(|p| p != pid)
+            fast_path(st) == Some("twin") && driver_pid(st).is_some_and(|p| p != pid)
         });
         let rx0 = n(&st, "/uplinks/u0/rx_packets");
         st = wait_status(&ctl, Duration::from_secs(10), "frames through it", |st| {

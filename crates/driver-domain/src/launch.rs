@@ -99,6 +99,17 @@ pub struct LaunchConfig {
 /// code and a small heap fit many times over.
 pub const DOMAIN_MEMORY_LIMIT: u64 = 1 << 30;
 
+/// The names of a driver domain's own drop counters ([`DomainLink::dd_drops`]).
+pub const DD_DROP_NAMES: [&str; 2] = ["domain_from_nic_ring_full", "domain_nic_tx_ring_full"];
+
+/// The names of the upcall counters ([`DomainLink::upcall_counts`]).
+pub const UPCALL_COUNT_NAMES: [&str; 4] = [
+    "posted",
+    "dropped_ring_full",
+    "run_by_domain",
+    "refused_by_domain",
+];
+
 /// Outcome of [`DomainLink::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Send {
@@ -456,16 +467,14 @@ impl DomainLink {
         self.failure.clone()
     }
 
-    /// The DD's own drop counters, by reason (as it reports them).
+    /// The DD's own drop counters, by reason (as it reports them), named as in
+    /// [`DD_DROP_NAMES`].
     pub fn dd_drops(&self) -> [(&'static str, u64); 2] {
         use crate::worker::control;
         let get = |i| self.xr.control(i).unwrap_or(0);
         [
-            (
-                "domain_from_nic_ring_full",
-                get(control::FROM_NIC_RING_FULL),
-            ),
-            ("domain_nic_tx_ring_full", get(control::NIC_TX_RING_FULL)),
+            (DD_DROP_NAMES[0], get(control::FROM_NIC_RING_FULL)),
+            (DD_DROP_NAMES[1], get(control::NIC_TX_RING_FULL)),
         ]
     }
 
@@ -527,15 +536,19 @@ impl DomainLink {
     }
 
     /// Upcalls (posted by the switch, dropped because the ring was full, run by
-    /// the DD, refused by the DD). The DD's numbers are its own claims.
+    /// the DD, refused by the DD), named as in [`UPCALL_COUNT_NAMES`]. The DD's
+    /// numbers are its own claims.
     pub fn upcall_counts(&self) -> [(&'static str, u64); 4] {
         let (posted, dropped) = self.upcalls.lock().map_or((0, 0), |c| c.counts());
         let get = |i| self.xr.control(i).unwrap_or(0);
         [
-            ("posted", posted),
-            ("dropped_ring_full", dropped),
-            ("run_by_domain", get(handover::CONTROL_UPCALLS_RUN)),
-            ("refused_by_domain", get(handover::CONTROL_UPCALLS_REFUSED)),
+            (UPCALL_COUNT_NAMES[0], posted),
+            (UPCALL_COUNT_NAMES[1], dropped),
+            (UPCALL_COUNT_NAMES[2], get(handover::CONTROL_UPCALLS_RUN)),
+            (
+                UPCALL_COUNT_NAMES[3],
+                get(handover::CONTROL_UPCALLS_REFUSED),
+            ),
         ]
     }
 

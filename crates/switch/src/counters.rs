@@ -100,11 +100,10 @@ impl PortCounters {
         self.drops[why as usize]
     }
 
-    /// The non-zero drop counters by name.
+    /// Every drop counter by name, zeros included.
     pub fn drops_by_reason(&self) -> BTreeMap<&'static str, u64> {
         Drop::ALL
             .iter()
-            .filter(|d| self.dropped(**d) > 0)
             .map(|d| (d.as_str(), self.dropped(*d)))
             .collect()
     }
@@ -121,7 +120,9 @@ pub struct PortReport {
     pub tx_packets: u64,
     /// Bytes sent to the port.
     pub tx_bytes: u64,
-    /// Dropped frames by reason: the switch's own and the port's device or driver level.
+    /// Dropped frames by reason: the switch's own and the port's device or driver
+    /// level. Every reason the port can count is listed, zeros included, so a
+    /// reader can tell "none" from "not reported".
     pub drops: BTreeMap<String, u64>,
     /// Times the peer connected.
     pub connects: u64,
@@ -147,9 +148,7 @@ impl PortReport {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         for (k, v) in extra_drops {
-            if v > 0 {
-                *drops.entry(k).or_default() += v;
-            }
+            *drops.entry(k).or_default() += v;
         }
         PortReport {
             rx_packets: c.rx_packets,
@@ -232,7 +231,10 @@ mod tests {
         assert_eq!(p.drops.get("hairpin"), Some(&2));
         assert_eq!(p.drops.get("runt"), Some(&1));
         assert_eq!(p.drops.get("no_rx_buffers"), Some(&3));
-        assert!(!p.drops.contains_key("zero"));
+        // Every reason is listed, zeros included.
+        assert_eq!(p.drops.get("zero"), Some(&0));
+        assert_eq!(p.drops.get("flood_limited"), Some(&0));
+        assert_eq!(p.drops.len(), Drop::ALL.len() + 2);
         let r = SwitchReport::new(
             [("a".to_string(), p.clone())].into(),
             [("u".to_string(), p)].into(),

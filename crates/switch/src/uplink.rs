@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use driver_domain::handover::Owner;
 use driver_domain::launch::Send as DomainSend;
-use driver_domain::{DomainLink, LaunchConfig};
+use driver_domain::{launch, worker, DomainLink, LaunchConfig};
 use driver_host::DriverConfig;
 use serde::Serialize;
 use tracing::{info, warn};
@@ -459,9 +459,11 @@ impl Uplink {
             down_since: None,
             restarts: VecDeque::new(),
             restart_budget,
-            past_domain_drops: Default::default(),
-            past_device_errors: Default::default(),
-            past_upcalls: Default::default(),
+            // Every counter is reported from the start, zeros included, so a reader
+            // can tell "none" from "not reported".
+            past_domain_drops: zeros(&launch::DD_DROP_NAMES),
+            past_device_errors: zeros(&worker::control::DEVICE_ERROR_NAMES),
+            past_upcalls: zeros(&launch::UPCALL_COUNT_NAMES),
         })
     }
 
@@ -866,4 +868,9 @@ impl std::ops::Drop for Uplink {
             cancel.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// A counter map with every name in `names` at zero.
+fn zeros(names: &[&'static str]) -> std::collections::BTreeMap<&'static str, u64> {
+    names.iter().map(|n| (*n, 0)).collect()
 }

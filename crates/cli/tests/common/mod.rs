@@ -321,17 +321,20 @@ pub fn n(v: &Value, pointer: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {pointer} in {v}"))
 }
 
-/// A counter that may be absent (absent counts as zero).
-pub fn opt(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// Sum of all drop counters under `pointer` (an object of reason -> count).
+/// Sum of all drop counters under `pointer` (an object of reason -> count, which
+/// every report lists in full, zeros included). Fails when the object is missing
+/// or a value is not a counter.
 pub fn drops(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer)
+    let m = v
+        .pointer(pointer)
         .and_then(Value::as_object)
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no drop counters {pointer} in {v}"));
+    m.iter()
+        .map(|(k, c)| {
+            c.as_u64()
+                .unwrap_or_else(|| panic!("drop counter {pointer}/{k} is not a count: {c}"))
+        })
+        .sum()
 }
 
 /// Waits until a socket file exists.
@@ -522,9 +525,42 @@ pub fn wait_domain(ctl: &str, not: u64) -> u64 {
     n(&s, "/uplinks/u0/detail/driver/pid")
 }
 
-/// A string by JSON pointer ("" when absent).
+/// A string by JSON pointer; fails when it is missing or not a string.
 pub fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string {pointer} in {v}"))
+}
+
+/// A string by JSON pointer that is legitimately absent at times (for example
+/// the driver's fast path while no driver domain is connected): `None` then.
+pub fn maybe_str<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+/// An array by JSON pointer; fails when it is missing or not an array.
+pub fn array(v: &Value, pointer: &str) -> Vec<Value> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_else(|| panic!("no array {pointer} in {v}"))
+}
+
+/// uplink u0's outage records (oldest first).
+pub fn outages(st: &Value) -> Vec<Value> {
+    array(st, "/uplinks/u0/detail/outages")
+}
+
+/// Where u0's fast path runs ("inline", "domain", "twin"); `None` while no
+/// driver domain is connected.
+pub fn fast_path(st: &Value) -> Option<&str> {
+    maybe_str(st, "/uplinks/u0/detail/driver/fast_path")
+}
+
+/// uplink u0's driver domain (its reaper's pid); `None` while none is connected.
+pub fn driver_pid(st: &Value) -> Option<u64> {
+    st.pointer("/uplinks/u0/detail/driver/pid")
+        .and_then(Value::as_u64)
 }
 
 /// Process ids of `pid`'s children.
