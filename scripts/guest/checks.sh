@@ -7,7 +7,6 @@
 #   TW_nbr    an address behind the uplink     TW_nbrmac  its (made-up) MAC
 #   TW_time   seconds per iperf3 run           TW_fault   seconds of the fault window
 #   TW_minmbit  least TCP throughput that passes (Mbit/s)
-#   TW_maxloss  most frames (percent) the uplink may lose in the fault window
 #
 # Console protocol (one line each, parsed by scripts/guest-e2e.sh):
 #   TWIN-CHECK NAME PASS|FAIL DETAIL   a check's result
@@ -28,8 +27,10 @@ NBR=${TW_nbr:-10.0.0.9}
 NBRMAC=${TW_nbrmac:-02:00:00:00:00:09}
 T=${TW_time:-5}
 FT=${TW_fault:-12}
-MINMBIT=${TW_minmbit:-1}
-MAXLOSS=${TW_maxloss:-10}
+# A quarter of the slowest run seen here (77.8 Mbit/s, TCG guests in a full test
+# run with the machine busy): far below what a working switch gives, far above what
+# TCP gets when the switch loses or reorders frames.
+MINMBIT=${TW_minmbit:-20}
 
 check() { n=$1; r=$2; shift 2; echo "TWIN-CHECK $n $r $*"; }
 phase() { echo "TWIN-PHASE $*"; }
@@ -208,13 +209,13 @@ role_a() {
   sent=$(awk '/packets transmitted/ { print $1 }' /tmp/fault-nbr)
   sleep 0.5
   got=$(($(inaddr) - e0))
-  # The outage itself is short (tens of ms with the built-in NIC).
-  if [ $tail_ok = 3 ] && [ -n "$sent" ] && [ $((got * 100)) -ge $((sent * (100 - MAXLOSS))) ]; then
+  # How many frames the outage may cost is the host's to judge (it knows how long
+  # the outage lasted): host check fault-loss, from this line.
+  info "fault-loss sent=${sent:-0} got=$got"
+  if [ $tail_ok = 3 ] && [ -n "$sent" ]; then
     check fault-reflect PASS "reflection resumed; $got of $sent frames came back, $dead of $FT seconds without any"
-  elif [ $tail_ok = 3 ]; then
-    check fault-reflect FAIL "only $got of ${sent:-?} frames came back; per second:$windows"
   else
-    check fault-reflect FAIL "no reflection in the last 3 s; per second:$windows"
+    check fault-reflect FAIL "no reflection in the last 3 s; $got of ${sent:-?} came back; per second:$windows"
   fi
 
   # b reboots (same QEMU, same vhost-user connection: the device is reset).

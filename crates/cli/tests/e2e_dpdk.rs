@@ -16,7 +16,7 @@ fn dpdk_virtio_user_client_through_switch_to_builtin_nic() {
     let _m = serial();
     require_testpmd();
     let s = Scratch::new("dpdkclient");
-    let (nic_s, c1_s) = (s.path("nic.sock"), s.path("c1.sock"));
+    let (nic_s, c1_s, ctl) = (s.path("nic.sock"), s.path("c1.sock"), s.path("ctl.sock"));
     let mut nic = Proc::twin(
         "nic",
         &[
@@ -27,39 +27,64 @@ fn dpdk_virtio_user_client_through_switch_to_builtin_nic() {
     let up = format!("u0={nic_s}");
     let mut sw = Proc::twin(
         "switch",
-        &["switch", "--client", &c1, "--uplink", &up, "--cpu", "1"],
+        &[
+            "switch",
+            "--client",
+            &c1,
+            "--uplink",
+            &up,
+            "--cpu",
+            "1",
+            "--control",
+            &ctl,
+        ],
     );
     wait_for_path(&c1_s, Duration::from_secs(10));
+    wait_for_path(&ctl, Duration::from_secs(10));
+    // The NIC is up before the first frame: no frame may meet a down uplink.
+    wait_status(&ctl, Duration::from_secs(20), "the uplink up", |st| {
+        n(st, "/uplinks/u0/connects") == 1
+    });
     let vdev = format!("net_virtio_user0,path={c1_s},queues=1");
     let mut tp = testpmd("cl", 1, &vdev, &["--forward-mode=txonly", "--txpkts=64"]);
-    std::thread::sleep(Duration::from_secs(3));
+    // testpmd sends as fast as it can until stopped: let 200 000 frames through.
+    wait_status(&ctl, Duration::from_secs(30), "200 000 frames in", |st| {
+        n(st, "/clients/c1/rx_packets") >= 200_000
+    });
     let (status, out) = tp.stop();
     assert!(status.success(), "testpmd failed: {out}");
     let tps = parse_testpmd(&out, 0);
-    std::thread::sleep(Duration::from_millis(300));
+    // Every frame testpmd sent is in the switch before it stops.
+    wait_status(&ctl, Duration::from_secs(10), "every frame taken", |st| {
+        n(st, "/clients/c1/rx_packets") == tps.tx_packets
+    });
     let sw_r = sw.stop_report();
     let nic_r = nic.stop_report();
     eprintln!("testpmd {tps:?}\nswitch {sw_r}\nnic {nic_r}");
 
-    assert!(
-        tps.tx_packets > 100_000,
-        "testpmd sent only {}",
-        tps.tx_packets
-    );
     assert_eq!(
         n(&sw_r, "/clients/c1/rx_packets"),
         tps.tx_packets,
         "switch must receive every frame testpmd sent"
     );
+    // Every frame was forwarded, or found the NIC's ring full (testpmd sends
+    // faster than the built-in NIC sinks on a shared core); no other drop.
+    let to_nic = n(&sw_r, "/uplinks/u0/tx_packets");
+    let ring_full = n(&sw_r, "/uplinks/u0/drops/uplink_ring_full");
+    assert_eq!(to_nic + ring_full, tps.tx_packets);
     assert_eq!(
-        n(&sw_r, "/uplinks/u0/tx_packets")
-            + drops(&sw_r, "/uplinks/u0/drops")
-            + drops(&sw_r, "/clients/c1/drops"),
-        tps.tx_packets,
-        "every frame is forwarded or counted as dropped"
+        drops(&sw_r, "/drops"),
+        ring_full,
+        "drops: {}",
+        sw_r["drops"]
     );
-    assert_eq!(n(&nic_r, "/rx_packets"), n(&sw_r, "/uplinks/u0/tx_packets"));
-    assert!(n(&nic_r, "/rx_packets") > 0);
+    assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), 0);
+    // The NIC received every frame the switch forwarded (a ring's worth at least:
+    // it was full, or nothing was dropped at all).
+    assert_eq!(n(&nic_r, "/rx_packets"), to_nic);
+    assert_eq!(drops(&nic_r, "/rx_drops"), 0);
+    let queue = u64::from(driver_host::DriverConfig::default().queue_size);
+    assert!(ring_full == 0 || to_nic >= queue, "{to_nic} forwarded");
 }
 
 fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
@@ -122,21 +147,23 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
     assert!(sent > 10_000, "generator sent only {sent}");
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
     // Every frame went to the NIC or was counted (a NIC that falls behind on a busy
-    // two-core machine fills the ring: `uplink_ring_full`).
+    // two-core machine fills the ring: `uplink_ring_full`); nothing else.
     let to_nic = n(&sw_r, "/uplinks/u0/tx_packets");
+    let ring_full = n(&sw_r, "/uplinks/u0/drops/uplink_ring_full");
+    assert_eq!(to_nic + ring_full, sent, "every frame forwarded or counted");
+    let no_buffers = n(&sw_r, "/clients/c1/drops/no_buffers");
     assert_eq!(
-        to_nic + n(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
-        sent,
-        "every frame forwarded or counted"
+        drops(&sw_r, "/drops"),
+        ring_full + no_buffers,
+        "drops: {}",
+        sw_r["drops"]
     );
-    assert!(
-        to_nic > sent / 2,
-        "most frames must reach the NIC: {to_nic} of {sent}"
-    );
-    assert_testpmd_received(tps.rx_packets, to_nic);
+    assert_testpmd_received(tps.rx_packets, to_nic, "inline");
     if reflect {
+        // macswap sends every frame back, or counts it (our receive ring was full).
         assert_eq!(
-            tps.tx_packets, tps.rx_packets,
+            tps.tx_packets + tps.tx_dropped,
+            tps.rx_packets,
             "macswap sends every frame back"
         );
         assert_eq!(n(&sw_r, "/uplinks/u0/rx_packets"), tps.tx_packets);

@@ -90,28 +90,36 @@ fn counted_drops(sw: &Value, nic: &Value) -> u64 {
     drops(sw, "/drops") + drops(nic, "/rx_drops") + drops(nic, "/tx_drops")
 }
 
-/// Drops in two kinds: a full ring or no receive buffers (a peer too slow, which
-/// CPU contention alone can cause), and every other reason. Over the switch (all
-/// ports, devices and driver domains) and the built-in NIC.
-fn drops_by_kind(sw: &Value, nic: &Value) -> (u64, u64) {
+/// The drop counters under `pointer` in two kinds: a full ring or no receive
+/// buffers (a peer too slow for a moment, which CPU contention alone can cause),
+/// and every other reason.
+fn split_drops(v: &Value, pointer: &str) -> (u64, u64) {
+    let all = v
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("no {pointer} in {v}"));
     let (mut full, mut other) = (0, 0);
-    for p in ["/drops", "/rx_drops", "/tx_drops"] {
-        let v = if p == "/drops" { sw } else { nic };
-        for (k, c) in v
-            .pointer(p)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            let c = c.as_u64().unwrap_or(0);
-            if k.ends_with("ring_full") || k == "no_buffers" {
-                full += c;
-            } else {
-                other += c;
-            }
+    for (k, c) in all {
+        let c = c.as_u64().expect("a count");
+        if k.ends_with("ring_full") || k == "no_buffers" {
+            full += c;
+        } else {
+            other += c;
         }
     }
     (full, other)
+}
+
+/// [`split_drops`] over the switch (all ports, devices and driver domains) and the
+/// built-in NIC (both directions).
+fn drops_by_kind(sw: &Value, nic: &Value) -> (u64, u64) {
+    [
+        split_drops(sw, "/drops"),
+        split_drops(nic, "/rx_drops"),
+        split_drops(nic, "/tx_drops"),
+    ]
+    .iter()
+    .fold((0, 0), |(f, o), (f2, o2)| (f + f2, o + o2))
 }
 
 /// The frames `twin gen --size 64 --id ID --src-mac SRC --dst-mac DST` sends, as
@@ -167,6 +175,11 @@ fn twin_mode_moves_frames_with_the_driver_state_in_the_domain_region() {
         0,
         "svm faults before traffic: {st}"
     );
+    // The region exists in every mode; what makes this the twin is that the
+    // switch reaches it through the SVM: the driver's ranges are mapped, and every
+    // access is checked (below).
+    assert!(n(&st, "/uplinks/u0/detail/driver/svm/ranges") > 0, "{st}");
+    let checks_before = n(&st, "/uplinks/u0/detail/driver/svm/checks");
 
     let g = gen_event(&socks[0], C1, OUTSIDE, "2", "50000").report(Duration::from_secs(30));
     let live = ctl_status(&ctl);
@@ -186,6 +199,12 @@ fn twin_mode_moves_frames_with_the_driver_state_in_the_domain_region() {
     assert_eq!(n(&g, "/rx_own_swapped"), got);
     // Every frame came back or was counted where it was dropped.
     assert_eq!(got + counted_drops(&sw_r, &nic_r), sent);
+    // Only a peer too slow for a moment may cost frames (a full ring).
+    assert_eq!(
+        drops_by_kind(&sw_r, &nic_r).1,
+        0,
+        "drops other than full rings"
+    );
     assert!(got > sent * 9 / 10, "only {got} of {sent} came back");
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
     assert_eq!(str_at(&sw_r, "/uplinks/u0/detail/driver/fast_path"), "twin");
@@ -209,6 +228,13 @@ fn twin_mode_moves_frames_with_the_driver_state_in_the_domain_region() {
     assert_eq!(switch_instance_stat(&sw_r, "rx_device_errors"), 0);
     assert_eq!(switch_instance_stat(&sw_r, "driver_errors"), 0);
     assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), 0);
+    // Every frame cost the twin at least two checked accesses (its descriptor and
+    // its buffer), in each direction.
+    let checks = n(&sw_r, "/uplinks/u0/detail/driver/svm/checks") - checks_before;
+    assert!(
+        checks >= 2 * (drv_tx + drv_rx),
+        "{checks} SVM checks for {drv_tx} + {drv_rx} frames"
+    );
 }
 
 #[test]
@@ -245,23 +271,30 @@ fn twin_mode_moves_frames_to_dpdk_net_vhost_macswap() {
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
     let drv_tx = switch_instance_stat(&sw_r, "tx_packets");
     let drv_rx = switch_instance_stat(&sw_r, "rx_packets");
-    // What the switch queued, the twin committed; testpmd received it (within the
-    // harness's known slack) and sent each back or counted it.
+    // What the switch queued, the twin committed; testpmd received it (all but what
+    // was still in flight when the switch stopped) and sent each back or counted it.
     assert_eq!(drv_tx, n(&sw_r, "/uplinks/u0/tx_packets"));
-    assert_testpmd_received(tps.rx_packets, drv_tx);
+    assert_testpmd_received(tps.rx_packets, drv_tx, "twin");
     assert_eq!(tps.tx_packets + tps.tx_dropped, tps.rx_packets);
     // Everything testpmd sent, the twin received and the switch took.
     assert_eq!(drv_rx, tps.tx_packets);
     assert_eq!(n(&sw_r, "/uplinks/u0/rx_packets"), drv_rx);
-    // Conservation at the generator, testpmd's own drops and slack included.
-    let accounted = got + drops(&sw_r, "/drops") + tps.tx_dropped;
-    assert!(
-        accounted <= sent && sent - accounted <= TESTPMD_RX_SLACK,
-        "sent {sent}, back {got}, accounted {accounted}"
+    // Conservation at the generator: back, or counted by the switch or testpmd, or
+    // in flight to testpmd at the stop (exactly what it did not receive).
+    let in_flight = drv_tx - tps.rx_packets;
+    assert_eq!(
+        got + drops(&sw_r, "/drops") + tps.tx_dropped + in_flight,
+        sent,
+        "sent {sent}, back {got}"
+    );
+    // Only full rings (a peer too slow for a moment) cost frames.
+    assert_eq!(
+        split_drops(&sw_r, "/drops").1,
+        0,
+        "switch drops other than full rings: {sw_r}"
     );
     assert_eq!(n(&g, "/rx_own_swapped"), got);
     assert_eq!(n(&g, "/rx_out_of_order"), 0);
-    assert!(got > sent / 2, "only {got} of {sent} came back");
 }
 
 #[test]
@@ -271,13 +304,19 @@ fn live_mode_switches_keep_order_and_lose_nothing() {
     let nic_s = s.path("nic.sock");
     let mut nic = nic_reflect(&nic_s, false);
     let (mut sw, socks, ctl) = twin_switch(&s, &nic_s, "inline", &[("c1", C1)]);
-    wait_fast_path(&ctl, "inline");
-    let mut g = gen_event(&socks[0], C1, OUTSIDE, "9", "50000");
+    let st = wait_fast_path(&ctl, "inline");
+    let changes_before = n(&st, "/uplinks/u0/detail/mode_changes");
+    // 5000 frames per second: a ring (512 slots) fills only if a peer is starved
+    // for 100 ms, so no frame may be dropped at all; at every switch about a
+    // millisecond's frames are in flight.
+    let mut g = gen_event(&socks[0], C1, OUTSIDE, "9", "5000");
     // From inline, this cycle takes every ordered pair of modes once:
     // i->t, t->d, d->t, t->i, i->d, d->i.
     const CYCLE: [&str; 6] = ["twin", "domain", "twin", "inline", "domain", "inline"];
     const ROUNDS: usize = 4;
-    std::thread::sleep(Duration::from_millis(300));
+    wait_status(&ctl, Duration::from_secs(10), "frames going round", |st| {
+        n(st, "/clients/c1/tx_packets") >= 500
+    });
     let mut switches = 0u64;
     for round in 0..ROUNDS {
         for mode in CYCLE {
@@ -288,6 +327,7 @@ fn live_mode_switches_keep_order_and_lose_nothing() {
             switches += 1;
             assert!(sw.running(), "switch died at round {round}, {mode}");
             assert!(g.running(), "gen ended early (round {round}, {mode})");
+            // Traffic runs on each fast path for a while (the point, not a wait).
             if let Some(rest) = Duration::from_millis(250).checked_sub(t0.elapsed()) {
                 std::thread::sleep(rest);
             }
@@ -312,18 +352,19 @@ fn live_mode_switches_keep_order_and_lose_nothing() {
 
     let sent = n(&g, "/tx_packets");
     let got = n(&g, "/rx_packets");
-    assert!(sent > 200_000, "sent only {sent}");
+    assert!(sent > 40_000, "sent only {sent}");
     assert_eq!(n(&g, "/rx_out_of_order"), 0, "frames reordered");
     assert_eq!(n(&g, "/rx_own_swapped"), got);
     assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
-    assert_eq!(got + counted_drops(&sw_r, &nic_r), sent, "uncounted loss");
-    assert!(got > sent * 9 / 10, "only {got} of {sent} came back");
+    // Nothing lost, counted or not.
+    assert_eq!(counted_drops(&sw_r, &nic_r), 0, "drops");
+    assert_eq!(got, sent, "frames lost");
     assert_eq!(switches, (ROUNDS * CYCLE.len()) as u64);
-    // Each switch was seen to take effect, and each moved the fast path (the first
-    // handover, from the fresh domain to inline, may count too).
-    assert!(
-        n(&sw_r, "/uplinks/u0/detail/mode_changes") >= switches,
-        "mode_changes below the {switches} switches seen"
+    // Each switch was seen to take effect, and each moved the fast path once.
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/detail/mode_changes") - changes_before,
+        switches,
+        "mode changes"
     );
     assert_eq!(str_at(&live, "/uplinks/u0/detail/mode"), "inline");
     assert!(array(&sw_r, "/uplinks/u0/detail/outages").is_empty());
@@ -331,14 +372,6 @@ fn live_mode_switches_keep_order_and_lose_nothing() {
     assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), 0);
     assert_eq!(n(&sw_r, "/clients/c1/connects"), 1);
     assert_eq!(n(&sw_r, "/uplinks/u0/detail/twin_fault_count"), 0);
-    // Moving the fast path loses nothing uncounted (above), and drops nothing for
-    // any reason but a full ring. On an idle machine there are no drops at all
-    // (every run so far). With both cores saturated by other processes, a starved
-    // peer lets a ring fill now and then: ~320 `uplink_ring_full` in some runs of
-    // this test, and 1242 in an 8 s inline run at the same rate without a single
-    // mode switch. Those are bounded by the 90 % check above.
-    let (full, other) = drops_by_kind(&sw_r, &nic_r);
-    assert_eq!(other, 0, "drops other than a full ring ({full} ring-full)");
 }
 
 #[test]
@@ -389,18 +422,13 @@ fn every_injected_twin_fault_is_contained() {
             );
             assert_eq!(str_at(&st, "/uplinks/u0/detail/mode"), "domain", "{what}");
             let reported = array(&st, "/uplinks/u0/detail/twin_faults");
-            let text = reported
-                .last()
-                .map(|f| str_at(f, "/fault").to_lowercase())
-                .unwrap_or_default();
+            let last = reported.last().expect("a reported twin fault");
+            let text = str_at(last, "/fault").to_lowercase();
             for w in words {
                 assert!(text.contains(w), "{what}: reported {text:?}, not {w:?}");
             }
-            let outages = array(&st, "/uplinks/u0/detail/outages");
-            let reason = outages
-                .last()
-                .map(|o| str_at(o, "/reason").to_string())
-                .unwrap_or_default();
+            let outages = outages(&st);
+            let reason = str_at(outages.last().expect("an outage"), "/reason");
             assert!(
                 reason.starts_with("twin disabled"),
                 "{what}: outage {reason:?}"
@@ -411,13 +439,7 @@ fn every_injected_twin_fault_is_contained() {
             set_mode(&ctl, "twin");
         }
     }
-    // Traffic flows through the last twin, to both clients.
     let st = wait_fast_path(&ctl, "twin");
-    let c1_before = n(&st, "/clients/c1/tx_packets");
-    let c2_before = n(&st, "/clients/c2/tx_packets");
-    std::thread::sleep(Duration::from_millis(500));
-    let st = ctl_status(&ctl);
-    assert_eq!(fast_path(&st), Some("twin"));
     assert_eq!(n(&st, "/uplinks/u0/detail/twin_fault_count"), faults);
     for c in ["c1", "c2"] {
         assert_eq!(n(&st, &format!("/clients/{c}/connects")), 1, "{c}");
@@ -426,13 +448,66 @@ fn every_injected_twin_fault_is_contained() {
     let g1 = g1.stop_report();
     let g2 = g2.stop_report();
     assert!(sw.running(), "the switch died");
-    let sw_r = sw.stop_report();
-    let _ = nic.stop_report();
-    eprintln!("gen1 {g1}\ngen2 {g2}\nswitch {sw_r}");
+    eprintln!("fault phase: gen1 {g1}\ngen2 {g2}");
     assert_eq!(faults, 4 * ROUNDS);
+    for (c, g) in [("c1", &g1), ("c2", &g2)] {
+        assert!(!g["nic_disconnected"].as_bool().expect("nic_disconnected"));
+        // Frames were lost with each failed twin, but none came back out of order,
+        // and the switch took every frame the client sent.
+        assert_eq!(n(g, "/rx_out_of_order"), 0, "{c}: {g}");
+        assert!(n(g, "/rx_own_swapped") > 0, "{c}: {g}");
+        let live = ctl_status(&ctl);
+        assert_eq!(
+            n(&live, &format!("/clients/{c}/rx_packets")),
+            n(g, "/tx_packets"),
+            "{c}: the switch took every frame"
+        );
+    }
+
+    // Traffic flows through the last twin, to each client in turn: exactly the
+    // frames sent come back, in order (the digest covers every frame received, so
+    // a foreign or repeated one would show), through the twin's instance.
+    const PHASE: u64 = 5_000;
+    for (i, (sock, mac)) in [(&socks[0], C1), (&socks[1], C2)].into_iter().enumerate() {
+        let id = 10 + i as u32;
+        let before = ctl_status(&ctl);
+        let g = gen_exact(
+            sock,
+            mac,
+            OUTSIDE,
+            &id.to_string(),
+            &PHASE.to_string(),
+            "10000",
+            "20",
+            true,
+        )
+        .report(Duration::from_secs(40));
+        let after = ctl_status(&ctl);
+        eprintln!("last twin, {mac}: gen {g}");
+        assert_eq!(n(&g, "/tx_packets"), PHASE, "{mac}");
+        assert_eq!(n(&g, "/rx_packets"), PHASE, "{mac}");
+        assert_eq!(n(&g, "/rx_own_swapped"), PHASE, "{mac}");
+        assert_eq!(n(&g, "/rx_out_of_order"), 0, "{mac}");
+        assert_eq!(
+            str_at(&g, "/rx_digest"),
+            expected_digest(OUTSIDE, mac, id, PHASE),
+            "{mac}: digest"
+        );
+        assert_eq!(fast_path(&after), Some("twin"), "{mac}");
+        assert_eq!(driver_pid(&after), driver_pid(&before), "{mac}");
+        assert_eq!(n(&after, "/uplinks/u0/detail/twin_fault_count"), faults);
+        for dir in ["tx_packets", "rx_packets"] {
+            let moved = switch_instance_stat(&after, dir) - switch_instance_stat(&before, dir);
+            assert!(moved >= PHASE, "{mac}: the twin's {dir} moved {moved}");
+        }
+    }
+
+    let sw_r = sw.stop_report();
+    let nic_r = nic.stop_report();
+    eprintln!("switch {sw_r}\nnic {nic_r}");
     assert_eq!(n(&sw_r, "/uplinks/u0/detail/twin_fault_count"), faults);
     assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), faults);
-    let outages = array(&sw_r, "/uplinks/u0/detail/outages");
+    let outages = outages(&sw_r);
     assert_eq!(outages.len() as u64, faults);
     assert!(
         outages
@@ -440,21 +515,26 @@ fn every_injected_twin_fault_is_contained() {
             .all(|o| str_at(o, "/reason").starts_with("twin disabled")),
         "outages: {outages:?}"
     );
-    for c in ["c1", "c2"] {
-        // One connection (its one disconnect is the generator's exit, after the
-        // live check above).
-        assert_eq!(n(&sw_r, &format!("/clients/{c}/connects")), 1, "{c}");
-    }
-    // A generator has received at most what the switch had sent it; receiving more
-    // than the switch had sent by the last fault means it received after it.
-    assert!(n(&g1, "/rx_packets") > c1_before, "gen1 got nothing late");
-    assert!(n(&g2, "/rx_packets") > c2_before, "gen2 got nothing late");
-    for g in [&g1, &g2] {
-        assert!(!g["nic_disconnected"].as_bool().unwrap_or(true));
-        // Frames were lost with each failed twin, but none came back out of order.
-        assert_eq!(n(g, "/rx_out_of_order"), 0, "{g}");
-        assert!(n(g, "/rx_own_swapped") > 0, "{g}");
-    }
+    // What the faults cost is bounded: of the frames the switch handed the uplink,
+    // those the NIC never saw were in flight toward it when a fast path was torn
+    // down (at most a transmit queue and an exchange ring each time, the switch's
+    // stop included); of those the NIC sent, the ones the switch never took were
+    // in a receive queue (at most its size each time).
+    let handed = n(&sw_r, "/uplinks/u0/tx_packets");
+    let nic_saw = n(&nic_r, "/rx_packets") + drops(&nic_r, "/rx_drops");
+    let lost_out = handed - nic_saw;
+    assert!(
+        lost_out <= (faults + 1) * in_flight_to_nic_max("domain"),
+        "{lost_out} frames lost toward the NIC over {faults} faults"
+    );
+    let queue = u64::from(driver_host::DriverConfig::default().queue_size);
+    let took = n(&sw_r, "/uplinks/u0/rx_packets")
+        + n(&sw_r, "/uplinks/u0/drops/domain_from_nic_ring_full");
+    let lost_back = n(&nic_r, "/tx_packets") - took;
+    assert!(
+        lost_back <= (faults + 1) * queue,
+        "{lost_back} frames lost from the NIC over {faults} faults"
+    );
 }
 
 #[test]

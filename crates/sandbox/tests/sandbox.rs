@@ -608,29 +608,24 @@ mod driver {
             ("panic_exits_101", panic_exits_101),
             ("threads_refused", threads_refused),
         ];
-        let filter: Vec<String> = std::env::args()
-            .skip(1)
-            .filter(|a| !a.starts_with('-'))
-            .collect();
+        // libtest's command line (filters, --exact, --skip, --list, ...), so a
+        // filter or option means what it means for every other test binary.
+        let mut args = libtest_mimic::Arguments::from_args();
+        // Namespaces and probes: one test at a time, on this thread.
+        args.test_threads = Some(1);
         let root = rustix::process::geteuid().is_root();
-        let (mut passed, mut failed) = (0, 0);
-        for (name, test) in tests {
-            if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-                continue;
-            }
-            let ok = root && std::panic::catch_unwind(test).is_ok();
-            if !root {
-                eprintln!("{name}: these tests must run as root (they create namespaces)");
-            }
-            println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-            if ok {
-                passed += 1;
-            } else {
-                failed += 1;
-            }
-        }
-        println!();
-        println!("{passed} passed, {failed} failed");
-        std::process::exit(if failed == 0 { 0 } else { 1 });
+        let trials = tests
+            .iter()
+            .map(|(name, test)| {
+                let test = *test;
+                libtest_mimic::Trial::test(*name, move || {
+                    if !root {
+                        return Err("these tests must run as root (they create namespaces)".into());
+                    }
+                    std::panic::catch_unwind(test).map_err(|_| "panicked".into())
+                })
+            })
+            .collect();
+        libtest_mimic::run(&args, trials).exit()
     }
 }

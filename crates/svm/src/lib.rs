@@ -129,6 +129,9 @@ pub struct Svm {
     map: Box<[AccessRange]>,
     read: Table,
     write: Table,
+    /// Accesses checked (granted or refused): shows that a fast path goes through
+    /// this SVM at all.
+    checks: Cell<u64>,
     faults: Cell<u64>,
     first_fault: Cell<Option<SvmFault>>,
     last_fault: Cell<Option<SvmFault>>,
@@ -169,6 +172,7 @@ impl Svm {
             map: sorted.into_boxed_slice(),
             read,
             write,
+            checks: Cell::new(0),
             faults: Cell::new(0),
             first_fault: Cell::new(None),
             last_fault: Cell::new(None),
@@ -200,6 +204,11 @@ impl Svm {
     /// The name of the map range `addr` lies in, if any.
     pub fn range_name(&self, addr: u64) -> Option<&'static str> {
         find_range(&self.map, addr).map(|i| self.map[i].name)
+    }
+
+    /// How many accesses this SVM has checked, granted or refused.
+    pub fn checks(&self) -> u64 {
+        self.checks.get()
     }
 
     /// How many faults this SVM has raised.
@@ -237,6 +246,7 @@ impl Svm {
     /// span boundary, faults, and zero-length accesses at a span's end).
     #[inline(always)]
     pub fn check(&self, addr: u64, size: u64, op: Op) -> Result<usize, SvmFault> {
+        self.checks.set(self.checks.get().wrapping_add(1));
         let t = self.table(op);
         let hit = t.hit.get().covers(addr, size)
             || match t.spans.get(t.granules.hint(addr)) {

@@ -684,3 +684,14 @@ fn svm_is_send() {
     .unwrap();
     assert_eq!(s.load_u16(0, Ordering::Acquire).unwrap(), 5);
 }
+
+#[test]
+fn every_access_is_counted_as_a_check_granted_or_refused() {
+    let s = svm();
+    assert_eq!(s.checks(), 0);
+    s.store_u32(0x10, 7, Ordering::Relaxed).unwrap();
+    assert_eq!(s.load_u32(0x10, Ordering::Relaxed).unwrap(), 7);
+    assert_eq!(s.checks(), 2);
+    assert!(s.load_u32(0x200, Ordering::Relaxed).is_err());
+    assert_eq!((s.checks(), s.faults()), (3, 1));
+}

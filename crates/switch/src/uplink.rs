@@ -54,7 +54,7 @@ pub const BUDGET_WINDOW: Duration = Duration::from_secs(60);
 pub const WATCHDOG: Duration = Duration::from_millis(500);
 /// Slots per exchange ring: as many as the driver's queue, so a burst the NIC
 /// delivers at once fits.
-const EXCHANGE_SLOTS: u32 = 512;
+pub const EXCHANGE_SLOTS: u32 = 512;
 /// Outage windows kept for the report.
 const OUTAGES_KEPT: usize = 32;
 
@@ -233,6 +233,7 @@ impl UplinkDriver {
                 instance: SwitchInstance::Twin(t),
                 ..
             } => Some(serde_json::json!({
+                "checks": t.svm().checks(),
                 "faults": t.svm().faults(),
                 "ranges": t.svm().map().len(),
             })),

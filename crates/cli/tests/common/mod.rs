@@ -364,18 +364,36 @@ pub fn require_testpmd() {
     );
 }
 
-/// How many frames fewer than it was given testpmd may report receiving. Once, in a
-/// full test run, testpmd reported exactly 1024 fewer than our driver had queued and
-/// it had completed (its used ring returned every descriptor); alone, the same tests
-/// match exactly. Until that is understood, the DPDK NIC tests allow this gap, and
-/// only in that direction.
-pub const TESTPMD_RX_SLACK: u64 = 1024;
+/// The most frames that can be on their way from the switch to its NIC at one
+/// moment (counted by the switch as sent to the uplink, not yet taken by the NIC),
+/// with the uplink's fast path in `mode`: the driver's transmit queue, plus, in
+/// `domain` mode, the exchange ring from the switch to the driver domain.
+///
+/// A test that stops the switch while the NIC is behind loses these: DPDK's
+/// testpmd, starved of CPU on a loaded two-core machine, stops taking frames when
+/// the switch disconnects. That is the "1024 frames" testpmd once reported missing
+/// in a full run with the uplink in `domain` mode: 512 exchange slots plus 512
+/// descriptors, both rings full at the stop. (Alone, on an idle machine, testpmd
+/// keeps up and nothing is in flight.) Frames sent back by the NIC are not subject
+/// to this: testpmd counts what our receive ring could not take as `TX-dropped`.
+pub fn in_flight_to_nic_max(mode: &str) -> u64 {
+    let queue = u64::from(driver_host::DriverConfig::default().queue_size);
+    match mode {
+        "domain" => queue + u64::from(switch::uplink::EXCHANGE_SLOTS),
+        "inline" | "twin" => queue,
+        other => panic!("unknown uplink mode {other}"),
+    }
+}
 
-/// Asserts that testpmd received `got` of the `sent` frames, within the slack.
-pub fn assert_testpmd_received(got: u64, sent: u64) {
+/// Asserts that testpmd, the NIC of an uplink in `mode`, received `got` of the
+/// `sent` frames the switch queued to it: all of them but at most the ones in
+/// flight when the switch stopped ([`in_flight_to_nic_max`]).
+pub fn assert_testpmd_received(got: u64, sent: u64, mode: &str) {
+    let max = in_flight_to_nic_max(mode);
     assert!(
-        got <= sent && sent - got <= TESTPMD_RX_SLACK,
-        "testpmd received {got} of the {sent} frames sent to it"
+        got <= sent && sent - got <= max,
+        "testpmd received {got} of the {sent} frames sent to it ({mode}: at most {max} \
+         may be in flight at the stop)"
     );
 }
 
