@@ -1118,3 +1118,43 @@ fn kick_and_wake_eventfds_are_exposed_and_drained() {
     // Nothing pending on a non-blocking kick: the read fails and says so.
     assert!(matches!(h.drain_tx_kick(), Err(Error::EventFd(_))));
 }
+
+#[test]
+fn drops_are_logged_by_reason_at_their_level_and_rate_limited() {
+    use crate::test_log::Capture;
+    use tracing::Level;
+    let log = Capture::default();
+    log.run(|| {
+        let mut f = fake(F_VERSION_1);
+        let m = f.mem.clone();
+        // A client without receive buffers is ordinary: debug lines, at most
+        // LOG_PER_SEC of them a second.
+        for _ in 0..LOG_PER_SEC + 2 {
+            assert_eq!(f.h.push_rx(&source(&m, 60)), Err(DropReason::NoBuffers));
+        }
+        // A bad chain is hostile: a warning.
+        f.post(true, QSZ);
+        assert!(f.pop().is_none());
+    });
+    let drops: Vec<_> = log
+        .lines()
+        .into_iter()
+        .filter(|l| l.message == "frame dropped")
+        .collect();
+    let with = |l: &crate::test_log::Line, f: &str| l.fields.iter().any(|x| x == f);
+    assert_eq!(drops.len(), LOG_PER_SEC as usize + 1, "{drops:?}");
+    for l in &drops[..LOG_PER_SEC as usize] {
+        assert_eq!(l.level, Level::DEBUG);
+        assert!(
+            with(l, "reason=no_buffers") && with(l, "dir=to_client"),
+            "{l:?}"
+        );
+    }
+    let last = &drops[LOG_PER_SEC as usize];
+    assert_eq!(last.level, Level::WARN);
+    assert!(
+        with(last, "reason=bad_index") && with(last, "dir=from_client"),
+        "{last:?}"
+    );
+    assert!(with(last, "port=test"), "{last:?}");
+}
