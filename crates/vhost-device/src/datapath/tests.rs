@@ -584,6 +584,8 @@ fn tx_kicks_are_off_until_asked_for_without_event_idx() {
     assert!(!f.h.set_tx_notify(false));
     assert_eq!(f.used_flags(TX_USED), USED_F_NO_NOTIFY);
     assert!(f.pop().is_some());
+    f.post_tx_frame(60);
+    assert!(f.pop().is_some());
     // avail_event belongs to EVENT_IDX; untouched here.
     assert_eq!(f.avail_event(TX_USED), 0);
     assert_eq!(f.avail_event(RX_USED), 0);
@@ -610,11 +612,13 @@ fn tx_kicks_follow_the_consumed_index_with_event_idx() {
     // On: avail_event at what was consumed; off again: one behind.
     assert!(!f.h.set_tx_notify(true));
     assert_eq!(f.avail_event(TX_USED), 3);
-    f.post_tx_frame(60);
-    assert!(f.pop().is_some());
+    for _ in 0..2 {
+        f.post_tx_frame(60);
+        assert!(f.pop().is_some());
+    }
     assert_eq!(f.avail_event(TX_USED), 3, "kicks stay on while asked for");
     assert!(!f.h.set_tx_notify(false));
-    assert_eq!(f.avail_event(TX_USED), 3);
+    assert_eq!(f.avail_event(TX_USED), 4);
     assert_eq!(f.used_flags(TX_USED), 0, "EVENT_IDX does not use the flags");
     // The RX ring never asks for kicks: one behind after each flush.
     f.post_rx_buffer(0, 2048);
@@ -1157,4 +1161,45 @@ fn drops_are_logged_by_reason_at_their_level_and_rate_limited() {
         "{last:?}"
     );
     assert!(with(last, "port=test"), "{last:?}");
+}
+
+#[test]
+fn ring_broken_warnings_are_rate_limited_per_queue() {
+    use crate::test_log::Capture;
+    let log = Capture::default();
+    log.run(|| {
+        let mut f = fake(F_VERSION_1);
+        let m = f.mem.clone();
+        // Break the RX ring three times (a new base revives it each time): each
+        // break logs a dropped frame and a ring warning, on the RX limiter.
+        for i in 0..3u16 {
+            f.set_avail_idx(false, f.rx_idx.wrapping_add(QSZ + 1));
+            assert_eq!(f.h.push_rx(&source(&m, 60)), Err(DropReason::RingBroken));
+            let (_, mut p) = f.shared.snapshot();
+            p.queues[RX_QUEUE].base_seq += 1;
+            f.shared.publish(p);
+            f.h.refresh();
+            assert!(f.h.is_ready(), "revived {i}");
+        }
+        // Then the TX ring once: its own limiter lets its warning through.
+        f.set_avail_idx(true, QSZ + 1);
+        assert_eq!(f.h.pop_tx(8, |_| {}), 0);
+    });
+    let broken: Vec<_> = log
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l.message
+                .starts_with("avail index ran more than the queue size ahead")
+        })
+        .collect();
+    let on = |q: &str| {
+        broken
+            .iter()
+            .filter(|l| l.fields.iter().any(|f| f == q))
+            .count()
+    };
+    // RX: 6 lines wanted (3 drops, 3 warnings), 5 a second allowed: 2 warnings.
+    assert_eq!(on("queue=0"), 2, "{broken:?}");
+    assert_eq!(on("queue=1"), 1, "{broken:?}");
 }
