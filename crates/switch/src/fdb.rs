@@ -514,14 +514,18 @@ mod tests {
         assert_eq!(f.lookup_memo(&mut m, B, 1001), Destination::Flood);
         f.pin(B, 2);
         assert_eq!(f.lookup_memo(&mut m, B, 1001), Destination::Port(2));
+        // A move or a forgotten port changes the table: a remembered port is not
+        // reused.
+        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Port(1));
+        assert_eq!(f.learn(A, 3, 900), Learned::Moved { from: 1 });
+        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Port(3));
+        f.forget_port(3);
+        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Flood);
         // A learning memo skips only the same source in the same millisecond.
         let mut lm = Memo::default();
         assert_eq!(f.learn_memo(&mut lm, C, 5, 2000), Learned::New);
         assert_eq!(f.learn_memo(&mut lm, C, 5, 2000), Learned::Refreshed);
-        assert_eq!(
-            f.learn_memo(&mut lm, A, 5, 2000),
-            Learned::Moved { from: 1 }
-        );
+        assert_eq!(f.learn_memo(&mut lm, A, 5, 2000), Learned::New);
         assert_eq!(
             f.learn_memo(&mut lm, C, 6, 2001),
             Learned::Moved { from: 5 }

@@ -139,12 +139,16 @@ fn a_frame_shorter_than_an_ethernet_header_is_a_runt() {
     assert_eq!(sw.counters[0].rx_bytes, (ETH_HLEN - 1) as u64);
     assert!(ports.took().is_empty());
     assert!(sw.fdb.is_empty(), "nothing learned from a runt");
+    // A runt is a runt whatever its first bytes say (here: a group source).
+    sw.send(&mut ports, 0, &frame(B, GROUP, ETH_HLEN - 1));
+    assert_eq!(sw.dropped(0, Drop::Runt), 2);
+    assert_eq!(sw.dropped(0, Drop::GroupSource), 0);
     // A bare header is a frame.
     sw.send(&mut ports, 0, &frame(B, A, ETH_HLEN));
     assert_eq!(ports.took(), [1, 2]);
-    assert_eq!(sw.dropped(0, Drop::Runt), 1);
-    assert_eq!(sw.counters[0].rx_packets, 2);
-    assert_eq!(sw.counters[0].rx_bytes, (2 * ETH_HLEN - 1) as u64);
+    assert_eq!(sw.dropped(0, Drop::Runt), 2);
+    assert_eq!(sw.counters[0].rx_packets, 3);
+    assert_eq!(sw.counters[0].rx_bytes, (3 * ETH_HLEN - 2) as u64);
 }
 
 #[test]
@@ -227,8 +231,10 @@ fn a_known_destination_that_is_down_counts_as_destination_or_uplink_down() {
     ports.took();
     ports.outcome[1] = Delivery::Skipped;
     ports.outcome[2] = Delivery::Skipped;
-    // The last client port and the first uplink.
+    // The last client port, then the first uplink.
     sw.send(&mut ports, 0, &frame(A, C, 60));
+    assert_eq!(sw.dropped(0, Drop::DestinationDown), 1);
+    assert_eq!(sw.dropped(0, Drop::UplinkDown), 0);
     sw.send(&mut ports, 0, &frame(B, C, 60));
     assert_eq!(sw.dropped(0, Drop::DestinationDown), 1);
     assert_eq!(sw.dropped(0, Drop::UplinkDown), 1);
