@@ -1577,6 +1577,12 @@ mod tests {
         assert!(p.connected);
         assert!(!p.queues[0].started);
         h.set_vring_call(0, Some(memfd(0))).unwrap();
+        // Sized and addressed, but no kick yet: not started.
+        h.set_vring_num(0, 256).unwrap();
+        h.set_vring_addr(0, FLAGS, VA, VA + 0x2000, VA + 0x1000, 0)
+            .unwrap();
+        assert!(!published(&h).queues[0].started);
+        assert_eq!(published(&h).queues[0].desc, 0);
         start_queue(&mut h, 0);
         let p = published(&h);
         let q = &p.queues[0];
@@ -1974,5 +1980,43 @@ mod tests {
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert_eq!(lines[0].message, "cannot map client memory");
         assert!(lines[0].fields.contains(&"suppressed=0".to_string()));
+    }
+
+    #[test]
+    fn get_vring_base_waits_for_the_data_path_to_acknowledge_the_stop() {
+        use crate::test_log::Capture;
+        let mut h = handler();
+        h.stop_timeout = Duration::from_secs(10);
+        // The data path is up to date with the current snapshot and stopped at 5.
+        let g0 = h.shared.generation();
+        h.shared.ack(g0);
+        h.shared.store_last_avail(0, 5);
+        let shared = h.shared.clone();
+        let data_path = std::thread::spawn(move || loop {
+            // It sees the stop, stores where it stopped, then acknowledges.
+            let g = shared.generation();
+            if g > g0 {
+                shared.store_last_avail(0, 99);
+                shared.ack(g);
+                return;
+            }
+            std::thread::yield_now();
+        });
+        let log = Capture::default();
+        let st = log.run(|| h.get_vring_base(0).unwrap());
+        data_path.join().unwrap();
+        assert_eq!((st.index, st.num), (0, 99));
+        assert!(log.lines().is_empty(), "{:?}", log.lines());
+        // No acknowledgement in time: the last stored index, and a warning.
+        h.stop_timeout = Duration::from_millis(10);
+        let st = log.run(|| h.get_vring_base(1).unwrap());
+        let num = st.num;
+        assert_eq!(num, 0);
+        let lines = log.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            lines[0].message,
+            "data path did not acknowledge the ring stop in time; using its last stored index"
+        );
     }
 }
