@@ -244,3 +244,75 @@ mod tests {
         assert_eq!(r.drops.get("hairpin"), Some(&4));
     }
 }
+
+#[cfg(test)]
+mod counting_tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_has_its_own_counter_and_report_name() {
+        let names = [
+            "runt",
+            "group_source",
+            "spoofed_source",
+            "hairpin",
+            "no_destination",
+            "destination_down",
+            "uplink_down",
+            "uplink_ring_full",
+            "too_big_for_uplink",
+            "stolen_source",
+            "flood_limited",
+        ];
+        let mut c = PortCounters::default();
+        for (i, d) in Drop::ALL.iter().enumerate() {
+            assert_eq!(d.as_str(), names[i]);
+            for _ in 0..=i {
+                c.drop(*d);
+            }
+        }
+        for (i, d) in Drop::ALL.iter().enumerate() {
+            assert_eq!(c.dropped(*d), i as u64 + 1, "{}", d.as_str());
+            assert_eq!(c.drops_by_reason().get(d.as_str()), Some(&(i as u64 + 1)));
+        }
+    }
+
+    #[test]
+    fn a_port_report_adds_the_ports_own_reasons_to_the_switchs() {
+        let mut c = PortCounters {
+            rx_packets: 7,
+            rx_bytes: 700,
+            tx_packets: 5,
+            tx_bytes: 500,
+            ..Default::default()
+        };
+        c.drop(Drop::UplinkDown);
+        let p = PortReport::new(
+            &c,
+            [
+                ("uplink_down".to_string(), 2),
+                ("device_error".to_string(), 4),
+            ],
+            3,
+            2,
+            serde_json::json!({"k": 1}),
+        );
+        assert_eq!((p.rx_packets, p.rx_bytes), (7, 700));
+        assert_eq!((p.tx_packets, p.tx_bytes), (5, 500));
+        assert_eq!((p.connects, p.disconnects), (3, 2));
+        assert_eq!(p.drops.get("uplink_down"), Some(&3));
+        assert_eq!(p.drops.get("device_error"), Some(&4));
+        assert_eq!(p.detail, serde_json::json!({"k": 1}));
+        let r = SwitchReport::new(
+            [("a".to_string(), p.clone()), ("b".to_string(), p.clone())].into(),
+            [("u".to_string(), p)].into(),
+            9,
+            4,
+        );
+        assert_eq!(r.drops.get("uplink_down"), Some(&9));
+        assert_eq!(r.drops.get("device_error"), Some(&12));
+        assert_eq!((r.fdb_entries, r.fdb_full), (9, 4));
+        assert_eq!(r.clients.len(), 2);
+        assert_eq!(r.uplinks.len(), 1);
+    }
+}

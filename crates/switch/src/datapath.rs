@@ -98,6 +98,31 @@ struct Egress<'a> {
     delivered: usize,
 }
 
+/// Where a switching decision sends frames: the egress side of [`switch_frame`],
+/// so that the decision can be tested without real ports.
+trait Ports {
+    /// Ports below this id are client ports; the others are uplinks.
+    fn n_clients(&self) -> usize;
+    /// Number of ports (client ports, then uplinks).
+    fn n_ports(&self) -> usize;
+    /// Copies `frame` to port `p`.
+    fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery;
+}
+
+impl Ports for Egress<'_> {
+    fn n_clients(&self) -> usize {
+        self.n_clients
+    }
+
+    fn n_ports(&self) -> usize {
+        self.n_ports
+    }
+
+    fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery {
+        Egress::deliver(self, p, frame)
+    }
+}
+
 impl Egress<'_> {
     fn client(&mut self, i: usize) -> Option<&mut ClientPort> {
         if i < self.clients_lo.len() {
@@ -209,7 +234,7 @@ fn switch_frame(
     frame: &Segments<'_>,
     ingress: &mut Ingress<'_>,
     t: &mut Table<'_>,
-    egress: &mut Egress<'_>,
+    egress: &mut impl Ports,
 ) {
     let counters = &mut *ingress.counters;
     counters.rx_packets += 1;
@@ -249,7 +274,7 @@ fn switch_frame(
         Destination::Port(p) if p == me => counters.drop(Drop::Hairpin),
         Destination::Port(p) => {
             if egress.deliver(usize::from(p), frame) == Delivery::Skipped {
-                let down = if usize::from(p) < egress.n_clients {
+                let down = if usize::from(p) < egress.n_clients() {
                     Drop::DestinationDown
                 } else {
                     Drop::UplinkDown
@@ -263,7 +288,7 @@ fn switch_frame(
                 return;
             }
             let mut any = false;
-            for p in (0..egress.n_ports).filter(|&p| p != usize::from(me)) {
+            for p in (0..egress.n_ports()).filter(|&p| p != usize::from(me)) {
                 any |= egress.deliver(p, frame) != Delivery::Skipped;
             }
             if !any {
@@ -619,3 +644,6 @@ impl DataPath {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

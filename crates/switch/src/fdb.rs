@@ -325,6 +325,7 @@ mod tests {
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+    const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
 
     #[test]
     fn learns_and_forwards() {
@@ -449,5 +450,119 @@ mod tests {
         f.learn(B, 2, 0);
         assert_eq!(f.forget_port(1), 1);
         assert_eq!(f.lookup(A, 0), Destination::Flood);
+    }
+
+    #[test]
+    fn quota_refusals_count_every_refused_learning_and_move() {
+        let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x20, i]);
+        let mut f = Fdb::new(16, 1000, 1);
+        assert_eq!(f.learn(mac(0), 1, 0), Learned::New);
+        assert_eq!(f.learn(mac(1), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(mac(2), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.quota_refusals(), 2);
+        // A move onto a port at its quota is refused and counted too.
+        assert_eq!(f.learn(mac(3), 2, 0), Learned::New);
+        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.quota_refusals(), 3);
+        // Nor onto port 2, which owns its one entry (mac(3)).
+        assert_eq!(f.learn(mac(0), 2, 0), Learned::QuotaFull);
+        assert_eq!(f.quota_refusals(), 4);
+    }
+
+    #[test]
+    fn a_move_charges_the_new_port_and_refunds_the_old_one() {
+        let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x30, i]);
+        let mut f = Fdb::new(16, 1000, 2);
+        assert_eq!(f.learn(mac(0), 1, 0), Learned::New);
+        assert_eq!(f.learn(mac(1), 1, 0), Learned::New);
+        assert_eq!(f.learn(mac(0), 2, 0), Learned::Moved { from: 1 });
+        // Port 1 has room for one more; port 2 for one more.
+        assert_eq!(f.learn(mac(2), 1, 0), Learned::New);
+        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(mac(4), 2, 0), Learned::New);
+        assert_eq!(f.learn(mac(5), 2, 0), Learned::QuotaFull);
+    }
+
+    #[test]
+    fn pinning_an_address_refunds_the_port_that_had_learned_it() {
+        let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x40, i]);
+        let mut f = Fdb::new(16, 1000, 2);
+        assert_eq!(f.learn(mac(0), 1, 0), Learned::New);
+        assert_eq!(f.learn(mac(1), 1, 0), Learned::New);
+        f.pin(mac(0), 3);
+        assert_eq!(f.lookup(mac(0), 0), Destination::Port(3));
+        assert_eq!(f.learn(mac(2), 1, 0), Learned::New);
+        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
+        // Re-pinning a pinned address refunds no one.
+        f.pin(mac(0), 4);
+        assert_eq!(f.learn(mac(4), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.lookup(mac(0), 0), Destination::Port(4));
+    }
+
+    #[test]
+    fn a_memo_answers_only_for_the_same_address_millisecond_and_table() {
+        let mut f = Fdb::new(8, 1000, 8);
+        let mut m = Memo::default();
+        f.learn(A, 1, 0);
+        assert_eq!(f.lookup_memo(&mut m, A, 1000), Destination::Port(1));
+        // Another address in the same millisecond.
+        assert_eq!(f.lookup_memo(&mut m, B, 1000), Destination::Flood);
+        assert_eq!(f.lookup_memo(&mut m, A, 1000), Destination::Port(1));
+        // The same address a millisecond later, when A has aged out.
+        assert_eq!(f.lookup_memo(&mut m, A, 1001), Destination::Flood);
+        // A pin changes the table: a remembered flood is not reused.
+        assert_eq!(f.lookup_memo(&mut m, B, 1001), Destination::Flood);
+        f.pin(B, 2);
+        assert_eq!(f.lookup_memo(&mut m, B, 1001), Destination::Port(2));
+        // A move or a forgotten port changes the table: a remembered port is not
+        // reused.
+        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Port(1));
+        assert_eq!(f.learn(A, 3, 900), Learned::Moved { from: 1 });
+        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Port(3));
+        f.forget_port(3);
+        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Flood);
+        // A learning memo skips only the same source in the same millisecond.
+        let mut lm = Memo::default();
+        assert_eq!(f.learn_memo(&mut lm, C, 5, 2000), Learned::New);
+        assert_eq!(f.learn_memo(&mut lm, C, 5, 2000), Learned::Refreshed);
+        assert_eq!(f.learn_memo(&mut lm, A, 5, 2000), Learned::New);
+        assert_eq!(
+            f.learn_memo(&mut lm, C, 6, 2001),
+            Learned::Moved { from: 5 }
+        );
+    }
+
+    #[test]
+    fn expiring_or_forgetting_touches_only_what_it_should() {
+        let mut f = Fdb::new(8, 1000, 8);
+        assert_eq!(f.expire(0), 0, "an empty table");
+        assert!(f.is_empty());
+        f.learn(A, 1, 0);
+        f.learn(B, 2, 0);
+        f.learn(C, 1, 500);
+        assert!(!f.is_empty());
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.expire(1000), 0, "exactly the maximum age is still fresh");
+        assert_eq!(f.expire(1001), 2);
+        assert_eq!(f.lookup(C, 1001), Destination::Port(1));
+        f.learn(A, 2, 1001);
+        assert_eq!(f.forget_port(1), 1);
+        assert_eq!(
+            f.lookup(A, 1001),
+            Destination::Port(2),
+            "another port's entry stays"
+        );
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn time_running_backwards_grants_no_flood_tokens() {
+        let mut m = Memo::default();
+        // 100 ms at 1000 a second: 100 tokens (the cap is 64 000 thousandths).
+        assert_eq!((0..200).filter(|_| m.allow_flood(1000, 100)).count(), 64);
+        // An earlier time, then the same time again: nothing new.
+        assert!(!m.allow_flood(1000, 50));
+        assert!(!m.allow_flood(1000, 100));
+        assert!(m.allow_flood(1000, 101));
     }
 }

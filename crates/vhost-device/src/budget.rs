@@ -141,6 +141,8 @@ mod tests {
     #[test]
     fn reservations_share_the_budget_and_release_it() {
         let b = MemoryBudget::new(100);
+        assert_eq!(b.limit(), 100);
+        assert_eq!(b.used(), 0);
         let mut r1 = Reservation::new(Some(b.clone()));
         let mut r2 = Reservation::new(Some(b.clone()));
         r1.try_resize(60).unwrap();

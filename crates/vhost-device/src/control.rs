@@ -1187,4 +1187,836 @@ mod tests {
         let (_front, back) = UnixStream::pair().unwrap();
         assert_eq!(peek_vring_enable(&back), None, "empty socket");
     }
+
+    // ---- The request handler's validation, one claim per test. ----
+
+    use twin_wire::features::F_VERSION_1;
+
+    const MIB: u64 = 1 << 20;
+
+    fn handler_with(cfg: DeviceConfig) -> Handler {
+        let ctx = Arc::new(DeviceCtx {
+            name: Arc::from("test"),
+            lim: Mutex::new(RateLimiter::new(5)),
+        });
+        let shared = Arc::new(Shared::new().unwrap());
+        // No data path: a ring stop is acknowledged at once.
+        shared.handle_alive.store(false, Ordering::Release);
+        Handler::new(shared, cfg, 1, ctx)
+    }
+
+    /// Why a request was refused (the handler's reason string).
+    fn why<T: std::fmt::Debug>(r: VuResult<T>) -> &'static str {
+        match r {
+            Err(VuError::InvalidOperation(w)) => w,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn published(h: &Handler) -> Published {
+        h.shared.snapshot().1
+    }
+
+    /// One region: guest-physical `gpa`, client virtual `uaddr`, `size` bytes.
+    fn table(h: &mut Handler, gpa: u64, uaddr: u64, size: u64) -> VuResult<()> {
+        let r = VhostUserMemoryRegion::new(gpa, size, uaddr, 0);
+        h.set_mem_table(&[r], vec![memfd(size)], None).map(|_| ())
+    }
+
+    /// A bit the device does not offer.
+    fn unoffered_bit(offer: u64) -> u64 {
+        (0..64).map(|b| 1u64 << b).find(|b| b & offer == 0).unwrap()
+    }
+
+    #[test]
+    fn features_outside_the_offer_are_refused_and_offered_ones_are_published() {
+        let mut h = handler();
+        let offer = h.get_features().unwrap();
+        assert_eq!(offer, DEVICE_OFFER | VHOST_USER_F_PROTOCOL_FEATURES);
+        for b in (0..64).map(|b| 1u64 << b).filter(|b| b & offer != 0) {
+            h.set_features(b).unwrap();
+            assert_eq!(h.features, b);
+        }
+        h.set_features(offer).unwrap();
+        // The vhost-user bit is not a virtio feature: the data path never sees it.
+        assert_eq!(published(&h).features, DEVICE_OFFER);
+        let bad_bit = unoffered_bit(offer);
+        assert_eq!(
+            why(h.set_features(F_VERSION_1 | bad_bit)),
+            "features outside the offer"
+        );
+        assert_eq!(h.features, offer, "a refused request changes nothing");
+    }
+
+    #[test]
+    fn protocol_features_outside_the_offer_are_refused() {
+        let mut h = handler();
+        let offer = h.get_protocol_features().unwrap();
+        assert_eq!(
+            offer,
+            VhostUserProtocolFeatures::REPLY_ACK
+                | VhostUserProtocolFeatures::CONFIG
+                | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        );
+        for f in [
+            VhostUserProtocolFeatures::REPLY_ACK,
+            VhostUserProtocolFeatures::CONFIG,
+            VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS,
+        ] {
+            h.set_protocol_features(f.bits()).unwrap();
+            assert_eq!(h.protocol, f.bits());
+        }
+        let bad = unoffered_bit(offer.bits());
+        assert_eq!(
+            why(h.set_protocol_features(bad)),
+            "protocol features outside the offer"
+        );
+        assert_eq!(
+            h.protocol,
+            VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS.bits()
+        );
+        assert_eq!(h.get_queue_num().unwrap(), 1);
+        assert_eq!(h.get_max_mem_slots().unwrap(), MAX_MEM_SLOTS as u64);
+    }
+
+    #[test]
+    fn malformed_memory_tables_are_refused() {
+        let mut h = handler();
+        let r = VhostUserMemoryRegion::new(0, MIB, 0x7000_0000, 0);
+        assert_eq!(why(h.set_mem_table(&[r], vec![], None)), "bad memory table");
+        assert_eq!(
+            why(h.set_mem_table(&[], vec![memfd(MIB)], None)),
+            "bad memory table"
+        );
+        assert_eq!(why(h.set_mem_table(&[], vec![], None)), "bad memory table");
+        let many = |n: u64| -> (Vec<VhostUserMemoryRegion>, Vec<File>) {
+            (0..n)
+                .map(|i| {
+                    let r = VhostUserMemoryRegion::new(i * 4096, 4096, 0x1000_0000 + i * 4096, 0);
+                    (r, memfd(4096))
+                })
+                .unzip()
+        };
+        let (rs, fs) = many(MAX_MEM_SLOTS as u64 + 1);
+        assert_eq!(why(h.set_mem_table(&rs, fs, None)), "bad memory table");
+        assert!(h.mem.is_none());
+        let (rs, fs) = many(MAX_MEM_SLOTS as u64);
+        h.set_mem_table(&rs, fs, None).unwrap();
+        assert_eq!(h.regions.len(), MAX_MEM_SLOTS);
+        // Sizes that overflow when summed.
+        let big = VhostUserMemoryRegion::new(0, u64::MAX / 2 + 1, 0, 0);
+        assert_eq!(
+            why(h.set_mem_table(&[big, big], vec![memfd(4096), memfd(4096)], None)),
+            "memory table size overflows"
+        );
+        assert_eq!(h.regions.len(), MAX_MEM_SLOTS, "the table in force stays");
+    }
+
+    #[test]
+    fn memory_regions_that_overflow_or_exceed_their_file_are_refused() {
+        let mut h = handler();
+        let refuse = |h: &mut Handler, r: VhostUserMemoryRegion, file_len: u64| {
+            why(h.set_mem_table(&[r], vec![memfd(file_len)], None))
+        };
+        assert_eq!(
+            refuse(&mut h, VhostUserMemoryRegion::new(0, 0, 0, 0), 4096),
+            "memory region size or address overflows"
+        );
+        assert_eq!(
+            refuse(
+                &mut h,
+                VhostUserMemoryRegion::new(u64::MAX - 4095, 8192, 0, 0),
+                8192
+            ),
+            "memory region size or address overflows"
+        );
+        assert_eq!(
+            refuse(
+                &mut h,
+                VhostUserMemoryRegion::new(0, 8192, u64::MAX - 4095, 0),
+                8192
+            ),
+            "memory region size or address overflows"
+        );
+        assert_eq!(
+            refuse(
+                &mut h,
+                VhostUserMemoryRegion::new(0, 8192, 0, u64::MAX - 4095),
+                8192
+            ),
+            "memory region offset overflows"
+        );
+        assert_eq!(
+            refuse(&mut h, VhostUserMemoryRegion::new(0, 8192, 0, 4096), 8192),
+            "memory region larger than its file"
+        );
+        assert!(h.mem.is_none());
+        assert_eq!(h.reservation.bytes(), 0);
+        // Exactly to the end of the file is fine.
+        let r = VhostUserMemoryRegion::new(0, 8192, 0, 4096);
+        h.set_mem_table(&[r], vec![memfd(3 * 4096)], None).unwrap();
+        assert_eq!(h.reservation.bytes(), 8192);
+        // Overlapping guest-physical ranges.
+        let a = VhostUserMemoryRegion::new(0, 8192, 0, 0);
+        let b = VhostUserMemoryRegion::new(4096, 8192, 0x10000, 0);
+        assert_eq!(
+            why(h.set_mem_table(&[a, b], vec![memfd(8192), memfd(8192)], None)),
+            "memory regions overlap"
+        );
+        assert_eq!(
+            h.reservation.bytes(),
+            8192,
+            "the table in force stays reserved"
+        );
+    }
+
+    #[test]
+    fn a_table_over_the_per_client_cap_is_refused() {
+        let mut h = handler_with(DeviceConfig {
+            max_client_memory: MIB,
+            ..Default::default()
+        });
+        assert_eq!(
+            why(table(&mut h, 0, 0, MIB + 4096)),
+            "memory table larger than the per-client cap"
+        );
+        assert!(h.mem.is_none());
+        table(&mut h, 0, 0, MIB).unwrap();
+        assert_eq!(h.reservation.bytes(), MIB);
+        // ADD_MEM_REG counts the whole table.
+        let more = VhostUserSingleMemoryRegion::new(MIB, 4096, MIB, 0);
+        assert_eq!(
+            why(h.add_mem_region(&more, memfd(4096), None)),
+            "memory table larger than the per-client cap"
+        );
+        assert_eq!(h.regions.len(), 1);
+    }
+
+    #[test]
+    fn clients_share_the_switch_budget_and_release_it_on_disconnect() {
+        let budget = MemoryBudget::new(MIB);
+        let cfg = DeviceConfig {
+            budget: Some(budget.clone()),
+            ..Default::default()
+        };
+        let mut a = handler_with(cfg.clone());
+        let mut b = handler_with(cfg);
+        table(&mut a, 0, 0, MIB - 4096).unwrap();
+        assert_eq!(
+            why(table(&mut b, 0, 0, 8192)),
+            "memory table over the switch's client memory budget"
+        );
+        assert_eq!(budget.used(), MIB - 4096);
+        table(&mut b, 0, 0, 4096).unwrap();
+        assert_eq!(budget.used(), MIB);
+        // A replaced table frees what it no longer needs.
+        table(&mut a, 0, 0, 4096).unwrap();
+        assert_eq!(budget.used(), 8192);
+        a.disconnect();
+        assert_eq!(budget.used(), 4096);
+        assert!(a.mem.is_none());
+        assert!(a.regions.is_empty());
+        let p = published(&a);
+        assert!(!p.connected);
+        assert_eq!(p.connection, 1);
+        assert!(Arc::ptr_eq(&p.fault, &a.fault));
+        assert!(p.mem.is_none());
+    }
+
+    #[test]
+    fn add_and_remove_mem_region_keep_the_table_and_its_reservation_exact() {
+        let mut h = handler();
+        for i in 0..MAX_MEM_SLOTS as u64 {
+            let r = VhostUserSingleMemoryRegion::new(i * 4096, 4096, 0x1000_0000 + i * 4096, 0);
+            h.add_mem_region(&r, memfd(4096), None).unwrap();
+        }
+        assert_eq!(h.reservation.bytes(), MAX_MEM_SLOTS as u64 * 4096);
+        let extra = VhostUserSingleMemoryRegion::new(1 << 30, 4096, 1 << 30, 0);
+        assert_eq!(
+            why(h.add_mem_region(&extra, memfd(4096), None)),
+            "too many memory regions"
+        );
+        // Removal matches address and size exactly.
+        let wrong_size = VhostUserSingleMemoryRegion::new(0, 8192, 0x1000_0000, 0);
+        assert_eq!(
+            why(h.remove_mem_region(&wrong_size)),
+            "no such memory region"
+        );
+        let wrong_addr = VhostUserSingleMemoryRegion::new(8192 + 1, 4096, 0x1000_0000, 0);
+        assert_eq!(
+            why(h.remove_mem_region(&wrong_addr)),
+            "no such memory region"
+        );
+        let second = VhostUserSingleMemoryRegion::new(4096, 4096, 0, 0);
+        h.remove_mem_region(&second).unwrap();
+        assert_eq!(h.regions.len(), MAX_MEM_SLOTS - 1);
+        assert!(h.regions.iter().all(|r| r.gpa != 4096));
+        assert_eq!(h.reservation.bytes(), (MAX_MEM_SLOTS as u64 - 1) * 4096);
+        use vm_memory::GuestMemoryBackend as _;
+        assert_eq!(published(&h).mem.unwrap().num_regions(), MAX_MEM_SLOTS - 1);
+        // A region that cannot be mapped leaves the table and reservation as they were.
+        let unmappable = VhostUserSingleMemoryRegion::new(1 << 30, 8192, 1 << 30, 0);
+        assert_eq!(
+            why(h.add_mem_region(&unmappable, memfd(4096), None)),
+            "memory region larger than its file"
+        );
+        assert_eq!(h.reservation.bytes(), (MAX_MEM_SLOTS as u64 - 1) * 4096);
+        let overflow = VhostUserSingleMemoryRegion::new(1 << 30, u64::MAX - 4096, 1 << 30, 0);
+        assert_eq!(
+            why(h.add_mem_region(&overflow, memfd(4096), None)),
+            "memory table size overflows"
+        );
+        // Removing every region leaves no memory.
+        for i in (0..MAX_MEM_SLOTS as u64).filter(|&i| i != 1) {
+            let r = VhostUserSingleMemoryRegion::new(i * 4096, 4096, 0, 0);
+            h.remove_mem_region(&r).unwrap();
+        }
+        assert!(h.mem.is_none());
+        assert_eq!(h.reservation.bytes(), 0);
+    }
+
+    #[test]
+    fn ring_sizes_must_be_powers_of_two_up_to_the_configured_maximum() {
+        let mut h = handler();
+        for bad in [0, 3, 96, u32::from(MAX_QUEUE_SIZE) * 2, u32::MAX] {
+            assert_eq!(why(h.set_vring_num(0, bad)), "bad ring size", "{bad}");
+        }
+        h.set_vring_num(0, u32::from(MAX_QUEUE_SIZE)).unwrap();
+        assert_eq!(h.queues[0].size, MAX_QUEUE_SIZE);
+        h.set_vring_num(1, 1).unwrap();
+        assert_eq!(h.queues[1].size, 1);
+        assert!(matches!(
+            h.set_vring_num(2, 256),
+            Err(VuError::InvalidParam)
+        ));
+        let mut small = handler_with(DeviceConfig {
+            max_queue_size: 256,
+            ..Default::default()
+        });
+        small.set_vring_num(0, 256).unwrap();
+        assert_eq!(why(small.set_vring_num(0, 512)), "bad ring size");
+        assert_eq!(small.queues[0].size, 256);
+    }
+
+    /// A handler with one 64 KiB region at guest-physical 0x10000, client virtual
+    /// 0x7000_0000, and queue 0 of 256 entries.
+    fn with_region() -> Handler {
+        let mut h = handler();
+        table(&mut h, 0x10000, 0x7000_0000, 0x10000).unwrap();
+        h.set_vring_num(0, 256).unwrap();
+        h
+    }
+
+    const VA: u64 = 0x7000_0000;
+    const END: u64 = VA + 0x10000;
+    const FLAGS: VhostUserVringAddrFlags = VhostUserVringAddrFlags::empty();
+
+    #[test]
+    fn misaligned_ring_addresses_are_refused() {
+        let mut h = with_region();
+        let cases = [(VA + 8, VA, VA), (VA, VA + 2, VA), (VA, VA, VA + 1)];
+        for (d, u, a) in cases {
+            assert_eq!(
+                why(h.set_vring_addr(0, FLAGS, d, u, a, 0)),
+                "misaligned ring address"
+            );
+            assert!(h.queues[0].addrs.is_none());
+        }
+        h.set_vring_addr(0, FLAGS, VA + 16, VA + 4, VA + 2, 0)
+            .unwrap();
+        assert_eq!(h.queues[0].addrs, Some((VA + 16, VA + 4, VA + 2)));
+    }
+
+    #[test]
+    fn ring_areas_must_lie_wholly_inside_the_memory_table() {
+        // 256 entries: descriptors 4096 bytes, avail 6 + 512, used 6 + 2048.
+        let (d, a, u) = (END - 4096, END - 518, END - 2056);
+        let mut h = with_region();
+        h.set_vring_addr(0, FLAGS, d, u, a, 0).unwrap();
+        assert_eq!(
+            h.translate(&h.queues[0]),
+            Some((0x10000 + 0x10000 - 4096, 0x20000 - 518, 0x20000 - 2056))
+        );
+        for (d2, u2, a2) in [
+            (d + 16, u, a),
+            (d, u + 4, a),
+            (d, u, a + 2),
+            (VA - 16, u, a),
+        ] {
+            assert_eq!(
+                why(h.set_vring_addr(0, FLAGS, d2, u2, a2, 0)),
+                "ring address outside the memory table"
+            );
+            assert!(
+                h.queues[0].addrs.is_none(),
+                "a refused address is forgotten"
+            );
+        }
+        // Before a memory table (or a size), addresses cannot be checked yet.
+        let mut early = handler();
+        early.set_vring_num(0, 256).unwrap();
+        early.set_vring_addr(0, FLAGS, 0, 0, 0, 0).unwrap();
+        let mut sizeless = handler();
+        table(&mut sizeless, 0, VA, 4096).unwrap();
+        sizeless.set_vring_addr(0, FLAGS, 0, 0, 0, 0).unwrap();
+        assert_eq!(sizeless.queues[0].addrs, Some((0, 0, 0)));
+    }
+
+    /// Sets queue `qi` of `h` up as a client does, within the region of [`with_region`].
+    fn start_queue(h: &mut Handler, qi: u32) {
+        h.set_vring_num(qi, 256).unwrap();
+        h.set_vring_addr(qi, FLAGS, VA, VA + 0x2000, VA + 0x1000, 0)
+            .unwrap();
+        h.set_vring_kick(qi as u8, Some(memfd(0))).unwrap();
+    }
+
+    #[test]
+    fn a_started_queue_is_published_with_guest_physical_addresses() {
+        let mut h = with_region();
+        let p = published(&h);
+        assert!(p.connected);
+        assert!(!p.queues[0].started);
+        h.set_vring_call(0, Some(memfd(0))).unwrap();
+        // Sized and addressed, but no kick yet: not started.
+        h.set_vring_num(0, 256).unwrap();
+        h.set_vring_addr(0, FLAGS, VA, VA + 0x2000, VA + 0x1000, 0)
+            .unwrap();
+        assert!(!published(&h).queues[0].started);
+        assert_eq!(published(&h).queues[0].desc, 0);
+        start_queue(&mut h, 0);
+        let p = published(&h);
+        let q = &p.queues[0];
+        assert!(q.started);
+        assert!(q.enabled, "without PROTOCOL_FEATURES a ring is enabled");
+        assert_eq!(
+            (q.size, q.desc, q.avail, q.used),
+            (256, 0x10000, 0x11000, 0x12000)
+        );
+        assert!(q.kick.is_some());
+        assert!(q.call.is_some());
+        assert_eq!(q.base_seq, h.queues[0].base_seq);
+        // The other queue: not started, nothing translated.
+        assert!(!p.queues[1].started);
+        assert_eq!(p.queues[1].desc, 0);
+        // With PROTOCOL_FEATURES, SET_VRING_ENABLE decides.
+        h.set_features(DEVICE_OFFER | VHOST_USER_F_PROTOCOL_FEATURES)
+            .unwrap();
+        assert!(!published(&h).queues[0].enabled);
+        h.set_vring_enable(0, true).unwrap();
+        assert!(published(&h).queues[0].enabled);
+        h.set_vring_enable(0, false).unwrap();
+        assert!(!published(&h).queues[0].enabled);
+        assert!(matches!(
+            h.set_vring_enable(2, true),
+            Err(VuError::InvalidParam)
+        ));
+        h.set_vring_err(0, Some(memfd(0))).unwrap();
+        assert!(h.queues[0].err.is_some());
+        assert!(matches!(
+            h.set_vring_err(2, None),
+            Err(VuError::InvalidParam)
+        ));
+    }
+
+    #[test]
+    fn a_started_queue_whose_memory_went_away_is_published_stopped() {
+        let mut h = with_region();
+        start_queue(&mut h, 0);
+        assert!(published(&h).queues[0].started);
+        let r = VhostUserSingleMemoryRegion::new(0x10000, 0x10000, 0, 0);
+        h.remove_mem_region(&r).unwrap();
+        let p = published(&h);
+        assert!(!p.queues[0].started);
+        assert_eq!(p.queues[0].desc, 0);
+    }
+
+    #[test]
+    fn set_vring_base_restarts_the_ring_and_get_vring_base_stops_it() {
+        let mut h = with_region();
+        start_queue(&mut h, 0);
+        assert_eq!(why(h.set_vring_base(0, 65536)), "ring base above 65535");
+        let seqs: Vec<u64> = (0..NUM_QUEUES).map(|q| h.queues[q].base_seq).collect();
+        h.set_vring_base(0, 7).unwrap();
+        let p = published(&h);
+        assert_eq!(p.queues[0].base, 7);
+        assert!(!seqs.contains(&p.queues[0].base_seq), "a new base sequence");
+        assert_eq!(h.shared.load_last_avail(0), 7);
+        let before = p.queues[0].base_seq;
+        h.set_vring_base(0, 7).unwrap();
+        assert_ne!(published(&h).queues[0].base_seq, before);
+        assert!(matches!(h.set_vring_base(2, 0), Err(VuError::InvalidParam)));
+        // The data path stored where it stopped.
+        h.shared.store_last_avail(0, 42);
+        let st = h.get_vring_base(0).unwrap();
+        assert_eq!((st.index, st.num), (0, 42));
+        assert_eq!(h.queues[0].base, 42);
+        let p = published(&h);
+        assert!(!p.queues[0].started);
+        assert!(p.queues[0].kick.is_none());
+        assert!(matches!(h.get_vring_base(2), Err(VuError::InvalidParam)));
+    }
+
+    #[test]
+    fn a_reset_forgets_the_rings_and_starts_new_base_sequences() {
+        let mut h = with_region();
+        h.set_features(F_VERSION_1).unwrap();
+        start_queue(&mut h, 0);
+        start_queue(&mut h, 1);
+        let old: Vec<u64> = (0..NUM_QUEUES).map(|q| h.queues[q].base_seq).collect();
+        h.reset_device().unwrap();
+        let p = published(&h);
+        assert_eq!(p.features, 0);
+        assert!(p.queues.iter().all(|q| !q.started && q.size == 0));
+        let new: Vec<u64> = p.queues.iter().map(|q| q.base_seq).collect();
+        assert!(new.iter().all(|s| !old.contains(s)), "{old:?} -> {new:?}");
+        assert_ne!(new[0], new[1]);
+        h.reset_owner().unwrap();
+        let again: Vec<u64> = published(&h).queues.iter().map(|q| q.base_seq).collect();
+        assert!(again.iter().all(|s| !new.contains(s) && !old.contains(s)));
+        h.set_owner().unwrap();
+    }
+
+    #[test]
+    fn the_config_space_holds_mac_link_up_one_pair_and_mtu() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        let mut h = handler_with(DeviceConfig {
+            mac: Some(mac),
+            ..Default::default()
+        });
+        let f = VhostUserConfigFlags::empty();
+        let all = h.get_config(0, 12, f).unwrap();
+        assert_eq!(all, [2, 0, 0, 0, 0, 9, 1, 0, 1, 0, 0xdc, 0x05]);
+        assert_eq!(h.get_config(10, 2, f).unwrap(), [0xdc, 0x05]);
+        assert_eq!(why(h.get_config(11, 2, f)), "config read out of range");
+        assert_eq!(
+            why(h.get_config(u32::MAX, 2, f)),
+            "config read out of range"
+        );
+        assert_eq!(handler().get_config(0, 6, f).unwrap(), [0; 6]);
+        assert_eq!(
+            why(h.set_config(0, &[0; 6], f)),
+            "config space is read-only"
+        );
+    }
+
+    #[test]
+    fn unsupported_requests_are_refused() {
+        let mut h = handler();
+        assert_eq!(why(h.get_shmem_config()), "no shared memory regions");
+        assert_eq!(why(h.check_device_state()), "no device state transfer");
+        assert_eq!(
+            why(h.set_device_state_fd(
+                VhostTransferStateDirection::SAVE,
+                VhostTransferStatePhase::STOPPED,
+                memfd(0)
+            )),
+            "no device state transfer"
+        );
+        let inflight = VhostUserInflight::default();
+        assert_eq!(
+            why(h.get_inflight_fd(&inflight).map(|_| ())),
+            "no inflight tracking"
+        );
+        assert_eq!(
+            why(h.set_inflight_fd(&inflight, memfd(0))),
+            "no inflight tracking"
+        );
+        assert_eq!(
+            why(h.get_shared_object(VhostUserSharedMsg::default())),
+            "no shared objects"
+        );
+        assert_eq!(
+            why(h.set_log_base(&VhostUserLog::default(), memfd(0))),
+            "no dirty logging"
+        );
+    }
+
+    #[test]
+    fn received_descriptors_are_made_close_on_exec() {
+        let fd = rustix::fs::memfd_create("no-cloexec", rustix::fs::MemfdFlags::empty()).unwrap();
+        let f = adopt(File::from(fd));
+        let flags = rustix::io::fcntl_getfd(&f).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
+
+    // ---- The control thread, over a real socket. ----
+
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+
+    use vhost::vhost_user::Frontend;
+    use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+    use vmm_sys_util::eventfd::EventFd;
+
+    use crate::datapath::PortEvent;
+
+    /// A fresh socket path for one test.
+    fn sock_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("vhost-device-{}-{tag}.sock", std::process::id()))
+    }
+
+    /// Polls `f` (every millisecond) until it returns `Some`, for at most `secs`.
+    fn within<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn next_event(h: &mut DeviceHandle, what: &str) -> PortEvent {
+        within(10, what, || h.refresh())
+    }
+
+    /// Client memory: 1 MiB at client virtual address `CLIENT_VA`, guest-physical 0.
+    const CLIENT_VA: u64 = 0x7f00_0000_0000;
+
+    /// Sets up both rings of `fe` as a virtio-net driver does (queue `q`'s areas at
+    /// guest-physical `q * 0x4000`: descriptors, avail at +0x1000, used at +0x2000).
+    fn bring_up(fe: &mut Frontend, mem: &File, features: u64) {
+        fe.set_owner().unwrap();
+        assert_eq!(
+            fe.get_features().unwrap(),
+            DEVICE_OFFER | VHOST_USER_F_PROTOCOL_FEATURES
+        );
+        fe.set_features(features).unwrap();
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MIB,
+            userspace_addr: CLIENT_VA,
+            mmap_offset: 0,
+            mmap_handle: mem.as_raw_fd(),
+        };
+        fe.set_mem_table(&[region]).unwrap();
+        for q in 0..2usize {
+            let base = CLIENT_VA + 0x4000 * q as u64;
+            fe.set_vring_num(q, 256).unwrap();
+            let cfg = VringConfigData {
+                queue_max_size: 256,
+                queue_size: 256,
+                flags: 0,
+                desc_table_addr: base,
+                used_ring_addr: base + 0x2000,
+                avail_ring_addr: base + 0x1000,
+                log_addr: None,
+            };
+            fe.set_vring_addr(q, &cfg).unwrap();
+            fe.set_vring_base(q, 0).unwrap();
+            fe.set_vring_call(q, &EventFd::new(0).unwrap()).unwrap();
+            fe.set_vring_kick(q, &EventFd::new(0).unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_control_thread_serves_one_client_after_another_and_kicks_out_ring_breakers() {
+        let path = sock_path("serve");
+        let (dev, mut h) = crate::listen(&path, DeviceConfig::default()).unwrap();
+        assert_eq!(dev.path(), path.as_path());
+        let mem = memfd(MIB);
+        let mut fe = Frontend::connect(&path, 2).unwrap();
+        bring_up(&mut fe, &mem, F_VERSION_1);
+        assert_eq!(
+            next_event(&mut h, "first client ready"),
+            PortEvent::Connected {
+                features: F_VERSION_1,
+                connection: 1
+            }
+        );
+        // The client's TX avail index runs 257 ahead of a 256-entry ring.
+        mem.write_at(&257u16.to_le_bytes(), 0x4000 + 0x1000 + 2)
+            .unwrap();
+        assert_eq!(h.pop_tx(64, |_| panic!("no frame")), 0);
+        assert_eq!(
+            next_event(&mut h, "ring breaker dropped"),
+            PortEvent::Disconnected
+        );
+        assert!(fe.get_features().is_err(), "its socket was closed");
+        // The device listens again: the next client is connection 2.
+        let mem2 = memfd(MIB);
+        let mut fe2 = Frontend::connect(&path, 2).unwrap();
+        bring_up(&mut fe2, &mem2, F_VERSION_1);
+        assert_eq!(
+            next_event(&mut h, "second client ready"),
+            PortEvent::Connected {
+                features: F_VERSION_1,
+                connection: 2
+            }
+        );
+        drop(fe2);
+        assert_eq!(
+            next_event(&mut h, "second client gone"),
+            PortEvent::Disconnected
+        );
+        drop(dev);
+        assert!(!path.exists(), "the socket file is removed");
+    }
+
+    #[test]
+    fn an_early_set_vring_enable_is_carried_out_as_qemu_expects() {
+        let path = sock_path("early-enable");
+        let (_dev, mut h) = crate::listen(&path, DeviceConfig::default()).unwrap();
+        let sock = UnixStream::connect(&path).unwrap();
+        let mut raw = sock.try_clone().unwrap();
+        let mut fe = Frontend::from_stream(sock, 2);
+        // QEMU 7.2 enables both rings before SET_FEATURES acks PROTOCOL_FEATURES.
+        raw.write_all(&msg(ENABLE, &[0, 1])).unwrap();
+        raw.write_all(&msg(ENABLE, &[1, 1])).unwrap();
+        let mem = memfd(MIB);
+        bring_up(&mut fe, &mem, F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES);
+        assert_eq!(
+            next_event(&mut h, "rings enabled early"),
+            PortEvent::Connected {
+                features: F_VERSION_1,
+                connection: 1
+            }
+        );
+    }
+
+    /// Whether the peer closed `s` within `secs` (reads until EOF, a reset or the
+    /// timeout).
+    fn closed_within(s: &mut UnixStream, secs: u64) -> bool {
+        s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+        let mut b = [0u8; 64];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                // Closed with our bytes still unread on its side.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_client_stays_and_one_stalled_mid_message_is_dropped() {
+        let path = sock_path("stall");
+        let (dev, _h) = crate::listen(&path, DeviceConfig::default()).unwrap();
+        let fe = Frontend::connect(&path, 2).unwrap();
+        fe.set_owner().unwrap();
+        // Idle between requests for longer than the stall timeout: still served.
+        std::thread::sleep(READ_TIMEOUT + Duration::from_secs(1));
+        assert!(fe.get_features().is_ok());
+        drop(fe);
+        // Half a header, then nothing: dropped once the timeout passed.
+        let mut s = UnixStream::connect(&path).unwrap();
+        let started = Instant::now();
+        s.write_all(&msg(1, &[])[..6]).unwrap();
+        assert!(
+            closed_within(&mut s, 20),
+            "a stalled client was not dropped"
+        );
+        assert!(started.elapsed() >= READ_TIMEOUT);
+        // Stopping the device while a client is stalled mid-message does not wait
+        // for the stall timeout. (A served request first: the device is in its
+        // request loop, and takes the partial message as soon as it arrives.)
+        let sock = UnixStream::connect(&path).unwrap();
+        let mut raw = sock.try_clone().unwrap();
+        let fe = Frontend::from_stream(sock, 2);
+        assert!(fe.get_features().is_ok());
+        raw.write_all(&msg(1, &[])[..6]).unwrap();
+        let stopping = Instant::now();
+        drop(dev);
+        assert!(
+            stopping.elapsed() < READ_TIMEOUT,
+            "stopping waited for the stall timeout"
+        );
+        assert!(closed_within(&mut raw, 1));
+    }
+
+    #[test]
+    fn refused_memory_tables_are_logged_with_the_cap_and_rate_limited() {
+        use crate::test_log::Capture;
+        let log = Capture::default();
+        let mut h = handler_with(DeviceConfig {
+            max_client_memory: MIB,
+            budget: Some(MemoryBudget::new(2 * MIB)),
+            ..Default::default()
+        });
+        log.run(|| {
+            for _ in 0..7 {
+                assert!(table(&mut h, 0, 0, 2 * MIB).is_err());
+            }
+        });
+        let warnings = |c: &Capture| -> Vec<crate::test_log::Line> {
+            let w = c.take().into_iter();
+            w.filter(|l| l.level == tracing::Level::WARN).collect()
+        };
+        let lines = warnings(&log);
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert_eq!(
+            lines[0].message,
+            "client memory table refused: larger than the per-client cap"
+        );
+        assert!(lines[0].fields.contains(&format!("requested={}", 2 * MIB)));
+        assert!(lines[0].fields.contains(&format!("cap={MIB}")));
+        assert!(lines[0].fields.contains(&"suppressed=0".to_string()));
+        // Over the shared budget (another client holds most of it), on a device
+        // whose log lines were not used up yet.
+        let mut h2 = handler_with(h.cfg.clone());
+        let mut r = Reservation::new(h.cfg.budget.clone());
+        r.try_resize(2 * MIB - 4096).unwrap();
+        let other = Capture::default();
+        other.run(|| assert!(table(&mut h2, 0, 0, 8192).is_err()));
+        let lines = warnings(&other);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            lines[0].message,
+            "client memory table refused: the switch's client memory budget is exhausted"
+        );
+        // A region the kernel will not map (offset not page aligned).
+        let map = Capture::default();
+        map.run(|| {
+            let r = VhostUserMemoryRegion::new(0, 4096, 0, 3);
+            assert_eq!(
+                why(h.set_mem_table(&[r], vec![memfd(8192)], None)),
+                "cannot map memory region"
+            );
+        });
+        let lines = warnings(&map);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].message, "cannot map client memory");
+        assert!(lines[0].fields.contains(&"suppressed=0".to_string()));
+    }
+
+    #[test]
+    fn get_vring_base_waits_for_the_data_path_to_acknowledge_the_stop() {
+        use crate::test_log::Capture;
+        let mut h = handler();
+        h.stop_timeout = Duration::from_secs(10);
+        // The data path is up to date with the current snapshot and stopped at 5.
+        let g0 = h.shared.generation();
+        h.shared.ack(g0);
+        h.shared.store_last_avail(0, 5);
+        let shared = h.shared.clone();
+        let data_path = std::thread::spawn(move || loop {
+            // It sees the stop, stores where it stopped, then acknowledges.
+            let g = shared.generation();
+            if g > g0 {
+                shared.store_last_avail(0, 99);
+                shared.ack(g);
+                return;
+            }
+            std::thread::yield_now();
+        });
+        let log = Capture::default();
+        let st = log.run(|| h.get_vring_base(0).unwrap());
+        data_path.join().unwrap();
+        assert_eq!((st.index, st.num), (0, 99));
+        assert!(log.lines().is_empty(), "{:?}", log.lines());
+        // No acknowledgement in time: the last stored index, and a warning.
+        h.stop_timeout = Duration::from_millis(10);
+        let st = log.run(|| h.get_vring_base(1).unwrap());
+        let num = st.num;
+        assert_eq!(num, 0);
+        let lines = log.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            lines[0].message,
+            "data path did not acknowledge the ring stop in time; using its last stored index"
+        );
+    }
 }

@@ -118,7 +118,7 @@ impl FaultFlag {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn set(&self) {
+    pub(crate) fn set(&self) {
         self.0.store(true, Ordering::Release);
     }
 }

@@ -48,6 +48,8 @@ pub mod ratelimit;
 pub mod ring_access;
 pub mod shared;
 pub mod stats;
+#[cfg(test)]
+mod test_log;
 
 use std::path::Path;
 

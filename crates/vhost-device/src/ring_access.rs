@@ -267,4 +267,45 @@ mod tests {
         ));
         assert!(RawRing::new(mem, 256, 0, 0x1000, 0x2000).is_ok());
     }
+
+    #[test]
+    fn ring_areas_must_be_aligned_in_guest_and_host_addresses() {
+        // A region that starts 8 bytes past a 16-byte boundary: inside it, guest
+        // and host addresses are never both 16-aligned.
+        let odd = Arc::new(ClientMemory::from_ranges(&[(GuestAddress(8), 0x10000)]).unwrap());
+        // Guest-aligned, but 8 bytes into a page on the host.
+        assert_eq!(
+            RawRing::new(odd.clone(), 16, 0x10, 0x1008, 0x2008).err(),
+            Some(Error::Misaligned("descriptor", 0x10, 16))
+        );
+        // Host-aligned (the region's first byte), but not in the guest.
+        assert_eq!(
+            RawRing::new(odd, 16, 0x8, 0x1008, 0x2008).err(),
+            Some(Error::Misaligned("descriptor", 0x8, 16))
+        );
+        let mem = Arc::new(ClientMemory::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
+        assert_eq!(
+            RawRing::new(mem.clone(), 16, 0x100, 0x1001, 0x2000).err(),
+            Some(Error::Misaligned("avail", 0x1001, 2))
+        );
+        assert_eq!(
+            RawRing::new(mem.clone(), 16, 0x100, 0x1002, 0x2002).err(),
+            Some(Error::Misaligned("used", 0x2002, 4))
+        );
+        let r = RawRing::new(mem, 16, 0x100, 0x1002, 0x2004).unwrap();
+        assert_eq!(r.size(), 16);
+    }
+
+    #[test]
+    fn ring_sizes_up_to_32768_powers_of_two_are_accepted() {
+        let mem = Arc::new(ClientMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap());
+        for bad in [0u16, 6, 32767, 32769] {
+            assert_eq!(
+                RawRing::new(mem.clone(), bad, 0, 0x8_0000, 0x9_0000).err(),
+                Some(Error::BadSize(u32::from(bad)))
+            );
+        }
+        let r = RawRing::new(mem, MAX_QUEUE_SIZE, 0, 0x8_0000, 0x9_0000).unwrap();
+        assert_eq!(r.size(), MAX_QUEUE_SIZE);
+    }
 }

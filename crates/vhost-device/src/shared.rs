@@ -195,3 +195,97 @@ impl Shared {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_runs_only_when_started_enabled_and_sized() {
+        let q = QueueConf {
+            size: 256,
+            started: true,
+            enabled: true,
+            ..Default::default()
+        };
+        assert!(q.runnable());
+        for q in [
+            QueueConf {
+                size: 0,
+                ..q.clone()
+            },
+            QueueConf {
+                started: false,
+                ..q.clone()
+            },
+            QueueConf {
+                enabled: false,
+                ..q.clone()
+            },
+        ] {
+            assert!(!q.runnable(), "{q:?}");
+        }
+    }
+
+    #[test]
+    fn publishing_bumps_the_generation_and_wakes_the_data_path() {
+        let s = Shared::new().unwrap();
+        assert_eq!(s.generation(), 1);
+        assert!(s.wake.read().is_err(), "nothing published yet");
+        let gen = s.publish(Published {
+            connection: 9,
+            ..Default::default()
+        });
+        assert_eq!(gen, 2);
+        assert_eq!(s.generation(), 2);
+        let (g, p) = s.snapshot();
+        assert_eq!((g, p.connection), (2, 9));
+        assert_eq!(s.wake.read().unwrap(), 1);
+        assert_eq!(s.publish(Published::default()), 3);
+    }
+
+    #[test]
+    fn wait_ack_returns_on_the_ack_on_a_gone_handle_or_at_the_timeout() {
+        let s = Shared::new().unwrap();
+        let gen = s.publish(Published::default());
+        let started = Instant::now();
+        assert!(!s.wait_ack(gen, Duration::from_millis(30)));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        s.ack(gen - 1);
+        assert!(!s.wait_ack(gen, Duration::ZERO));
+        s.ack(gen);
+        assert!(s.wait_ack(gen, Duration::ZERO));
+        assert!(s.wait_ack(gen - 1, Duration::ZERO));
+        s.handle_alive.store(false, Ordering::Release);
+        assert!(s.wait_ack(gen + 1, Duration::ZERO));
+    }
+
+    #[test]
+    fn wait_ack_sees_an_ack_that_comes_later() {
+        let s = Arc::new(Shared::new().unwrap());
+        let gen = s.publish(Published::default());
+        let s2 = s.clone();
+        let acker = std::thread::spawn(move || {
+            // Acknowledge only once the waiter has been waiting for a while
+            // (past its spinning phase).
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(50) {
+                std::thread::yield_now();
+            }
+            s2.ack(gen);
+        });
+        assert!(s.wait_ack(gen, Duration::from_secs(10)));
+        acker.join().unwrap();
+    }
+
+    #[test]
+    fn last_avail_indices_are_stored_per_queue() {
+        let s = Shared::new().unwrap();
+        s.store_last_avail(RX_QUEUE, 5);
+        s.store_last_avail(TX_QUEUE, 0xfffe);
+        s.store_last_avail(NUM_QUEUES, 7);
+        assert_eq!(s.load_last_avail(RX_QUEUE), 5);
+        assert_eq!(s.load_last_avail(TX_QUEUE), 0xfffe);
+        assert_eq!(s.load_last_avail(NUM_QUEUES), 0);
+    }
+}

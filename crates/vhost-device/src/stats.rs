@@ -183,4 +183,47 @@ mod tests {
         }
         assert!(DropReason::from_name("nope").is_err());
     }
+
+    #[test]
+    fn drop_counts_add_get_total_and_merge_per_reason() {
+        let mut a = DropCounts::default();
+        a.add(DropReason::ChainLoop);
+        a.add(DropReason::ChainLoop);
+        a.add(DropReason::NoBuffers);
+        assert_eq!(a.get(DropReason::ChainLoop), 2);
+        assert_eq!(a.get(DropReason::NoBuffers), 1);
+        assert_eq!(a.get(DropReason::NotReady), 0);
+        assert_eq!(a.total(), 3);
+        let mut b = DropCounts::default();
+        b.add(DropReason::ChainLoop);
+        b.add(DropReason::RingBroken);
+        b.merge(&a);
+        assert_eq!(b.get(DropReason::ChainLoop), 3);
+        assert_eq!(b.get(DropReason::NoBuffers), 1);
+        assert_eq!(b.get(DropReason::RingBroken), 1);
+        assert_eq!(b.total(), 5);
+        assert_eq!(a.total(), 3, "merge leaves its source alone");
+    }
+
+    #[test]
+    fn a_reason_displays_as_its_report_name() {
+        for r in DropReason::ALL {
+            assert_eq!(r.to_string(), r.as_str());
+        }
+        assert_eq!(DropReason::BufferTooSmall.to_string(), "buffer_too_small");
+    }
+
+    #[test]
+    fn drop_counts_serialize_as_every_reason_by_name() {
+        let mut c = DropCounts::default();
+        c.add(DropReason::Indirect);
+        c.add(DropReason::Indirect);
+        let v = serde_json::to_value(&c).unwrap();
+        let m = v.as_object().unwrap();
+        assert_eq!(m.len(), DropReason::COUNT);
+        for r in DropReason::ALL {
+            let want = if r == DropReason::Indirect { 2 } else { 0 };
+            assert_eq!(m[r.as_str()], want, "{r}");
+        }
+    }
 }

@@ -1,0 +1,343 @@
+//! The switching decision ([`switch_frame`]) on fake ports: every drop reason it
+//! decides, learning and flooding.
+
+use std::sync::Arc;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use super::*;
+
+const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
+const GROUP: MacAddr = MacAddr([1, 0, 0x5e, 0, 0, 1]);
+
+/// An Ethernet frame of `len` bytes from `src` to `dst` (payload 0, 1, 2, ...).
+fn frame(dst: MacAddr, src: MacAddr, len: usize) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    let hdr = [&dst.0[..], &src.0[..]].concat();
+    let n = hdr.len().min(len);
+    f[..n].copy_from_slice(&hdr[..n]);
+    f
+}
+
+/// Fake egress ports: port `p` answers `outcome[p]`, and every copy is recorded.
+struct FakePorts {
+    n_clients: usize,
+    outcome: Vec<Delivery>,
+    copies: Vec<(usize, Vec<u8>)>,
+    /// Runs after each copy (a source rewriting its memory meanwhile).
+    after_copy: Option<Box<dyn FnMut()>>,
+}
+
+impl FakePorts {
+    /// `clients` client ports and `uplinks` uplinks, all taking every frame.
+    fn new(clients: usize, uplinks: usize) -> Self {
+        FakePorts {
+            n_clients: clients,
+            outcome: vec![Delivery::Delivered; clients + uplinks],
+            copies: Vec::new(),
+            after_copy: None,
+        }
+    }
+
+    /// The ports that got a copy, in order.
+    fn took(&mut self) -> Vec<usize> {
+        self.copies.drain(..).map(|(p, _)| p).collect()
+    }
+}
+
+impl Ports for FakePorts {
+    fn n_clients(&self) -> usize {
+        self.n_clients
+    }
+
+    fn n_ports(&self) -> usize {
+        self.outcome.len()
+    }
+
+    fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery {
+        let d = self.outcome[p];
+        if d == Delivery::Delivered {
+            let mut v = vec![0u8; frame.len()];
+            frame.read_prefix(&mut v);
+            self.copies.push((p, v));
+        }
+        if let Some(f) = self.after_copy.as_mut() {
+            f();
+        }
+        d
+    }
+}
+
+/// The switch's side of a decision: table, time, and per-port counters, memos and
+/// configured MACs.
+struct Switch {
+    fdb: Fdb,
+    fdb_full: u64,
+    now_ms: u64,
+    flood_pps: u64,
+    counters: Vec<PortCounters>,
+    memos: Vec<Memo>,
+    macs: Vec<Option<MacAddr>>,
+    /// Where a source's frame lives (its memory, as a port's would).
+    mem: Arc<GuestMemoryMmap>,
+}
+
+impl Switch {
+    fn new(ports: usize) -> Self {
+        Switch {
+            fdb: Fdb::new(64, 1000, 64),
+            fdb_full: 0,
+            now_ms: 5,
+            flood_pps: 0,
+            counters: vec![PortCounters::default(); ports],
+            memos: vec![Memo::default(); ports],
+            macs: vec![None; ports],
+            mem: Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1_0000)]).unwrap()),
+        }
+    }
+
+    /// Port `from` sends `bytes` (placed in source memory).
+    fn send(&mut self, ports: &mut FakePorts, from: PortId, bytes: &[u8]) {
+        self.mem.write_slice(bytes, GuestAddress(0)).unwrap();
+        let mem = self.mem.clone();
+        let seg = Segments::single(mem.get_slice(GuestAddress(0), bytes.len()).unwrap());
+        let i = usize::from(from);
+        let mut ingress = Ingress {
+            id: from,
+            mac: self.macs[i],
+            counters: &mut self.counters[i],
+            memo: &mut self.memos[i],
+        };
+        let mut table = Table {
+            fdb: &mut self.fdb,
+            fdb_full: &mut self.fdb_full,
+            now_ms: self.now_ms,
+            flood_pps: self.flood_pps,
+        };
+        switch_frame(&seg, &mut ingress, &mut table, ports);
+    }
+
+    fn dropped(&self, port: usize, why: Drop) -> u64 {
+        self.counters[port].dropped(why)
+    }
+
+    /// Drops on `port` over every reason.
+    fn drops(&self, port: usize) -> u64 {
+        Drop::ALL.iter().map(|d| self.dropped(port, *d)).sum()
+    }
+}
+
+#[test]
+fn a_frame_shorter_than_an_ethernet_header_is_a_runt() {
+    let mut sw = Switch::new(3);
+    let mut ports = FakePorts::new(3, 0);
+    sw.send(&mut ports, 0, &frame(B, A, ETH_HLEN - 1));
+    assert_eq!(sw.dropped(0, Drop::Runt), 1);
+    assert_eq!(sw.counters[0].rx_packets, 1);
+    assert_eq!(sw.counters[0].rx_bytes, (ETH_HLEN - 1) as u64);
+    assert!(ports.took().is_empty());
+    assert!(sw.fdb.is_empty(), "nothing learned from a runt");
+    // A runt is a runt whatever its first bytes say (here: a group source).
+    sw.send(&mut ports, 0, &frame(B, GROUP, ETH_HLEN - 1));
+    assert_eq!(sw.dropped(0, Drop::Runt), 2);
+    assert_eq!(sw.dropped(0, Drop::GroupSource), 0);
+    // A bare header is a frame.
+    sw.send(&mut ports, 0, &frame(B, A, ETH_HLEN));
+    assert_eq!(ports.took(), [1, 2]);
+    assert_eq!(sw.dropped(0, Drop::Runt), 2);
+    assert_eq!(sw.counters[0].rx_packets, 3);
+    assert_eq!(sw.counters[0].rx_bytes, (3 * ETH_HLEN - 2) as u64);
+}
+
+#[test]
+fn a_group_source_address_is_dropped_and_not_learned() {
+    let mut sw = Switch::new(2);
+    let mut ports = FakePorts::new(2, 0);
+    sw.send(&mut ports, 0, &frame(B, GROUP, 60));
+    sw.send(&mut ports, 0, &frame(B, MacAddr::BROADCAST, 60));
+    assert_eq!(sw.dropped(0, Drop::GroupSource), 2);
+    assert_eq!(sw.drops(0), 2);
+    assert!(ports.took().is_empty());
+    assert!(sw.fdb.is_empty());
+}
+
+#[test]
+fn a_source_other_than_the_ports_configured_mac_is_spoofed() {
+    let mut sw = Switch::new(2);
+    sw.macs[0] = Some(A);
+    let mut ports = FakePorts::new(2, 0);
+    sw.send(&mut ports, 0, &frame(C, B, 60));
+    assert_eq!(sw.dropped(0, Drop::SpoofedSource), 1);
+    assert!(ports.took().is_empty());
+    assert_eq!(
+        sw.fdb.lookup(B, sw.now_ms),
+        Destination::Flood,
+        "not learned"
+    );
+    // Its own address passes; a port without a configured MAC takes any source.
+    sw.send(&mut ports, 0, &frame(C, A, 60));
+    sw.send(&mut ports, 1, &frame(C, B, 60));
+    assert_eq!(ports.took(), [1, 0]);
+    assert_eq!(sw.drops(0) + sw.drops(1), 1);
+}
+
+#[test]
+fn unknown_destinations_flood_to_every_other_port_and_sources_are_learned() {
+    // Two client ports (0, 1) and two uplinks (2, 3).
+    let mut sw = Switch::new(4);
+    let mut ports = FakePorts::new(2, 2);
+    let f1 = frame(B, A, 60);
+    sw.send(&mut ports, 1, &f1);
+    assert_eq!(
+        ports.copies,
+        [(0, f1.clone()), (2, f1.clone()), (3, f1.clone())]
+    );
+    ports.copies.clear();
+    assert_eq!(sw.fdb.lookup(A, sw.now_ms), Destination::Port(1));
+    // The answer goes to port 1 only, and teaches the switch where B is.
+    let f2 = frame(A, B, 100);
+    sw.send(&mut ports, 2, &f2);
+    assert_eq!(ports.copies, [(1, f2)]);
+    ports.copies.clear();
+    sw.send(&mut ports, 3, &frame(B, C, 60));
+    assert_eq!(ports.took(), [2]);
+    // Broadcast floods whatever is learned.
+    sw.send(&mut ports, 0, &frame(MacAddr::BROADCAST, C, 60));
+    assert_eq!(ports.took(), [1, 2, 3]);
+    assert_eq!(sw.fdb_full, 0);
+    assert!((0..4).all(|p| sw.drops(p) == 0));
+}
+
+#[test]
+fn a_frame_to_a_destination_learned_on_its_own_port_is_a_hairpin() {
+    let mut sw = Switch::new(3);
+    let mut ports = FakePorts::new(3, 0);
+    sw.send(&mut ports, 0, &frame(B, A, 60));
+    ports.took();
+    sw.send(&mut ports, 0, &frame(A, C, 60));
+    assert_eq!(sw.dropped(0, Drop::Hairpin), 1);
+    assert!(ports.took().is_empty());
+}
+
+#[test]
+fn a_known_destination_that_is_down_counts_as_destination_or_uplink_down() {
+    // Client ports 0, 1; uplinks 2, 3.
+    let mut sw = Switch::new(4);
+    let mut ports = FakePorts::new(2, 2);
+    sw.send(&mut ports, 1, &frame(C, A, 60));
+    sw.send(&mut ports, 2, &frame(C, B, 60));
+    ports.took();
+    ports.outcome[1] = Delivery::Skipped;
+    ports.outcome[2] = Delivery::Skipped;
+    // The last client port, then the first uplink.
+    sw.send(&mut ports, 0, &frame(A, C, 60));
+    assert_eq!(sw.dropped(0, Drop::DestinationDown), 1);
+    assert_eq!(sw.dropped(0, Drop::UplinkDown), 0);
+    sw.send(&mut ports, 0, &frame(B, C, 60));
+    assert_eq!(sw.dropped(0, Drop::DestinationDown), 1);
+    assert_eq!(sw.dropped(0, Drop::UplinkDown), 1);
+    assert_eq!(sw.drops(0), 2);
+    // A destination that is up but had no room counts it itself: not the ingress.
+    ports.outcome[1] = Delivery::Dropped;
+    sw.send(&mut ports, 0, &frame(A, C, 60));
+    assert_eq!(sw.drops(0), 2);
+    assert!(ports.took().is_empty());
+}
+
+#[test]
+fn a_flood_that_no_port_takes_is_no_destination() {
+    let mut sw = Switch::new(3);
+    let mut ports = FakePorts::new(2, 1);
+    ports.outcome = vec![Delivery::Skipped; 3];
+    sw.send(&mut ports, 0, &frame(B, A, 60));
+    assert_eq!(sw.dropped(0, Drop::NoDestination), 1);
+    // The ingress port being up does not count.
+    ports.outcome[0] = Delivery::Delivered;
+    sw.send(&mut ports, 0, &frame(B, A, 60));
+    assert_eq!(sw.dropped(0, Drop::NoDestination), 2);
+    assert!(ports.took().is_empty());
+    // One port that is up but full took its decision itself: not no_destination.
+    ports.outcome[2] = Delivery::Dropped;
+    sw.send(&mut ports, 0, &frame(B, A, 60));
+    assert_eq!(sw.dropped(0, Drop::NoDestination), 2);
+    // One port that takes it.
+    ports.outcome[1] = Delivery::Delivered;
+    sw.send(&mut ports, 0, &frame(B, A, 60));
+    assert_eq!(ports.took(), [1]);
+    assert_eq!(sw.drops(0), 2);
+}
+
+#[test]
+fn a_source_pinned_to_another_port_is_stolen_and_not_forwarded() {
+    let mut sw = Switch::new(3);
+    sw.fdb.pin(A, 0);
+    let mut ports = FakePorts::new(3, 0);
+    sw.send(&mut ports, 1, &frame(B, A, 60));
+    sw.send(&mut ports, 1, &frame(B, A, 60));
+    assert_eq!(sw.dropped(1, Drop::StolenSource), 2);
+    assert!(ports.took().is_empty());
+    assert_eq!(sw.fdb.lookup(A, sw.now_ms), Destination::Port(0));
+    // From its own port it is forwarded.
+    sw.send(&mut ports, 0, &frame(B, A, 60));
+    assert_eq!(ports.took(), [1, 2]);
+}
+
+#[test]
+fn floods_over_the_ingress_ports_limit_are_flood_limited() {
+    let mut sw = Switch::new(3);
+    sw.flood_pps = 1000;
+    sw.now_ms = 0;
+    let mut ports = FakePorts::new(3, 0);
+    // No time has passed: no flood tokens yet.
+    sw.send(&mut ports, 0, &frame(B, A, 60));
+    assert_eq!(sw.dropped(0, Drop::FloodLimited), 1);
+    assert!(ports.took().is_empty());
+    // 64 ms at 1000 a second: a burst of 64 floods, then the limit.
+    sw.now_ms = 64;
+    for _ in 0..65 {
+        sw.send(&mut ports, 0, &frame(B, A, 60));
+    }
+    assert_eq!(ports.took().len(), 64 * 2);
+    assert_eq!(sw.dropped(0, Drop::FloodLimited), 2);
+    // Known unicast is not limited; another port has its own budget.
+    sw.send(&mut ports, 1, &frame(A, B, 60));
+    assert_eq!(ports.took(), [0]);
+    assert_eq!(sw.dropped(1, Drop::FloodLimited), 0);
+    // No limit configured.
+    sw.flood_pps = 0;
+    sw.send(&mut ports, 0, &frame(C, A, 60));
+    assert_eq!(ports.took(), [1, 2]);
+}
+
+#[test]
+fn a_source_that_does_not_fit_the_full_table_is_counted_and_still_forwarded() {
+    let mut sw = Switch::new(3);
+    sw.fdb = Fdb::new(1, 1000, 64);
+    let mut ports = FakePorts::new(3, 0);
+    sw.send(&mut ports, 0, &frame(C, A, 60));
+    assert_eq!(sw.fdb_full, 0);
+    sw.send(&mut ports, 1, &frame(A, B, 60));
+    assert_eq!(sw.fdb_full, 1);
+    assert_eq!(ports.took(), [1, 2, 0]);
+    sw.send(&mut ports, 2, &frame(A, C, 60));
+    assert_eq!(sw.fdb_full, 2);
+    assert_eq!(sw.fdb.len(), 1);
+}
+
+#[test]
+fn every_copy_carries_the_checked_header_while_the_source_rewrites_its_frame() {
+    let mut sw = Switch::new(3);
+    sw.macs[0] = Some(A);
+    let mut ports = FakePorts::new(3, 0);
+    // After the first copy, the source claims another address in its memory.
+    let mem = sw.mem.clone();
+    ports.after_copy = Some(Box::new(move || {
+        mem.write_slice(&C.0, GuestAddress(6)).unwrap();
+    }));
+    let f = frame(B, A, 60);
+    sw.send(&mut ports, 0, &f);
+    assert_eq!(ports.copies, [(1, f.clone()), (2, f)]);
+    assert_eq!(sw.fdb.lookup(C, sw.now_ms), Destination::Flood);
+}
