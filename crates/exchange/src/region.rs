@@ -363,7 +363,10 @@ mod tests {
     fn create_attach_and_header() {
         let (sw, dd) = pair();
         assert_eq!(dd.geometry(), Geometry::default());
+        // A header page and three rings of a control page and 256 * 2 KiB slots.
+        assert_eq!(sw.len(), 4096 + 3 * (4096 + 256 * 2048));
         assert_eq!(dd.len(), sw.len());
+        assert_eq!(sw.file().metadata().unwrap().len(), sw.len());
         sw.check_header().unwrap();
         dd.check_header().unwrap();
     }
