@@ -250,6 +250,71 @@ mod tests {
     }
 
     #[test]
+    fn geometry_bounds_are_inclusive() {
+        let g = |slots, slot_size| Geometry { slots, slot_size }.validate();
+        // The smallest and largest of each rule are valid...
+        assert_eq!(
+            g(2, 64),
+            Ok(Geometry {
+                slots: 2,
+                slot_size: 64
+            })
+        );
+        assert!(g(MAX_SLOTS, MAX_SLOT_SIZE).is_ok());
+        // ...one step outside is not.
+        assert_eq!(g(1, 64), Err(GeometryError::BadSlots(1)));
+        assert_eq!(g(0, 64), Err(GeometryError::BadSlots(0)));
+        assert_eq!(
+            g(2 * MAX_SLOTS, 64),
+            Err(GeometryError::BadSlots(2 * MAX_SLOTS))
+        );
+        assert_eq!(g(6, 64), Err(GeometryError::BadSlots(6)));
+        assert_eq!(g(2, 32), Err(GeometryError::BadSlotSize(32)));
+        assert_eq!(
+            g(2, MAX_SLOT_SIZE + 64),
+            Err(GeometryError::BadSlotSize(MAX_SLOT_SIZE + 64))
+        );
+        // In range but not a multiple of 64.
+        assert_eq!(g(2, 96), Err(GeometryError::BadSlotSize(96)));
+        // A slot count error is reported before a slot size error.
+        assert_eq!(g(3, 1), Err(GeometryError::BadSlots(3)));
+    }
+
+    /// The control page is shared by two processes: its offsets are the ones the
+    /// module documentation gives, the producer's and the consumer's lines 128 bytes
+    /// apart.
+    #[test]
+    fn ring_control_offsets_are_the_documented_ones() {
+        assert_eq!(
+            [OFF_PROD_IDX, OFF_PROD_EVENT, OFF_CONS_IDX, OFF_CONS_EVENT],
+            [0x00, 0x04, 0x80, 0x84]
+        );
+    }
+
+    #[test]
+    fn layout_reports_its_geometry_and_all_three_rings() {
+        let g = Geometry {
+            slots: 8,
+            slot_size: 1024,
+        };
+        let l = Layout::new(g).unwrap();
+        assert_eq!(l.geometry(), g);
+        // 8 KiB of slots: two pages after each control page.
+        assert_eq!(l.ring(RingId::ToNic), 0x1000);
+        assert_eq!(l.ring(RingId::FromNic), 0x4000);
+        assert_eq!(l.ring(RingId::Upcalls), 0x7000);
+        assert_eq!(l.slots(RingId::Upcalls), 0x8000);
+        assert_eq!(l.slot(RingId::Upcalls, 7), 0x8000 + 7 * 1024);
+        assert_eq!(l.slot(RingId::Upcalls, 8), 0x8000);
+        assert_eq!(l.total_len(), 0xa000);
+        assert_eq!(
+            l.header_words(),
+            [MAGIC, 2, 8 | (1024 << 32), 0xa000, 0x1000, 0x4000, 0x7000]
+        );
+        assert_eq!(g.frame_capacity(), 1024 - 16);
+    }
+
+    #[test]
     fn offsets() {
         let l = Layout::new(Geometry {
             slots: 4,

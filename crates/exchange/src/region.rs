@@ -363,7 +363,10 @@ mod tests {
     fn create_attach_and_header() {
         let (sw, dd) = pair();
         assert_eq!(dd.geometry(), Geometry::default());
+        // A header page and three rings of a control page and 256 * 2 KiB slots.
+        assert_eq!(sw.len(), 4096 + 3 * (4096 + 256 * 2048));
         assert_eq!(dd.len(), sw.len());
+        assert_eq!(sw.file().metadata().unwrap().len(), sw.len());
         sw.check_header().unwrap();
         dd.check_header().unwrap();
     }
@@ -397,6 +400,72 @@ mod tests {
             sw.control(CONTROL_FIELDS),
             Err(RegionError::NoSuchControl(_))
         ));
+    }
+
+    #[test]
+    fn every_status_round_trips_through_its_documented_encoding() {
+        let (sw, dd) = pair();
+        for (state, raw_state) in [
+            (DdState::Starting, 0),
+            (DdState::Running, 1),
+            (DdState::Failed, 2),
+        ] {
+            let st = DdStatus {
+                state,
+                code: 0x8000_0001,
+            };
+            let raw = raw_state | (0x8000_0001 << 32);
+            assert_eq!(st.to_raw(), raw);
+            assert_eq!(DdStatus::from_raw(raw).unwrap(), st);
+            dd.set_status(st);
+            assert_eq!(sw.u64_at(OFF_STATUS).unwrap().load(Ordering::Relaxed), raw);
+            assert_eq!(sw.status().unwrap(), st);
+        }
+        assert!(!sw.is_empty());
+    }
+
+    /// Control field `i` is the `u64` at `OFF_CONTROL + 8 * i`, and no field
+    /// aliases another or the heartbeat and status words below them.
+    #[test]
+    fn control_fields_sit_at_their_documented_offsets() {
+        let (sw, dd) = pair();
+        for i in 0..CONTROL_FIELDS {
+            dd.set_control(i, 0x1000 + i as u64).unwrap();
+        }
+        for i in 0..CONTROL_FIELDS {
+            let raw = sw.u64_at(OFF_CONTROL + 8 * i as u64).unwrap();
+            assert_eq!(raw.load(Ordering::Relaxed), 0x1000 + i as u64);
+            assert_eq!(sw.control(i).unwrap(), 0x1000 + i as u64);
+        }
+        assert_eq!(sw.heartbeat(), 0);
+        assert_eq!(sw.status().unwrap().state, DdState::Starting);
+        sw.check_header().unwrap();
+        assert!(matches!(
+            dd.set_control(CONTROL_FIELDS, 1),
+            Err(RegionError::NoSuchControl(CONTROL_FIELDS))
+        ));
+    }
+
+    /// A changed header word is reported with its offset, what it reads and what it
+    /// must read, for each of the constant words.
+    #[test]
+    fn a_corrupt_header_word_is_reported_exactly() {
+        let (sw, dd) = pair();
+        let words = sw.layout().header_words();
+        for (i, want) in words.iter().enumerate() {
+            let off = OFF_MAGIC + 8 * i as u64;
+            dd.u64_at(off).unwrap().store(!*want, Ordering::Relaxed);
+            match sw.check_header() {
+                Err(RegionError::Corrupt {
+                    offset,
+                    found,
+                    expected,
+                }) => assert_eq!((offset, found, expected), (off, !*want, *want)),
+                other => panic!("word {i}: {other:?}"),
+            }
+            dd.u64_at(off).unwrap().store(*want, Ordering::Relaxed);
+            sw.check_header().unwrap();
+        }
     }
 
     #[test]

@@ -285,5 +285,7 @@ mod tests {
         assert_eq!(g.hint(0x7_ffff), 0);
         assert_eq!(g.hint(0x8_0000), usize::from(G_MIXED));
         assert_eq!(g.hint(0x8_0040), usize::from(G_NONE));
+        // A straddled granule is told apart from one no span touches.
+        assert_ne!(g.hint(3), g.hint(0x8_0040));
     }
 }

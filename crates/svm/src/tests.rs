@@ -140,6 +140,7 @@ fn accesses_outside_the_region_are_unmapped() {
     let s = svm();
     let len = s.len();
     assert_eq!(len, 2 * PAGE);
+    assert!(!s.is_empty());
     assert_eq!(
         kind(s.load_u32(len, Ordering::Relaxed)),
         SvmFaultKind::Unmapped
@@ -694,4 +695,71 @@ fn every_access_is_counted_as_a_check_granted_or_refused() {
     assert_eq!(s.checks(), 2);
     assert!(s.load_u32(0x200, Ordering::Relaxed).is_err());
     assert_eq!((s.checks(), s.faults()), (3, 1));
+
+/// A driver sees the SVM only through `DriverMem`: every method of it must reach the
+/// same bytes as the SVM's own accessors, and refuse what the map refuses.
+#[test]
+fn the_driver_mem_impl_reads_and_writes_through_the_checks() {
+    let s = svm();
+    let m: &dyn DriverMem = &s;
+    m.write_u16(0x10, 0xa1b2).unwrap();
+    m.write_u32(0x20, 0xa1b2_c3d4).unwrap();
+    m.write_u64(0x40, 0x0102_0304_0506_0708).unwrap();
+    assert_eq!(s.load_u16(0x10, Ordering::Relaxed).unwrap(), 0xa1b2);
+    assert_eq!(s.load_u32(0x20, Ordering::Relaxed).unwrap(), 0xa1b2_c3d4);
+    assert_eq!(
+        s.load_u64(0x40, Ordering::Relaxed).unwrap(),
+        0x0102_0304_0506_0708
+    );
+    s.store_u16(0x12, 0x3344, Ordering::Relaxed).unwrap();
+    s.store_u32(0x24, 0x5566_7788, Ordering::Relaxed).unwrap();
+    s.store_u64(0x48, 0x99aa_bbcc_ddee_ff00, Ordering::Relaxed)
+        .unwrap();
+    assert_eq!(m.read_u16(0x12).unwrap(), 0x3344);
+    assert_eq!(m.read_u32(0x24).unwrap(), 0x5566_7788);
+    assert_eq!(m.read_u64(0x48).unwrap(), 0x99aa_bbcc_ddee_ff00);
+    m.write_bytes(0x800, &[1, 2, 3, 4, 5]).unwrap();
+    let mut b = [0u8; 5];
+    s.read_bytes(0x800, &mut b).unwrap();
+    assert_eq!(b, [1, 2, 3, 4, 5]);
+    s.write_bytes(0x900, &[9, 8, 7]).unwrap();
+    let mut c = [0u8; 3];
+    m.read_bytes(0x900, &mut c).unwrap();
+    assert_eq!(c, [9, 8, 7]);
+    m.fence();
+    // Refusals come back as the MemFault of the SVM's fault.
+    let ro = MemFault::new(0x100, 2, FaultKind::Permission);
+    assert_eq!(m.write_u16(0x100, 1).unwrap_err(), ro);
+    assert_eq!(
+        m.write_u64(0x108, 1).unwrap_err(),
+        MemFault::new(0x108, 8, FaultKind::Permission)
+    );
+    assert_eq!(
+        m.read_u16(0x200).unwrap_err(),
+        MemFault::new(0x200, 2, FaultKind::Permission)
+    );
+    assert_eq!(
+        m.read_u32(0x310).unwrap_err(),
+        MemFault::new(0x310, 4, FaultKind::OutOfBounds)
+    );
+    assert_eq!(
+        m.read_u64(0x204).unwrap_err(),
+        MemFault::new(0x204, 8, FaultKind::Misaligned)
+    );
+    assert_eq!(
+        m.write_bytes(0x1fe, &[0; 4]).unwrap_err(),
+        MemFault::new(0x1fe, 4, FaultKind::Permission)
+    );
+    assert_eq!(
+        m.read_bytes(0x2fe, &mut [0; 4]).unwrap_err(),
+        MemFault::new(0x2fe, 4, FaultKind::Permission)
+    );
+    assert_eq!(
+        m.zero_bytes(0x300, 1).unwrap_err(),
+        MemFault::new(0x300, 1, FaultKind::OutOfBounds)
+    );
+    assert_eq!(s.faults(), 8);
+    // The refused writes changed nothing.
+    assert_eq!(s.load_u64(0x100, Ordering::Relaxed).unwrap(), 0);
+    assert_eq!(s.load_u64(0x108, Ordering::Relaxed).unwrap(), 0);
 }

@@ -112,7 +112,50 @@ mod tests {
     }
 
     #[test]
+    fn parse_takes_one_or_two_hex_digits_per_octet_and_no_more() {
+        let m: MacAddr = "2:0:a:B:0c:ff".parse().unwrap();
+        assert_eq!(m, MacAddr([2, 0, 0xa, 0xb, 0xc, 0xff]));
+        for bad in [
+            "052:54:00:0a:0b:ff",
+            "52:54:00:0a:0b:0ff",
+            "52::00:0a:0b:ff",
+            "",
+        ] {
+            assert_eq!(
+                bad.parse::<MacAddr>(),
+                Err(ParseMacError(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_and_serialize_print_the_colon_form() {
+        let m = MacAddr([0x52, 0x54, 0, 0x0a, 0x0b, 0xff]);
+        assert_eq!(format!("{m:?}"), "52:54:00:0a:0b:ff");
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"52:54:00:0a:0b:ff\"");
+    }
+
+    #[test]
+    fn local_addresses_are_locally_administered_unicast() {
+        assert_eq!(
+            MacAddr::local(0x0102_0304),
+            MacAddr([0x02, 0x00, 0x01, 0x02, 0x03, 0x04])
+        );
+        assert_eq!(MacAddr::local(7).to_string(), "02:00:00:00:00:07");
+    }
+
+    #[test]
+    fn frame_size_limits() {
+        assert_eq!((ETH_HLEN, MIN_FRAME, MAX_FRAME), (14, 14, 1518));
+    }
+
+    #[test]
     fn multicast_bit() {
+        assert!(MacAddr([0x01, 0, 0x5e, 0, 0, 1]).is_multicast());
+        assert!(MacAddr([0x33, 0x33, 0, 0, 0, 1]).is_multicast());
+        assert!(!MacAddr([0x52, 0x54, 0, 0, 0, 1]).is_multicast());
+        assert!(!MacAddr([0; 6]).is_multicast());
         assert!(MacAddr::BROADCAST.is_multicast());
         assert!(!MacAddr::local(7).is_multicast());
     }

@@ -38,3 +38,41 @@ pub const DRIVER_WANT: u64 = F_VERSION_1 | RING_F_EVENT_IDX | NET_F_MRG_RXBUF;
 pub const fn has(features: u64, bits: u64) -> bool {
     features & bits == bits
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bit numbers virtio 1.2 (6, 5.1.3) and vhost-user give.
+    #[test]
+    fn feature_bits_are_the_specified_ones() {
+        assert_eq!(NET_F_MAC, 1 << 5);
+        assert_eq!(NET_F_MRG_RXBUF, 1 << 15);
+        assert_eq!(NET_F_STATUS, 1 << 16);
+        assert_eq!(RING_F_INDIRECT_DESC, 1 << 28);
+        assert_eq!(RING_F_EVENT_IDX, 1 << 29);
+        assert_eq!(VHOST_USER_F_PROTOCOL_FEATURES, 1 << 30);
+        assert_eq!(F_VERSION_1, 1 << 32);
+    }
+
+    #[test]
+    fn offered_and_wanted_sets() {
+        assert_eq!(
+            DEVICE_OFFER,
+            (1 << 32) | (1 << 5) | (1 << 16) | (1 << 15) | (1 << 29)
+        );
+        assert_eq!(DRIVER_WANT, (1 << 32) | (1 << 29) | (1 << 15));
+        // Indirect descriptors are neither offered nor wanted.
+        assert!(!has(DEVICE_OFFER, RING_F_INDIRECT_DESC));
+    }
+
+    #[test]
+    fn has_needs_every_bit() {
+        assert!(has(DEVICE_OFFER, F_VERSION_1 | RING_F_EVENT_IDX));
+        assert!(has(F_VERSION_1, F_VERSION_1));
+        assert!(has(0, 0));
+        assert!(!has(F_VERSION_1, F_VERSION_1 | NET_F_MAC));
+        assert!(!has(NET_F_MAC, F_VERSION_1));
+        assert!(!has(0, NET_F_MAC));
+    }
+}

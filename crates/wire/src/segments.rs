@@ -356,6 +356,118 @@ mod tests {
         assert!(Segments::with_header(VolatileSlice::from(&mut hdr2[..]), &h).is_none());
     }
 
+    /// Three segments of 10, 30 and 10 bytes holding 0, 1, 2, ... 49.
+    fn three(m: &GuestMemoryMmap) -> Segments<'_> {
+        let data: Vec<u8> = (0..50u8).collect();
+        m.write_slice(&data[..10], GuestAddress(0x100)).unwrap();
+        m.write_slice(&data[10..40], GuestAddress(0x200)).unwrap();
+        m.write_slice(&data[40..], GuestAddress(0x300)).unwrap();
+        let mut s = Segments::new();
+        s.push(seg(m, 0x100, 10)).unwrap();
+        s.push(seg(m, 0x200, 30)).unwrap();
+        s.push(seg(m, 0x300, 10)).unwrap();
+        s
+    }
+
+    fn bytes(s: &Segments<'_>) -> Vec<u8> {
+        let mut b = vec![0u8; 64];
+        let n = s.read_prefix(&mut b);
+        b.truncate(n);
+        b
+    }
+
+    fn seg_lens(s: &Segments<'_>) -> Vec<usize> {
+        s.as_slice().iter().map(|x| x.len()).collect()
+    }
+
+    #[test]
+    fn skip_on_and_across_segment_boundaries() {
+        let m = mem();
+        let mut s = three(&m);
+        assert!(!s.is_empty());
+        assert!(s.skip(0));
+        assert_eq!((s.len(), seg_lens(&s)), (50, vec![10, 30, 10]));
+        // Exactly the first segment: it goes, the next is whole.
+        assert!(s.skip(10));
+        assert_eq!((s.len(), seg_lens(&s)), (40, vec![30, 10]));
+        assert_eq!(bytes(&s), (10..50).collect::<Vec<u8>>());
+        // Into the middle of the last one.
+        assert!(s.skip(33));
+        assert_eq!((s.len(), seg_lens(&s)), (7, vec![7]));
+        assert_eq!(bytes(&s), (43..50).collect::<Vec<u8>>());
+        // Everything that is left: true, and empty.
+        assert!(s.skip(7));
+        assert!(s.is_empty());
+        assert_eq!(s.as_slice().len(), 0);
+        // One byte more than there is: false, and empty.
+        let mut s = three(&m);
+        assert!(!s.skip(51));
+        assert_eq!((s.len(), s.as_slice().len()), (0, 0));
+    }
+
+    #[test]
+    fn truncate_inside_on_and_past_segment_boundaries() {
+        let m = mem();
+        let mut s = three(&m);
+        s.truncate(25);
+        assert_eq!((s.len(), seg_lens(&s)), (25, vec![10, 15]));
+        assert_eq!(bytes(&s), (0..25).collect::<Vec<u8>>());
+        let mut s = three(&m);
+        s.truncate(40);
+        assert_eq!((s.len(), seg_lens(&s)), (40, vec![10, 30]));
+        let mut s = three(&m);
+        s.truncate(50);
+        assert_eq!((s.len(), seg_lens(&s)), (50, vec![10, 30, 10]));
+        s.truncate(0);
+        assert_eq!((s.len(), s.as_slice().len()), (0, 0));
+    }
+
+    #[test]
+    fn write_prefix_fills_segments_in_order_and_stops_at_either_end() {
+        let m = mem();
+        let s = three(&m);
+        let data: Vec<u8> = (100..145u8).collect();
+        assert_eq!(s.write_prefix(&data), 45);
+        let mut want: Vec<u8> = (100..145u8).collect();
+        want.extend(45..50u8);
+        assert_eq!(bytes(&s), want);
+        // Longer than the segments: what fits.
+        assert_eq!(s.write_prefix(&[7u8; 60]), 50);
+        assert_eq!(bytes(&s), vec![7u8; 50]);
+        // Shorter than the first segment.
+        assert_eq!(s.write_prefix(&[1, 2, 3]), 3);
+        assert_eq!(&bytes(&s)[..4], &[1, 2, 3, 7]);
+        assert_eq!(Segments::new().write_prefix(&[1]), 0);
+    }
+
+    #[test]
+    fn read_prefix_stops_at_the_buffer_or_the_frame() {
+        let m = mem();
+        let s = three(&m);
+        let mut small = [0u8; 12];
+        assert_eq!(s.read_prefix(&mut small), 12);
+        assert_eq!(small.to_vec(), (0..12).collect::<Vec<u8>>());
+        let mut big = [0xeeu8; 60];
+        assert_eq!(s.read_prefix(&mut big), 50);
+        assert_eq!(big[49..51], [49, 0xee]);
+    }
+
+    #[test]
+    fn copy_to_a_shorter_and_a_longer_destination() {
+        let m = mem();
+        let src = three(&m);
+        let mut short = Segments::new();
+        short.push(seg(&m, 0x1000, 4)).unwrap();
+        short.push(seg(&m, 0x1100, 21)).unwrap();
+        assert_eq!(src.copy_to(&short), 25);
+        assert_eq!(bytes(&short), (0..25).collect::<Vec<u8>>());
+        let long = Segments::single(seg(&m, 0x2000, 64));
+        assert_eq!(long.len(), 64);
+        assert_eq!(src.copy_to(&long), 50);
+        assert_eq!(bytes(&long)[..50].to_vec(), (0..50).collect::<Vec<u8>>());
+        assert_eq!(Segments::new().copy_to(&long), 0);
+    }
+
     #[test]
     fn too_many_segments_is_an_error() {
         let m = mem();

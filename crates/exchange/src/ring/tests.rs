@@ -606,3 +606,54 @@ fn a_handover_drain_is_bounded_by_the_producers_own_count() {
     // ...the switch took no more than its bound.
     assert_eq!(taken, 4);
 }
+
+/// What fault injection uses to play a broken DD: the length is stored as given and
+/// the producer moves on, so the consumer sees the slot and refuses it.
+#[test]
+fn commit_unchecked_stores_any_length_and_the_consumer_refuses_it() {
+    let fx = Fixture::new(4);
+    let (mut p, mut c) = fx.dd_to_switch();
+    assert!(push(&mut p, 0, 60));
+    let slot = p.reserve().unwrap().unwrap();
+    slot.commit_unchecked(0xffff_fff0).unwrap();
+    assert_eq!(p.pending(), 2);
+    p.publish();
+    assert_eq!(
+        fx.peek32(fx.sw.layout().slot(RingId::FromNic, 1)),
+        0xffff_fff0
+    );
+    let mut got = 0;
+    let e = c
+        .poll(8, |f| {
+            assert_eq!(f.len(), 60);
+            got += 1;
+        })
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ExchangeError::BadLength {
+            index: 1,
+            len: 0xffff_fff0,
+            consumed: 1
+        }
+    );
+    assert_eq!(got, 1);
+}
+
+/// A poll that takes nothing stores nothing: the consumer index in shared memory is
+/// written only to release frames.
+#[test]
+fn an_empty_poll_writes_no_consumer_index() {
+    let fx = Fixture::new(4);
+    let (mut p, mut c) = fx.dd_to_switch();
+    let cons_idx = fx.ctrl(RingId::FromNic) + OFF_CONS_IDX;
+    assert!(push(&mut p, 0, 60));
+    p.publish();
+    let mut got = 0;
+    assert_eq!(pull(&mut c, 8, &mut got), 1);
+    assert_eq!(fx.peek32(cons_idx), 1);
+    // A marker where the index lives: an idle poll leaves it alone.
+    fx.poke32(cons_idx, 0xabcd);
+    assert_eq!(pull(&mut c, 8, &mut got), 0);
+    assert_eq!(fx.peek32(cons_idx), 0xabcd);
+}
