@@ -695,6 +695,7 @@ fn every_access_is_counted_as_a_check_granted_or_refused() {
     assert_eq!(s.checks(), 2);
     assert!(s.load_u32(0x200, Ordering::Relaxed).is_err());
     assert_eq!((s.checks(), s.faults()), (3, 1));
+}
 
 /// A driver sees the SVM only through `DriverMem`: every method of it must reach the
 /// same bytes as the SVM's own accessors, and refuse what the map refuses.
