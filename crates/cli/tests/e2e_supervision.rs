@@ -55,6 +55,13 @@ fn c1_drops(st: &Value) -> u64 {
 /// traffic: 50 ms of the generator's 10 000 frames per second.
 const FLOW: u64 = 500;
 
+/// The switch stamps an outage's start and end with the time read at the top of
+/// a data-path iteration, before that iteration forwards a batch from every port:
+/// a start may precede the failure it records by that much. A test that bounds an
+/// outage's length by its own clock allows one link-check interval
+/// (`switch::uplink::LINK_CHECK_INTERVAL`, 50 ms) for it.
+const STAMP_SLACK_MS: u64 = 50;
+
 /// The generator's rate, frames per second.
 const RATE: &str = "10000";
 
@@ -248,10 +255,11 @@ fn nic_dies_and_comes_back(mode: &str) {
     assert_c1_accounted(&s0, &s3, &tag);
     // Its length: it began after the kill and before the test saw it (s1), and
     // ended after the new NIC started and before the test saw the new domain (s3).
-    // (Both clocks count whole milliseconds, truncated.)
+    // (Both clocks count whole milliseconds, truncated; the start's stamp may be
+    // early by up to STAMP_SLACK_MS.)
     let dur = n(&o[0], "/duration_ms");
     let at_least = nic2_at.duration_since(s1_read).as_millis();
-    let at_most = s3_read.duration_since(killed_at).as_millis();
+    let at_most = s3_read.duration_since(killed_at).as_millis() + u128::from(STAMP_SLACK_MS);
     assert!(
         u128::from(dur) + 1 >= at_least && u128::from(dur) <= at_most,
         "{tag}: outage of {dur} ms, the test saw it last {at_least}..={at_most} ms"
@@ -374,9 +382,10 @@ fn restarts_back_off_as_configured_and_each_outage_records_its_drops_and_length(
         let dur = n(x, "/duration_ms");
         // At least the backoff (the connector sleeps it before starting the
         // domain), at most what the test saw: it began after the kill and ended
-        // before the test saw the new domain (whole milliseconds, truncated).
+        // before the test saw the new domain (whole milliseconds, truncated; the
+        // start's stamp may be early by up to STAMP_SLACK_MS).
         let (killed, seen_at) = seen[k];
-        let at_most = seen_at.duration_since(killed).as_millis() as u64;
+        let at_most = seen_at.duration_since(killed).as_millis() as u64 + STAMP_SLACK_MS;
         let backoff = backoff_ms(&starts, k);
         assert!(
             dur >= backoff && dur <= at_most,
@@ -384,10 +393,11 @@ fn restarts_back_off_as_configured_and_each_outage_records_its_drops_and_length(
         );
         if k + 1 < KILLS {
             // The next one began after this one ended, by at least the time the
-            // test took from seeing the new domain to killing it.
+            // test took from seeing the new domain to killing it (less the
+            // stamp's slack).
             let gap = seen[k + 1].0.duration_since(seen_at).as_millis() as u64;
             assert!(
-                starts[k + 1] + 1 >= starts[k] + dur + gap,
+                starts[k + 1] + 1 + STAMP_SLACK_MS >= starts[k] + dur + gap,
                 "{tag}: next at {} ms",
                 starts[k + 1]
             );
