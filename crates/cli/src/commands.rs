@@ -39,7 +39,7 @@ enum Command {
     /// `mode UPLINK inline|domain|twin`, `revive UPLINK` (an uplink that gave up
     /// after its restart budget), or `fault UPLINK KIND` (only when the switch runs
     /// with --fault-injection) with KIND one of kill, panic, hang, garbage,
-    /// bogus-length, open-file, open-socket (the driver domain) or
+    /// bogus-length, open-file, open-socket, refuse-handover (the driver domain) or
     /// twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck (the twin).
     Ctl(CtlArgs),
     /// Internal: a driver domain, started by the switch with its bootstrap socket as

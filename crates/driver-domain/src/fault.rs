@@ -28,17 +28,22 @@ pub enum Fault {
     OpenFile = 5,
     /// Try to create a socket (the sandbox kills the process).
     OpenSocket = 6,
+    /// Keep running (and beating) but never answer an ownership request again: a
+    /// domain that will not hand the fast path over (the switch's handover
+    /// timeout must catch it).
+    RefuseHandover = 7,
 }
 
 impl Fault {
     /// Every fault the domain commits itself (kill -9 is the switch's own).
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::Panic,
         Fault::Hang,
         Fault::Garbage,
         Fault::BogusLength,
         Fault::OpenFile,
         Fault::OpenSocket,
+        Fault::RefuseHandover,
     ];
 
     /// The fault's name on the command line.
@@ -50,6 +55,7 @@ impl Fault {
             Fault::BogusLength => "bogus-length",
             Fault::OpenFile => "open-file",
             Fault::OpenSocket => "open-socket",
+            Fault::RefuseHandover => "refuse-handover",
         }
     }
 
@@ -73,7 +79,9 @@ pub fn requested(xr: &ExchangeRegion) -> Option<Fault> {
 }
 
 /// Commits `fault` (domain side), `from_nic` being the domain's producer handle.
-/// Returns only for a bogus length and for sandbox violations that were allowed.
+/// Returns only for a bogus length, for sandbox violations that were allowed, and
+/// for a refused handover (which the caller carries out: it stops answering
+/// ownership requests).
 pub fn commit(xr: &ExchangeRegion, from_nic: &mut exchange::Producer, fault: Fault) {
     let _ = xr.set_control(CONTROL_FAULT, 0);
     tracing::warn!(fault = fault.as_str(), "driver domain: injected fault");
@@ -121,6 +129,7 @@ pub fn commit(xr: &ExchangeRegion, from_nic: &mut exchange::Producer, fault: Fau
             let r = std::net::UdpSocket::bind("127.0.0.1:0");
             tracing::error!("socket succeeded?! {r:?}");
         }
+        Fault::RefuseHandover => {}
     }
 }
 

@@ -204,6 +204,7 @@ pub fn serve(
         busy_poll: fds.busy_poll,
         owns_fast_path: true,
         handled_request: 0,
+        refuse_handover: false,
         counts: Counts::default(),
         tx_watch: TxWatch::new(Instant::now()),
     };
@@ -286,6 +287,8 @@ struct Domain {
     owns_fast_path: bool,
     /// Sequence number of the last ownership request carried out.
     handled_request: u64,
+    /// Injected fault `refuse-handover`: ownership requests are ignored.
+    refuse_handover: bool,
     counts: Counts,
     tx_watch: TxWatch,
 }
@@ -297,13 +300,16 @@ impl Domain {
         while !stop.load(Ordering::Relaxed) {
             self.xr.beat();
             if let Some(f) = crate::fault::requested(&self.xr) {
+                self.refuse_handover |= f == crate::Fault::RefuseHandover;
                 crate::fault::commit(&self.xr, &mut self.from_nic, f);
             }
             iter += 1;
             if (!self.owns_fast_path || iter.is_multiple_of(1024)) && !self.drv.is_connected() {
                 return Err(WorkerError::NicGone);
             }
-            self.follow_ownership_request()?;
+            if !self.refuse_handover {
+                self.follow_ownership_request()?;
+            }
             let slow = self.run_upcalls()?;
             if self.drv.reset_requested() {
                 self.report_device_errors();

@@ -4,7 +4,8 @@
 //! Commands:
 //! * `status`: the switch's report (the same JSON it prints when it stops);
 //! * `fault UPLINK KIND`: inject a fault into the uplink's driver domain, `KIND` one
-//!   of `kill`, `panic`, `hang`, `garbage`, `bogus-length`, `open-file`, `open-socket`;
+//!   of `kill`, `panic`, `hang`, `garbage`, `bogus-length`, `open-file`, `open-socket`,
+//!   `refuse-handover`;
 //!   or into its twin: `twin-forbidden-read`, `twin-wild-write`, `twin-panic`,
 //!   `twin-stuck`. Answers `ok` or `error: ...`.
 //! * `revive UPLINK`: start a new driver domain for an uplink that gave up (its
@@ -147,7 +148,7 @@ impl Command {
             ["status"] => Ok(Command::Status),
             ["fault", uplink, kind] => {
                 let kind = FaultKind::parse(kind).ok_or_else(|| {
-                    format!("unknown fault {kind:?} (kill, panic, hang, garbage, bogus-length, open-file, open-socket, twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck)")
+                    format!("unknown fault {kind:?} (kill, panic, hang, garbage, bogus-length, open-file, open-socket, refuse-handover, twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck)")
                 })?;
                 Ok(Command::Fault {
                     uplink: uplink.to_string(),
