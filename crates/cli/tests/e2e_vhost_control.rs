@@ -10,7 +10,8 @@
 //! memory; a ring size of 0, not a power of two, above the maximum; a feature the
 //! port did not offer.
 //!
-//! Each must be refused (a non-zero REPLY_ACK status) and the connection closed
+//! Each must be refused (a non-zero REPLY_ACK status; `vhost` itself closes at
+//! once on 33 descriptors) and the connection closed
 //! (as the control thread does on any refused request), counted once in the port's
 //! `detail/refused_requests`, the switch must stay up, the port must serve a
 //! well-behaved client afterwards, and `g1` -> `g2` must forward every frame:
@@ -78,6 +79,9 @@ struct Case {
     body: Vec<u8>,
     /// How many descriptors (copies of the memfd) go with the bad request.
     fds: usize,
+    /// Answered with a non-zero status before the close. Only `vhost` itself
+    /// refuses 33 descriptors, closing without an answer.
+    nack: bool,
 }
 
 fn run_case(sock: &str, mem: &std::fs::File, c: &Case) {
@@ -123,10 +127,15 @@ fn run_case(sock: &str, mem: &std::fs::File, c: &Case) {
     }
     let fds: Vec<BorrowedFd<'_>> = (0..c.fds).map(|_| mem.as_fd()).collect();
     let r = w.request(c.req, &c.body, &fds, true).expect(c.name);
-    match r.u64() {
-        Some(0) => panic!("{}: accepted", c.name),
-        Some(_) => {}
-        None => assert_eq!(r, Reply::Closed, "{}: odd reply", c.name),
+    eprintln!("{}: {r:?}", c.name);
+    if c.nack {
+        assert!(
+            r.u64().is_some_and(|v| v != 0),
+            "{}: not refused with a non-zero status: {r:?}",
+            c.name
+        );
+    } else {
+        assert_eq!(r, Reply::Closed, "{}: answered", c.name);
     }
     assert!(
         w.closed_within(Duration::from_secs(10)).expect("read"),
@@ -227,6 +236,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_MEM_TABLE,
             body: mem_table_body(&[(0, MEM, UADDR, 0), (MEM / 2, MEM / 2, UADDR + MEM, 0)]),
             fds: 2,
+            nack: true,
         },
         Case {
             name: "zero-sized region",
@@ -234,6 +244,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_MEM_TABLE,
             body: mem_table_body(&[(0, 0, UADDR, 0)]),
             fds: 1,
+            nack: true,
         },
         Case {
             name: "offset beyond the file",
@@ -241,6 +252,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_MEM_TABLE,
             body: mem_table_body(&[(0, 4096, UADDR, MEM)]),
             fds: 1,
+            nack: true,
         },
         Case {
             name: "33 regions",
@@ -248,6 +260,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_MEM_TABLE,
             body: mem_table_body(&many),
             fds: 33,
+            nack: false,
         },
         Case {
             name: "ring outside the memory",
@@ -255,6 +268,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_VRING_ADDR,
             body: vring_addr_body(0, UADDR + MEM, UADDR + 0x2000, UADDR + 0x1000),
             fds: 0,
+            nack: true,
         },
         Case {
             name: "ring size 0",
@@ -262,6 +276,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_VRING_NUM,
             body: vring_state(0, 0),
             fds: 0,
+            nack: true,
         },
         Case {
             name: "ring size not a power of two",
@@ -269,6 +284,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_VRING_NUM,
             body: vring_state(0, 100),
             fds: 0,
+            nack: true,
         },
         Case {
             name: "ring size above the maximum (32768)",
@@ -276,6 +292,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_VRING_NUM,
             body: vring_state(0, 65536),
             fds: 0,
+            nack: true,
         },
         Case {
             name: "a feature not offered",
@@ -283,6 +300,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
             req: SET_FEATURES,
             body: u64_body(VERSION_1 | F_PROTOCOL_FEATURES | unoffered),
             fds: 0,
+            nack: true,
         },
     ];
     assert_eq!(
