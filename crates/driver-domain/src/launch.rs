@@ -100,7 +100,11 @@ pub struct LaunchConfig {
 pub const DOMAIN_MEMORY_LIMIT: u64 = 1 << 30;
 
 /// The names of a driver domain's own drop counters ([`DomainLink::dd_drops`]).
-pub const DD_DROP_NAMES: [&str; 2] = ["domain_from_nic_ring_full", "domain_nic_tx_ring_full"];
+pub const DD_DROP_NAMES: [&str; 3] = [
+    "domain_from_nic_ring_full",
+    "domain_nic_tx_ring_full",
+    "domain_from_nic_too_big",
+];
 
 /// The names of the upcall counters ([`DomainLink::upcall_counts`]).
 pub const UPCALL_COUNT_NAMES: [&str; 4] = [
@@ -469,12 +473,13 @@ impl DomainLink {
 
     /// The DD's own drop counters, by reason (as it reports them), named as in
     /// [`DD_DROP_NAMES`].
-    pub fn dd_drops(&self) -> [(&'static str, u64); 2] {
+    pub fn dd_drops(&self) -> [(&'static str, u64); 3] {
         use crate::worker::control;
         let get = |i| self.xr.control(i).unwrap_or(0);
         [
             (DD_DROP_NAMES[0], get(control::FROM_NIC_RING_FULL)),
             (DD_DROP_NAMES[1], get(control::NIC_TX_RING_FULL)),
+            (DD_DROP_NAMES[2], get(control::FROM_NIC_TOO_BIG)),
         ]
     }
 

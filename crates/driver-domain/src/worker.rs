@@ -46,6 +46,9 @@ pub mod control {
     pub const FROM_NIC_RING_FULL: usize = 0;
     /// Frames from the switch dropped because the driver's transmit ring was full.
     pub const NIC_TX_RING_FULL: usize = 1;
+    /// Frames from the NIC dropped because they are larger than a `from_nic` slot
+    /// (a driver receive buffer holds 4 bytes more than a slot).
+    pub const FROM_NIC_TOO_BIG: usize = 7;
     /// The driver's checks of the NIC's used rings that fired, in the driver's
     /// region (whoever runs the fast path), one word each from here, in the order
     /// of [`DEVICE_ERROR_NAMES`], then the TX timeouts of this DD.
@@ -234,6 +237,7 @@ pub fn serve(
 #[derive(Debug, Default)]
 struct Counts {
     from_nic_ring_full: u64,
+    from_nic_too_big: u64,
     nic_tx_ring_full: u64,
     upcalls_run: u64,
     upcalls_refused: u64,
@@ -369,6 +373,8 @@ impl Domain {
         let mut ring_err = None;
         let from_nic = &mut self.from_nic;
         let got = drv.rx_burst(BATCH, |frame| match from_nic.reserve() {
+            // Copied, it would be cut short: dropped (the slot goes back unused).
+            Ok(Some(slot)) if (slot.capacity() as usize) < frame.len() => c.from_nic_too_big += 1,
             Ok(Some(slot)) => {
                 let n = frame.copy_to(&slot.frame());
                 if let Err(e) = slot.commit(n) {
@@ -448,6 +454,7 @@ impl Domain {
         for (word, v) in [
             (control::FROM_NIC_RING_FULL, c.from_nic_ring_full),
             (control::NIC_TX_RING_FULL, c.nic_tx_ring_full),
+            (control::FROM_NIC_TOO_BIG, c.from_nic_too_big),
             (handover::CONTROL_UPCALLS_RUN, c.upcalls_run),
             (handover::CONTROL_UPCALLS_REFUSED, c.upcalls_refused),
         ] {

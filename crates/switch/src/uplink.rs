@@ -219,7 +219,7 @@ impl UplinkDriver {
     }
 
     /// Drops counted inside the driver domain, by reason.
-    fn domain_drops(&self) -> [(&'static str, u64); 2] {
+    fn domain_drops(&self) -> [(&'static str, u64); 3] {
         self.domain.dd_drops()
     }
 

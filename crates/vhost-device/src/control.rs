@@ -433,6 +433,7 @@ fn serve_requests(
                 }
             }
             Err(e) => {
+                shared.refused_requests.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = lim.check(1) {
                     tracing::warn!(port = name, connection, error = %e, suppressed,
                         "vhost-user protocol error; dropping the client");

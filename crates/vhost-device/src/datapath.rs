@@ -483,6 +483,11 @@ impl DeviceHandle {
         flush_queue(&mut self.tx, self.event_idx, &mut self.stats.calls);
         self.store_indices();
         let (gen, p) = self.shared.snapshot();
+        // Counted before the disconnection it caused was published.
+        self.stats.refused_requests = self
+            .shared
+            .refused_requests
+            .load(std::sync::atomic::Ordering::Relaxed);
         let was_ready = self.ready;
         let was_connected = self.connected;
         let old_conn = self.connection;

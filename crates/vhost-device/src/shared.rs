@@ -105,6 +105,9 @@ pub struct Shared {
     /// Written by the control thread after each publish, so an event-driven data
     /// path that sleeps in epoll wakes up and refreshes.
     pub wake: EventFd,
+    /// vhost-user requests refused (each one also dropped its client), counted by
+    /// the control thread before it publishes the disconnection.
+    pub refused_requests: AtomicU64,
 }
 
 impl Shared {
@@ -118,6 +121,7 @@ impl Shared {
             handle_alive: AtomicBool::new(true),
             kick_out: AtomicBool::new(false),
             wake: EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?,
+            refused_requests: AtomicU64::new(0),
         })
     }
 

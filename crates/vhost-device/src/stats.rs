@@ -165,6 +165,10 @@ pub struct PortStats {
     /// Times the client's memory faulted (its file was truncated): the port was
     /// fenced off and the client disconnected ([`crate::fault_fence`]).
     pub memory_faults: u64,
+    /// vhost-user requests the control thread refused (a bad memory table, ring
+    /// or feature set); each one dropped its client. Taken from the control
+    /// thread's count at every refresh.
+    pub refused_requests: u64,
     /// Client connections seen by the data path (ready transitions).
     pub connects: u64,
     /// Client disconnections seen by the data path.
