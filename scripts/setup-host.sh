@@ -24,6 +24,7 @@ packages=(
   busybox-static
   cpio
   kmod   # depmod, modprobe
+  dash   # sh
   dpkg   # dpkg-deb
   apt    # apt-get, apt-cache
   libc-bin
