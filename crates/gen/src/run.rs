@@ -152,6 +152,11 @@ pub struct GenReport {
     /// here (frames that were due and could not go); an unlimited run simply sends
     /// when the ring has room (see `driver.tx_ring_full` for reservation failures).
     pub tx_dropped_ring_full: u64,
+    /// Rate-limited runs: frames that were due but were given up because the
+    /// generator ran too late to send them (more accrued while it was not running
+    /// than its token bucket holds). With `tx_packets` and `tx_dropped_ring_full`,
+    /// the rate times `duration_s` less at most a bucket (still in it at the end).
+    pub tx_late: u64,
     /// Frames received.
     pub rx_packets: u64,
     /// Bytes received.
@@ -325,6 +330,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     };
     let end = start + cfg.duration;
     let mut tokens = 0f64;
+    let mut late = 0f64;
     let mut last_refill = start;
     let mut iter = 0u64;
     let event = cfg.mode == PollMode::EventDriven;
@@ -356,6 +362,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             Some(rate) => {
                 tokens += now.duration_since(last_refill).as_secs_f64() * rate as f64;
                 last_refill = now;
+                late += (tokens - bucket).max(0.0);
                 tokens = tokens.min(bucket);
                 let g = (tokens as usize).min(batch).min(left);
                 tokens -= g as f64;
@@ -407,7 +414,15 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             std::thread::yield_now();
         }
     }
-    let sent_for = start.elapsed().as_secs_f64();
+    let end_of_sending = Instant::now();
+    let sent_for = end_of_sending.duration_since(start).as_secs_f64();
+    let counted_out = cfg.count.is_some_and(|c| report.tx_packets >= c);
+    if let (Some(rate), false) = (cfg.rate_pps, counted_out) {
+        // What accrued since the last refill counts too: over a bucket, it was late.
+        let accrued = end_of_sending.duration_since(last_refill).as_secs_f64() * rate as f64;
+        late += (tokens + accrued - bucket).max(0.0);
+    }
+    report.tx_late = late as u64;
     // Drain: frames still in flight (none when receiving only).
     let drain = if cfg.rate_pps == Some(0) {
         Duration::ZERO
