@@ -118,21 +118,23 @@ impl Proc {
         self.out.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// CPU seconds the process (all its threads) has used so far.
-    pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds_of(self.child.id())
+    /// CPU seconds the process (all its threads) has used so far; an error when
+    /// they cannot be read (the process is gone).
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        cpu_seconds_of(self.child.id()).with_context(|| format!("CPU time of {}", self.name))
     }
 
-    /// CPU seconds of this process's descendants that are alive (the switch's driver
-    /// domains: their reapers and workers).
-    pub fn descendants_cpu_seconds(&self) -> f64 {
-        let mut total = 0.0;
+    /// Process ids of this process's descendants that are alive (the switch's driver
+    /// domains: their reapers and workers), sorted.
+    pub fn descendants(&self) -> Vec<u32> {
+        let mut out = Vec::new();
         let mut stack = children_of(self.child.id());
         while let Some(pid) = stack.pop() {
-            total += cpu_seconds_of(pid);
             stack.extend(children_of(pid));
+            out.push(pid);
         }
-        total
+        out.sort_unstable();
+        out
     }
 
     /// Sends SIGINT.
@@ -289,7 +291,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// /proc/PID/task/*/schedstat (nanoseconds; threads that already exited are not
 /// counted, which suits the long-lived threads of the processes measured here),
 /// or, without schedstat, user + system time from /proc/PID/stat (10 ms ticks).
-fn cpu_seconds_of(pid: u32) -> f64 {
+/// An error when neither can be read: a missing measurement is never 0.
+pub fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
     let mut ns = 0u64;
     let mut found = false;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -308,17 +311,21 @@ fn cpu_seconds_of(pid: u32) -> f64 {
         }
     }
     if found {
-        return ns as f64 / 1e9;
+        return Ok(ns as f64 / 1e9);
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid}: no schedstat and no stat"))?;
     // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("process {pid}: unreadable stat {stat:?}"))?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / USER_HZ
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("process {pid}: no field {} in stat {stat:?}", i + 3))
+    };
+    Ok((tick(11)? + tick(12)?) / USER_HZ)
 }

@@ -151,7 +151,15 @@ pub struct GenReport {
     /// Frames not sent because the TX ring was full. Only rate-limited runs count
     /// here (frames that were due and could not go); an unlimited run simply sends
     /// when the ring has room (see `driver.tx_ring_full` for reservation failures).
+    /// Also the frames that became due while the ring was full (since the last
+    /// reservation failed) beyond what the token bucket holds.
     pub tx_dropped_ring_full: u64,
+    /// Rate-limited runs: frames that were due but were given up because the
+    /// generator ran too late to send them, with room in its ring (more accrued
+    /// while it was not running than its token bucket holds). With `tx_packets`
+    /// and `tx_dropped_ring_full`, the rate times `duration_s` less at most a
+    /// bucket (still in it at the end).
+    pub tx_late: u64,
     /// Frames received.
     pub rx_packets: u64,
     /// Bytes received.
@@ -325,6 +333,11 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     };
     let end = start + cfg.duration;
     let mut tokens = 0f64;
+    // Tokens over the bucket, given up: while the ring was full (the last
+    // reservation failed), or while the generator was late with room in it.
+    let mut over_full = 0f64;
+    let mut late = 0f64;
+    let mut ring_full = false;
     let mut last_refill = start;
     let mut iter = 0u64;
     let event = cfg.mode == PollMode::EventDriven;
@@ -356,6 +369,12 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             Some(rate) => {
                 tokens += now.duration_since(last_refill).as_secs_f64() * rate as f64;
                 last_refill = now;
+                let over = (tokens - bucket).max(0.0);
+                if ring_full {
+                    over_full += over;
+                } else {
+                    late += over;
+                }
                 tokens = tokens.min(bucket);
                 let g = (tokens as usize).min(batch).min(left);
                 tokens -= g as f64;
@@ -370,7 +389,8 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             NO_TIMESTAMP
         };
         for i in 0..grant {
-            let Some(slot) = d.tx_reserve() else {
+            let Some(slot) = d.tx_reserve().inspect(|_| ring_full = false) else {
+                ring_full = true;
                 // The ring stays full for the rest of this batch (tx_reserve already
                 // tried to reap): stop trying. With a rate, the rest of the grant was
                 // due and is lost.
@@ -407,7 +427,21 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             std::thread::yield_now();
         }
     }
-    let sent_for = start.elapsed().as_secs_f64();
+    let end_of_sending = Instant::now();
+    let sent_for = end_of_sending.duration_since(start).as_secs_f64();
+    let counted_out = cfg.count.is_some_and(|c| report.tx_packets >= c);
+    if let (Some(rate), false) = (cfg.rate_pps, counted_out) {
+        // What accrued since the last refill counts too: over a bucket, it was late.
+        let accrued = end_of_sending.duration_since(last_refill).as_secs_f64() * rate as f64;
+        let over = (tokens + accrued - bucket).max(0.0);
+        if ring_full {
+            over_full += over;
+        } else {
+            late += over;
+        }
+    }
+    report.tx_late = late as u64;
+    report.tx_dropped_ring_full += over_full as u64;
     // Drain: frames still in flight (none when receiving only).
     let drain = if cfg.rate_pps == Some(0) {
         Duration::ZERO

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use plan::{Mode, Plan, Workload, FIXED_RATES_PPS, QUICK_FIXED_RATES_PPS};
+use plan::{DpdkCells, Mode, Plan, Workload, FIXED_RATES_PPS, QUICK_FIXED_RATES_PPS};
 use results::{Cell, Document, RttRow, Setup, SCHEMA_VERSION};
 use runner::{Scratch, RTT_RATE_PPS, RTT_SIZE};
 
@@ -90,8 +90,9 @@ pub struct BenchArgs {
     /// Skip the round-trip-time runs.
     #[arg(long)]
     no_rtt: bool,
-    /// A smoke run in under a minute: every mode, workload and metric with the
-    /// built-in peers, one run of 0.5 s each, two fixed rates, no DPDK.
+    /// A smoke run: every mode, workload and metric with the built-in peers, one
+    /// run of 0.5 s each, two fixed rates, and (with `--dpdk`: when testpmd is
+    /// installed, by default) two cells with testpmd, as the client and as the NIC.
     #[arg(long)]
     quick: bool,
     /// Write the results as JSON to this file (schema: docs/evaluation.md).
@@ -150,7 +151,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
         a.duration = 0.5;
         a.repeat = 1;
         a.rates = QUICK_FIXED_RATES_PPS.to_vec();
-        a.dpdk = DpdkChoice::Off;
+        a.dpdk_repeat = 1;
     }
     if !(a.duration.is_finite() && a.duration >= 0.5) {
         bail!("--duration must be at least 0.5 seconds");
@@ -182,7 +183,12 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     } else {
         a.rates.clone()
     };
-    let plan = Plan::new(&modes, &workloads, &a.sizes, &rates, dpdk);
+    let dpdk_cells = match (dpdk, a.quick) {
+        (false, _) => DpdkCells::None,
+        (true, true) => DpdkCells::Quick,
+        (true, false) => DpdkCells::All,
+    };
+    let plan = Plan::new(&modes, &workloads, &a.sizes, &rates, dpdk_cells);
     let repeat_of = |s: &plan::Spec| {
         if s.client == plan::Peer::Dpdk || s.nic == plan::Peer::Dpdk {
             a.dpdk_repeat
@@ -228,10 +234,28 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(r, c)| format!("{r} {c:.2}"))
                 .collect();
-            progress.line(
-                &format!("{} run {}/{n}", spec.label(), i + 1),
-                &format!("{:.3} Mpps, cpu-s {}", sample.mpps(), cpu.join(", ")),
-            );
+            let mut what = format!("{:.3} Mpps, cpu-s {}", sample.mpps(), cpu.join(", "));
+            if let Some(f) = &sample.frames {
+                let offered = f
+                    .offered
+                    .map(|o| {
+                        format!(
+                            "{o} offered ({} ring full, {} late), ",
+                            f.not_sent_ring_full, f.not_sent_late
+                        )
+                    })
+                    .unwrap_or_default();
+                what += &format!(
+                    "; frames: {offered}{} sent, {} delivered, {} dropped",
+                    f.sent,
+                    f.delivered,
+                    f.dropped()
+                );
+            }
+            if let Some(e) = &sample.switch_end {
+                what += &format!("; fast path at the end: {}", e.fast_path);
+            }
+            progress.line(&format!("{} run {}/{n}", spec.label(), i + 1), &what);
             samples.push(sample);
         }
         cells.push(Cell::of(*spec, spec.placement().poll, &samples));

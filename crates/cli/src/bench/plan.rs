@@ -202,6 +202,19 @@ impl Spec {
     }
 }
 
+/// Which cells with DPDK testpmd peers a plan has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdkCells {
+    /// None.
+    None,
+    /// Two, for `--quick`: testpmd as the client (the built-in NIC counting) and
+    /// as the NIC (the generator sending), transmit through the twin at the first
+    /// size (or the nearest the options allow: see [`Plan::new`]).
+    Quick,
+    /// Every workload with testpmd as the client, as the NIC and as both.
+    All,
+}
+
 /// What one invocation measures.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -218,19 +231,22 @@ pub const QUICK_FIXED_RATES_PPS: [u64; 2] = [100_000, 1_000_000];
 
 impl Plan {
     /// The matrix for `modes` and `sizes`: every workload with the built-in peers
-    /// at maximum rate; transmit at each of `rates` (event-driven); with `dpdk`, every
-    /// workload again with testpmd as the client, as the NIC and as both (the last
-    /// in `native` mode is the DPDK-only reference).
+    /// at maximum rate; transmit at each of `rates` (event-driven); with
+    /// [`DpdkCells::All`], every workload again with testpmd as the client, as the
+    /// NIC and as both (the last in `native` mode is the DPDK-only reference); with
+    /// [`DpdkCells::Quick`], one cell with testpmd as the client and one with it as
+    /// the NIC: `twin` (else the last of `modes`), transmit (else the first of
+    /// `workloads`), the first of `sizes`.
     pub fn new(
         modes: &[Mode],
         workloads: &[Workload],
         sizes: &[usize],
         rates: &[u64],
-        dpdk: bool,
+        dpdk: DpdkCells,
     ) -> Plan {
         let mut specs = Vec::new();
         let mut peer_sets = vec![(Peer::Builtin, Peer::Builtin)];
-        if dpdk {
+        if dpdk == DpdkCells::All {
             peer_sets.extend([
                 (Peer::Dpdk, Peer::Builtin),
                 (Peer::Builtin, Peer::Dpdk),
@@ -251,6 +267,30 @@ impl Plan {
                         });
                     }
                 }
+            }
+        }
+        let quick_mode = modes
+            .iter()
+            .copied()
+            .find(|&m| m == Mode::Twin)
+            .or(modes.last().copied());
+        let quick_workload = workloads
+            .iter()
+            .copied()
+            .find(|&w| w == Workload::Transmit)
+            .or(workloads.first().copied());
+        if let (DpdkCells::Quick, Some(mode), Some(workload), Some(&size)) =
+            (dpdk, quick_mode, quick_workload, sizes.first())
+        {
+            for (client, nic) in [(Peer::Dpdk, Peer::Builtin), (Peer::Builtin, Peer::Dpdk)] {
+                specs.push(Spec {
+                    mode,
+                    workload,
+                    client,
+                    nic,
+                    size,
+                    rate_pps: None,
+                });
             }
         }
         let rates = if workloads.contains(&Workload::Transmit) {
@@ -290,7 +330,7 @@ mod tests {
             &Workload::ALL,
             &[64, 1500],
             &FIXED_RATES_PPS,
-            true,
+            DpdkCells::All,
         );
         // 4 peer sets x 4 modes x 3 workloads x 2 sizes, then 3 rates x 4 modes x 2 sizes.
         assert_eq!(p.specs.len(), 4 * 4 * 3 * 2 + 3 * 4 * 2);
@@ -303,7 +343,7 @@ mod tests {
 
     #[test]
     fn busy_pollers_never_share_a_core_with_testpmd() {
-        let p = Plan::new(&Mode::ALL, &Workload::ALL, &[64], &[], true);
+        let p = Plan::new(&Mode::ALL, &Workload::ALL, &[64], &[], DpdkCells::All);
         for s in p.specs {
             let pl = s.placement();
             if s.mode == Mode::Native {
@@ -322,8 +362,38 @@ mod tests {
     }
 
     #[test]
+    fn quick_has_testpmd_as_client_and_as_nic_once() {
+        let p = Plan::new(
+            &Mode::ALL,
+            &Workload::ALL,
+            &[64, 1500],
+            &QUICK_FIXED_RATES_PPS,
+            DpdkCells::Quick,
+        );
+        let dpdk: Vec<_> = p
+            .specs
+            .iter()
+            .filter(|s| s.client == Peer::Dpdk || s.nic == Peer::Dpdk)
+            .map(|s| (s.mode, s.workload, s.size, s.peers()))
+            .collect();
+        assert_eq!(
+            dpdk,
+            [
+                (Mode::Twin, Workload::Transmit, 64, "dpdk-client"),
+                (Mode::Twin, Workload::Transmit, 64, "dpdk-nic"),
+            ]
+        );
+    }
+
+    #[test]
     fn fixed_rates_are_event_driven() {
-        let p = Plan::new(&[Mode::Twin], &[Workload::Transmit], &[64], &[1000], false);
+        let p = Plan::new(
+            &[Mode::Twin],
+            &[Workload::Transmit],
+            &[64],
+            &[1000],
+            DpdkCells::None,
+        );
         let fixed: Vec<_> = p.specs.iter().filter(|s| s.rate_pps.is_some()).collect();
         assert_eq!(fixed.len(), 1);
         assert_eq!(fixed[0].placement().poll, Poll::Event);

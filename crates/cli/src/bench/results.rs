@@ -21,6 +21,64 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Process roles whose CPU time is measured.
 pub const ROLES: [&str; 4] = ["client", "switch", "domain", "nic"];
 
+/// The uplink at the end of a run, from the switch's final report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwitchEnd {
+    /// Who ran the uplink driver's fast path when the switch stopped (`inline`,
+    /// `domain`, `twin`): a run counts only when it is the spec's mode.
+    pub fast_path: String,
+    /// Twin faults during the run (each made the uplink fall back to `domain`).
+    pub twin_faults: u64,
+    /// Times the uplink's driver domain went away during the run.
+    pub uplink_disconnects: u64,
+}
+
+/// Where the frames of a run went, from the peers' and the switch's reports:
+/// `delivered` + the sum of `drops` == `sent` when nothing was lost uncounted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Frames {
+    /// At a fixed rate, the frames due over the client's send phase (rate x its
+    /// length, rounded down); `None` at maximum rate.
+    pub offered: Option<u64>,
+    /// Frames that were due at the fixed rate but found the client's transmit
+    /// ring full, so were never sent (0 at maximum rate).
+    pub not_sent_ring_full: u64,
+    /// Frames that were due at the fixed rate but were given up because the
+    /// generator did not run in time (more accrued than its token bucket holds: a
+    /// loaded machine); 0 at maximum rate.
+    pub not_sent_late: u64,
+    /// Frames the client sent.
+    pub sent: u64,
+    /// Frames the far end (the NIC) received.
+    pub delivered: u64,
+    /// Frames dropped between, by `PROCESS/REASON` (`switch/...`: every port of
+    /// the switch; `nic/...`: the built-in NIC's receive side), zeros included.
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl Frames {
+    /// All counted drops.
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+
+    /// The sum of `self` and `o` (of runs of one spec).
+    fn add(&self, o: &Frames) -> Frames {
+        let mut drops = self.drops.clone();
+        for (k, v) in &o.drops {
+            *drops.entry(k.clone()).or_default() += v;
+        }
+        Frames {
+            offered: self.offered.zip(o.offered).map(|(a, b)| a + b),
+            not_sent_ring_full: self.not_sent_ring_full + o.not_sent_ring_full,
+            not_sent_late: self.not_sent_late + o.not_sent_late,
+            sent: self.sent + o.sent,
+            delivered: self.delivered + o.delivered,
+            drops,
+        }
+    }
+}
+
 /// One run of a spec.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
@@ -36,6 +94,13 @@ pub struct Sample {
     pub secs: f64,
     /// CPU-seconds per role during the window.
     pub cpu_s: BTreeMap<String, f64>,
+    /// The uplink at the end (`None` in `native`).
+    pub switch_end: Option<SwitchEnd>,
+    /// Where the frames went (transmit runs; `None` otherwise).
+    pub frames: Option<Frames>,
+    /// Runs of the spec it took to get this one: a fixed-rate run whose generator
+    /// did not send what the rate offered is run again (1 otherwise).
+    pub attempts: u32,
 }
 
 impl Sample {
@@ -102,6 +167,16 @@ pub struct Cell {
     /// Million packets per CPU-second of all processes: the seeds' CPU-scaled
     /// throughput.
     pub total_mpps_per_cpu: f64,
+    /// Who ran the uplink's fast path when the switch stopped, the same in every
+    /// run (`mixed` when not); `None` in `native`.
+    pub fast_path_end: Option<String>,
+    /// Twin faults, all runs together (`None` in `native`).
+    pub twin_faults: Option<u64>,
+    /// Disconnects of the uplink's driver domain, all runs together (`None` in
+    /// `native`).
+    pub uplink_disconnects: Option<u64>,
+    /// Where the frames went, all runs together (transmit; `None` otherwise).
+    pub frames: Option<Frames>,
 }
 
 fn inverse(x: f64) -> f64 {
@@ -125,6 +200,20 @@ impl Cell {
         let total = cost(&ROLES);
         let datapath = cost(&["switch", "domain"]);
         let m = median(mpps.clone());
+        let ends: Vec<&SwitchEnd> = runs.iter().filter_map(|r| r.switch_end.as_ref()).collect();
+        let all_ends = !ends.is_empty() && ends.len() == runs.len();
+        let fast_path_end = all_ends.then(|| {
+            if ends.iter().all(|e| e.fast_path == ends[0].fast_path) {
+                ends[0].fast_path.clone()
+            } else {
+                "mixed".to_string()
+            }
+        });
+        let frames = runs
+            .iter()
+            .map(|r| r.frames.clone())
+            .collect::<Option<Vec<Frames>>>()
+            .and_then(|f| f.into_iter().reduce(|a, b| a.add(&b)));
         Cell {
             spec,
             poll,
@@ -138,6 +227,10 @@ impl Cell {
             datapath_cpu_s_per_mpkt: datapath,
             datapath_mpps_per_cpu: inverse(datapath),
             total_mpps_per_cpu: inverse(total),
+            fast_path_end,
+            twin_faults: all_ends.then(|| ends.iter().map(|e| e.twin_faults).sum()),
+            uplink_disconnects: all_ends.then(|| ends.iter().map(|e| e.uplink_disconnects).sum()),
+            frames,
         }
     }
 }
@@ -342,6 +435,9 @@ mod tests {
             packets,
             secs: 1.0,
             cpu_s: cpu.iter().map(|(r, c)| (r.to_string(), *c)).collect(),
+            switch_end: None,
+            frames: None,
+            attempts: 1,
         }
     }
 
