@@ -14,25 +14,10 @@ use serde_json::Value;
 const C1: &str = "02:00:00:00:00:01";
 const OUTSIDE: &str = "02:00:00:00:00:fe";
 
-/// The switch's own drop reasons (`switch::counters::Drop`) but `uplink_ring_full`
-/// (nothing can be queued to an uplink that is down).
-const SWITCH_DROPS_BUT_RING_FULL: [&str; 10] = [
-    "runt",
-    "group_source",
-    "spoofed_source",
-    "hairpin",
-    "no_destination",
-    "destination_down",
-    "uplink_down",
-    "too_big_for_uplink",
-    "stolen_source",
-    "flood_limited",
-];
-
 /// c1's frames the switch dropped for reasons of its own (as the ingress port: a
 /// frame for a down uplink is counted here, as `no_destination` or `uplink_down`).
 fn c1_drops(st: &Value) -> u64 {
-    SWITCH_DROPS_BUT_RING_FULL
+    switch_drops_but_ring_full()
         .iter()
         .map(|r| n(st, &format!("/clients/c1/drops/{r}")))
         .sum()

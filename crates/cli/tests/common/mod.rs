@@ -575,6 +575,18 @@ pub fn fast_path(st: &Value) -> Option<&str> {
     maybe_str(st, "/uplinks/u0/detail/driver/fast_path")
 }
 
+/// The switch's own drop reasons (`switch::counters::Drop`) but `uplink_ring_full`
+/// (nothing can be queued to an uplink that is down), from the switch itself, so
+/// a reason added there is counted here too.
+pub fn switch_drops_but_ring_full() -> Vec<&'static str> {
+    use switch::counters::Drop;
+    Drop::ALL
+        .iter()
+        .filter(|d| **d != Drop::UplinkRingFull)
+        .map(|d| d.as_str())
+        .collect()
+}
+
 /// uplink u0's driver domain (its reaper's pid); `None` while none is connected.
 pub fn driver_pid(st: &Value) -> Option<u64> {
     st.pointer("/uplinks/u0/detail/driver/pid")
