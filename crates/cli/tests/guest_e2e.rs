@@ -65,14 +65,35 @@ fn run(mode: &str) {
     // The timeline and the summary (shown by cargo test on failure, or with
     // --nocapture).
     println!("{out}");
+    // The failed checks go into the panic message too: a CI log that shows only
+    // the end of a long output still says what failed.
+    let failed = failures(&out);
     match status {
         Some(s) => assert!(
             s.success(),
-            "scripts/guest-e2e.sh {mode} failed ({s}); its output is above"
+            "scripts/guest-e2e.sh {mode} failed ({s}); its output is above. Failed:\n{failed}"
         ),
         None => panic!(
-            "scripts/guest-e2e.sh {mode} did not finish within {TIMEOUT:?}; its output is above"
+            "scripts/guest-e2e.sh {mode} did not finish within {TIMEOUT:?}; its output is above. Failed:\n{failed}"
         ),
+    }
+}
+
+/// The script's summary lines that did not pass and its own `FAIL:` lines, at most
+/// 20 of them.
+fn failures(out: &str) -> String {
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            t.starts_with("FAIL ") || t.starts_with("guest-e2e: FAIL")
+        })
+        .take(20)
+        .collect();
+    if lines.is_empty() {
+        "(no failed check in the output)".to_string()
+    } else {
+        lines.join("\n")
     }
 }
 
