@@ -143,7 +143,7 @@ struct SwitchArgs {
     max_total_client_memory: u64,
     /// Driver-domain restarts an uplink may make within a minute; past them it
     /// gives up, and stays down until `twin ctl revive UPLINK`.
-    #[arg(long, default_value_t = switch::uplink::RESTART_BUDGET)]
+    #[arg(long, default_value_t = switch::port::uplink::RESTART_BUDGET)]
     restart_budget: usize,
     /// Run as root, the switch runs uplink i's driver domain as user and group id
     /// BASE+i outside its namespaces, an id nothing else on the host should use.

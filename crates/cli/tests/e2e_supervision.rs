@@ -44,7 +44,7 @@ const FLOW: u64 = 500;
 /// a data-path iteration, before that iteration forwards a batch from every port:
 /// a start may precede the failure it records by that much. A test that bounds an
 /// outage's length by its own clock allows one link-check interval
-/// (`switch::uplink::LINK_CHECK_INTERVAL`, 50 ms) for it.
+/// (`switch::port::uplink::LINK_CHECK_INTERVAL`, 50 ms) for it.
 const STAMP_SLACK_MS: u64 = 50;
 
 /// The generator's rate, frames per second.
@@ -668,5 +668,5 @@ fn a_domain_that_keeps_the_fast_path_is_replaced_after_the_handover_timeout() {
     assert_eq!(n(&nic_r, "/connects"), 2, "{nic_r}");
 }
 
-/// `switch::uplink::HANDOVER_TIMEOUT`.
+/// `switch::port::uplink::HANDOVER_TIMEOUT`.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,7 +1,7 @@
 //! Per-port counters of the switch, and the report it prints when it stops.
 //!
 //! "rx" is what the switch received from a port, "tx" what it sent to it. Every copy
-//! of a frame the switch does not deliver is counted once, under a [`Drop`] reason, on
+//! of a frame the switch does not deliver is counted once, under a [`DropReason`], on
 //! the port where the decision was made: the ingress port for frames that are invalid,
 //! whose one destination is down, or that have nowhere to go; the egress port for a
 //! destination that had no room for it. A flooded frame skips ports that are down
@@ -15,7 +15,7 @@ use serde::Serialize;
 /// receive buffers) are counted by the ports themselves and merged into the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Drop {
+pub enum DropReason {
     /// Shorter than an Ethernet header.
     Runt,
     /// Source address is a group address.
@@ -40,36 +40,36 @@ pub enum Drop {
     FloodLimited,
 }
 
-impl Drop {
+impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [Drop; 11] = [
-        Drop::Runt,
-        Drop::GroupSource,
-        Drop::SpoofedSource,
-        Drop::Hairpin,
-        Drop::NoDestination,
-        Drop::DestinationDown,
-        Drop::UplinkDown,
-        Drop::UplinkRingFull,
-        Drop::TooBigForUplink,
-        Drop::StolenSource,
-        Drop::FloodLimited,
+    pub const ALL: [DropReason; 11] = [
+        DropReason::Runt,
+        DropReason::GroupSource,
+        DropReason::SpoofedSource,
+        DropReason::Hairpin,
+        DropReason::NoDestination,
+        DropReason::DestinationDown,
+        DropReason::UplinkDown,
+        DropReason::UplinkRingFull,
+        DropReason::TooBigForUplink,
+        DropReason::StolenSource,
+        DropReason::FloodLimited,
     ];
 
     /// The reason's name in reports.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Drop::Runt => "runt",
-            Drop::GroupSource => "group_source",
-            Drop::SpoofedSource => "spoofed_source",
-            Drop::Hairpin => "hairpin",
-            Drop::NoDestination => "no_destination",
-            Drop::DestinationDown => "destination_down",
-            Drop::UplinkDown => "uplink_down",
-            Drop::UplinkRingFull => "uplink_ring_full",
-            Drop::TooBigForUplink => "too_big_for_uplink",
-            Drop::StolenSource => "stolen_source",
-            Drop::FloodLimited => "flood_limited",
+            DropReason::Runt => "runt",
+            DropReason::GroupSource => "group_source",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::Hairpin => "hairpin",
+            DropReason::NoDestination => "no_destination",
+            DropReason::DestinationDown => "destination_down",
+            DropReason::UplinkDown => "uplink_down",
+            DropReason::UplinkRingFull => "uplink_ring_full",
+            DropReason::TooBigForUplink => "too_big_for_uplink",
+            DropReason::StolenSource => "stolen_source",
+            DropReason::FloodLimited => "flood_limited",
         }
     }
 }
@@ -85,24 +85,24 @@ pub struct PortCounters {
     pub tx_packets: u64,
     /// Bytes sent to the port.
     pub tx_bytes: u64,
-    drops: [u64; Drop::ALL.len()],
+    drops: [u64; DropReason::ALL.len()],
 }
 
 impl PortCounters {
     /// Counts one dropped frame.
     #[inline]
-    pub fn drop(&mut self, why: Drop) {
+    pub fn drop(&mut self, why: DropReason) {
         self.drops[why as usize] += 1;
     }
 
     /// How many frames were dropped for `why`.
-    pub fn dropped(&self, why: Drop) -> u64 {
+    pub fn dropped(&self, why: DropReason) -> u64 {
         self.drops[why as usize]
     }
 
     /// Every drop counter by name, zeros included.
     pub fn drops_by_reason(&self) -> BTreeMap<&'static str, u64> {
-        Drop::ALL
+        DropReason::ALL
             .iter()
             .map(|d| (d.as_str(), self.dropped(*d)))
             .collect()
@@ -218,9 +218,9 @@ mod tests {
     #[test]
     fn drops_are_counted_by_reason_and_totalled() {
         let mut c = PortCounters::default();
-        c.drop(Drop::Hairpin);
-        c.drop(Drop::Hairpin);
-        c.drop(Drop::Runt);
+        c.drop(DropReason::Hairpin);
+        c.drop(DropReason::Hairpin);
+        c.drop(DropReason::Runt);
         let p = PortReport::new(
             &c,
             [("no_rx_buffers".to_string(), 3), ("zero".to_string(), 0)],
@@ -234,7 +234,7 @@ mod tests {
         // Every reason is listed, zeros included.
         assert_eq!(p.drops.get("zero"), Some(&0));
         assert_eq!(p.drops.get("flood_limited"), Some(&0));
-        assert_eq!(p.drops.len(), Drop::ALL.len() + 2);
+        assert_eq!(p.drops.len(), DropReason::ALL.len() + 2);
         let r = SwitchReport::new(
             [("a".to_string(), p.clone())].into(),
             [("u".to_string(), p)].into(),
@@ -265,13 +265,13 @@ mod counting_tests {
             "flood_limited",
         ];
         let mut c = PortCounters::default();
-        for (i, d) in Drop::ALL.iter().enumerate() {
+        for (i, d) in DropReason::ALL.iter().enumerate() {
             assert_eq!(d.as_str(), names[i]);
             for _ in 0..=i {
                 c.drop(*d);
             }
         }
-        for (i, d) in Drop::ALL.iter().enumerate() {
+        for (i, d) in DropReason::ALL.iter().enumerate() {
             assert_eq!(c.dropped(*d), i as u64 + 1, "{}", d.as_str());
             assert_eq!(c.drops_by_reason().get(d.as_str()), Some(&(i as u64 + 1)));
         }
@@ -286,7 +286,7 @@ mod counting_tests {
             tx_bytes: 500,
             ..Default::default()
         };
-        c.drop(Drop::UplinkDown);
+        c.drop(DropReason::UplinkDown);
         let p = PortReport::new(
             &c,
             [

@@ -1,8 +1,15 @@
-//! The data path: one thread that moves frames from every source (client transmit
-//! queues, uplink receive queues) to their destinations, in batches.
+//! The data path: one thread that moves frames from every port to their
+//! destinations, in batches, through the one port interface ([`Port`]): it does not
+//! know what kind of port it forwards from or to.
+//!
+//! The port table holds each port beside what the switch keeps about it (counters,
+//! learning memo, pinned MAC). Forwarding from port `i` splits the table into that
+//! port and an [`Egress`] view of all the others ([`PortTable::split`]), so the
+//! ingress port cannot be reached as a destination: the borrows are disjoint by
+//! construction.
 //!
 //! Per loop iteration it: takes control-plane news (client connects, uplink links),
-//! drains up to [`BATCH`] frames from each source, decides each frame's destination
+//! drains up to [`BATCH`] frames from each port, decides each frame's destination
 //! with the learning table and copies it straight from the source memory into the
 //! destination's buffer (one copy, no staging, no allocation), then publishes every
 //! destination once and notifies the peers that asked for it. In `busy` mode it spins;
@@ -20,6 +27,7 @@
 //! destination gets. The payload after the header is not looked at, so it is
 //! copied as it is at each copy (a flooded frame's copies may differ there).
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,11 +36,10 @@ use twin_wire::{MacAddr, Segments};
 use vm_memory::VolatileSlice;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::client_port::ClientPort;
 use crate::config::PollMode;
-use crate::counters::{Drop, PortCounters};
+use crate::counters::{DropReason, PortCounters};
 use crate::fdb::{Destination, Fdb, Learned, Memo, PortId};
-use crate::uplink::{Sent, Uplink, UplinkError};
+use crate::port::{Delivery, MaintainContext, Port, PortError, PortKind};
 
 /// Frames taken from one source per iteration.
 pub const BATCH: usize = 64;
@@ -48,51 +55,122 @@ const EXPIRE_INTERVAL_MS: u64 = 1000;
 /// Errors of the data path.
 #[derive(Debug, thiserror::Error)]
 pub enum DataPathError {
-    /// An uplink could not be reconnected.
+    /// A port failed in a way that stops the switch.
     #[error(transparent)]
-    Uplink(#[from] UplinkError),
+    Port(#[from] PortError),
     /// epoll failed.
     #[error("epoll failed")]
     Epoll(#[source] std::io::Error),
 }
 
+/// One port and what the switch keeps about it.
+#[derive(Debug)]
+pub struct PortEntry {
+    /// The port.
+    pub port: Box<dyn Port>,
+    /// Its kind (fixed for its life).
+    pub kind: PortKind,
+    /// The source MAC its peer must use (anti-spoofing), when configured.
+    pub pinned_mac: Option<MacAddr>,
+    /// The switch's counters for it.
+    pub counters: PortCounters,
+    /// Its learning memo as an ingress port.
+    pub memo: Memo,
+}
+
+impl PortEntry {
+    /// A port with fresh counters.
+    pub fn new(port: Box<dyn Port>) -> Self {
+        PortEntry {
+            kind: port.kind(),
+            pinned_mac: port.pinned_mac(),
+            port,
+            counters: PortCounters::default(),
+            memo: Memo::default(),
+        }
+    }
+}
+
+/// The ports; a port's [`PortId`] is its index.
+#[derive(Debug, Default)]
+pub struct PortTable {
+    entries: Vec<PortEntry>,
+}
+
+impl PortTable {
+    /// A table of `ports`, numbered in order.
+    pub fn new(ports: Vec<Box<dyn Port>>) -> Self {
+        PortTable {
+            entries: ports.into_iter().map(PortEntry::new).collect(),
+        }
+    }
+
+    /// Every port, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &PortEntry> {
+        self.entries.iter()
+    }
+
+    /// Every port, in id order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut PortEntry> {
+        self.entries.iter_mut()
+    }
+
+    /// Number of ports.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True without ports.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Port `i` and every other port as destinations.
+    fn split(&mut self, i: usize) -> Option<(&mut PortEntry, Egress<'_>)> {
+        let (before, rest) = self.entries.split_at_mut(i);
+        let (ingress, after) = rest.split_first_mut()?;
+        Some((
+            ingress,
+            Egress {
+                before,
+                after,
+                delivered: 0,
+            },
+        ))
+    }
+}
+
+/// The learning table, the clock and the switch-wide limits: what every forwarding
+/// decision shares, apart from the ports.
+#[derive(Debug)]
+struct Core {
+    fdb: Fdb,
+    /// Sources not learned because the table was full.
+    fdb_full: u64,
+    /// Flooded frames a second one ingress port may send (0: no limit).
+    flood_pps: u64,
+    start: Instant,
+    last_expire_ms: u64,
+}
+
 /// The switch's ports and learning table.
 #[derive(Debug)]
 pub struct DataPath {
-    /// Client ports; their [`PortId`] is their index.
-    pub clients: Vec<ClientPort>,
-    /// Uplinks; their [`PortId`] is `clients.len()` plus their index.
-    pub uplinks: Vec<Uplink>,
-    /// The learning table.
-    pub fdb: Fdb,
-    /// Sources not learned because the table was full.
-    pub fdb_full: u64,
-    /// Flooded frames a second one ingress port may send (0: no limit).
-    pub flood_pps: u64,
+    /// The ports.
+    pub ports: PortTable,
+    core: Core,
     poll: PollMode,
-    start: Instant,
-    last_expire_ms: u64,
     /// Commands from the control socket.
     ctl: Option<std::sync::mpsc::Receiver<crate::ctl::Request>>,
     /// The client memory budget shared by the client ports (for the report).
     pub memory_budget: Option<std::sync::Arc<vhost_device::MemoryBudget>>,
 }
 
-/// The ports a frame can go to, with the ingress port borrowed elsewhere.
+/// Every port but the ingress one, as destinations: the ports before it and the
+/// ports after it in the table.
 struct Egress<'a> {
-    /// Client ports before the ingress client (or all clients, for an uplink source).
-    clients_lo: &'a mut [ClientPort],
-    /// Client ports after the ingress client.
-    clients_hi: &'a mut [ClientPort],
-    /// Uplinks before the ingress uplink (or all uplinks, for a client source).
-    uplinks_lo: &'a mut [Uplink],
-    /// Uplinks after the ingress uplink.
-    uplinks_hi: &'a mut [Uplink],
-    /// Port ids at which the `_hi` slices start (ingress + 1).
-    clients_hi_base: usize,
-    uplinks_hi_base: usize,
-    n_clients: usize,
-    n_ports: usize,
+    before: &'a mut [PortEntry],
+    after: &'a mut [PortEntry],
     /// Copies delivered so far (the measure of progress: a round that only drops,
     /// because its destinations are full, lets the core go to whoever drains them).
     delivered: usize,
@@ -101,85 +179,59 @@ struct Egress<'a> {
 /// Where a switching decision sends frames: the egress side of [`switch_frame`],
 /// so that the decision can be tested without real ports.
 trait Ports {
-    /// Ports below this id are client ports; the others are uplinks.
-    fn n_clients(&self) -> usize;
-    /// Number of ports (client ports, then uplinks).
+    /// Number of ports, the ingress port included.
     fn n_ports(&self) -> usize;
-    /// Copies `frame` to port `p`.
+    /// What a frame whose one destination, port `p`, is down counts as.
+    fn down_reason(&self, p: usize) -> DropReason;
+    /// Copies `frame` to port `p`, counting the copy on `p` when it is delivered or
+    /// dropped there; the ingress port is [`Delivery::Down`].
     fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery;
 }
 
-impl Ports for Egress<'_> {
-    fn n_clients(&self) -> usize {
-        self.n_clients
-    }
-
-    fn n_ports(&self) -> usize {
-        self.n_ports
-    }
-
-    fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery {
-        Egress::deliver(self, p, frame)
+impl Egress<'_> {
+    fn entry(&mut self, p: usize) -> Option<&mut PortEntry> {
+        let n = self.before.len();
+        if p < n {
+            self.before.get_mut(p)
+        } else {
+            self.after.get_mut(p.checked_sub(n + 1)?)
+        }
     }
 }
 
-impl Egress<'_> {
-    fn client(&mut self, i: usize) -> Option<&mut ClientPort> {
-        if i < self.clients_lo.len() {
-            self.clients_lo.get_mut(i)
-        } else {
-            self.clients_hi
-                .get_mut(i.checked_sub(self.clients_hi_base)?)
-        }
+impl Ports for Egress<'_> {
+    fn n_ports(&self) -> usize {
+        self.before.len() + 1 + self.after.len()
     }
 
-    fn uplink(&mut self, i: usize) -> Option<&mut Uplink> {
-        if i < self.uplinks_lo.len() {
-            self.uplinks_lo.get_mut(i)
+    fn down_reason(&self, p: usize) -> DropReason {
+        let n = self.before.len();
+        let kind = if p < n {
+            self.before.get(p).map(|e| e.kind)
         } else {
-            self.uplinks_hi
-                .get_mut(i.checked_sub(self.uplinks_hi_base)?)
-        }
+            p.checked_sub(n + 1)
+                .and_then(|q| self.after.get(q))
+                .map(|e| e.kind)
+        };
+        kind.unwrap_or(PortKind::Client).down_reason()
     }
 
-    /// Copies `frame` to port `p`. A copy that a resource shortage prevents is
-    /// counted on the egress port; a port that is down is [`Delivery::Skipped`] and
-    /// counted by the caller only when it was the one destination.
+    #[inline]
     fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery {
-        let len = frame.len() as u64;
-        if p < self.n_clients {
-            let Some(port) = self.client(p) else {
-                return Delivery::Skipped;
-            };
-            if !port.handle.is_ready() {
-                return Delivery::Skipped;
+        let Some(e) = self.entry(p) else {
+            return Delivery::Down;
+        };
+        let d = e.port.deliver(frame);
+        match d {
+            Delivery::Delivered => {
+                e.counters.tx_packets += 1;
+                e.counters.tx_bytes += frame.len() as u64;
+                self.delivered += 1;
             }
-            // Device-level failures (no receive buffers, bad chains) are counted by
-            // the device under their own reasons.
-            if port.handle.push_rx(frame).is_err() {
-                return Delivery::Dropped;
-            }
-            port.counters.tx_packets += 1;
-            port.counters.tx_bytes += len;
-            self.delivered += 1;
-            Delivery::Delivered
-        } else {
-            let Some(up) = self.uplink(p - self.n_clients) else {
-                return Delivery::Skipped;
-            };
-            let Some((drv, counters)) = up.driver_and_counters() else {
-                return Delivery::Skipped;
-            };
-            match drv.send(frame, counters) {
-                Sent::Queued => {
-                    counters.tx_packets += 1;
-                    counters.tx_bytes += len;
-                    self.delivered += 1;
-                    Delivery::Delivered
-                }
-                Sent::Dropped => Delivery::Dropped,
-            }
+            Delivery::Dropped(why) => e.counters.drop(why),
+            Delivery::DroppedByPort | Delivery::Down => {}
         }
+        d
     }
 }
 
@@ -197,17 +249,6 @@ impl std::ops::AddAssign for Moved {
         self.taken += o.taken;
         self.delivered += o.delivered;
     }
-}
-
-/// What happened to one copy of a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delivery {
-    /// Copied into the destination.
-    Delivered,
-    /// The destination could not take it; counted there.
-    Dropped,
-    /// The destination is down or not ready; not counted (yet).
-    Skipped,
 }
 
 /// The port a frame came in on, as the switching decision needs it.
@@ -241,78 +282,90 @@ fn switch_frame(
     counters.rx_bytes += frame.len() as u64;
     let mut hdr = [0u8; ETH_HLEN];
     if frame.read_prefix(&mut hdr) < ETH_HLEN {
-        counters.drop(Drop::Runt);
+        counters.drop(DropReason::Runt);
         return;
     }
     let (dst, src) = (MacAddr::dst_of(&hdr), MacAddr::src_of(&hdr));
     if src.is_multicast() {
-        counters.drop(Drop::GroupSource);
+        counters.drop(DropReason::GroupSource);
         return;
     }
     if ingress.mac.is_some_and(|m| m != src) {
-        counters.drop(Drop::SpoofedSource);
+        counters.drop(DropReason::SpoofedSource);
         return;
     }
     // From here on the frame is the checked header plus the rest of the source's
     // memory: re-reading the header from there would let the source change what
     // was checked. (Cannot fail: the frame holds the header's 14 bytes.)
     let Some(frame) = Segments::with_header(VolatileSlice::from(&mut hdr[..]), frame) else {
-        counters.drop(Drop::Runt);
+        counters.drop(DropReason::Runt);
         return;
     };
     let frame = &frame;
     match t.fdb.learn_memo(ingress.memo, src, ingress.id, t.now_ms) {
         Learned::TableFull => *t.fdb_full += 1,
         Learned::Pinned => {
-            counters.drop(Drop::StolenSource);
+            counters.drop(DropReason::StolenSource);
             return;
         }
         _ => {}
     }
     let me = ingress.id;
     match t.fdb.lookup_memo(ingress.memo, dst, t.now_ms) {
-        Destination::Port(p) if p == me => counters.drop(Drop::Hairpin),
+        Destination::Port(p) if p == me => counters.drop(DropReason::Hairpin),
         Destination::Port(p) => {
-            if egress.deliver(usize::from(p), frame) == Delivery::Skipped {
-                let down = if usize::from(p) < egress.n_clients() {
-                    Drop::DestinationDown
-                } else {
-                    Drop::UplinkDown
-                };
-                counters.drop(down);
+            let p = usize::from(p);
+            if egress.deliver(p, frame) == Delivery::Down {
+                counters.drop(egress.down_reason(p));
             }
         }
         Destination::Flood => {
             if !ingress.memo.allow_flood(t.flood_pps, t.now_ms) {
-                counters.drop(Drop::FloodLimited);
+                counters.drop(DropReason::FloodLimited);
                 return;
             }
             let mut any = false;
             for p in (0..egress.n_ports()).filter(|&p| p != usize::from(me)) {
-                any |= egress.deliver(p, frame) != Delivery::Skipped;
+                any |= egress.deliver(p, frame) != Delivery::Down;
             }
             if !any {
-                counters.drop(Drop::NoDestination);
+                counters.drop(DropReason::NoDestination);
             }
         }
     }
 }
 
 impl DataPath {
-    /// A data path over the given ports.
-    pub fn new(clients: Vec<ClientPort>, uplinks: Vec<Uplink>, fdb: Fdb, poll: PollMode) -> Self {
+    /// A data path over `ports` (a port's [`PortId`] is its index).
+    pub fn new(ports: Vec<Box<dyn Port>>, fdb: Fdb, poll: PollMode) -> Self {
         DataPath {
-            clients,
-            uplinks,
-            fdb,
-            fdb_full: 0,
-            flood_pps: 0,
+            ports: PortTable::new(ports),
+            core: Core {
+                fdb,
+                fdb_full: 0,
+                flood_pps: 0,
+                start: Instant::now(),
+                last_expire_ms: 0,
+            },
             poll,
-            start: Instant::now(),
-            last_expire_ms: 0,
             ctl: None,
             memory_budget: None,
         }
+    }
+
+    /// Sets how many flooded frames a second one ingress port may send (0: no limit).
+    pub fn set_flood_limit(&mut self, pps: u64) {
+        self.core.flood_pps = pps;
+    }
+
+    /// The learning table.
+    pub fn fdb(&self) -> &Fdb {
+        &self.core.fdb
+    }
+
+    /// Sources not learned because the table was full.
+    pub fn fdb_full(&self) -> u64 {
+        self.core.fdb_full
     }
 
     /// Takes commands from `ctl` between batches.
@@ -332,37 +385,35 @@ impl DataPath {
             requests.push(r);
         }
         for r in requests {
-            let answer = match &r.command {
+            let (uplink, cmd) = match &r.command {
                 crate::ctl::Command::Status => {
-                    serde_json::to_string(&crate::report(self)).unwrap_or_default()
+                    let answer = serde_json::to_string(&crate::report(self)).unwrap_or_default();
+                    let _ = r.reply.try_send(answer);
+                    continue;
                 }
                 crate::ctl::Command::Fault { uplink, kind } => {
-                    match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
-                        None => format!("error: no uplink {uplink:?}"),
-                        Some(u) => match u.inject(*kind) {
-                            Ok(()) => "ok".to_string(),
-                            Err(e) => format!("error: {e}"),
-                        },
-                    }
+                    (uplink, crate::port::PortCommand::Fault(*kind))
                 }
                 crate::ctl::Command::Revive { uplink } => {
-                    match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
-                        None => format!("error: no uplink {uplink:?}"),
-                        Some(u) => match u.revive() {
-                            Ok(()) => format!("ok: uplink {uplink} restarting"),
-                            Err(e) => format!("error: {e}"),
-                        },
-                    }
+                    (uplink, crate::port::PortCommand::Revive)
                 }
                 crate::ctl::Command::Mode { uplink, mode } => {
-                    match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
-                        None => format!("error: no uplink {uplink:?}"),
-                        Some(u) => {
-                            changed |= u.set_mode(*mode, now);
-                            format!("ok: uplink {uplink} mode {mode}")
-                        }
-                    }
+                    (uplink, crate::port::PortCommand::Mode(*mode))
                 }
+            };
+            let target = self
+                .ports
+                .iter_mut()
+                .find(|e| e.kind == PortKind::Uplink && e.port.name() == uplink.as_str());
+            let answer = match target {
+                None => format!("error: no uplink {uplink:?}"),
+                Some(e) => match e.port.command(cmd, now) {
+                    Ok(done) => {
+                        changed |= done.fds_changed;
+                        done.message
+                    }
+                    Err(err) => format!("error: {}", crate::port::error_chain(&err)),
+                },
             };
             let _ = r.reply.try_send(answer);
         }
@@ -370,15 +421,19 @@ impl DataPath {
     }
 
     fn now_ms(&self, now: Instant) -> u64 {
-        now.duration_since(self.start).as_millis() as u64
+        now.duration_since(self.core.start).as_millis() as u64
     }
 
     /// Frames dropped so far by the switch itself, over all ports and reasons.
     fn total_drops(&self) -> u64 {
-        let ports = self.clients.iter().map(|c| &c.counters);
-        ports
-            .chain(self.uplinks.iter().map(|u| &u.counters))
-            .map(|c| Drop::ALL.iter().map(|d| c.dropped(*d)).sum::<u64>())
+        self.ports
+            .iter()
+            .map(|e| {
+                DropReason::ALL
+                    .iter()
+                    .map(|d| e.counters.dropped(*d))
+                    .sum::<u64>()
+            })
             .sum()
     }
 
@@ -386,133 +441,62 @@ impl DataPath {
     fn control(&mut self, now: Instant) -> Result<bool, DataPathError> {
         let mut changed = self.serve_control(now);
         let now_ms = self.now_ms(now);
-        for i in 0..self.clients.len() {
-            if self.clients[i].handle.has_pending_change() {
+        let cx = MaintainContext {
+            now,
+            dropped_so_far: self.total_drops(),
+        };
+        for i in 0..self.ports.len() {
+            if self.ports.entries[i].port.wants_drain() {
                 // Drain before adopting: a client stops its rings only after its last
                 // frame, so every frame it posted is taken (bounded against a client
                 // that keeps posting).
                 for _ in 0..MAX_DRAIN_BATCHES {
-                    if self.forward_client(i, now_ms).taken == 0 {
+                    if self.forward_from(i, now_ms).taken == 0 {
                         break;
                     }
                 }
                 self.flush();
             }
-            let c = &mut self.clients[i];
-            if let Some(ev) = c.refresh() {
-                changed = true;
-                if matches!(ev, vhost_device::PortEvent::Disconnected) {
-                    self.fdb.forget_port(i as PortId);
-                }
+            let news = self.ports.entries[i].port.maintain(&cx)?;
+            changed |= news.fds_changed;
+            if news.peer_gone {
+                self.core.fdb.forget_port(i as PortId);
             }
         }
-        let n_clients = self.clients.len();
-        let dropped_so_far = self.total_drops();
-        for (i, u) in self.uplinks.iter_mut().enumerate() {
-            if u.check_link(now, dropped_so_far)? {
-                changed = true;
-                if u.driver().is_none() {
-                    self.fdb.forget_port((n_clients + i) as PortId);
-                }
-            }
-        }
-        if now_ms.saturating_sub(self.last_expire_ms) >= EXPIRE_INTERVAL_MS {
-            self.fdb.expire(now_ms);
-            self.last_expire_ms = now_ms;
+        if now_ms.saturating_sub(self.core.last_expire_ms) >= EXPIRE_INTERVAL_MS {
+            self.core.fdb.expire(now_ms);
+            self.core.last_expire_ms = now_ms;
         }
         Ok(changed)
     }
 
-    /// Moves one batch from every source.
+    /// Moves one batch from every port.
     fn forward_once(&mut self, now_ms: u64) -> Moved {
         let mut work = Moved::default();
-        for i in 0..self.clients.len() {
-            work += self.forward_client(i, now_ms);
-        }
-        for k in 0..self.uplinks.len() {
-            work += self.forward_uplink(k, now_ms);
+        for i in 0..self.ports.len() {
+            work += self.forward_from(i, now_ms);
         }
         work
     }
 
-    /// Moves one batch from client `i`'s transmit queue.
-    fn forward_client(&mut self, i: usize, now_ms: u64) -> Moved {
-        let n_clients = self.clients.len();
-        let n_ports = n_clients + self.uplinks.len();
-        let (lo, rest) = self.clients.split_at_mut(i);
-        let Some((src, hi)) = rest.split_first_mut() else {
+    /// Moves one batch from port `i`.
+    fn forward_from(&mut self, i: usize, now_ms: u64) -> Moved {
+        let Some((src, mut egress)) = self.ports.split(i) else {
             return Moved::default();
-        };
-        if !src.handle.is_ready() {
-            return Moved::default();
-        }
-        let mut egress = Egress {
-            clients_lo: lo,
-            clients_hi: hi,
-            uplinks_lo: &mut self.uplinks,
-            uplinks_hi: &mut [],
-            clients_hi_base: i + 1,
-            uplinks_hi_base: usize::MAX,
-            n_clients,
-            n_ports,
-            delivered: 0,
         };
         let mut table = Table {
-            fdb: &mut self.fdb,
-            fdb_full: &mut self.fdb_full,
+            fdb: &mut self.core.fdb,
+            fdb_full: &mut self.core.fdb_full,
             now_ms,
-            flood_pps: self.flood_pps,
+            flood_pps: self.core.flood_pps,
         };
         let mut ingress = Ingress {
             id: i as PortId,
-            mac: src.spec.mac,
+            mac: src.pinned_mac,
             counters: &mut src.counters,
             memo: &mut src.memo,
         };
-        let taken = src.handle.pop_tx(BATCH, |frame| {
-            switch_frame(frame, &mut ingress, &mut table, &mut egress)
-        });
-        Moved {
-            taken,
-            delivered: egress.delivered,
-        }
-    }
-
-    /// Moves one batch from uplink `k`'s receive queue.
-    fn forward_uplink(&mut self, k: usize, now_ms: u64) -> Moved {
-        let n_clients = self.clients.len();
-        let n_ports = n_clients + self.uplinks.len();
-        let (lo, rest) = self.uplinks.split_at_mut(k);
-        let Some((src, hi)) = rest.split_first_mut() else {
-            return Moved::default();
-        };
-        let Some((drv, counters, memo)) = src.source_parts() else {
-            return Moved::default();
-        };
-        let mut egress = Egress {
-            clients_lo: &mut self.clients,
-            clients_hi: &mut [],
-            uplinks_lo: lo,
-            uplinks_hi: hi,
-            clients_hi_base: usize::MAX,
-            uplinks_hi_base: k + 1,
-            n_clients,
-            n_ports,
-            delivered: 0,
-        };
-        let mut table = Table {
-            fdb: &mut self.fdb,
-            fdb_full: &mut self.fdb_full,
-            now_ms,
-            flood_pps: self.flood_pps,
-        };
-        let mut ingress = Ingress {
-            id: (n_clients + k) as PortId,
-            mac: None,
-            counters,
-            memo,
-        };
-        let taken = drv.rx_burst(BATCH, |frame| {
+        let taken = src.port.receive(BATCH, &mut |frame| {
             switch_frame(frame, &mut ingress, &mut table, &mut egress)
         });
         Moved {
@@ -523,57 +507,39 @@ impl DataPath {
 
     /// Publishes what this iteration delivered and notifies peers that want it.
     fn flush(&mut self) {
-        for c in &mut self.clients {
-            if c.handle.is_ready() {
-                c.handle.flush_rx();
-            }
-        }
-        for u in &mut self.uplinks {
-            if let Some(d) = u.driver_mut() {
-                d.flush();
-            }
+        for e in self.ports.iter_mut() {
+            e.port.flush();
         }
     }
 
-    /// Registers every source's notification fd in a fresh epoll set.
+    /// Registers every port's wake-up fds in a fresh epoll set.
     fn build_waits(&self) -> Result<Epoll, DataPathError> {
         let ep = Epoll::new().map_err(DataPathError::Epoll)?;
-        // The control threads write a port's wake fd on every change, so a sleeping
-        // data path takes control news at once.
-        let fds = self
-            .clients
-            .iter()
-            .flat_map(|c| [Some(c.handle.wake_fd()), c.handle.tx_kick_fd()])
-            .flatten()
-            .chain(
-                self.uplinks
-                    .iter()
-                    .filter_map(|u| u.driver().map(|d| d.rx_call_fd())),
-            );
-        for fd in fds {
-            // Edge-triggered: every eventfd write is a new edge, so the counters need
-            // not be drained.
-            ep.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, fd as u64),
-            )
-            .map_err(DataPathError::Epoll)?;
+        let mut result = Ok(());
+        for e in self.ports.iter() {
+            e.port.wake_fds(&mut |fd: RawFd| {
+                if result.is_err() {
+                    return;
+                }
+                // Edge-triggered: every eventfd write is a new edge, so the counters
+                // need not be drained.
+                result = ep.ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, fd as u64),
+                );
+            });
         }
+        result.map_err(DataPathError::Epoll)?;
         Ok(ep)
     }
 
-    /// Event mode, after an iteration without work: asks every source to notify,
+    /// Event mode, after an iteration without work: asks every port to notify,
     /// re-checks for work that raced in, and sleeps until a notification or timeout.
     fn sleep(&mut self, ep: &Epoll) -> Result<(), DataPathError> {
         let mut raced = false;
-        for c in self.clients.iter_mut().filter(|c| c.handle.is_ready()) {
-            raced |= c.handle.set_tx_notify(true);
-        }
-        for u in &mut self.uplinks {
-            if let Some(d) = u.driver_mut() {
-                raced |= d.set_rx_notify(true);
-            }
+        for e in self.ports.iter_mut() {
+            raced |= e.port.set_notify(true);
         }
         if !raced {
             let mut events = [EpollEvent::default(); 16];
@@ -587,13 +553,8 @@ impl DataPath {
             // destinations are full): let whoever shares the core drain them.
             std::thread::yield_now();
         }
-        for c in self.clients.iter_mut().filter(|c| c.handle.is_ready()) {
-            c.handle.set_tx_notify(false);
-        }
-        for u in &mut self.uplinks {
-            if let Some(d) = u.driver_mut() {
-                d.set_rx_notify(false);
-            }
+        for e in self.ports.iter_mut() {
+            e.port.set_notify(false);
         }
         Ok(())
     }
@@ -645,5 +606,7 @@ impl DataPath {
     }
 }
 
+#[cfg(test)]
+mod loop_tests;
 #[cfg(test)]
 mod tests;

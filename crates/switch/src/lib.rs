@@ -3,10 +3,13 @@
 //!
 //! Read in this order:
 //! * [`config`]: the ports and uplinks to serve, parsed from the command line;
-//! * [`client_port`]: a client's vhost-user socket, served as a virtio-net device;
-//! * [`uplink`]: a NIC driven by the project's virtio-net driver (`inline` mode);
+//! * [`port`]: the one interface every kind of port implements, and the kinds:
+//!   [`port::client`] (a client's vhost-user socket, served as a virtio-net device)
+//!   and [`port::uplink`] (a NIC driven from a driver domain, its fast path in the
+//!   domain or the switch);
 //! * [`fdb`]: the MAC learning table;
-//! * [`datapath`]: the loop that moves frames, batched, busy-polling or event-driven;
+//! * [`datapath`]: the loop that moves frames between ports, batched, busy-polling
+//!   or event-driven;
 //! * [`counters`]: per-port counters, drop reasons and the final report;
 //! * [`ctl`]: the control socket (status, fault injection into driver domains).
 //!
@@ -14,23 +17,23 @@
 
 #![deny(missing_docs)]
 
-pub mod client_port;
 pub mod config;
 pub mod counters;
 pub mod ctl;
 pub mod datapath;
 pub mod fdb;
-pub mod uplink;
+pub mod port;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
-use client_port::{ClientPort, ClientPortError};
 use config::{ConfigError, SwitchConfig};
-use counters::{PortReport, SwitchReport};
+use counters::SwitchReport;
 use datapath::{DataPath, DataPathError};
 use fdb::Fdb;
-use uplink::{Uplink, UplinkError};
+use port::client::{ClientPort, ClientPortError};
+use port::uplink::{Uplink, UplinkError};
+use port::{Port, PortKind};
 
 /// Errors of the switch.
 #[derive(Debug, thiserror::Error)]
@@ -56,32 +59,27 @@ pub enum Error {
 pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error> {
     cfg.validate()?;
     let budget = vhost_device::MemoryBudget::new(cfg.max_total_client_memory);
-    let clients = cfg
-        .clients
-        .iter()
-        .cloned()
-        .map(|c| ClientPort::listen(c, cfg.max_client_memory, budget.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let uplinks = cfg
-        .uplinks
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, mut u)| {
-            if rustix::process::geteuid().is_root() {
-                u.domain_id = Some(cfg.domain_id_base.saturating_add(i as u32));
-            }
-            Uplink::new(u, cfg.poll, cfg.restart_budget)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    for c in &cfg.clients {
+        let c = ClientPort::listen(c.clone(), cfg.max_client_memory, budget.clone())?;
+        ports.push(Box::new(c));
+    }
+    for (i, u) in cfg.uplinks.iter().enumerate() {
+        let mut u = u.clone();
+        if rustix::process::geteuid().is_root() {
+            u.domain_id = Some(cfg.domain_id_base.saturating_add(i as u32));
+        }
+        ports.push(Box::new(Uplink::new(u, cfg.poll, cfg.restart_budget)?));
+    }
     let mut fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms, cfg.fdb_port_quota);
+    // Client ports come first in the table: client i is port i.
     for (i, c) in cfg.clients.iter().enumerate() {
         if let Some(mac) = c.mac {
             fdb.pin(mac, i as fdb::PortId);
         }
     }
-    let mut dp = DataPath::new(clients, uplinks, fdb, cfg.poll);
-    dp.flood_pps = cfg.flood_limit_pps;
+    let mut dp = DataPath::new(ports, fdb, cfg.poll);
+    dp.set_flood_limit(cfg.flood_limit_pps);
     dp.memory_budget = Some(budget);
     if let Some(path) = &cfg.control {
         dp.set_control(ctl::serve(path, cfg.control_access.clone())?);
@@ -97,37 +95,17 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
 
 /// The counters of every port.
 pub fn report(dp: &DataPath) -> SwitchReport {
-    let clients: BTreeMap<_, _> = dp
-        .clients
-        .iter()
-        .map(|c| {
-            let s = c.handle.stats();
-            // The device's own drops, in both directions, under its reason names.
-            let extra = vhost_device::DropReason::ALL.iter().map(|r| {
-                let v = s.from_client_drops.get(*r) + s.to_client_drops.get(*r);
-                (r.as_str().to_string(), v)
-            });
-            let detail = serde_json::to_value(s).unwrap_or_default();
-            let r = PortReport::new(&c.counters, extra, c.connects, c.disconnects, detail);
-            (c.spec.name.clone(), r)
-        })
-        .collect();
-    let uplinks: BTreeMap<_, _> = dp
-        .uplinks
-        .iter()
-        .map(|u| {
-            let r = PortReport::new(
-                &u.counters,
-                u.domain_drops(),
-                u.connects,
-                u.disconnects,
-                u.detail(),
-            );
-            (u.spec.name.clone(), r)
-        })
-        .collect();
-    let mut r = SwitchReport::new(clients, uplinks, dp.fdb.len(), dp.fdb_full);
-    r.fdb_quota_full = dp.fdb.quota_refusals();
+    let mut clients = BTreeMap::new();
+    let mut uplinks = BTreeMap::new();
+    for e in dp.ports.iter() {
+        let section = match e.kind {
+            PortKind::Client => &mut clients,
+            PortKind::Uplink => &mut uplinks,
+        };
+        section.insert(e.port.name().to_string(), e.port.report(&e.counters));
+    }
+    let mut r = SwitchReport::new(clients, uplinks, dp.fdb().len(), dp.fdb_full());
+    r.fdb_quota_full = dp.fdb().quota_refusals();
     if let Some(b) = &dp.memory_budget {
         r.client_memory = b.used();
         r.client_memory_limit = b.limit();

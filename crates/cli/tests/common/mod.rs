@@ -379,7 +379,7 @@ pub fn require_testpmd() {
 pub fn in_flight_to_nic_max(mode: &str) -> u64 {
     let queue = u64::from(driver_host::DriverConfig::default().queue_size);
     match mode {
-        "domain" => queue + u64::from(switch::uplink::EXCHANGE_SLOTS),
+        "domain" => queue + u64::from(switch::port::uplink::EXCHANGE_SLOTS),
         "inline" | "twin" => queue,
         other => panic!("unknown uplink mode {other}"),
     }
@@ -575,14 +575,14 @@ pub fn fast_path(st: &Value) -> Option<&str> {
     maybe_str(st, "/uplinks/u0/detail/driver/fast_path")
 }
 
-/// The switch's own drop reasons (`switch::counters::Drop`) but `uplink_ring_full`
+/// The switch's own drop reasons (`switch::counters::DropReason`) but `uplink_ring_full`
 /// (nothing can be queued to an uplink that is down), from the switch itself, so
 /// a reason added there is counted here too.
 pub fn switch_drops_but_ring_full() -> Vec<&'static str> {
-    use switch::counters::Drop;
-    Drop::ALL
+    use switch::counters::DropReason;
+    DropReason::ALL
         .iter()
-        .filter(|d| **d != Drop::UplinkRingFull)
+        .filter(|d| **d != DropReason::UplinkRingFull)
         .map(|d| d.as_str())
         .collect()
 }

@@ -48,8 +48,12 @@ impl FakePorts {
 }
 
 impl Ports for FakePorts {
-    fn n_clients(&self) -> usize {
-        self.n_clients
+    fn down_reason(&self, p: usize) -> DropReason {
+        if p < self.n_clients {
+            DropReason::DestinationDown
+        } else {
+            DropReason::UplinkDown
+        }
     }
 
     fn n_ports(&self) -> usize {
@@ -119,13 +123,13 @@ impl Switch {
         switch_frame(&seg, &mut ingress, &mut table, ports);
     }
 
-    fn dropped(&self, port: usize, why: Drop) -> u64 {
+    fn dropped(&self, port: usize, why: DropReason) -> u64 {
         self.counters[port].dropped(why)
     }
 
     /// Drops on `port` over every reason.
     fn drops(&self, port: usize) -> u64 {
-        Drop::ALL.iter().map(|d| self.dropped(port, *d)).sum()
+        DropReason::ALL.iter().map(|d| self.dropped(port, *d)).sum()
     }
 }
 
@@ -134,19 +138,19 @@ fn a_frame_shorter_than_an_ethernet_header_is_a_runt() {
     let mut sw = Switch::new(3);
     let mut ports = FakePorts::new(3, 0);
     sw.send(&mut ports, 0, &frame(B, A, ETH_HLEN - 1));
-    assert_eq!(sw.dropped(0, Drop::Runt), 1);
+    assert_eq!(sw.dropped(0, DropReason::Runt), 1);
     assert_eq!(sw.counters[0].rx_packets, 1);
     assert_eq!(sw.counters[0].rx_bytes, (ETH_HLEN - 1) as u64);
     assert!(ports.took().is_empty());
     assert!(sw.fdb.is_empty(), "nothing learned from a runt");
     // A runt is a runt whatever its first bytes say (here: a group source).
     sw.send(&mut ports, 0, &frame(B, GROUP, ETH_HLEN - 1));
-    assert_eq!(sw.dropped(0, Drop::Runt), 2);
-    assert_eq!(sw.dropped(0, Drop::GroupSource), 0);
+    assert_eq!(sw.dropped(0, DropReason::Runt), 2);
+    assert_eq!(sw.dropped(0, DropReason::GroupSource), 0);
     // A bare header is a frame.
     sw.send(&mut ports, 0, &frame(B, A, ETH_HLEN));
     assert_eq!(ports.took(), [1, 2]);
-    assert_eq!(sw.dropped(0, Drop::Runt), 2);
+    assert_eq!(sw.dropped(0, DropReason::Runt), 2);
     assert_eq!(sw.counters[0].rx_packets, 3);
     assert_eq!(sw.counters[0].rx_bytes, (3 * ETH_HLEN - 2) as u64);
 }
@@ -157,7 +161,7 @@ fn a_group_source_address_is_dropped_and_not_learned() {
     let mut ports = FakePorts::new(2, 0);
     sw.send(&mut ports, 0, &frame(B, GROUP, 60));
     sw.send(&mut ports, 0, &frame(B, MacAddr::BROADCAST, 60));
-    assert_eq!(sw.dropped(0, Drop::GroupSource), 2);
+    assert_eq!(sw.dropped(0, DropReason::GroupSource), 2);
     assert_eq!(sw.drops(0), 2);
     assert!(ports.took().is_empty());
     assert!(sw.fdb.is_empty());
@@ -169,7 +173,7 @@ fn a_source_other_than_the_ports_configured_mac_is_spoofed() {
     sw.macs[0] = Some(A);
     let mut ports = FakePorts::new(2, 0);
     sw.send(&mut ports, 0, &frame(C, B, 60));
-    assert_eq!(sw.dropped(0, Drop::SpoofedSource), 1);
+    assert_eq!(sw.dropped(0, DropReason::SpoofedSource), 1);
     assert!(ports.took().is_empty());
     assert_eq!(
         sw.fdb.lookup(B, sw.now_ms),
@@ -217,7 +221,7 @@ fn a_frame_to_a_destination_learned_on_its_own_port_is_a_hairpin() {
     sw.send(&mut ports, 0, &frame(B, A, 60));
     ports.took();
     sw.send(&mut ports, 0, &frame(A, C, 60));
-    assert_eq!(sw.dropped(0, Drop::Hairpin), 1);
+    assert_eq!(sw.dropped(0, DropReason::Hairpin), 1);
     assert!(ports.took().is_empty());
 }
 
@@ -229,18 +233,18 @@ fn a_known_destination_that_is_down_counts_as_destination_or_uplink_down() {
     sw.send(&mut ports, 1, &frame(C, A, 60));
     sw.send(&mut ports, 2, &frame(C, B, 60));
     ports.took();
-    ports.outcome[1] = Delivery::Skipped;
-    ports.outcome[2] = Delivery::Skipped;
+    ports.outcome[1] = Delivery::Down;
+    ports.outcome[2] = Delivery::Down;
     // The last client port, then the first uplink.
     sw.send(&mut ports, 0, &frame(A, C, 60));
-    assert_eq!(sw.dropped(0, Drop::DestinationDown), 1);
-    assert_eq!(sw.dropped(0, Drop::UplinkDown), 0);
+    assert_eq!(sw.dropped(0, DropReason::DestinationDown), 1);
+    assert_eq!(sw.dropped(0, DropReason::UplinkDown), 0);
     sw.send(&mut ports, 0, &frame(B, C, 60));
-    assert_eq!(sw.dropped(0, Drop::DestinationDown), 1);
-    assert_eq!(sw.dropped(0, Drop::UplinkDown), 1);
+    assert_eq!(sw.dropped(0, DropReason::DestinationDown), 1);
+    assert_eq!(sw.dropped(0, DropReason::UplinkDown), 1);
     assert_eq!(sw.drops(0), 2);
     // A destination that is up but had no room counts it itself: not the ingress.
-    ports.outcome[1] = Delivery::Dropped;
+    ports.outcome[1] = Delivery::DroppedByPort;
     sw.send(&mut ports, 0, &frame(A, C, 60));
     assert_eq!(sw.drops(0), 2);
     assert!(ports.took().is_empty());
@@ -250,18 +254,18 @@ fn a_known_destination_that_is_down_counts_as_destination_or_uplink_down() {
 fn a_flood_that_no_port_takes_is_no_destination() {
     let mut sw = Switch::new(3);
     let mut ports = FakePorts::new(2, 1);
-    ports.outcome = vec![Delivery::Skipped; 3];
+    ports.outcome = vec![Delivery::Down; 3];
     sw.send(&mut ports, 0, &frame(B, A, 60));
-    assert_eq!(sw.dropped(0, Drop::NoDestination), 1);
+    assert_eq!(sw.dropped(0, DropReason::NoDestination), 1);
     // The ingress port being up does not count.
     ports.outcome[0] = Delivery::Delivered;
     sw.send(&mut ports, 0, &frame(B, A, 60));
-    assert_eq!(sw.dropped(0, Drop::NoDestination), 2);
+    assert_eq!(sw.dropped(0, DropReason::NoDestination), 2);
     assert!(ports.took().is_empty());
     // One port that is up but full took its decision itself: not no_destination.
-    ports.outcome[2] = Delivery::Dropped;
+    ports.outcome[2] = Delivery::DroppedByPort;
     sw.send(&mut ports, 0, &frame(B, A, 60));
-    assert_eq!(sw.dropped(0, Drop::NoDestination), 2);
+    assert_eq!(sw.dropped(0, DropReason::NoDestination), 2);
     // One port that takes it.
     ports.outcome[1] = Delivery::Delivered;
     sw.send(&mut ports, 0, &frame(B, A, 60));
@@ -276,7 +280,7 @@ fn a_source_pinned_to_another_port_is_stolen_and_not_forwarded() {
     let mut ports = FakePorts::new(3, 0);
     sw.send(&mut ports, 1, &frame(B, A, 60));
     sw.send(&mut ports, 1, &frame(B, A, 60));
-    assert_eq!(sw.dropped(1, Drop::StolenSource), 2);
+    assert_eq!(sw.dropped(1, DropReason::StolenSource), 2);
     assert!(ports.took().is_empty());
     assert_eq!(sw.fdb.lookup(A, sw.now_ms), Destination::Port(0));
     // From its own port it is forwarded.
@@ -292,7 +296,7 @@ fn floods_over_the_ingress_ports_limit_are_flood_limited() {
     let mut ports = FakePorts::new(3, 0);
     // No time has passed: no flood tokens yet.
     sw.send(&mut ports, 0, &frame(B, A, 60));
-    assert_eq!(sw.dropped(0, Drop::FloodLimited), 1);
+    assert_eq!(sw.dropped(0, DropReason::FloodLimited), 1);
     assert!(ports.took().is_empty());
     // 64 ms at 1000 a second: a burst of 64 floods, then the limit.
     sw.now_ms = 64;
@@ -300,11 +304,11 @@ fn floods_over_the_ingress_ports_limit_are_flood_limited() {
         sw.send(&mut ports, 0, &frame(B, A, 60));
     }
     assert_eq!(ports.took().len(), 64 * 2);
-    assert_eq!(sw.dropped(0, Drop::FloodLimited), 2);
+    assert_eq!(sw.dropped(0, DropReason::FloodLimited), 2);
     // Known unicast is not limited; another port has its own budget.
     sw.send(&mut ports, 1, &frame(A, B, 60));
     assert_eq!(ports.took(), [0]);
-    assert_eq!(sw.dropped(1, Drop::FloodLimited), 0);
+    assert_eq!(sw.dropped(1, DropReason::FloodLimited), 0);
     // No limit configured.
     sw.flood_pps = 0;
     sw.send(&mut ports, 0, &frame(C, A, 60));

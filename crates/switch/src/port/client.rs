@@ -2,16 +2,22 @@
 //!
 //! The vhost-user control protocol runs on the port's own control thread (in
 //! `vhost-device`); the data-path thread owns the [`DeviceHandle`] and learns about
-//! connects and disconnects from it once per loop.
+//! connects and disconnects from it once per loop ([`Port::maintain`]).
+//!
+//! As a [`Port`], it takes frames from the client's transmit queue and delivers to
+//! its receive queue; device-level drops (no receive buffers, bad chains) are
+//! counted by the device under their own reasons and merged into its report.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use tracing::info;
 
+use twin_wire::{MacAddr, Segments};
 use vhost_device::{DeviceConfig, DeviceHandle, MemoryBudget, PortEvent, VhostDevice};
 
+use super::{Delivery, MaintainContext, Port, PortError, PortKind, PortNews};
 use crate::config::ClientSpec;
-use crate::counters::PortCounters;
-use crate::fdb::Memo;
+use crate::counters::{PortCounters, PortReport};
 
 /// Errors of a client port.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +41,6 @@ pub struct ClientPort {
     pub spec: ClientSpec,
     /// The data-path side of the device.
     pub handle: DeviceHandle,
-    /// The switch's counters for it.
-    pub counters: PortCounters,
-    /// Its learning memo as an ingress port.
-    pub memo: Memo,
     /// Times a client connected.
     pub connects: u64,
     /// Times a client went away.
@@ -79,8 +81,6 @@ impl ClientPort {
         Ok(ClientPort {
             spec,
             handle,
-            counters: PortCounters::default(),
-            memo: Memo::default(),
             connects: 0,
             disconnects: 0,
             _control: control,
@@ -105,5 +105,83 @@ impl ClientPort {
             }
         }
         Some(ev)
+    }
+}
+
+impl Port for ClientPort {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn kind(&self) -> PortKind {
+        PortKind::Client
+    }
+
+    fn pinned_mac(&self) -> Option<MacAddr> {
+        self.spec.mac
+    }
+
+    #[inline]
+    fn receive(&mut self, max: usize, sink: &mut dyn FnMut(&Segments<'_>)) -> usize {
+        if !self.handle.is_ready() {
+            return 0;
+        }
+        self.handle.pop_tx(max, sink)
+    }
+
+    #[inline]
+    fn deliver(&mut self, frame: &Segments<'_>) -> Delivery {
+        if !self.handle.is_ready() {
+            return Delivery::Down;
+        }
+        match self.handle.push_rx(frame) {
+            Ok(()) => Delivery::Delivered,
+            Err(_) => Delivery::DroppedByPort,
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self) {
+        if self.handle.is_ready() {
+            self.handle.flush_rx();
+        }
+    }
+
+    fn set_notify(&mut self, on: bool) -> bool {
+        self.handle.is_ready() && self.handle.set_tx_notify(on)
+    }
+
+    fn wake_fds(&self, add: &mut dyn FnMut(RawFd)) {
+        // The control thread writes the wake fd on every change, so a sleeping data
+        // path takes control news at once.
+        add(self.handle.wake_fd());
+        if let Some(fd) = self.handle.tx_kick_fd() {
+            add(fd);
+        }
+    }
+
+    fn wants_drain(&self) -> bool {
+        self.handle.has_pending_change()
+    }
+
+    fn maintain(&mut self, _cx: &MaintainContext) -> Result<PortNews, PortError> {
+        Ok(match self.refresh() {
+            None => PortNews::default(),
+            Some(ev) => PortNews {
+                fds_changed: true,
+                peer_gone: matches!(ev, PortEvent::Disconnected),
+            },
+        })
+    }
+
+    fn report(&self, counters: &PortCounters) -> PortReport {
+        let s = self.handle.stats();
+        // The device's own drops, in both directions, under its reason names.
+        let extra = vhost_device::DropReason::ALL.iter().map(|r| {
+            let v = s.from_client_drops.get(*r) + s.to_client_drops.get(*r);
+            (r.as_str().to_string(), v)
+        });
+        let detail = serde_json::to_value(s).unwrap_or_default();
+        PortReport::new(counters, extra, self.connects, self.disconnects, detail)
     }
 }

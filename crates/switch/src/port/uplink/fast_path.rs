@@ -1,0 +1,312 @@
+//! Where an uplink's fast path runs, and moving it (the handover).
+//!
+//! A connected uplink is an [`UplinkDriver`]: its driver domain plus a
+//! [`FastPath`] state. In `domain` mode frames cross the exchange rings to the
+//! domain; in `inline` and `twin` mode the switch's data-path thread runs the
+//! driver's fast path on the domain's region ([`SwitchInstance`]) after the domain
+//! handed it over (`driver_domain::handover`). The handover states are
+//! `Domain -> ToSwitch (asked, waiting for the acknowledgement) -> Switch`, and back
+//! to `Domain` at a batch boundary; frames queued for the domain before a handover
+//! are sent first, and the domain's last received frames are delivered before the
+//! switch's instance is polled, so a move neither reorders nor duplicates.
+
+use std::time::{Duration, Instant};
+
+use driver_domain::handover::Owner;
+use driver_domain::launch::Send as DomainSend;
+use driver_domain::DomainLink;
+use tracing::{info, warn};
+use twin_runtime::SwitchInstance;
+use twin_wire::Segments;
+
+use super::{error_chain, Link, Uplink};
+use crate::config::UplinkMode;
+use crate::counters::DropReason;
+use crate::port::Delivery;
+
+/// The switch-side instance an uplink's fast path moves to.
+pub(super) fn attach_instance(
+    kind: UplinkMode,
+    domain: &DomainLink,
+) -> Result<SwitchInstance, String> {
+    let r = match kind {
+        UplinkMode::Twin => SwitchInstance::twin(domain),
+        _ => SwitchInstance::inline(domain),
+    };
+    r.map_err(|e| error_chain(&e))
+}
+
+/// Where a connected uplink's fast path runs (see `driver_domain::handover`).
+#[derive(Debug)]
+pub(super) enum FastPath {
+    /// In the driver domain; frames cross the exchange rings.
+    Domain,
+    /// Asked the driver domain to hand it over; frames still cross the exchange
+    /// rings until it acknowledges.
+    ToSwitch {
+        seq: u64,
+        target: UplinkMode,
+        since: Instant,
+    },
+    /// In the switch.
+    Switch {
+        instance: SwitchInstance,
+        /// The driver domain's last received frames (published before it handed
+        /// over) have been delivered; until then they go first.
+        from_nic_drained: bool,
+    },
+}
+
+/// A connected uplink: its driver domain, and wherever its fast path runs.
+#[derive(Debug)]
+pub struct UplinkDriver {
+    pub(super) domain: DomainLink,
+    pub(super) fast: FastPath,
+}
+
+impl UplinkDriver {
+    /// Copies `frame` toward the NIC.
+    #[inline]
+    pub fn send(&mut self, frame: &Segments<'_>) -> Delivery {
+        let outcome = match &mut self.fast {
+            FastPath::Switch { instance, .. } => instance.send(frame),
+            _ => self.domain.send(frame),
+        };
+        match outcome {
+            DomainSend::Queued => Delivery::Delivered,
+            DomainSend::RingFull => Delivery::Dropped(DropReason::UplinkRingFull),
+            DomainSend::TooBig => Delivery::Dropped(DropReason::TooBigForUplink),
+            DomainSend::Failed => Delivery::Dropped(DropReason::UplinkDown),
+        }
+    }
+
+    /// Publishes what was sent this iteration.
+    #[inline]
+    pub fn flush(&mut self) {
+        match &mut self.fast {
+            FastPath::Switch { instance, .. } => instance.flush(),
+            _ => self.domain.flush(),
+        }
+    }
+
+    /// Frames received from the NIC, up to `max`.
+    #[inline]
+    pub fn rx_burst(&mut self, max: usize, mut f: impl FnMut(&Segments<'_>)) -> usize {
+        match &mut self.fast {
+            FastPath::Switch {
+                instance,
+                from_nic_drained,
+            } => {
+                if !*from_nic_drained {
+                    let n = self.domain.rx_burst(max, &mut f);
+                    if n > 0 {
+                        return n;
+                    }
+                    *from_nic_drained = true;
+                }
+                instance.rx_burst(max, f)
+            }
+            _ => self.domain.rx_burst(max, f),
+        }
+    }
+
+    /// The fd that becomes readable when frames arrive (event mode).
+    pub fn rx_call_fd(&self) -> std::os::fd::RawFd {
+        match &self.fast {
+            FastPath::Switch { .. } => self.domain.nic_rx_call_fd(),
+            _ => self.domain.rx_call_fd(),
+        }
+    }
+
+    /// Event mode: turns receive notifications on or off; true when frames raced in.
+    pub fn set_rx_notify(&mut self, on: bool) -> bool {
+        match &mut self.fast {
+            FastPath::Switch {
+                instance,
+                from_nic_drained,
+            } => instance.set_rx_notify(on) || (on && !*from_nic_drained),
+            _ => self.domain.set_rx_notify(on),
+        }
+    }
+
+    /// Where the fast path runs now, for reports.
+    pub(super) fn fast_path_name(&self) -> &'static str {
+        match &self.fast {
+            FastPath::Domain => "domain",
+            FastPath::ToSwitch { .. } => "handing-over",
+            FastPath::Switch {
+                instance: SwitchInstance::Inline(_),
+                ..
+            } => "inline",
+            FastPath::Switch {
+                instance: SwitchInstance::Twin(_),
+                ..
+            } => "twin",
+        }
+    }
+
+    /// Frames handed to the driver domain that its failure would lose.
+    pub(super) fn in_flight(&mut self) -> u64 {
+        self.domain.in_flight()
+    }
+
+    /// Why the link is down, if it is.
+    pub(super) fn failure(&mut self, now: Instant) -> Option<String> {
+        self.domain.check_health(now)
+    }
+
+    /// Drops counted inside the driver domain, by reason.
+    pub(super) fn domain_drops(&self) -> [(&'static str, u64); 3] {
+        self.domain.dd_drops()
+    }
+
+    pub(super) fn detail(&self) -> serde_json::Value {
+        let stats = match &self.fast {
+            FastPath::Switch { instance, .. } => serde_json::to_value(instance.stats()).ok(),
+            _ => None,
+        };
+        let svm = match &self.fast {
+            FastPath::Switch {
+                instance: SwitchInstance::Twin(t),
+                ..
+            } => Some(serde_json::json!({
+                "checks": t.svm().checks(),
+                "faults": t.svm().faults(),
+                "ranges": t.svm().map().len(),
+            })),
+            _ => None,
+        };
+        let upcalls: serde_json::Map<String, serde_json::Value> = self
+            .domain
+            .upcall_counts()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        serde_json::json!({
+            "pid": self.domain.pid(),
+            "fast_path": self.fast_path_name(),
+            "switch_instance_stats": stats,
+            "svm": svm,
+            "upcalls": upcalls,
+        })
+    }
+}
+
+/// How long a driver domain may take to acknowledge a handover before it counts as
+/// failed.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Uplink {
+    /// The driver domain acknowledged a handover to the switch: attach the switch's
+    /// instance, send what is still queued for the domain first, and take over.
+    pub(super) fn finish_handover(&mut self, target: UplinkMode) -> bool {
+        let Link::Up(d) = &mut self.link else {
+            return false;
+        };
+        match attach_instance(target, &d.domain) {
+            Ok(mut instance) => {
+                let ring_full = &mut self.handover_ring_full;
+                let moved = d.domain.take_queued_to_nic(|frame| {
+                    if instance.send(frame) != DomainSend::Queued {
+                        *ring_full += 1;
+                    }
+                });
+                instance.flush();
+                if let Err(e) = moved {
+                    // The DD broke the ring: its health check will restart it.
+                    warn!(uplink = %self.spec.name, "to_nic ring at handover: {e}");
+                }
+                info!(uplink = %self.spec.name, mode = %target, "fast path runs in the switch");
+                d.fast = FastPath::Switch {
+                    instance,
+                    from_nic_drained: false,
+                };
+                self.mode_changes += 1;
+            }
+            Err(e) => {
+                warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {e}; the driver domain keeps the fast path");
+                d.domain.request_owner(Owner::Domain);
+                d.fast = FastPath::Domain;
+                self.mode = UplinkMode::Domain;
+            }
+        }
+        true
+    }
+
+    /// Moves the fast path toward `self.mode`, as far as it can go without waiting.
+    /// Returns true when the notification fd may have changed.
+    pub(super) fn apply_mode(&mut self, now: Instant) -> bool {
+        let Link::Up(d) = &mut self.link else {
+            return false;
+        };
+        let want = self.mode;
+        match (&mut d.fast, want) {
+            (FastPath::Domain, UplinkMode::Domain) => false,
+            (FastPath::Domain, target) => {
+                let seq = d.domain.request_owner(Owner::Switch);
+                d.fast = FastPath::ToSwitch {
+                    seq,
+                    target,
+                    since: now,
+                };
+                false
+            }
+            (FastPath::ToSwitch { .. }, UplinkMode::Domain) => {
+                // Nothing attached yet: take the request back.
+                d.domain.request_owner(Owner::Domain);
+                d.fast = FastPath::Domain;
+                true
+            }
+            (FastPath::ToSwitch { target, .. }, t) => {
+                *target = t;
+                false
+            }
+            (FastPath::Switch { instance, .. }, UplinkMode::Domain) => {
+                // Quiesce at this batch boundary, hand back; frames sent from now on
+                // queue in `to_nic` behind everything the instance posted.
+                instance.sync();
+                d.fast = FastPath::Domain;
+                d.domain.request_owner(Owner::Domain);
+                self.mode_changes += 1;
+                info!(uplink = %self.spec.name, "fast path runs in the driver domain");
+                true
+            }
+            (FastPath::Switch { instance, .. }, target) => {
+                let same = matches!(
+                    (&*instance, target),
+                    (SwitchInstance::Inline(_), UplinkMode::Inline)
+                        | (SwitchInstance::Twin(_), UplinkMode::Twin)
+                );
+                if same {
+                    return false;
+                }
+                instance.sync();
+                match attach_instance(target, &d.domain) {
+                    Ok(next) => {
+                        *instance = next;
+                        self.mode_changes += 1;
+                        info!(uplink = %self.spec.name, mode = %target, "fast path runs in the switch");
+                    }
+                    Err(e) => {
+                        warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {e}; keeping the current one");
+                        self.mode = match instance {
+                            SwitchInstance::Inline(_) => UplinkMode::Inline,
+                            SwitchInstance::Twin(_) => UplinkMode::Twin,
+                        };
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// `twin ctl mode`: moves the fast path to `mode` (now, or when the link is up).
+    /// Returns true when the notification fd may have changed.
+    pub fn set_mode(&mut self, mode: UplinkMode, now: Instant) -> bool {
+        if self.mode != mode {
+            info!(uplink = %self.spec.name, from = %self.mode, to = %mode, "mode change requested");
+        }
+        self.mode = mode;
+        self.apply_mode(now)
+    }
+}

@@ -1,0 +1,65 @@
+//! An uplink's part of the switch report: its mode and handover history, twin
+//! faults, outages, and the counters of its driver domains, the ones that have
+//! been replaced included (every counter listed from the start, zeros included).
+
+use std::collections::BTreeMap;
+
+use super::fast_path::UplinkDriver;
+use super::{Link, Uplink};
+
+impl Uplink {
+    /// Drops counted inside driver domains (past and current), by reason.
+    pub fn domain_drops(&self) -> impl Iterator<Item = (String, u64)> {
+        let mut all = self.past_domain_drops.clone();
+        if let Some(now) = self.driver().map(UplinkDriver::domain_drops) {
+            for (k, v) in now {
+                *all.entry(k).or_default() += v;
+            }
+        }
+        all.into_iter().map(|(k, v)| (k.to_string(), v))
+    }
+
+    /// `past` plus the current driver domain's `now`, by name.
+    fn over_all_domains(
+        &self,
+        past: &BTreeMap<&'static str, u64>,
+        now: impl FnOnce(&UplinkDriver) -> Vec<(&'static str, u64)>,
+    ) -> BTreeMap<&'static str, u64> {
+        let mut all = past.clone();
+        if let Some(d) = self.driver() {
+            for (k, v) in now(d) {
+                *all.entry(k).or_default() += v;
+            }
+        }
+        all
+    }
+
+    /// Driver-level details for the report.
+    pub fn detail(&self) -> serde_json::Value {
+        let current = self.driver().map(UplinkDriver::detail);
+        let device_errors = self.over_all_domains(&self.past_device_errors, |d| {
+            d.domain.dd_device_errors().to_vec()
+        });
+        let upcalls_total =
+            self.over_all_domains(&self.past_upcalls, |d| d.domain.upcall_counts().to_vec());
+        serde_json::json!({
+            "mode": self.mode,
+            "configured_mode": self.spec.mode,
+            "mode_changes": self.mode_changes,
+            "twin_fault_count": self.twin_fault_count,
+            "twin_faults": self.twin_faults,
+            "connected": current.is_some(),
+            "gave_up": matches!(self.link, Link::GaveUp),
+            "driver": current,
+            "restarts_in_window": self.restarts.in_window(),
+            "outages": self.outages.records(),
+            "device_errors": device_errors,
+            "upcalls_total": upcalls_total,
+        })
+    }
+}
+
+/// A counter map with every name in `names` at zero.
+pub(super) fn zeros(names: &[&'static str]) -> BTreeMap<&'static str, u64> {
+    names.iter().map(|n| (*n, 0)).collect()
+}
