@@ -22,6 +22,48 @@ use twin_wire::Segments;
 use crate::bootstrap::{self, BootstrapError};
 use crate::handover::{self, Owner, Request, SharedUpcalls, UpcallChannel};
 
+/// Why a running driver domain's link is unusable ([`DomainLink::check_health`]).
+/// Render it with its causes ("to_nic ring: ...") for reports.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DomainFailure {
+    /// The domain broke the `to_nic` ring (the switch's producer side).
+    #[error("to_nic ring")]
+    ToNicRing(#[source] exchange::ExchangeError),
+    /// A `to_nic` slot could not be committed.
+    #[error("to_nic commit")]
+    ToNicCommit(#[source] exchange::ExchangeError),
+    /// The domain broke the `from_nic` ring.
+    #[error("from_nic ring")]
+    FromNicRing(#[source] exchange::ExchangeError),
+    /// The domain reported a failure in its status word.
+    #[error("driver domain reported failure {code}: {name}")]
+    Reported {
+        /// Its failure code.
+        code: u32,
+        /// The code's name.
+        name: &'static str,
+    },
+    /// The domain reported a failure, then exited.
+    #[error("driver domain reported failure {code}: {name} ({status})")]
+    ReportedAndExited {
+        /// Its failure code.
+        code: u32,
+        /// The code's name.
+        name: &'static str,
+        /// How it exited.
+        status: std::process::ExitStatus,
+    },
+    /// Its status word could not be read.
+    #[error("driver domain status")]
+    Status(#[source] Arc<exchange::RegionError>),
+    /// The process exited (or was killed) without reporting why.
+    #[error("driver domain exited: {0}")]
+    Exited(std::process::ExitStatus),
+    /// No heartbeat within the watchdog.
+    #[error("driver domain hung: no heartbeat for {0:?}")]
+    Hung(Duration),
+}
+
 /// Errors while launching a driver domain.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -150,7 +192,7 @@ pub struct DomainLink {
     last_beat: u64,
     last_beat_at: Instant,
     watchdog: Duration,
-    failure: Option<String>,
+    failure: Option<DomainFailure>,
 }
 
 fn eventfd() -> Result<OwnedFd, LaunchError> {
@@ -366,7 +408,7 @@ impl DomainLink {
             Ok(Some(s)) => s,
             Ok(None) => return Send::RingFull,
             Err(e) => {
-                self.failure = Some(format!("to_nic ring: {e}"));
+                self.failure = Some(DomainFailure::ToNicRing(e));
                 return Send::Failed;
             }
         };
@@ -377,7 +419,7 @@ impl DomainLink {
         match slot.commit(n) {
             Ok(()) => Send::Queued,
             Err(e) => {
-                self.failure = Some(format!("to_nic commit: {e}"));
+                self.failure = Some(DomainFailure::ToNicCommit(e));
                 Send::Failed
             }
         }
@@ -400,7 +442,7 @@ impl DomainLink {
             Ok(n) => n,
             Err(e) => {
                 let n = e.consumed();
-                self.failure = Some(format!("from_nic ring: {e}"));
+                self.failure = Some(DomainFailure::FromNicRing(e));
                 n
             }
         };
@@ -424,7 +466,7 @@ impl DomainLink {
     /// Why the link is unusable, if it is: the process exited, its heartbeat stalled
     /// for longer than the watchdog, it reported Failed, or it broke the exchange
     /// protocol.
-    pub fn check_health(&mut self, now: Instant) -> Option<String> {
+    pub fn check_health(&mut self, now: Instant) -> Option<DomainFailure> {
         if let Some(f) = &self.failure {
             return Some(f.clone());
         }
@@ -432,16 +474,15 @@ impl DomainLink {
         // reported with its reason.
         match self.xr.status() {
             Ok(s) if s.state == DdState::Failed => {
-                self.failure = Some(format!(
-                    "driver domain reported failure {}: {}",
-                    s.code,
-                    crate::worker::code::name(s.code)
-                ));
+                self.failure = Some(DomainFailure::Reported {
+                    code: s.code,
+                    name: crate::worker::code::name(s.code),
+                });
                 return self.failure.clone();
             }
             Ok(_) => {}
             Err(e) => {
-                self.failure = Some(format!("driver domain status: {e}"));
+                self.failure = Some(DomainFailure::Status(Arc::new(e)));
                 return self.failure.clone();
             }
         }
@@ -449,12 +490,12 @@ impl DomainLink {
             // A DD that reported why it failed, then exited, is reported with its
             // reason (the status may have been written since it was read above).
             self.failure = Some(match self.xr.status() {
-                Ok(s) if s.state == DdState::Failed => format!(
-                    "driver domain reported failure {}: {} ({status})",
-                    s.code,
-                    crate::worker::code::name(s.code)
-                ),
-                _ => format!("driver domain exited: {status}"),
+                Ok(s) if s.state == DdState::Failed => DomainFailure::ReportedAndExited {
+                    code: s.code,
+                    name: crate::worker::code::name(s.code),
+                    status,
+                },
+                _ => DomainFailure::Exited(status),
             });
             return self.failure.clone();
         }
@@ -463,10 +504,7 @@ impl DomainLink {
             self.last_beat = beat;
             self.last_beat_at = now;
         } else if now.duration_since(self.last_beat_at) > self.watchdog {
-            self.failure = Some(format!(
-                "driver domain hung: no heartbeat for {:?}",
-                self.watchdog
-            ));
+            self.failure = Some(DomainFailure::Hung(self.watchdog));
         }
         self.failure.clone()
     }

@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use driver_domain::handover::Owner;
+use driver_domain::launch::DomainFailure;
 use driver_domain::launch::Send as DomainSend;
 use driver_domain::DomainLink;
 use tracing::{info, warn};
@@ -23,17 +24,17 @@ use super::{error_chain, Link, Uplink};
 use crate::config::UplinkMode;
 use crate::counters::DropReason;
 use crate::port::Delivery;
+use twin_runtime::AttachError;
 
 /// The switch-side instance an uplink's fast path moves to.
 pub(super) fn attach_instance(
     kind: UplinkMode,
     domain: &DomainLink,
-) -> Result<SwitchInstance, String> {
-    let r = match kind {
+) -> Result<SwitchInstance, AttachError> {
+    match kind {
         UplinkMode::Twin => SwitchInstance::twin(domain),
         _ => SwitchInstance::inline(domain),
-    };
-    r.map_err(|e| error_chain(&e))
+    }
 }
 
 /// Where a connected uplink's fast path runs (see `driver_domain::handover`).
@@ -151,7 +152,7 @@ impl UplinkDriver {
     }
 
     /// Why the link is down, if it is.
-    pub(super) fn failure(&mut self, now: Instant) -> Option<String> {
+    pub(super) fn failure(&mut self, now: Instant) -> Option<DomainFailure> {
         self.domain.check_health(now)
     }
 
@@ -224,7 +225,7 @@ impl Uplink {
                 self.mode_changes += 1;
             }
             Err(e) => {
-                warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {e}; the driver domain keeps the fast path");
+                warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {}; the driver domain keeps the fast path", error_chain(&e));
                 d.domain.request_owner(Owner::Domain);
                 d.fast = FastPath::Domain;
                 self.mode = UplinkMode::Domain;
@@ -288,7 +289,7 @@ impl Uplink {
                         info!(uplink = %self.spec.name, mode = %target, "fast path runs in the switch");
                     }
                     Err(e) => {
-                        warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {e}; keeping the current one");
+                        warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {}; keeping the current one", error_chain(&e));
                         self.mode = match instance {
                             SwitchInstance::Inline(_) => UplinkMode::Inline,
                             SwitchInstance::Twin(_) => UplinkMode::Twin,

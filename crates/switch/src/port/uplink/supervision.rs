@@ -18,11 +18,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use driver_domain::handover::Owner;
+use driver_domain::launch::DomainFailure;
 use driver_domain::{DomainLink, LaunchConfig};
 use driver_host::DriverConfig;
 use serde::Serialize;
 use tracing::{info, warn};
-use twin_runtime::SwitchInstance;
+use twin_runtime::{SwitchInstance, TwinFault};
 
 use super::fast_path::{FastPath, UplinkDriver, HANDOVER_TIMEOUT};
 use super::{error_chain, Link, TwinFaultReport, Uplink, UplinkError, EXCHANGE_SLOTS, WATCHDOG};
@@ -55,6 +56,21 @@ pub struct Outage {
     /// Frames already handed to the failed driver domain that it had not taken
     /// (lost with it); 0 for inline.
     pub frames_in_flight_lost: u64,
+}
+
+/// Why a connected uplink went down (rendered with its causes for the outage
+/// record and the log).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LinkDown {
+    /// The driver domain failed (exited, hung, reported, broke a ring).
+    #[error(transparent)]
+    Domain(#[from] DomainFailure),
+    /// The domain never acknowledged a handover of the fast path.
+    #[error("driver domain did not hand the fast path over within {0:?}")]
+    HandoverTimeout(Duration),
+    /// The switch's twin instance faulted.
+    #[error("twin disabled: {0}")]
+    TwinFault(TwinFault),
 }
 
 /// Why a driver domain could not be started (the connector retries).
@@ -299,7 +315,7 @@ impl Uplink {
                 // Every iteration: a faulted twin does nothing, so act at once.
                 if let FastPath::Switch { instance, .. } = &d.fast {
                     if let Some(f) = instance.fault() {
-                        let fault = f.to_string();
+                        let fault = f.clone();
                         return self.contain_twin_fault(now, dropped_so_far, fault);
                     }
                 }
@@ -308,9 +324,7 @@ impl Uplink {
                         return Ok(self.finish_handover(target));
                     }
                     if now.duration_since(since) > HANDOVER_TIMEOUT {
-                        let reason = format!(
-                            "driver domain did not hand the fast path over within {HANDOVER_TIMEOUT:?}"
-                        );
+                        let reason = LinkDown::HandoverTimeout(HANDOVER_TIMEOUT);
                         return self.restart(now, dropped_so_far, reason);
                     }
                 }
@@ -321,7 +335,7 @@ impl Uplink {
                 let Some(reason) = d.failure(now) else {
                     return Ok(false);
                 };
-                self.restart(now, dropped_so_far, reason)
+                self.restart(now, dropped_so_far, reason.into())
             }
         }
     }
@@ -332,19 +346,19 @@ impl Uplink {
         &mut self,
         now: Instant,
         dropped_so_far: u64,
-        fault: String,
+        fault: TwinFault,
     ) -> Result<bool, UplinkError> {
         warn!(uplink = %self.spec.name, "twin disabled: {fault}; falling back to domain mode");
         self.twin_fault_count += 1;
         self.twin_faults.push_back(TwinFaultReport {
             at_ms: now.duration_since(self.started).as_millis() as u64,
-            fault: fault.clone(),
+            fault: fault.to_string(),
         });
         if self.twin_faults.len() > OUTAGES_KEPT {
             self.twin_faults.pop_front();
         }
         self.mode = UplinkMode::Domain;
-        self.restart(now, dropped_so_far, format!("twin disabled: {fault}"))
+        self.restart(now, dropped_so_far, LinkDown::TwinFault(fault))
     }
 
     /// Drops the failed driver (killing its domain), records the outage, and starts
@@ -353,7 +367,7 @@ impl Uplink {
         &mut self,
         now: Instant,
         dropped_so_far: u64,
-        reason: String,
+        reason: LinkDown,
     ) -> Result<bool, UplinkError> {
         let Link::Up(d) = &mut self.link else {
             return Ok(false);
@@ -368,6 +382,7 @@ impl Uplink {
         for (k, v) in d.domain.upcall_counts() {
             *self.past_upcalls.entry(k).or_default() += v;
         }
+        let reason = error_chain(&reason);
         warn!(uplink = %self.spec.name, lost, "uplink down: {reason}; restarting");
         self.disconnects += 1;
         self.outages.begin(now, reason, lost, dropped_so_far);
