@@ -30,7 +30,7 @@ args_of() {
     virtqueue) echo "--package driver-virtqueue" ;;
     wire) echo "--package twin-wire" ;;
     vhost-device) echo "--package vhost-device -f crates/vhost-device/src/datapath.rs -f crates/vhost-device/src/control.rs -f crates/vhost-device/src/shared.rs -f crates/vhost-device/src/ring_access.rs -f crates/vhost-device/src/budget.rs -f crates/vhost-device/src/stats.rs -E check_invariants|connect_for_fuzzing|disconnect_for_fuzzing -E with~(VuResult::(new|from_iter|from)\\(|MutexGuard::)" ;;
-    switch) echo "--package switch -f crates/switch/src/fdb.rs -f crates/switch/src/counters.rs -f crates/switch/src/datapath.rs -E switch/src/datapath.rs.*(DataPath::|Egress|for~Moved)" ;;
+    switch) echo "--package switch -f crates/switch/src/fdb.rs -f crates/switch/src/counters.rs -f crates/switch/src/datapath.rs -f crates/switch/src/port/uplink/supervision.rs -E DataPath::(run|sleep|build_waits) -E supervision.rs.*(Uplink::|spawn_connector|connect_once)" ;;
     *) return 1 ;;
   esac
 }

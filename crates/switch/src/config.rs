@@ -99,13 +99,20 @@ impl FromStr for UplinkMode {
     }
 }
 
-impl fmt::Display for UplinkMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl UplinkMode {
+    /// The mode's name, as `--uplink` and reports spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             UplinkMode::Inline => "inline",
             UplinkMode::Domain => "domain",
             UplinkMode::Twin => "twin",
-        })
+        }
+    }
+}
+
+impl fmt::Display for UplinkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

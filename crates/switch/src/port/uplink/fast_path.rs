@@ -20,7 +20,8 @@ use tracing::{info, warn};
 use twin_runtime::SwitchInstance;
 use twin_wire::Segments;
 
-use super::{error_chain, Link, Uplink};
+use super::handover::{self, HandoverDomain, Step, SwitchSide};
+use super::{Link, Uplink};
 use crate::config::UplinkMode;
 use crate::counters::DropReason;
 use crate::port::Delivery;
@@ -37,25 +38,52 @@ pub(super) fn attach_instance(
     }
 }
 
-/// Where a connected uplink's fast path runs (see `driver_domain::handover`).
-#[derive(Debug)]
-pub(super) enum FastPath {
-    /// In the driver domain; frames cross the exchange rings.
-    Domain,
-    /// Asked the driver domain to hand it over; frames still cross the exchange
-    /// rings until it acknowledges.
-    ToSwitch {
-        seq: u64,
-        target: UplinkMode,
-        since: Instant,
-    },
-    /// In the switch.
-    Switch {
-        instance: SwitchInstance,
-        /// The driver domain's last received frames (published before it handed
-        /// over) have been delivered; until then they go first.
-        from_nic_drained: bool,
-    },
+/// Where a connected uplink's fast path runs, with the switch's instance.
+pub(super) type FastPath = handover::FastPath<SwitchInstance>;
+
+impl HandoverDomain for DomainLink {
+    type Instance = SwitchInstance;
+    type AttachError = AttachError;
+    type QueueError = exchange::ExchangeError;
+
+    fn request_owner(&mut self, owner: Owner) -> u64 {
+        DomainLink::request_owner(self, owner)
+    }
+
+    fn owner_acked(&self, seq: u64, owner: Owner) -> bool {
+        DomainLink::owner_acked(self, seq, owner)
+    }
+
+    fn attach(&self, mode: UplinkMode) -> Result<SwitchInstance, AttachError> {
+        attach_instance(mode, self)
+    }
+
+    fn move_queued(
+        &mut self,
+        instance: &mut SwitchInstance,
+    ) -> Result<u64, exchange::ExchangeError> {
+        let mut ring_full = 0;
+        self.take_queued_to_nic(|frame| {
+            if instance.send(frame) != DomainSend::Queued {
+                ring_full += 1;
+            }
+        })?;
+        instance.flush();
+        Ok(ring_full)
+    }
+}
+
+impl SwitchSide for SwitchInstance {
+    fn sync(&mut self) {
+        SwitchInstance::sync(self);
+    }
+
+    fn mode(&self) -> UplinkMode {
+        match self {
+            SwitchInstance::Inline(_) => UplinkMode::Inline,
+            SwitchInstance::Twin(_) => UplinkMode::Twin,
+        }
+    }
 }
 
 /// A connected uplink: its driver domain, and wherever its fast path runs.
@@ -133,16 +161,8 @@ impl UplinkDriver {
     /// Where the fast path runs now, for reports.
     pub(super) fn fast_path_name(&self) -> &'static str {
         match &self.fast {
-            FastPath::Domain => "domain",
             FastPath::ToSwitch { .. } => "handing-over",
-            FastPath::Switch {
-                instance: SwitchInstance::Inline(_),
-                ..
-            } => "inline",
-            FastPath::Switch {
-                instance: SwitchInstance::Twin(_),
-                ..
-            } => "twin",
+            fp => fp.mode().as_str(),
         }
     }
 
@@ -198,40 +218,38 @@ impl UplinkDriver {
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Uplink {
-    /// The driver domain acknowledged a handover to the switch: attach the switch's
-    /// instance, send what is still queued for the domain first, and take over.
-    pub(super) fn finish_handover(&mut self, target: UplinkMode) -> bool {
-        let Link::Up(d) = &mut self.link else {
-            return false;
-        };
-        match attach_instance(target, &d.domain) {
-            Ok(mut instance) => {
-                let ring_full = &mut self.handover_ring_full;
-                let moved = d.domain.take_queued_to_nic(|frame| {
-                    if instance.send(frame) != DomainSend::Queued {
-                        *ring_full += 1;
-                    }
-                });
-                instance.flush();
-                if let Err(e) = moved {
-                    // The DD broke the ring: its health check will restart it.
-                    warn!(uplink = %self.spec.name, "to_nic ring at handover: {e}");
-                }
-                info!(uplink = %self.spec.name, mode = %target, "fast path runs in the switch");
-                d.fast = FastPath::Switch {
-                    instance,
-                    from_nic_drained: false,
-                };
+    /// Carries out what a step of the handover did: counts completed moves, sets the
+    /// mode back when an instance could not be attached, logs. Returns whether the
+    /// wake-up fd may have changed; a timeout is the caller's to act on.
+    pub(super) fn took_step(&mut self, step: &Step) -> bool {
+        let name = &self.spec.name;
+        match step {
+            Step::Stay | Step::Asked | Step::Withdrawn | Step::TimedOut => {}
+            Step::InSwitch { mode, ring_full } => {
+                self.handover_ring_full += ring_full;
                 self.mode_changes += 1;
+                info!(uplink = %name, mode = %mode, "fast path runs in the switch");
             }
-            Err(e) => {
-                warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {}; the driver domain keeps the fast path", error_chain(&e));
-                d.domain.request_owner(Owner::Domain);
-                d.fast = FastPath::Domain;
-                self.mode = UplinkMode::Domain;
+            Step::QueueBroken { mode, error } => {
+                // The DD broke the ring: its health check will restart it.
+                warn!(uplink = %name, "to_nic ring at handover: {error}");
+                self.mode_changes += 1;
+                info!(uplink = %name, mode = %mode, "fast path runs in the switch");
+            }
+            Step::BackInDomain => {
+                self.mode_changes += 1;
+                info!(uplink = %name, "fast path runs in the driver domain");
+            }
+            Step::AttachFailed {
+                target,
+                now_in,
+                error,
+            } => {
+                warn!(uplink = %name, mode = %target, "cannot attach the switch's instance: {error}; the fast path stays in {now_in}");
+                self.mode = *now_in;
             }
         }
-        true
+        step.fds_changed()
     }
 
     /// Moves the fast path toward `self.mode`, as far as it can go without waiting.
@@ -240,65 +258,8 @@ impl Uplink {
         let Link::Up(d) = &mut self.link else {
             return false;
         };
-        let want = self.mode;
-        match (&mut d.fast, want) {
-            (FastPath::Domain, UplinkMode::Domain) => false,
-            (FastPath::Domain, target) => {
-                let seq = d.domain.request_owner(Owner::Switch);
-                d.fast = FastPath::ToSwitch {
-                    seq,
-                    target,
-                    since: now,
-                };
-                false
-            }
-            (FastPath::ToSwitch { .. }, UplinkMode::Domain) => {
-                // Nothing attached yet: take the request back.
-                d.domain.request_owner(Owner::Domain);
-                d.fast = FastPath::Domain;
-                true
-            }
-            (FastPath::ToSwitch { target, .. }, t) => {
-                *target = t;
-                false
-            }
-            (FastPath::Switch { instance, .. }, UplinkMode::Domain) => {
-                // Quiesce at this batch boundary, hand back; frames sent from now on
-                // queue in `to_nic` behind everything the instance posted.
-                instance.sync();
-                d.fast = FastPath::Domain;
-                d.domain.request_owner(Owner::Domain);
-                self.mode_changes += 1;
-                info!(uplink = %self.spec.name, "fast path runs in the driver domain");
-                true
-            }
-            (FastPath::Switch { instance, .. }, target) => {
-                let same = matches!(
-                    (&*instance, target),
-                    (SwitchInstance::Inline(_), UplinkMode::Inline)
-                        | (SwitchInstance::Twin(_), UplinkMode::Twin)
-                );
-                if same {
-                    return false;
-                }
-                instance.sync();
-                match attach_instance(target, &d.domain) {
-                    Ok(next) => {
-                        *instance = next;
-                        self.mode_changes += 1;
-                        info!(uplink = %self.spec.name, mode = %target, "fast path runs in the switch");
-                    }
-                    Err(e) => {
-                        warn!(uplink = %self.spec.name, mode = %target, "cannot attach the switch's instance: {}; keeping the current one", error_chain(&e));
-                        self.mode = match instance {
-                            SwitchInstance::Inline(_) => UplinkMode::Inline,
-                            SwitchInstance::Twin(_) => UplinkMode::Twin,
-                        };
-                    }
-                }
-                false
-            }
-        }
+        let step = d.fast.toward(&mut d.domain, self.mode, now);
+        self.took_step(&step)
     }
 
     /// `twin ctl mode`: moves the fast path to `mode` (now, or when the link is up).

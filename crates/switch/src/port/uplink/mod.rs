@@ -22,6 +22,7 @@
 //! within [`BUDGET_WINDOW`] is not restarted again: the uplink stays down, reported.
 
 mod fast_path;
+mod handover;
 mod report;
 mod supervision;
 

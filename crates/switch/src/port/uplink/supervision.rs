@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use driver_domain::handover::Owner;
 use driver_domain::launch::DomainFailure;
 use driver_domain::{DomainLink, LaunchConfig};
 use driver_host::DriverConfig;
@@ -26,6 +25,7 @@ use tracing::{info, warn};
 use twin_runtime::{SwitchInstance, TwinFault};
 
 use super::fast_path::{FastPath, UplinkDriver, HANDOVER_TIMEOUT};
+use super::handover::Step;
 use super::{error_chain, Link, TwinFaultReport, Uplink, UplinkError, EXCHANGE_SLOTS, WATCHDOG};
 use crate::config::{PollMode, UplinkMode, UplinkSpec};
 use crate::port::PortCommandError;
@@ -319,14 +319,13 @@ impl Uplink {
                         return self.contain_twin_fault(now, dropped_so_far, fault);
                     }
                 }
-                if let FastPath::ToSwitch { seq, target, since } = d.fast {
-                    if d.domain.owner_acked(seq, Owner::Switch) {
-                        return Ok(self.finish_handover(target));
-                    }
-                    if now.duration_since(since) > HANDOVER_TIMEOUT {
+                match d.fast.poll(&mut d.domain, now, HANDOVER_TIMEOUT) {
+                    Step::Stay => {}
+                    Step::TimedOut => {
                         let reason = LinkDown::HandoverTimeout(HANDOVER_TIMEOUT);
                         return self.restart(now, dropped_so_far, reason);
                     }
+                    step => return Ok(self.took_step(&step)),
                 }
                 if now.duration_since(self.last_check) < LINK_CHECK_INTERVAL {
                     return Ok(false);
