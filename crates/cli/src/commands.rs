@@ -374,7 +374,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut policy = sandbox::Policy::driver_domain();
             policy.outside_ids = a.outside_id.map(|id| sandbox::Ids { uid: id, gid: id });
             policy.memory_limit = a.memory_limit;
-            let jail = || sandbox::enter(&policy).map_err(|e| e.to_string());
+            let jail = || sandbox::enter(&policy);
             driver_domain::serve(std::os::unix::net::UnixStream::from(boot), &stop, jail)?;
             Ok(())
         }

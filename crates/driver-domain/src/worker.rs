@@ -144,10 +144,10 @@ fn drain(fd: &OwnedFd) {
 /// Runs a driver domain on the bootstrap socket `boot` until `stop` is set or the NIC
 /// goes away. `before_loop` runs after the descriptors arrived and before any
 /// untrusted data is touched: the place to enter the sandbox.
-pub fn serve(
+pub fn serve<E: std::error::Error>(
     boot: UnixStream,
     stop: &AtomicBool,
-    before_loop: impl FnOnce() -> Result<(), String>,
+    before_loop: impl FnOnce() -> Result<(), E>,
 ) -> Result<(), WorkerError> {
     let fds = bootstrap::receive(&boot)?;
     let xr = Arc::new(
@@ -158,7 +158,14 @@ pub fn serve(
         code: 0,
     });
     if let Err(e) = before_loop() {
-        tracing::error!("driver domain set-up failed: {e}");
+        let mut why = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            why.push_str(": ");
+            why.push_str(&c.to_string());
+            cause = c.source();
+        }
+        tracing::error!("driver domain set-up failed: {why}");
         xr.set_status(DdStatus {
             state: DdState::Failed,
             code: code::SANDBOX,
