@@ -5,8 +5,11 @@
 //! that many frames, flush once, receive one burst and check each own frame's
 //! sequence number (and, when asked, fold it into the receive digest). In event-driven mode an idle
 //! iteration arms RX notifications and sleeps on the RX call eventfd (at most until
-//! the next token is due). After the send phase, a short drain phase collects
-//! frames still in flight.
+//! the next token is due). After the send phase, a drain phase collects frames
+//! still in flight: when the generator's own frames come back (a reflecting peer),
+//! until every frame it sent is back or [`GenConfig::drain`] has passed (a loaded
+//! machine may hold them for a while; a lost frame costs the whole drain); when
+//! none of its own come back, until nothing arrived for 50 ms.
 //!
 //! Receive only: with a rate of 0 ([`GenConfig::rate_pps`] `Some(0)`) the generator
 //! sends nothing and only receives, counting what arrives (`rx_packets`,
@@ -112,8 +115,9 @@ pub struct GenConfig {
     pub batch: usize,
     /// Keep retrying the connection this long.
     pub connect_timeout: Duration,
-    /// After sending, keep receiving this long (or until idle for 50 ms). Not with
-    /// a rate of 0 (receive only).
+    /// After sending, keep receiving at most this long: until every frame sent came
+    /// back when its own frames come back, else until idle for 50 ms. Not with a
+    /// rate of 0 (receive only).
     pub drain: Duration,
     /// The driver instance.
     pub driver: DriverConfig,
@@ -135,7 +139,7 @@ impl GenConfig {
             mode: PollMode::BusyPoll,
             batch: 32,
             connect_timeout: Duration::from_secs(5),
-            drain: Duration::from_millis(300),
+            drain: Duration::from_secs(1),
             driver: DriverConfig::default(),
         }
     }
@@ -450,10 +454,24 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     };
     let drain_end = Instant::now() + drain;
     let mut idle_since = Instant::now();
-    while Instant::now() < drain_end && idle_since.elapsed() < Duration::from_millis(50) {
+    // A reflecting peer returns every frame, so the count says when all are back;
+    // timing (an idle spell) would end the drain early on a busy machine.
+    let own_come_back = report.rx_own_swapped > 0;
+    while Instant::now() < drain_end {
+        if own_come_back {
+            if report.rx_own_swapped >= report.tx_packets {
+                break;
+            }
+        } else if idle_since.elapsed() >= Duration::from_millis(50) {
+            break;
+        }
         d.tx_flush();
         if rx_burst(&mut d, &mut report, cfg.id, src, &mut rx_state, 2 * batch) > 0 {
             idle_since = Instant::now();
+        } else {
+            // What is still out is on its way through peers that may share this
+            // core: let them run.
+            std::thread::yield_now();
         }
     }
     report.duration_s = sent_for;
