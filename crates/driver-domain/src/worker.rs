@@ -144,7 +144,7 @@ fn drain(fd: &OwnedFd) {
 /// Runs a driver domain on the bootstrap socket `boot` until `stop` is set or the NIC
 /// goes away. `before_loop` runs after the descriptors arrived and before any
 /// untrusted data is touched: the place to enter the sandbox.
-pub fn serve<E: std::error::Error>(
+pub fn serve<E: std::error::Error + 'static>(
     boot: UnixStream,
     stop: &AtomicBool,
     before_loop: impl FnOnce() -> Result<(), E>,
@@ -158,14 +158,8 @@ pub fn serve<E: std::error::Error>(
         code: 0,
     });
     if let Err(e) = before_loop() {
-        let mut why = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            why.push_str(": ");
-            why.push_str(&c.to_string());
-            cause = c.source();
-        }
-        tracing::error!("driver domain set-up failed: {why}");
+        // Recorded as an error value: the log line carries its causes too.
+        tracing::error!(error = &e as &dyn std::error::Error, "driver domain set-up failed");
         xr.set_status(DdStatus {
             state: DdState::Failed,
             code: code::SANDBOX,

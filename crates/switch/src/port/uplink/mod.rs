@@ -13,13 +13,19 @@
 //!
 //! Starting a driver domain happens on a connector thread, so that a NIC or a domain
 //! that is slow, absent or gone never stalls the data path; the ready driver is
-//! handed over through a channel. The data
-//! path checks the link every [`LINK_CHECK_INTERVAL`]: a NIC that hung up, or a
-//! driver domain that exited, hung (no heartbeat within the watchdog), reported a
-//! failure or broke the exchange protocol, is dropped (the domain killed) and a new
-//! connector starts, with backoff. Each outage is recorded with its length and the
-//! frames dropped meanwhile. A domain that fails more than [`RESTART_BUDGET`] times
-//! within [`BUDGET_WINDOW`] is not restarted again: the uplink stays down, reported.
+//! handed over through a channel. The data path checks the link every
+//! [`LINK_CHECK_INTERVAL`]: a NIC that hung up, or a driver domain that exited, hung
+//! (no heartbeat within the watchdog), reported a failure or broke the exchange
+//! protocol, is dropped (the domain killed) and a new connector starts, with
+//! backoff. Each outage is recorded with its length and the frames dropped
+//! meanwhile. A domain that fails more than [`RESTART_BUDGET`] times within
+//! [`BUDGET_WINDOW`] is not restarted again: the uplink stays down, reported.
+//!
+//! Split by responsibility: `handover` (the state machine that moves the fast path,
+//! generic and unit-tested), `fast_path` (the connected driver and the handover run
+//! on the real domain and instance), `supervision` (connector, health checks,
+//! restart budget, outage log, operators' commands) and `report`. As a [`Port`], an
+//! uplink receives what its driver received and delivers toward the NIC.
 
 mod fast_path;
 mod handover;
