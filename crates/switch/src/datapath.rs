@@ -331,35 +331,36 @@ impl DataPath {
         while let Ok(r) = ctl.try_recv() {
             requests.push(r);
         }
+        use crate::ctl::{Command, ErrorKind, Response};
+        let no_uplink =
+            |name: &str| Response::error(ErrorKind::NoSuchUplink, format!("no uplink {name:?}"));
         for r in requests {
             let answer = match &r.command {
-                crate::ctl::Command::Status => {
-                    serde_json::to_string(&crate::report(self)).unwrap_or_default()
-                }
-                crate::ctl::Command::Fault { uplink, kind } => {
+                Command::Status => Response::ok(&crate::report(self)),
+                Command::Fault { uplink, fault } => {
                     match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
-                        None => format!("error: no uplink {uplink:?}"),
-                        Some(u) => match u.inject(*kind) {
-                            Ok(()) => "ok".to_string(),
-                            Err(e) => format!("error: {e}"),
+                        None => no_uplink(uplink),
+                        Some(u) => match u.inject(fault.kind()) {
+                            Ok(()) => Response::ok(&r.command),
+                            Err(e) => Response::error(ErrorKind::Rejected, e),
                         },
                     }
                 }
-                crate::ctl::Command::Revive { uplink } => {
+                Command::Revive { uplink } => {
                     match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
-                        None => format!("error: no uplink {uplink:?}"),
+                        None => no_uplink(uplink),
                         Some(u) => match u.revive() {
-                            Ok(()) => format!("ok: uplink {uplink} restarting"),
-                            Err(e) => format!("error: {e}"),
+                            Ok(()) => Response::ok(&r.command),
+                            Err(e) => Response::error(ErrorKind::Rejected, e),
                         },
                     }
                 }
-                crate::ctl::Command::Mode { uplink, mode } => {
+                Command::Mode { uplink, mode } => {
                     match self.uplinks.iter_mut().find(|u| &u.spec.name == uplink) {
-                        None => format!("error: no uplink {uplink:?}"),
+                        None => no_uplink(uplink),
                         Some(u) => {
                             changed |= u.set_mode(*mode, now);
-                            format!("ok: uplink {uplink} mode {mode}")
+                            Response::ok(&r.command)
                         }
                     }
                 }
