@@ -143,8 +143,10 @@ wait_exit() {
   return 0
 }
 
+# twin ctl prints the switch's JSON response ({"ok":true,"result":...} or
+# {"ok":false,"error":{...}}); status prints the report (the result) or nothing.
 ctl() { "$TWIN_BIN" ctl --control "$scratch/ctl.sock" "$@" 2>>"$scratch/ctl.log"; }
-status() { ctl status || true; }
+status() { ctl status | jq -c 'select(.ok) | .result' 2>/dev/null || true; }
 
 # -------------------------------------------- the NIC behind the uplink
 nic_sock=$scratch/nic.sock
@@ -283,10 +285,12 @@ run_scenario() {
   n0=$(jq '.uplinks.u0.detail.outages | length' <<<"$s0")
   out=$(ctl fault u0 kill || true)
   t0=$(date +%s%N)
-  if [ -n "$pid0" ] && [ "$pid0" != null ]; then
-    hcheck fault-injected PASS "killed driver domain pid $pid0 (ctl: ${out:-no answer})"
-  else
+  if [ -z "$pid0" ] || [ "$pid0" = null ]; then
     hcheck fault-injected FAIL "no driver domain to kill: $(head -c 300 <<<"$s0")"
+  elif [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+    hcheck fault-injected FAIL "the switch did not kill driver domain pid $pid0 (ctl: ${out:-no answer})"
+  else
+    hcheck fault-injected PASS "killed driver domain pid $pid0 (ctl: $out)"
   fi
   s1=""
   while [ $(($(date +%s%N) - t0)) -lt 20000000000 ]; do

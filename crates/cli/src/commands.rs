@@ -1,12 +1,13 @@
 //! The command-line interface: one clap struct per subcommand, and the glue that turns
 //! a SIGINT or SIGTERM into a clean stop followed by a one-line JSON report on stdout.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use switch::config::{ClientSpec, PollMode, SwitchConfig, UplinkSpec};
 use twin_wire::MacAddr;
@@ -35,12 +36,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure throughput and CPU cost of every data path (a benchmark, not a test).
     Bench(bench::BenchArgs),
-    /// Talk to a running switch's control socket: `status`,
-    /// `mode UPLINK inline|domain|twin`, `revive UPLINK` (an uplink that gave up
-    /// after its restart budget), or `fault UPLINK KIND` (only when the switch runs
-    /// with --fault-injection) with KIND one of kill, panic, hang, garbage,
-    /// bogus-length, open-file, open-socket, refuse-handover (the driver domain) or
-    /// twin-forbidden-read, twin-wild-write, twin-panic, twin-stuck (the twin).
+    /// Talk to a running switch's control socket: `status`, `mode UPLINK MODE`,
+    /// `revive UPLINK` (an uplink that gave up after its restart budget), or
+    /// `fault UPLINK FAULT` (only when the switch runs with --fault-injection).
+    /// Prints the switch's JSON response.
+    #[command(after_help = switch::ctl::usage())]
     Ctl(CtlArgs),
     /// Internal: a driver domain, started by the switch with its bootstrap socket as
     /// standard input.
@@ -65,7 +65,7 @@ struct CtlArgs {
     /// The switch's control socket (`twin switch --control PATH`).
     #[arg(long)]
     control: PathBuf,
-    /// The command and its arguments.
+    /// The command and its arguments (below).
     #[arg(required = true, trailing_var_arg = true)]
     command: Vec<String>,
 }
@@ -258,6 +258,16 @@ fn pin(run: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The exit status for a run that failed: 2 when `twin ctl` got no response
+/// from the switch (like clap's for bad arguments), 1 otherwise (an error
+/// response included).
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<switch::ctl::CtlError>() {
+        Some(c) if c.is_no_response() => 2,
+        _ => 1,
+    }
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -350,15 +360,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Ctl(a) => {
-            let line = a.command.join(" ");
-            switch::ctl::Command::parse(&line).map_err(anyhow::Error::msg)?;
-            let answer = switch::ctl::call(&a.control, &line)
-                .with_context(|| format!("cannot reach the switch at {}", a.control.display()))?;
-            println!("{answer}");
-            anyhow::ensure!(
-                !answer.starts_with("error"),
-                "the switch refused the command"
-            );
+            let command = switch::ctl::Command::from_words(&a.command).unwrap_or_else(|f| {
+                // Bad arguments: clap's own error (exit status 2).
+                let mut cli = <Cli as clap::CommandFactory>::command();
+                cli.build();
+                let ctl = cli
+                    .find_subcommand_mut("ctl")
+                    .expect("twin has a ctl command");
+                ctl.error(clap::error::ErrorKind::InvalidValue, f.message)
+                    .exit()
+            });
+            // No response: exit status 2 (see `exit_status`).
+            let answer = switch::ctl::call(&a.control, &command)?;
+            writeln!(std::io::stdout().lock(), "{}", answer.line)
+                .context("cannot print the response")?;
+            if let switch::ctl::Response::Err(f) = answer.response {
+                bail!("the switch refused the command: {f}");
+            }
             Ok(())
         }
         Command::DriverDomain(a) => {

@@ -1,6 +1,7 @@
 //! `twin`: the one binary of the project. Each subcommand is a thin wrapper that parses
 //! its arguments and calls a library crate; errors become a message and exit code 2
-//! (bad arguments, from clap) or 1 (the run failed).
+//! (bad arguments, from clap, and `twin ctl` without a response from the switch)
+//! or 1 (the run failed, `twin ctl`'s error responses included).
 
 mod affinity;
 mod bench;
@@ -28,7 +29,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("twin: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(commands::exit_status(&e))
         }
     }
 }

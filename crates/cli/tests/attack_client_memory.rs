@@ -115,9 +115,9 @@ impl Setup {
         loop {
             self.assert_alive(&format!("while waiting for {what}"));
             let s = ctl_answer(&self.ctl, &["status"]);
-            if let Ok(v) = serde_json::from_str::<Value>(&s) {
-                if pred(&v) {
-                    return v;
+            if let Some(v) = s.get("result") {
+                if pred(v) {
+                    return v.clone();
                 }
             }
             assert!(

@@ -113,10 +113,7 @@ fn driver_domains_hold_only_the_descriptors_the_switch_hands_them() {
     }
 
     for restart in 1..=3 {
-        assert!(
-            ctl_answer(&ctl_s, &["fault", "u0", "kill"]).starts_with("ok"),
-            "cannot kill the driver domain"
-        );
+        ctl_ok(&ctl_s, &["fault", "u0", "kill"]);
         pid = wait_domain(&ctl_s, pid);
         // The reaper (the switch's child) and the worker (its child, PID 1 of its
         // own pid namespace).
@@ -334,11 +331,8 @@ fn the_control_socket_is_private_checks_its_peer_and_injects_no_fault_unless_all
     let mut sw = switch_with_control(&s, &ctl, &[]);
     let mode = std::fs::metadata(&ctl).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "control socket mode {mode:o}");
-    let answer = ctl_answer(&ctl, &["fault", "u0", "kill"]);
-    assert!(
-        answer.contains("fault injection is disabled"),
-        "fault accepted without --fault-injection: {answer:?}"
-    );
+    let (kind, message) = ctl_err(&ctl, &["fault", "u0", "kill"]);
+    assert_eq!(kind, "fault_injection_disabled", "{message}");
     assert!(ctl_status(&ctl).get("clients").is_some(), "status refused");
 
     // A second switch must not take over a live control socket.
@@ -366,8 +360,8 @@ fn the_control_socket_is_private_checks_its_peer_and_injects_no_fault_unless_all
     // A peer whose uid is not allowed is refused even when the file mode lets it
     // in (here: the test runs as root, and only uid 4242 is allowed).
     let mut sw = switch_with_control(&s, &ctl, &["--control-uid", "4242"]);
-    let answer = ctl_answer(&ctl, &["status"]);
-    assert_eq!(answer, "error: permission denied");
+    let (kind, message) = ctl_err(&ctl, &["status"]);
+    assert_eq!(kind, "permission_denied", "{message}");
     sw.stop();
 }
 
@@ -407,10 +401,10 @@ fn an_uplink_that_spent_its_restart_budget_is_revived_from_the_control_socket() 
     // two restarts are allowed, the third failure gives up.
     let mut pid = wait_domain(&ctl_s, 0);
     for _ in 0..2 {
-        assert!(ctl_answer(&ctl_s, &["fault", "u0", "kill"]).starts_with("ok"));
+        ctl_ok(&ctl_s, &["fault", "u0", "kill"]);
         pid = wait_domain(&ctl_s, pid);
     }
-    assert!(ctl_answer(&ctl_s, &["fault", "u0", "kill"]).starts_with("ok"));
+    ctl_ok(&ctl_s, &["fault", "u0", "kill"]);
     let st = wait_status(&ctl_s, Duration::from_secs(10), "given up", |s| {
         s.pointer("/uplinks/u0/detail/gave_up") == Some(&Value::Bool(true))
     });
@@ -418,13 +412,10 @@ fn an_uplink_that_spent_its_restart_budget_is_revived_from_the_control_socket() 
         st.pointer("/uplinks/u0/detail/connected"),
         Some(&Value::Bool(false))
     );
-    assert!(
-        ctl_answer(&ctl_s, &["revive", "c1"]).starts_with("error"),
-        "a client port is not an uplink"
-    );
+    // A client port is not an uplink.
+    assert_eq!(ctl_err(&ctl_s, &["revive", "c1"]).0, "no_such_uplink");
 
-    let answer = ctl_answer(&ctl_s, &["revive", "u0"]);
-    assert!(answer.starts_with("ok"), "revive refused: {answer}");
+    ctl_ok(&ctl_s, &["revive", "u0"]);
     let new_pid = wait_domain(&ctl_s, pid);
     assert_ne!(new_pid, pid);
     let st = ctl_status(&ctl_s);
@@ -433,7 +424,9 @@ fn an_uplink_that_spent_its_restart_budget_is_revived_from_the_control_socket() 
         Some(&Value::Bool(false))
     );
     // Reviving an uplink that is up is refused.
-    assert!(ctl_answer(&ctl_s, &["revive", "u0"]).contains("has not given up"));
+    let (kind, message) = ctl_err(&ctl_s, &["revive", "u0"]);
+    assert_eq!(kind, "rejected", "{message}");
+    assert!(message.contains("has not given up"), "{message}");
     sw.stop();
     nic.stop();
 }
@@ -470,7 +463,7 @@ fn what_a_driver_domain_writes_is_relayed_quoted_never_as_the_switchs_own_lines(
     wait_for_path(&ctl_s, Duration::from_secs(10));
     let pid = wait_domain(&ctl_s, 0);
     // The domain panics: the panic message goes to its stderr.
-    assert!(ctl_answer(&ctl_s, &["fault", "u0", "panic"]).starts_with("ok"));
+    ctl_ok(&ctl_s, &["fault", "u0", "panic"]);
     wait_domain(&ctl_s, pid);
     sw.wait_for_output("driver domain wrote to stderr", Duration::from_secs(10));
     sw.stop();

@@ -36,6 +36,23 @@ fn bad_arguments_give_clear_errors() {
             "unknown poll mode",
         ),
         (&["frobnicate"], "unrecognized subcommand"),
+        // twin ctl checks its command before it calls any switch.
+        (
+            &["ctl", "--control", "/nonexistent", "reboot"],
+            "unknown command",
+        ),
+        (
+            &["ctl", "--control", "/nonexistent", "fault", "u0", "melt"],
+            "unknown fault \"melt\" (known: kill, panic,",
+        ),
+        (
+            &["ctl", "--control", "/nonexistent", "mode", "u0", "warp"],
+            "unknown mode",
+        ),
+        (
+            &["ctl", "--control", "/nonexistent", "revive"],
+            "usage: revive UPLINK",
+        ),
     ];
     for (args, want) in cases {
         let (code, err) = twin(args);

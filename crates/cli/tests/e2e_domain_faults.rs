@@ -119,7 +119,7 @@ fn every_injected_fault_is_contained_twenty_times_in_a_row() {
         for round in 0..ROUNDS {
             let tag = format!("{kind} #{round}");
             let before = st;
-            assert_eq!(ctl_answer(&ctl_s, &["fault", "u0", kind]), "ok", "{tag}");
+            ctl_ok(&ctl_s, &["fault", "u0", kind]);
             // Detected, reported with its cause, and repaired by a new domain...
             let after = wait_status(&ctl_s, Duration::from_secs(20), &tag, |s| {
                 n(s, "/uplinks/u0/disconnects") > failures

@@ -451,10 +451,7 @@ fn one_failure_past_the_restart_budget_and_the_uplink_gives_up_until_revived() {
     );
     assert_eq!(d("/uplinks/u0/tx_packets"), 0);
     // The operator revives it: a new domain, a fresh budget, traffic again.
-    assert!(
-        ctl_answer(&r.ctl, &["revive", "u0"]).starts_with("ok"),
-        "revive"
-    );
+    ctl_ok(&r.ctl, &["revive", "u0"]);
     let back = wait_new_domain(&r.ctl, pid, "domain", "revived");
     assert!(!gave_up(&back), "{back}");
     assert_eq!(
@@ -597,10 +594,7 @@ fn a_domain_that_keeps_the_fast_path_is_replaced_after_the_handover_timeout() {
     );
     let mut nic = nic.expect("nic");
     let pid = driver_pid(&first).expect("a domain");
-    assert_eq!(
-        ctl_answer(&r.ctl, &["fault", "u0", "refuse-handover"]),
-        "ok"
-    );
+    ctl_ok(&r.ctl, &["fault", "u0", "refuse-handover"]);
     // The domain took the fault (its relayed log says so) before the request.
     let t = Instant::now();
     while !r
@@ -616,7 +610,7 @@ fn a_domain_that_keeps_the_fast_path_is_replaced_after_the_handover_timeout() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let asked = Instant::now();
-    assert!(ctl_answer(&r.ctl, &["mode", "u0", "twin"]).starts_with("ok"));
+    ctl_ok(&r.ctl, &["mode", "u0", "twin"]);
     // Until the timeout, the request is pending and frames keep crossing the
     // domain.
     let pending = wait_status(&r.ctl, Duration::from_secs(10), "handing over", |s| {

@@ -78,10 +78,10 @@ fn wait_fast_path(ctl: &str, want: &str) -> Value {
     )
 }
 
-/// Asks the switch to move u0's fast path to `mode`; the answer must be `ok`.
+/// Asks the switch to move u0's fast path to `mode`; the answer must be ok.
 fn set_mode(ctl: &str, mode: &str) {
-    let a = ctl_answer(ctl, &["mode", "u0", mode]);
-    assert!(a.starts_with("ok"), "mode u0 {mode}: answered {a:?}");
+    let done = ctl_ok(ctl, &["mode", "u0", mode]);
+    assert_eq!(str_at(&done, "/mode"), mode, "{done}");
 }
 
 /// Every drop anyone counted: the switch (all ports, devices and driver domains)
@@ -406,8 +406,8 @@ fn every_injected_twin_fault_is_contained() {
                 st = wait_fast_path(&ctl, "twin");
             }
             let pid = driver_pid(&st).expect("driver pid");
-            let a = ctl_answer(&ctl, &["fault", "u0", kind]);
-            assert_eq!(a, "ok", "{what}");
+            let done = ctl_ok(&ctl, &["fault", "u0", kind]);
+            assert_eq!(str_at(&done, "/fault"), kind, "{what}");
             // Contained: reported, fallen back to a fresh driver domain.
             st = wait_status(&ctl, Duration::from_secs(10), &what, |st| {
                 n(st, "/uplinks/u0/detail/twin_fault_count") > faults
@@ -549,7 +549,8 @@ fn the_twin_reattaches_to_a_restarted_driver_domain() {
     const KILLS: u64 = 5;
     for i in 0..KILLS {
         let pid = driver_pid(&st).expect("driver pid");
-        assert_eq!(ctl_answer(&ctl, &["fault", "u0", "kill"]), "ok", "kill {i}");
+        let done = ctl_ok(&ctl, &["fault", "u0", "kill"]);
+        assert_eq!(str_at(&done, "/uplink"), "u0", "kill {i}");
         // A new domain, and the twin on its state: no mode change was asked for.
         st = wait_status(&ctl, Duration::from_secs(10), "re-attached twin", |st| {
             fast_path(st) == Some("twin") && driver_pid(st).is_some_and(|p| p != pid)

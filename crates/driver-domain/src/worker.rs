@@ -159,7 +159,10 @@ pub fn serve<E: std::error::Error + 'static>(
     });
     if let Err(e) = before_loop() {
         // Recorded as an error value: the log line carries its causes too.
-        tracing::error!(error = &e as &dyn std::error::Error, "driver domain set-up failed");
+        tracing::error!(
+            error = &e as &dyn std::error::Error,
+            "driver domain set-up failed"
+        );
         xr.set_status(DdStatus {
             state: DdState::Failed,
             code: code::SANDBOX,

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use twin_wire::MacAddr;
 
 /// Errors in a port or uplink specification.
@@ -66,7 +66,7 @@ pub enum ConfigError {
 }
 
 /// Where an uplink's driver runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum UplinkMode {
     /// The driver's fast path runs inside the switch with direct access to the

@@ -39,7 +39,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use crate::config::PollMode;
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::{Destination, Fdb, Learned, Memo, PortId};
-use crate::port::{Delivery, MaintainContext, Port, PortError, PortKind};
+use crate::port::{Delivery, MaintainContext, Port, PortCommand, PortError, PortKind};
 
 /// Frames taken from one source per iteration.
 pub const BATCH: usize = 64;
@@ -384,35 +384,33 @@ impl DataPath {
         while let Ok(r) = ctl.try_recv() {
             requests.push(r);
         }
+        use crate::ctl::{Command, ErrorKind, Response};
+        let no_uplink =
+            |name: &str| Response::error(ErrorKind::NoSuchUplink, format!("no uplink {name:?}"));
         for r in requests {
             let (uplink, cmd) = match &r.command {
-                crate::ctl::Command::Status => {
-                    let answer = serde_json::to_string(&crate::report(self)).unwrap_or_default();
-                    let _ = r.reply.try_send(answer);
+                Command::Status => {
+                    let _ = r.reply.try_send(Response::ok(&crate::report(self)));
                     continue;
                 }
-                crate::ctl::Command::Fault { uplink, kind } => {
-                    (uplink, crate::port::PortCommand::Fault(*kind))
-                }
-                crate::ctl::Command::Revive { uplink } => {
-                    (uplink, crate::port::PortCommand::Revive)
-                }
-                crate::ctl::Command::Mode { uplink, mode } => {
-                    (uplink, crate::port::PortCommand::Mode(*mode))
-                }
+                Command::Fault { uplink, fault } => (uplink, PortCommand::Fault(fault.kind())),
+                Command::Revive { uplink } => (uplink, PortCommand::Revive),
+                Command::Mode { uplink, mode } => (uplink, PortCommand::Mode(*mode)),
             };
             let target = self
                 .ports
                 .iter_mut()
                 .find(|e| e.kind == PortKind::Uplink && e.port.name() == uplink.as_str());
             let answer = match target {
-                None => format!("error: no uplink {uplink:?}"),
+                None => no_uplink(uplink),
                 Some(e) => match e.port.command(cmd, now) {
                     Ok(done) => {
                         changed |= done.fds_changed;
-                        done.message
+                        Response::ok(&r.command)
                     }
-                    Err(err) => format!("error: {}", crate::port::error_chain(&err)),
+                    Err(err) => {
+                        Response::error(ErrorKind::Rejected, crate::port::error_chain(&err))
+                    }
                 },
             };
             let _ = r.reply.try_send(answer);

@@ -166,15 +166,20 @@ fn drops_into(
     Ok(())
 }
 
+/// The switch's live report (`None` while it does not answer with one).
+fn switch_status(ctl: &str) -> Option<serde_json::Value> {
+    let answer = switch::ctl::call(std::path::Path::new(ctl), &switch::ctl::Command::Status);
+    let report = answer.ok()?.response.into_result().ok()?;
+    serde_json::from_str(report.get()).ok()
+}
+
 /// Waits until the switch has taken the client's disconnect: its data path drains
 /// a client's transmit ring before it adopts a disconnect, so from then on every
 /// frame the client sent has been counted by the switch (forwarded or dropped).
 fn wait_client_gone(ctl: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status = switch::ctl::call(std::path::Path::new(ctl), "status")
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+        let status = switch_status(ctl);
         let gone = status
             .as_ref()
             .and_then(|s| s.pointer("/clients/c1/disconnects"))
@@ -312,9 +317,7 @@ fn start_switch(
     wait_for_path(client_sock, Duration::from_secs(10))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status = switch::ctl::call(std::path::Path::new(ctl), "status")
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+        let status = switch_status(ctl);
         let d = status
             .as_ref()
             .and_then(|s| s.pointer("/uplinks/u0/detail"));

@@ -492,21 +492,94 @@ pub fn nic_reflect(sock: &str, digest: bool) -> Proc {
     Proc::twin("nic", &args)
 }
 
-/// Runs `twin ctl --control SOCK ARGS...` and returns its answer (stdout, trimmed;
-/// empty when the switch could not be reached).
-pub fn ctl_answer(sock: &str, args: &[&str]) -> String {
+/// What one `twin ctl` run did.
+#[derive(Debug)]
+pub struct CtlRun {
+    /// Its exit status.
+    pub code: Option<i32>,
+    /// The response it printed (`Value::Null` when it printed none).
+    pub response: Value,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `twin ctl --control SOCK ARGS...`, checking its contract on the way: one
+/// JSON response line on stdout, exit status 0 exactly when the response is ok and
+/// 1 when it is an error; nothing on stdout and exit status 2 when the switch could
+/// not be reached.
+pub fn ctl_run(sock: &str, args: &[&str]) -> CtlRun {
     let out = Command::new(env!("CARGO_BIN_EXE_twin"))
         .args(["ctl", "--control", sock])
         .args(args)
         .output()
         .expect("run twin ctl");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let code = out.status.code();
+    if stdout.is_empty() {
+        assert_eq!(code, Some(2), "twin ctl {args:?} printed nothing: {stderr}");
+        return CtlRun {
+            code,
+            response: Value::Null,
+            stderr,
+        };
+    }
+    assert_eq!(
+        stdout.matches('\n').count(),
+        1,
+        "twin ctl {args:?}: not one line: {stdout:?}"
+    );
+    let response: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("twin ctl {args:?}: not JSON ({e}): {stdout:?}"));
+    let ok = match response.get("ok") {
+        Some(Value::Bool(ok)) => *ok,
+        _ => panic!("twin ctl {args:?}: no ok in {response}"),
+    };
+    assert_eq!(
+        code,
+        Some(if ok { 0 } else { 1 }),
+        "twin ctl {args:?}: exit status for {response} ({stderr})"
+    );
+    CtlRun {
+        code,
+        response,
+        stderr,
+    }
 }
 
-/// The switch's live report (`twin ctl ... status`).
+/// Runs `twin ctl --control SOCK ARGS...` and returns the response (`Value::Null`
+/// when the switch could not be reached).
+pub fn ctl_answer(sock: &str, args: &[&str]) -> Value {
+    ctl_run(sock, args).response
+}
+
+/// Runs a `twin ctl` command that must succeed and returns its result.
+pub fn ctl_ok(sock: &str, args: &[&str]) -> Value {
+    let r = ctl_answer(sock, args);
+    assert_eq!(r["ok"], Value::Bool(true), "twin ctl {args:?} answered {r}");
+    r.get("result")
+        .cloned()
+        .unwrap_or_else(|| panic!("twin ctl {args:?}: no result in {r}"))
+}
+
+/// Runs a `twin ctl` command that must be refused and returns the error's kind
+/// and message.
+pub fn ctl_err(sock: &str, args: &[&str]) -> (String, String) {
+    let r = ctl_answer(sock, args);
+    assert_eq!(
+        r["ok"],
+        Value::Bool(false),
+        "twin ctl {args:?} answered {r}"
+    );
+    (
+        str_at(&r, "/error/kind").to_string(),
+        str_at(&r, "/error/message").to_string(),
+    )
+}
+
+/// The switch's live report (the result of `twin ctl ... status`).
 pub fn ctl_status(sock: &str) -> Value {
-    let s = ctl_answer(sock, &["status"]);
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("status is not JSON ({e}): {s:?}"))
+    ctl_ok(sock, &["status"])
 }
 
 /// Polls the switch's status until `pred` holds and returns that status; fails

@@ -160,10 +160,7 @@ impl Port for FakePort {
             });
         }
         self.state.lock().unwrap().commands.push(cmd);
-        Ok(CommandDone {
-            message: "ok".to_string(),
-            fds_changed: true,
-        })
+        Ok(CommandDone { fds_changed: true })
     }
 
     fn report(&self, counters: &PortCounters) -> PortReport {
@@ -367,9 +364,20 @@ fn operators_commands_reach_the_named_uplink_only() {
         dp.serve_control(Instant::now()),
         "the uplink said its fds changed"
     );
-    assert_eq!(ok.recv().unwrap(), "ok");
-    assert!(missing.recv().unwrap().contains("no uplink \"nope\""));
-    assert!(client.recv().unwrap().contains("no uplink \"a\""));
+    assert!(ok.recv().unwrap().is_ok());
+    for (answer, name) in [(missing, "nope"), (client, "a")] {
+        match answer.recv().unwrap() {
+            crate::ctl::Response::Err(f) => {
+                assert_eq!(f.kind, crate::ctl::ErrorKind::NoSuchUplink);
+                assert!(
+                    f.message.contains(&format!("no uplink {name:?}")),
+                    "{}",
+                    f.message
+                );
+            }
+            r => panic!("answered {r:?} for uplink {name}"),
+        }
+    }
     assert_eq!(
         su.lock().unwrap().commands,
         [PortCommand::Mode(crate::config::UplinkMode::Twin)]

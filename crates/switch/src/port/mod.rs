@@ -92,8 +92,6 @@ pub enum PortCommand {
 /// A [`PortCommand`] carried out (or under way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandDone {
-    /// What to tell the operator.
-    pub message: String,
     /// The port's wake-up fds may have changed.
     pub fds_changed: bool,
 }

@@ -250,29 +250,18 @@ impl Port for Uplink {
     }
 
     fn command(&mut self, cmd: PortCommand, now: Instant) -> Result<CommandDone, PortCommandError> {
-        match cmd {
+        let fds_changed = match cmd {
             PortCommand::Fault(kind) => {
                 self.inject(kind)?;
-                Ok(CommandDone {
-                    message: "ok".to_string(),
-                    fds_changed: false,
-                })
+                false
             }
             PortCommand::Revive => {
                 self.revive()?;
-                Ok(CommandDone {
-                    message: format!("ok: uplink {} restarting", self.spec.name),
-                    fds_changed: false,
-                })
+                false
             }
-            PortCommand::Mode(mode) => {
-                let fds_changed = self.set_mode(mode, now);
-                Ok(CommandDone {
-                    message: format!("ok: uplink {} mode {mode}", self.spec.name),
-                    fds_changed,
-                })
-            }
-        }
+            PortCommand::Mode(mode) => self.set_mode(mode, now),
+        };
+        Ok(CommandDone { fds_changed })
     }
 
     fn report(&self, counters: &PortCounters) -> PortReport {
