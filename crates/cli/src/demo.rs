@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::procs::{n, wait_for_path, Proc};
+use twin_bench::procs::{self, n, wait_for_path, Proc};
 
 /// Options of `twin demo`.
 #[derive(Debug, Args)]
@@ -66,7 +66,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     )?;
     wait_for_path(&c1_s, Duration::from_secs(10))?;
     wait_for_path(&c2_s, Duration::from_secs(10))?;
-    let gen = |id: &str, s: &str, src: &str, dst: &str| -> anyhow::Result<Proc> {
+    let gen = |id: &str, s: &str, src: &str, dst: &str| -> procs::Result<Proc> {
         Proc::twin(
             "gen",
             &[

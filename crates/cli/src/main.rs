@@ -7,7 +7,6 @@ mod affinity;
 mod bench;
 mod commands;
 mod demo;
-mod procs;
 
 use clap::Parser;
 

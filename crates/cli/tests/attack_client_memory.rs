@@ -129,26 +129,19 @@ impl Setup {
     }
 
     fn connect(&mut self, sealed: bool) -> RawFrontend {
-        let start = Instant::now();
-        loop {
-            let r = if sealed {
-                RawFrontend::connect(std::path::Path::new(&self.c1), QSZ, 1 << 20)
-            } else {
-                RawFrontend::connect_unsealed(std::path::Path::new(&self.c1), QSZ, 1 << 20)
-            };
-            match r {
-                Ok(f) => return f,
-                Err(e) => {
-                    self.assert_alive("while a client connects");
-                    assert!(
-                        start.elapsed() < DEADLINE,
-                        "cannot connect to c1: {e} ({:?})",
-                        std::error::Error::source(&e)
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
+        let c1 = self.c1.clone();
+        retry(
+            "cannot connect to c1",
+            DEADLINE,
+            || {
+                if sealed {
+                    RawFrontend::connect(std::path::Path::new(&c1), QSZ, 1 << 20)
+                } else {
+                    RawFrontend::connect_unsealed(std::path::Path::new(&c1), QSZ, 1 << 20)
                 }
-            }
-        }
+            },
+            |_| self.assert_alive("while a client connects"),
+        )
     }
 
     /// Posts `n` good frames on `f`'s TX queue and waits until the switch returned

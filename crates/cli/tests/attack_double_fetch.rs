@@ -57,23 +57,6 @@ fn eth(src: [u8; 6]) -> Vec<u8> {
     f
 }
 
-fn connect(sock: &str) -> RawFrontend {
-    let start = Instant::now();
-    loop {
-        match RawFrontend::connect(std::path::Path::new(sock), QSZ, 2 << 20) {
-            Ok(f) => return f,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "cannot connect to {sock}: {e} ({:?})",
-                    std::error::Error::source(&e)
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 /// Source MACs of the frames the receiver got.
 #[derive(Debug, Default)]
 struct Seen {
@@ -208,8 +191,8 @@ fn attack(mode: &str) {
         fast_path(st) == Some(mode)
     });
 
-    let mut rcv = Receiver::new(connect(&rcv_s));
-    let mut atk = connect(&atk_s);
+    let mut rcv = Receiver::new(connect_raw(&rcv_s, QSZ, 2 << 20));
+    let mut atk = connect_raw(&atk_s, QSZ, 2 << 20);
     wait_status(&ctl, Duration::from_secs(10), "both clients up", |st| {
         n(st, "/clients/atk/connects") == 1 && n(st, "/clients/rcv/connects") == 1
     });

@@ -13,32 +13,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use driver_host::raw_frontend::RawFrontend;
 use serde_json::Value;
 
 /// The switch's deadline for a message (`vhost_device::control::READ_TIMEOUT`).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn connect_raw(sock: &str) -> RawFrontend {
-    let start = Instant::now();
-    loop {
-        match RawFrontend::connect(Path::new(sock), 64, 1 << 20) {
-            Ok(f) => return f,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "cannot connect to the client port: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
 
 /// What a driver domain's descriptors above stdio may be.
 const DOMAIN_FDS: &[&str] = &[
@@ -101,7 +83,7 @@ fn driver_domains_hold_only_the_descriptors_the_switch_hands_them() {
 
     // The attacker's client: its whole memory is one memfd, plus kick and call
     // eventfds for both queues, all handed to the switch.
-    let client = connect_raw(&c1_s);
+    let client = connect_raw(&c1_s, 64, 1 << 20);
     let client_mem = "twin-raw-frontend";
     let start = Instant::now();
     while !maps_contain(sw.pid(), client_mem) {

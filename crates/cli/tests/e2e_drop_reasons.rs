@@ -16,10 +16,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -50,23 +46,6 @@ fn eth(dst: [u8; 6], src: [u8; 6], tag: u8) -> Vec<u8> {
     f[13] = 0xb5;
     f[14] = tag;
     f
-}
-
-fn connect(sock: &str) -> RawFrontend {
-    let start = Instant::now();
-    loop {
-        match RawFrontend::connect(Path::new(sock), QSZ, 2 << 20) {
-            Ok(f) => return f,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "cannot connect to {sock}: {e} ({:?})",
-                    std::error::Error::source(&e)
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 /// A raw client that sends frames: TX descriptor `i` at `buffers + i * 2048`.
@@ -218,8 +197,10 @@ fn two_clients(tag: &str) -> TwoClients {
 
 /// Connects `a` as a sender and `b` as a receiver; returns once both are ready.
 fn attach(t: &TwoClients) -> (Sender, Receiver) {
-    let rcv = Receiver::new(connect(&t.b));
-    let snd = Sender { f: connect(&t.a) };
+    let rcv = Receiver::new(connect_raw(&t.b, QSZ, 2 << 20));
+    let snd = Sender {
+        f: connect_raw(&t.a, QSZ, 2 << 20),
+    };
     wait_status(&t.ctl, Duration::from_secs(10), "both clients up", |st| {
         n(st, "/clients/a/connects") == 1 && n(st, "/clients/b/connects") == 1
     });
@@ -325,7 +306,7 @@ fn frames_to_a_disconnected_client_count_as_destination_down() {
     });
     only_drops(&st, "/clients/a", "destination_down", DOWN as u64);
     // b back: frames flow again, and only the new ones arrive.
-    let mut rcv = Receiver::new(connect(&t.b));
+    let mut rcv = Receiver::new(connect_raw(&t.b, QSZ, 2 << 20));
     wait_status(&t.ctl, Duration::from_secs(10), "b back", |st| {
         n(st, "/clients/b/connects") == 2
     });
@@ -344,110 +325,6 @@ fn frames_to_a_disconnected_client_count_as_destination_down() {
         rcv.got, after,
         "b, back, received only the frames sent after"
     );
-}
-
-/// testpmd as the NIC of uplink `u0`, interactive: `net_vhost` on `sock` (and
-/// `vdev`, another `--vdev`, if any), `args` after `--`. It sends nothing before
-/// [`TestpmdNic::command`]`("start")`. Output (stdout and stderr) is collected;
-/// it keeps no hugepage files (`--in-memory`); its stdout is line-buffered
-/// (`stdbuf -oL`: it is a pipe). Stopped with SIGINT, by its own
-/// PID, when dropped.
-struct TestpmdNic {
-    child: Option<std::process::Child>,
-    out: Arc<Mutex<String>>,
-}
-
-impl TestpmdNic {
-    fn start(sock: &str, vdev: &str, args: &str) -> TestpmdNic {
-        require_testpmd();
-        let cmd = format!(
-            "exec stdbuf -oL dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci --in-memory \
-             --single-file-segments -m 512 --vdev net_vhost0,iface={sock},queues=1 {vdev} \
-             -- -i {args} --nb-cores=1 --total-num-mbufs=16384 2>&1"
-        );
-        let mut child = Command::new("sh")
-            .args(["-c", &cmd])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("cannot start dpdk-testpmd");
-        let out = Arc::new(Mutex::new(String::new()));
-        let sink = out.clone();
-        let so = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for l in BufReader::new(so).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&l);
-                s.push('\n');
-            }
-        });
-        TestpmdNic {
-            child: Some(child),
-            out,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn command(&mut self, line: &str) {
-        let stdin = self
-            .child
-            .as_mut()
-            .and_then(|c| c.stdin.as_mut())
-            .expect("testpmd's stdin");
-        writeln!(stdin, "{line}").expect("write a testpmd command");
-        stdin.flush().expect("flush");
-    }
-
-    /// Waits until testpmd printed `needle`.
-    fn wait_for(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.output().contains(needle) {
-            assert!(
-                start.elapsed() < timeout,
-                "testpmd did not print {needle:?} within {timeout:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `quit`, and waits for the exit.
-    fn quit(mut self) {
-        self.command("quit");
-        let mut c = self.child.take().expect("child");
-        let start = Instant::now();
-        while !matches!(c.try_wait(), Ok(Some(_))) {
-            if start.elapsed() > Duration::from_secs(20) {
-                sigint(&c);
-                let _ = c.wait();
-                panic!("testpmd did not quit:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn sigint(c: &std::process::Child) {
-    if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-    }
-}
-
-impl Drop for TestpmdNic {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            sigint(&c);
-            let start = Instant::now();
-            while !matches!(c.try_wait(), Ok(Some(_))) && start.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Runs testpmd's frames into uplink u0 (in `mode`; u1, domain, has a sink NIC):

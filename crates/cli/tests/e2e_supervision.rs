@@ -26,20 +26,6 @@ use serde_json::Value;
 const C1: &str = "02:00:00:00:00:01";
 const OUTSIDE: &str = "02:00:00:00:00:fe";
 
-/// c1's frames the switch dropped for reasons of its own. While the uplink is
-/// down, c1's frames to it are counted here (as the ingress port), and nothing
-/// else is dropped: an outage's `frames_dropped` is the change of this sum.
-fn c1_drops(st: &Value) -> u64 {
-    switch_drops_but_ring_full()
-        .iter()
-        .map(|r| n(st, &format!("/clients/c1/drops/{r}")))
-        .sum()
-}
-
-/// Frames that must cross the uplink each way before it counts as carrying
-/// traffic: 50 ms of the generator's 10 000 frames per second.
-const FLOW: u64 = 500;
-
 /// The switch stamps an outage's start and end with the time read at the top of
 /// a data-path iteration, before that iteration forwards a batch from every port:
 /// a start may precede the failure it records by that much. A test that bounds an
@@ -49,12 +35,6 @@ const STAMP_SLACK_MS: u64 = 50;
 
 /// The generator's rate, frames per second.
 const RATE: &str = "10000";
-
-fn kill9(pid: u64) {
-    if let Some(p) = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")) {
-        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-    }
-}
 
 struct Rig {
     sw: Proc,
@@ -118,51 +98,12 @@ fn start(
     )
 }
 
-/// Waits until frames flow through driver domain `pid` (connected in `base`):
-/// since `base`, with `pid` still the domain and no outage, `FLOW` more frames
-/// went to the NIC and came back from it to c1.
-fn wait_flow(ctl: &str, base: &Value, pid: u64, what: &str) -> Value {
-    let d0 = n(base, "/uplinks/u0/disconnects");
-    let (tx, rx, back) = (
-        n(base, "/uplinks/u0/tx_packets"),
-        n(base, "/uplinks/u0/rx_packets"),
-        n(base, "/clients/c1/tx_packets"),
-    );
-    wait_status(ctl, Duration::from_secs(20), what, |s| {
-        assert_eq!(
-            n(s, "/uplinks/u0/disconnects"),
-            d0,
-            "{what}: an outage: {s}"
-        );
-        driver_pid(s) == Some(pid)
-            && n(s, "/uplinks/u0/tx_packets") >= tx + FLOW
-            && n(s, "/uplinks/u0/rx_packets") >= rx + FLOW
-            && n(s, "/clients/c1/tx_packets") >= back + FLOW
-    })
-}
-
 /// Waits until u0 is connected with a domain other than `not`, its fast path in
 /// `mode`; returns that status.
 fn wait_new_domain(ctl: &str, not: u64, mode: &str, what: &str) -> Value {
     wait_status(ctl, Duration::from_secs(20), what, |s| {
         driver_pid(s).is_some_and(|p| p != not) && fast_path(s) == Some(mode)
     })
-}
-
-/// Per phase, c1's frames: each one the switch took went to the uplink, was
-/// refused there (full ring, failed link, too big) or was dropped by the switch.
-fn assert_c1_accounted(before: &Value, after: &Value, tag: &str) {
-    let d = |p: &str| n(after, p) - n(before, p);
-    assert_eq!(
-        d("/clients/c1/rx_packets"),
-        d("/uplinks/u0/tx_packets")
-            + d("/uplinks/u0/drops/uplink_ring_full")
-            + d("/uplinks/u0/drops/uplink_down")
-            + d("/uplinks/u0/drops/too_big_for_uplink")
-            + c1_drops(after)
-            - c1_drops(before),
-        "{tag}: c1's frames:\n{before}\n{after}"
-    );
 }
 
 /// The NIC dies (SIGKILL) while frames flow, stays dead while c1 keeps sending,

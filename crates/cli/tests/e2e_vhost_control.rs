@@ -20,13 +20,12 @@
 mod common;
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use driver_host::raw_frontend::{
-    mem_table_body, u64_body, vring_addr_body, vring_state, RawFrontend, RawWire, Reply,
-    F_PROTOCOL_FEATURES, SET_FEATURES, SET_MEM_TABLE, SET_VRING_ADDR, SET_VRING_NUM,
+    mem_table_body, u64_body, vring_addr_body, vring_state, RawWire, Reply, F_PROTOCOL_FEATURES,
+    SET_FEATURES, SET_MEM_TABLE, SET_VRING_ADDR, SET_VRING_NUM,
 };
 
 const G1: &str = "02:00:00:00:00:01";
@@ -45,22 +44,6 @@ fn memfd(len: u64) -> std::fs::File {
         .expect("memfd_create");
     rustix::fs::ftruncate(&fd, len).expect("ftruncate");
     std::fs::File::from(fd)
-}
-
-fn connect(sock: &str) -> RawWire {
-    let start = Instant::now();
-    loop {
-        match RawWire::connect(Path::new(sock)) {
-            Ok(w) => return w,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "cannot connect to {sock}: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 /// Sends a request that must be accepted (REPLY_ACK status 0).
@@ -85,7 +68,7 @@ struct Case {
 }
 
 fn run_case(sock: &str, mem: &std::fs::File, c: &Case) {
-    let mut w = connect(sock);
+    let mut w = connect_wire(sock);
     let offered = w.open().expect("vhost-user opening");
     assert!(
         offered & VERSION_1 != 0,
@@ -216,7 +199,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
 
     let mem = memfd(MEM);
     let offered = {
-        let mut w = connect(&bad_s);
+        let mut w = connect_wire(&bad_s);
         let f = w.open().expect("opening");
         drop(w);
         f
@@ -322,21 +305,7 @@ fn bad_vhost_user_requests_are_refused_counted_and_the_switch_keeps_forwarding()
     eprintln!("g2 had received {during} of {FRAMES} frames when the last case ended");
 
     // The port still serves a well-behaved client.
-    let good = {
-        let start = Instant::now();
-        loop {
-            match RawFrontend::connect(Path::new(&bad_s), 64, 1 << 20) {
-                Ok(f) => break f,
-                Err(e) => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(10),
-                        "good client: {e}"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-    };
+    let good = connect_raw(&bad_s, 64, 1 << 20);
     wait_status(
         &ctl,
         Duration::from_secs(10),

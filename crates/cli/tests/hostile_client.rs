@@ -49,23 +49,6 @@ fn frame(len: usize) -> Vec<u8> {
     f
 }
 
-fn connect(sock: &str) -> RawFrontend {
-    let start = Instant::now();
-    loop {
-        match RawFrontend::connect(std::path::Path::new(sock), QSZ, 1 << 20) {
-            Ok(f) => return f,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "cannot connect to the client port: {e} ({:?})",
-                    std::error::Error::source(&e)
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
 /// Publishes what was pushed on TX and waits until the switch has returned it all.
 fn publish_and_wait(f: &mut RawFrontend, sw: &mut Proc, what: &str) {
     f.publish(TX).expect("publish");
@@ -136,7 +119,7 @@ fn hostile_chains_are_dropped_and_counted_and_good_frames_still_flow() {
         fast_path(st) == Some("inline")
     });
 
-    let mut f = connect(&c1_s);
+    let mut f = connect_raw(&c1_s, QSZ, 1 << 20);
     let buf = f.buffers();
     let good = frame(60);
     f.write(buf, &good).expect("write");
@@ -278,7 +261,7 @@ fn hostile_chains_are_dropped_and_counted_and_good_frames_still_flow() {
     drop(f);
 
     // A reconnecting client works.
-    let mut f2 = connect(&c1_s);
+    let mut f2 = connect_raw(&c1_s, QSZ, 1 << 20);
     wait_status(&ctl, Duration::from_secs(10), "the client back", |st| {
         n(st, "/clients/c1/connects") == 2
     });
@@ -457,9 +440,9 @@ fn hostile_receive_chains_are_dropped_counted_and_never_written() {
     for p in [&c1_s, &c2_s, &c3_s, &ctl] {
         wait_for_path(p, Duration::from_secs(10));
     }
-    let mut rx1 = connect(&c1_s);
-    let mut tx2 = connect(&c2_s);
-    let mut rx3 = GoodRx::new(connect(&c3_s));
+    let mut rx1 = connect_raw(&c1_s, QSZ, 1 << 20);
+    let mut tx2 = connect_raw(&c2_s, QSZ, 1 << 20);
+    let mut rx3 = GoodRx::new(connect_raw(&c3_s, QSZ, 1 << 20));
     wait_status(&ctl, Duration::from_secs(10), "three clients up", |st| {
         ["c1", "c2", "c3"]
             .iter()

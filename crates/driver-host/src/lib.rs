@@ -15,8 +15,11 @@
 //!   on RX, stats, through the driver's fast-path entry table.
 //! * [`hosted`]: [`HostedDriver`], a [`FastPath`] with its own NIC link: what a
 //!   driver domain and the traffic generator run; notification fds, hand-over.
-//! * [`raw_frontend`]: [`raw_frontend::RawFrontend`], a vhost-user frontend whose
-//!   rings the caller writes by hand: test tooling to play a hostile client.
+//! * `raw_frontend` (only with the `test-utils` feature, off by default):
+//!   `RawFrontend`, a vhost-user frontend whose rings the caller writes by hand, and
+//!   `RawWire`, raw vhost-user messages: test tooling to play a hostile client. Test
+//!   crates enable the feature in their `[dev-dependencies]`; the shipped binary
+//!   does not contain it.
 //!
 //! Limits: one queue pair; no reconnection (make a new [`HostedDriver`] when
 //! [`HostedDriver::is_connected`] turns false); no unsafe code anywhere in the crate.
@@ -25,6 +28,7 @@ pub mod env;
 pub mod fast_path;
 pub mod hosted;
 pub mod link;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod raw_frontend;
 pub mod region;
 

@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod flow;
+mod raw;
+mod testpmd_nic;
+
+// Each test binary uses a different part of the harness (as `dead_code` above).
+#[allow(unused_imports)]
+pub use flow::{assert_c1_accounted, c1_drops, kill9, wait_flow, FLOW};
+#[allow(unused_imports)]
+pub use raw::{connect_raw, connect_wire, retry, CONNECT_TIMEOUT};
+#[allow(unused_imports)]
+pub use testpmd_nic::TestpmdNic;
+
 /// End-to-end tests busy-poll; on two cores they must not overlap.
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -2,15 +2,16 @@
 //! everything between the markers [`BEGIN`] and [`END`] is replaced (the method and
 //! the discussion around them are written by hand and stay), the charts and the
 //! JSON go to the `evaluation/` directory next to the file.
+//!
+//! Limits: the file must already have both markers, begin before end; the
+//! generated section is overwritten, so hand edits belong outside it.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{bail, Context};
-
-use super::plan::{Workload, PEER_SETS};
-use super::results::{Document, Ratio};
-use super::table;
+use crate::plan::{Workload, PEER_SETS};
+use crate::results::{Document, Ratio};
+use crate::{table, Error};
 
 /// Start of the generated section.
 pub const BEGIN: &str = "<!-- twin bench --report: generated from here -->";
@@ -220,26 +221,25 @@ pub fn section(doc: &Document) -> String {
 
 /// Rewrites `md`'s generated section and writes the charts and `results.json`
 /// into `evaluation/` next to it.
-pub fn regenerate(doc: &Document, md: &Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(md).with_context(|| format!("cannot read {}", md.display()))?;
+pub fn regenerate(doc: &Document, md: &Path) -> Result<(), Error> {
+    let text = std::fs::read_to_string(md).map_err(|e| Error::file("read", md, e))?;
     let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
-        bail!(
+        return Err(Error::Options(format!(
             "{} has no generated section (the lines {BEGIN:?} and {END:?})",
             md.display()
-        );
+        )));
     };
     if e < b {
-        bail!(
+        return Err(Error::Options(format!(
             "{}: the end marker comes before the begin marker",
             md.display()
-        );
+        )));
     }
     let dir = md.parent().unwrap_or(Path::new(".")).join("evaluation");
-    super::charts::write_all(doc, &dir)?;
-    super::write_json(doc, &dir.join("results.json"))?;
+    crate::charts::write_all(doc, &dir)?;
+    crate::write_json(doc, &dir.join("results.json"))?;
     let new = format!("{}{BEGIN}\n\n{}\n{}", &text[..b], section(doc), &text[e..]);
-    std::fs::write(md, new).with_context(|| format!("cannot write {}", md.display()))
+    std::fs::write(md, new).map_err(|e| Error::file("write", md, e))
 }
 
 #[cfg(test)]

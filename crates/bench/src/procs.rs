@@ -1,16 +1,100 @@
-//! Child processes of the demo and the benchmark: `twin` subcommands and DPDK
-//! testpmd, each owned by a guard that interrupts and reaps it when dropped, with its
-//! CPU time read from /proc before it exits.
+//! Child processes of the benchmark and of `twin demo`: `twin` subcommands and
+//! DPDK testpmd, each owned by a guard that interrupts and reaps it when dropped,
+//! with its CPU time read from /proc before it exits.
+//!
+//! Limits: [`Proc::twin`] starts the running executable, so it is the `twin`
+//! subcommand it names only when this crate is linked into the `twin` binary.
+//! Output is collected in memory until the process ends (fine for the reports and
+//! testpmd's statistics; not for a chatty process that runs for hours). Linux only
+//! (/proc).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+/// A child process that could not be started, did not do what was waited for,
+/// or could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path of the running executable is unknown.
+    #[error("cannot find the twin binary")]
+    NoExe(#[source] std::io::Error),
+    /// The process could not be started.
+    #[error("cannot start {name}")]
+    Spawn {
+        /// The process's role.
+        name: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// testpmd could not be started.
+    #[error("dpdk-testpmd is needed; run scripts/setup-host.sh")]
+    NoTestpmd(#[source] Box<Error>),
+    /// Something did not happen in time: `what` is what did not happen.
+    #[error("{what} within {timeout:?}")]
+    Timeout {
+        /// What did not happen.
+        what: String,
+        /// How long it was waited for.
+        timeout: Duration,
+    },
+    /// The process exited unsuccessfully.
+    #[error("{name} failed: {status}; output: {output}")]
+    Failed {
+        /// The process's role.
+        name: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// All it printed.
+        output: String,
+    },
+    /// The process printed no line of JSON.
+    #[error("{name} printed no JSON report: {output:?}")]
+    NoReport {
+        /// The process's role.
+        name: String,
+        /// All it printed.
+        output: String,
+    },
+    /// A process's CPU time could not be read.
+    #[error("CPU time of {name}")]
+    Cpu {
+        /// The process's role.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// /proc/PID/stat could not be read.
+    #[error("process {pid}: no schedstat and no stat")]
+    NoStat {
+        /// The process.
+        pid: u32,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// /proc/PID/stat did not have the expected fields.
+    #[error("process {pid}: {what}")]
+    BadStat {
+        /// The process.
+        pid: u32,
+        /// What was wrong with it.
+        what: String,
+    },
+    /// Waiting for the process failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A running child process whose stdout is collected by a reader thread.
+#[derive(Debug)]
 pub struct Proc {
     pub name: String,
     child: Child,
@@ -24,7 +108,7 @@ const USER_HZ: f64 = 100.0;
 impl Proc {
     /// Starts `cmd`, collecting its stdout (and with `capture_stderr` its stderr too:
     /// DPDK logs its vhost events there).
-    fn spawn_cmd(name: &str, mut cmd: Command, capture_stderr: bool) -> anyhow::Result<Proc> {
+    fn spawn_cmd(name: &str, mut cmd: Command, capture_stderr: bool) -> Result<Proc> {
         let stderr = if capture_stderr {
             Stdio::piped()
         } else if std::env::var_os("TWIN_CHILD_LOG").is_some() {
@@ -38,7 +122,10 @@ impl Proc {
             // testpmd exits at end of input: hold its stdin open.
             .stdin(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
+            .map_err(|source| Error::Spawn {
+                name: name.to_string(),
+                source,
+            })?;
         let out = Arc::new(Mutex::new(String::new()));
         let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
             child.stdout.take().map(|s| Box::new(s) as _),
@@ -64,11 +151,14 @@ impl Proc {
     }
 
     /// Waits until the process has printed `needle`.
-    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         while !self.output().contains(needle) {
             if start.elapsed() > timeout {
-                bail!("{} did not print {needle:?} within {timeout:?}", self.name);
+                return Err(Error::Timeout {
+                    what: format!("{} did not print {needle:?}", self.name),
+                    timeout,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -77,8 +167,8 @@ impl Proc {
 
     /// Starts this binary with `args`; its log goes to stderr of the parent only when
     /// `TWIN_CHILD_LOG` is set.
-    pub fn twin(name: &str, args: &[&str]) -> anyhow::Result<Proc> {
-        let exe = std::env::current_exe().context("cannot find the twin binary")?;
+    pub fn twin(name: &str, args: &[&str]) -> Result<Proc> {
+        let exe = std::env::current_exe().map_err(Error::NoExe)?;
         let mut cmd = Command::new(exe);
         cmd.args(args);
         let mut p = Proc::spawn_cmd(name, cmd, false)?;
@@ -87,7 +177,7 @@ impl Proc {
     }
 
     /// Starts DPDK testpmd with a private hugepage file prefix.
-    pub fn testpmd(name: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> anyhow::Result<Proc> {
+    pub fn testpmd(name: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> Result<Proc> {
         let prefix = format!("twb{name}{}", std::process::id());
         let mut cmd = Command::new("dpdk-testpmd");
         cmd.args([
@@ -107,8 +197,7 @@ impl Proc {
         .args(["--vdev", vdev, "--", "--auto-start", "--nb-cores=1"])
         .args(["--total-num-mbufs=16384", "--stats-period", "1"])
         .args(fwd);
-        let mut p = Proc::spawn_cmd(name, cmd, true)
-            .context("dpdk-testpmd is needed; run scripts/setup-host.sh")?;
+        let mut p = Proc::spawn_cmd(name, cmd, true).map_err(|e| Error::NoTestpmd(Box::new(e)))?;
         p.hugepage_prefix = Some(prefix);
         Ok(p)
     }
@@ -120,8 +209,11 @@ impl Proc {
 
     /// CPU seconds the process (all its threads) has used so far; an error when
     /// they cannot be read (the process is gone).
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        cpu_seconds_of(self.child.id()).with_context(|| format!("CPU time of {}", self.name))
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds_of(self.child.id()).map_err(|e| Error::Cpu {
+            name: self.name.clone(),
+            source: Box::new(e),
+        })
     }
 
     /// Process ids of this process's descendants that are alive (the switch's driver
@@ -145,14 +237,17 @@ impl Proc {
     }
 
     /// Waits for the exit; returns all of stdout.
-    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<String> {
+    pub fn wait(&mut self, timeout: Duration) -> Result<String> {
         let start = Instant::now();
         let status = loop {
             if let Some(s) = self.child.try_wait()? {
                 break s;
             }
             if start.elapsed() > timeout {
-                bail!("{} did not exit within {timeout:?}", self.name);
+                return Err(Error::Timeout {
+                    what: format!("{} did not exit", self.name),
+                    timeout,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -160,22 +255,29 @@ impl Proc {
         std::thread::sleep(Duration::from_millis(50));
         let out = self.output();
         if !status.success() {
-            bail!("{} failed: {status}; output: {out}", self.name);
+            return Err(Error::Failed {
+                name: self.name.clone(),
+                status,
+                output: out,
+            });
         }
         Ok(out)
     }
 
     /// Waits for the exit and parses the last line of stdout as the JSON report.
-    pub fn report(&mut self, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+    pub fn report(&mut self, timeout: Duration) -> Result<serde_json::Value> {
         let out = self.wait(timeout)?;
         out.lines()
             .rev()
             .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .with_context(|| format!("{} printed no JSON report: {out:?}", self.name))
+            .ok_or_else(|| Error::NoReport {
+                name: self.name.clone(),
+                output: out.clone(),
+            })
     }
 
     /// SIGINT, then the report.
-    pub fn stop_report(&mut self) -> anyhow::Result<serde_json::Value> {
+    pub fn stop_report(&mut self) -> Result<serde_json::Value> {
         self.interrupt();
         self.report(Duration::from_secs(15))
     }
@@ -208,11 +310,14 @@ impl Drop for Proc {
 }
 
 /// Waits until a socket file exists.
-pub fn wait_for_path(path: &str, timeout: Duration) -> anyhow::Result<()> {
+pub fn wait_for_path(path: &str, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     while !Path::new(path).exists() {
         if start.elapsed() > timeout {
-            bail!("{path} did not appear within {timeout:?}");
+            return Err(Error::Timeout {
+                what: format!("{path} did not appear"),
+                timeout,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -292,7 +397,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// counted, which suits the long-lived threads of the processes measured here),
 /// or, without schedstat, user + system time from /proc/PID/stat (10 ms ticks).
 /// An error when neither can be read: a missing measurement is never 0.
-pub fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
+pub fn cpu_seconds_of(pid: u32) -> Result<f64> {
     let mut ns = 0u64;
     let mut found = false;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -314,18 +419,24 @@ pub fn cpu_seconds_of(pid: u32) -> anyhow::Result<f64> {
         return Ok(ns as f64 / 1e9);
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("process {pid}: no schedstat and no stat"))?;
+        .map_err(|source| Error::NoStat { pid, source })?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
-        .with_context(|| format!("process {pid}: unreadable stat {stat:?}"))?;
+        .ok_or_else(|| Error::BadStat {
+            pid,
+            what: format!("unreadable stat {stat:?}"),
+        })?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
     let tick = |i: usize| {
         f.get(i)
             .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("process {pid}: no field {} in stat {stat:?}", i + 3))
+            .ok_or_else(|| Error::BadStat {
+                pid,
+                what: format!("no field {} in stat {stat:?}", i + 3),
+            })
     };
     Ok((tick(11)? + tick(12)?) / USER_HZ)
 }

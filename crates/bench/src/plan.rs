@@ -14,6 +14,9 @@
 //! almost all dropped at the uplink, in the first version of this placement.
 //! Fixed-rate runs are event-driven throughout (a busy poller burns its core at any
 //! rate, so its CPU per packet would say nothing).
+//!
+//! Limits: the placement is for CPUs 0 and 1 only; on a larger machine the other
+//! cores stay idle, and on a one-core machine the `--cpu` pins fail.
 
 use serde::Serialize;
 

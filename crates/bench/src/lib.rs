@@ -1,4 +1,5 @@
-//! `twin bench`: the seeds' evaluation, redone on this project. One invocation runs
+//! `twin bench` (the `twin-bench` crate): the seeds' evaluation, redone on this
+//! project. One invocation runs
 //! `native` (client straight into the NIC), `inline`, `domain` and `twin` side by
 //! side, for the transmit, receive and round-trip workloads at each frame size,
 //! with the built-in peers and (when `dpdk-testpmd` is installed) with testpmd as
@@ -12,14 +13,26 @@
 //! * [`results`]: samples, medians, ratios and the JSON document;
 //! * [`table`]: terminal and Markdown tables;
 //! * [`charts`]: SVG charts;
-//! * [`report`]: regenerates the results section of `docs/evaluation.md`.
+//! * [`report`]: regenerates the results section of `docs/evaluation.md`;
+//! * [`procs`]: child processes (`twin` subcommands, testpmd) and their CPU time,
+//!   also used by `twin demo`;
+//! * [`Error`]: what can go wrong, for the caller to print.
+//!
+//! The `twin` binary parses the command line into [`Options`] and calls [`run`].
+//! Limits: the runs start the *running executable* as `twin nic`, `twin switch`
+//! and `twin gen` ([`procs::Proc::twin`]), so this crate works only linked into
+//! the `twin` binary; placement assumes a machine of two cores (CPU 0 and 1).
 //!
 //! This is a benchmark, not a test: it reports numbers and asserts nothing about
 //! them. Numbers move between invocations on a shared 2-core VM; compare modes
 //! within one invocation (which is what the ratios do).
 
+#![forbid(unsafe_code)]
+
 pub mod charts;
+mod error;
 pub mod plan;
+pub mod procs;
 pub mod report;
 pub mod results;
 pub mod runner;
@@ -28,15 +41,16 @@ pub mod table;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use clap::Args;
-
-use plan::{DpdkCells, Mode, Plan, Workload, FIXED_RATES_PPS, QUICK_FIXED_RATES_PPS};
+pub use error::Error;
+use error::ResultExt as _;
+use plan::{DpdkCells, Mode, Plan, Workload, QUICK_FIXED_RATES_PPS};
 use results::{Cell, Document, RttRow, Setup, SCHEMA_VERSION};
 use runner::{Scratch, RTT_RATE_PPS, RTT_SIZE};
 
+pub use plan::FIXED_RATES_PPS;
+
 /// Whether the DPDK part of the matrix runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DpdkChoice {
     /// When `dpdk-testpmd` is on the PATH.
     Auto,
@@ -46,65 +60,39 @@ pub enum DpdkChoice {
     Off,
 }
 
-/// Options of `twin bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Seconds of traffic per run.
-    #[arg(long, default_value_t = 2.0)]
-    duration: f64,
-    /// Runs per configuration with the built-in peers; tables show medians and the
-    /// spread (min-max) of the Mpps.
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// Runs per configuration with DPDK peers (each starts one or two testpmd
-    /// processes, which takes a few seconds).
-    #[arg(long, default_value_t = 1)]
-    dpdk_repeat: usize,
-    /// Frame sizes in bytes (Ethernet, without FCS).
-    #[arg(long, value_delimiter = ',', default_value = "64,1500")]
-    sizes: Vec<usize>,
-    /// Modes to run (native, inline, domain, twin).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "native,inline,domain,twin"
-    )]
-    modes: Vec<String>,
-    /// Workloads to run (transmit, receive, roundtrip); the fixed-rate runs are
-    /// transmit only.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "transmit,receive,roundtrip"
-    )]
-    workloads: Vec<String>,
+/// What to run and what to write: the options of `twin bench`, one field per
+/// flag (the flags' help in crates/cli/src/bench.rs says what each means).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seconds of traffic per run (at least 0.5).
+    pub duration: f64,
+    /// Runs per configuration with the built-in peers.
+    pub repeat: usize,
+    /// Runs per configuration with DPDK peers.
+    pub dpdk_repeat: usize,
+    /// Frame sizes in bytes (Ethernet, without FCS), each in 60..=1514.
+    pub sizes: Vec<usize>,
+    /// Modes by name (native, inline, domain, twin).
+    pub modes: Vec<String>,
+    /// Workloads by name (transmit, receive, roundtrip).
+    pub workloads: Vec<String>,
     /// Offered rates (packets per second) of the fixed-rate transmit runs.
-    #[arg(long, value_delimiter = ',', default_values_t = FIXED_RATES_PPS)]
-    rates: Vec<u64>,
+    pub rates: Vec<u64>,
     /// Skip the fixed-rate runs.
-    #[arg(long)]
-    no_fixed_rates: bool,
-    /// Run the matrix with DPDK testpmd peers too.
-    #[arg(long, value_enum, default_value_t = DpdkChoice::Auto)]
-    dpdk: DpdkChoice,
+    pub no_fixed_rates: bool,
+    /// Whether the DPDK part of the matrix runs.
+    pub dpdk: DpdkChoice,
     /// Skip the round-trip-time runs.
-    #[arg(long)]
-    no_rtt: bool,
-    /// A smoke run: every mode, workload and metric with the built-in peers, one
-    /// run of 0.5 s each, two fixed rates, and (with `--dpdk`: when testpmd is
-    /// installed, by default) two cells with testpmd, as the client and as the NIC.
-    #[arg(long)]
-    quick: bool,
-    /// Write the results as JSON to this file (schema: docs/evaluation.md).
-    #[arg(long)]
-    json: Option<PathBuf>,
+    pub no_rtt: bool,
+    /// A smoke run: overrides `duration`, `repeat`, `dpdk_repeat` and `rates`, and
+    /// runs only two DPDK cells.
+    pub quick: bool,
+    /// Write the results as JSON to this file.
+    pub json: Option<PathBuf>,
     /// Write SVG charts into this directory.
-    #[arg(long)]
-    charts: Option<PathBuf>,
-    /// Regenerate this report (docs/evaluation.md): its results section, and the
-    /// charts and JSON in the `evaluation/` directory next to it.
-    #[arg(long)]
-    report: Option<PathBuf>,
+    pub charts: Option<PathBuf>,
+    /// Regenerate this report (docs/evaluation.md).
+    pub report: Option<PathBuf>,
 }
 
 fn testpmd_installed() -> bool {
@@ -145,8 +133,9 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// Runs the benchmark, prints the tables and writes what was asked for.
-pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
+/// Runs the benchmark: progress on stderr, the tables on stdout, and the files
+/// `a` asks for.
+pub fn run(mut a: Options) -> Result<(), Error> {
     if a.quick {
         a.duration = 0.5;
         a.repeat = 1;
@@ -154,29 +143,41 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
         a.dpdk_repeat = 1;
     }
     if !(a.duration.is_finite() && a.duration >= 0.5) {
-        bail!("--duration must be at least 0.5 seconds");
+        return Err(Error::Options(
+            "--duration must be at least 0.5 seconds".into(),
+        ));
     }
     if a.repeat == 0 || a.dpdk_repeat == 0 {
-        bail!("--repeat and --dpdk-repeat must be at least 1");
+        return Err(Error::Options(
+            "--repeat and --dpdk-repeat must be at least 1".into(),
+        ));
     }
     if a.sizes.iter().any(|&s| !(60..=1514).contains(&s)) {
-        bail!("--sizes must be Ethernet frame lengths, 60..=1514");
+        return Err(Error::Options(
+            "--sizes must be Ethernet frame lengths, 60..=1514".into(),
+        ));
     }
     let modes = a
         .modes
         .iter()
-        .map(|m| Mode::parse(m).with_context(|| format!("unknown mode {m:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|m| Mode::parse(m).ok_or_else(|| Error::Options(format!("unknown mode {m:?}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let workloads = a
         .workloads
         .iter()
-        .map(|w| Workload::parse(w).with_context(|| format!("unknown workload {w:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|w| {
+            Workload::parse(w).ok_or_else(|| Error::Options(format!("unknown workload {w:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let dpdk = match a.dpdk {
         DpdkChoice::Off => false,
         DpdkChoice::Auto => testpmd_installed(),
         DpdkChoice::On if testpmd_installed() => true,
-        DpdkChoice::On => bail!("--dpdk on: dpdk-testpmd is not installed (scripts/setup-host.sh)"),
+        DpdkChoice::On => {
+            return Err(Error::Options(
+                "--dpdk on: dpdk-testpmd is not installed (scripts/setup-host.sh)".into(),
+            ))
+        }
     };
     let rates = if a.no_fixed_rates {
         Vec::new()
@@ -228,7 +229,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
         let mut samples = Vec::new();
         for i in 0..n {
             let sample = runner::run(&s, spec, a.duration)
-                .with_context(|| format!("{} (run {} of {n})", spec.label(), i + 1))?;
+                .within(|| format!("{} (run {} of {n})", spec.label(), i + 1))?;
             let cpu: Vec<String> = sample
                 .cpu_s
                 .iter()
@@ -266,7 +267,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
         let mut all = Vec::new();
         for i in 0..a.repeat {
             let r = runner::run_rtt(&s, mode, a.duration)
-                .with_context(|| format!("round trip through {}", mode.name()))?;
+                .within(|| format!("round trip through {}", mode.name()))?;
             progress.line(
                 &format!("rtt {} run {}/{}", mode.name(), i + 1, a.repeat),
                 &format!("p50 {:.1} us, p99 {:.1} us", r[0], r[1]),
@@ -310,9 +311,9 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_json(doc: &Document, path: &std::path::Path) -> anyhow::Result<()> {
+fn write_json(doc: &Document, path: &std::path::Path) -> Result<(), Error> {
     std::fs::write(path, serde_json::to_string_pretty(doc)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(|e| Error::file("write", path, e))
 }
 
 fn print_tables(doc: &Document, sizes: &[usize]) {

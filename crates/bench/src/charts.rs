@@ -12,14 +12,14 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::plan::{Mode, Peer, Workload, PEER_SETS};
-use super::results::Cell;
-use super::results::Document;
+use crate::plan::{Mode, Peer, Workload, PEER_SETS};
+use crate::results::Cell;
+use crate::results::Document;
+use crate::Error;
 
 /// The colour of each mode in every chart.
 fn mode_color(m: Mode) -> RGBColor {
@@ -47,8 +47,8 @@ struct Series {
     bars: Vec<Option<Bar>>,
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing a chart failed: {e:?}")
+fn err<E: std::fmt::Debug>(e: E) -> Error {
+    Error::Chart(format!("{e:?}"))
 }
 
 /// Grouped bars on `area`: one group per entry of `groups`, one bar per series.
@@ -59,7 +59,7 @@ fn grouped_bars(
     groups: &[String],
     series: &[Series],
     log_y: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let top = series
         .iter()
         .flat_map(|s| s.bars.iter().flatten())
@@ -119,7 +119,7 @@ fn draw_bars<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
     groups: &[String],
     series: &[Series],
     base: f64,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let width = 0.8 / series.len().max(1) as f64;
     for (si, s) in series.iter().enumerate() {
         let x0 = |g: usize| g as f64 + 0.1 + si as f64 * width;
@@ -194,8 +194,8 @@ fn with_svg(
     dir: &Path,
     name: &str,
     size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), Error>,
+) -> Result<(), Error> {
     let path = dir.join(name);
     let area = SVGBackend::new(&path, size).into_drawing_area();
     area.fill(&WHITE).map_err(err)?;
@@ -249,8 +249,8 @@ fn modes_present(doc: &Document) -> Vec<Mode> {
 }
 
 /// Writes every chart the document has data for into `dir`.
-pub fn write_all(doc: &Document, dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+pub fn write_all(doc: &Document, dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::file("create", dir, e))?;
     let groups = builtin_groups(doc);
     let names: Vec<String> = groups
         .iter()
@@ -337,7 +337,7 @@ pub fn write_all(doc: &Document, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fixed_rate_chart(doc: &Document, dir: &Path, modes: &[Mode]) -> anyhow::Result<()> {
+fn fixed_rate_chart(doc: &Document, dir: &Path, modes: &[Mode]) -> Result<(), Error> {
     let mut sizes: Vec<usize> = doc
         .cells
         .iter()
@@ -362,7 +362,7 @@ fn fixed_rate_panels(
     root: &DrawingArea<SVGBackend<'_>, Shift>,
     sizes: &[usize],
     modes: &[Mode],
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let panels = root.split_evenly((1, sizes.len()));
     for (panel, &size) in panels.iter().zip(sizes) {
         let cells: Vec<_> = doc
@@ -372,8 +372,8 @@ fn fixed_rate_panels(
                 c.spec.rate_pps.is_some() && c.spec.size == size && c.spec.mode != Mode::Native
             })
             .collect();
-        let rate = |c: &&super::results::Cell| c.spec.rate_pps.unwrap_or(0) as f64 / 1e6;
-        let cores = |c: &&super::results::Cell| c.mpps * c.datapath_cpu_s_per_mpkt;
+        let rate = |c: &&crate::results::Cell| c.spec.rate_pps.unwrap_or(0) as f64 / 1e6;
+        let cores = |c: &&crate::results::Cell| c.mpps * c.datapath_cpu_s_per_mpkt;
         let xmax = cells.iter().map(rate).fold(0.0, f64::max);
         let ymax = cells.iter().map(cores).fold(0.0, f64::max);
         if cells.is_empty() {
@@ -425,7 +425,7 @@ fn fixed_rate_panels(
     Ok(())
 }
 
-fn dpdk_chart(doc: &Document, dir: &Path, modes: &[Mode]) -> anyhow::Result<()> {
+fn dpdk_chart(doc: &Document, dir: &Path, modes: &[Mode]) -> Result<(), Error> {
     let Some(size) = doc
         .cells
         .iter()

@@ -1,8 +1,11 @@
 //! Tables of a [`Document`], rendered as aligned text for the terminal or as
 //! Markdown for `docs/evaluation.md`. The same rows either way.
+//!
+//! Limits: layout only (no colour, no terminal width detection): wide tables
+//! wrap in a narrow terminal.
 
-use super::plan::{Mode, Workload, PEER_SETS};
-use super::results::{Cell, Document, ROLES};
+use crate::plan::{Mode, Workload, PEER_SETS};
+use crate::results::{Cell, Document, ROLES};
 
 /// Rows of strings under a header.
 #[derive(Debug, Clone)]

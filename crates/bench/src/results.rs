@@ -8,12 +8,15 @@
 //! (`client`, `switch`, `domain`, `nic`): the seeds' CPU-scaled units, inverted.
 //! `datapath` is `switch` + `domain`, the cost of the path itself, since the client
 //! and the NIC are the same programs in every mode.
+//!
+//! Limits: medians and min-max of a few runs (1-3 by default), no confidence
+//! intervals; a ratio compares medians of the same invocation only.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::plan::{Mode, Peer, Poll, Spec, Workload};
+use crate::plan::{Mode, Peer, Poll, Spec, Workload};
 
 /// Version of the JSON document's layout.
 pub const SCHEMA_VERSION: u32 = 1;

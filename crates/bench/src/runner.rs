@@ -23,17 +23,20 @@
 //! driver-domain disconnect: [`stop_switch`]), and for transmit runs where every
 //! frame went ([`Frames`]: sent, delivered, drops by reason, and at a fixed rate
 //! what the rate offered).
+//!
+//! Limits: one client port and one uplink, one queue pair; the numbers mean
+//! something only when nothing else keeps the two cores busy.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-
-use super::plan::{Mode, Peer, Placement, Poll, Spec, Workload};
-use super::results::{Frames, Sample, SwitchEnd};
+use crate::error::fail;
+use crate::plan::{Mode, Peer, Placement, Poll, Spec, Workload};
 use crate::procs::{
-    cpu_seconds_of, median_nonzero, testpmd_rates, testpmd_totals, wait_for_path, Proc,
+    self, cpu_seconds_of, median_nonzero, testpmd_rates, testpmd_totals, wait_for_path, Proc,
 };
+use crate::results::{Frames, Sample, SwitchEnd};
+use crate::Error;
 
 /// The client's MAC: the switch port is configured with it (so frames toward the
 /// client are known unicast even when it never sends).
@@ -42,11 +45,12 @@ const CLIENT_MAC: &str = "02:00:00:00:00:01";
 const NIC_MAC: &str = "02:00:00:00:00:fe";
 
 /// A directory for the runs' sockets, removed at the end.
+#[derive(Debug)]
 pub struct Scratch(std::path::PathBuf);
 
 impl Scratch {
     /// A fresh directory under the temporary directory.
-    pub fn new() -> anyhow::Result<Scratch> {
+    pub fn new() -> Result<Scratch, Error> {
         let d = std::env::temp_dir().join(format!("twin-bench-{}", std::process::id()));
         std::fs::create_dir_all(&d)?;
         Ok(Scratch(d))
@@ -83,7 +87,7 @@ struct CpuReading {
 impl Run {
     /// CPU-seconds so far of every role except the client. An error when a role's
     /// time cannot be read, or when the switch has no driver domain.
-    fn cpu(&self) -> anyhow::Result<CpuReading> {
+    fn cpu(&self) -> Result<CpuReading, Error> {
         let mut m = BTreeMap::new();
         m.insert("nic".to_string(), self.nic.cpu_seconds()?);
         let mut domain_pids = Vec::new();
@@ -91,11 +95,14 @@ impl Run {
             m.insert("switch".to_string(), sw.cpu_seconds()?);
             domain_pids = sw.descendants();
             if domain_pids.is_empty() {
-                bail!("the switch has no driver domain to measure");
+                fail!("the switch has no driver domain to measure");
             }
             let mut dd = 0.0;
             for &pid in &domain_pids {
-                dd += cpu_seconds_of(pid).context("CPU time of the driver domain")?;
+                dd += cpu_seconds_of(pid).map_err(|e| procs::Error::Cpu {
+                    name: "the driver domain".to_string(),
+                    source: Box::new(e),
+                })?;
             }
             m.insert("domain".to_string(), dd);
         }
@@ -110,9 +117,9 @@ impl Run {
 /// used some CPU time in the window: a zero or negative difference (a process
 /// measured at one end only, a driver domain replaced meanwhile) is an error, not
 /// a 0 in the results.
-fn delta(end: &CpuReading, start: &CpuReading) -> anyhow::Result<BTreeMap<String, f64>> {
+fn delta(end: &CpuReading, start: &CpuReading) -> Result<BTreeMap<String, f64>, Error> {
     if end.domain_pids != start.domain_pids {
-        bail!(
+        fail!(
             "the driver domain changed during the window ({:?} then {:?}): its CPU time \
              cannot be measured",
             start.domain_pids,
@@ -122,7 +129,7 @@ fn delta(end: &CpuReading, start: &CpuReading) -> anyhow::Result<BTreeMap<String
     let mut out = BTreeMap::new();
     for (k, v) in &end.seconds {
         let Some(s) = start.seconds.get(k) else {
-            bail!("no CPU time of {k} at the start of the window");
+            fail!("no CPU time of {k} at the start of the window");
         };
         out.insert(k.clone(), positive_cpu(k, v - s)?);
     }
@@ -130,19 +137,19 @@ fn delta(end: &CpuReading, start: &CpuReading) -> anyhow::Result<BTreeMap<String
 }
 
 /// `cpu`, when it is a measurement of a role that ran (more than zero).
-fn positive_cpu(role: &str, cpu: f64) -> anyhow::Result<f64> {
+fn positive_cpu(role: &str, cpu: f64) -> Result<f64, Error> {
     if cpu > 0.0 && cpu.is_finite() {
         Ok(cpu)
     } else {
-        bail!("{role} ran but {cpu} CPU-seconds were measured for it")
+        fail!("{role} ran but {cpu} CPU-seconds were measured for it")
     }
 }
 
 /// A counter of a report; an error when it is missing (never read as 0).
-fn count(v: &serde_json::Value, pointer: &str) -> anyhow::Result<u64> {
+fn count(v: &serde_json::Value, pointer: &str) -> Result<u64, Error> {
     v.pointer(pointer)
         .and_then(serde_json::Value::as_u64)
-        .with_context(|| format!("no counter {pointer} in {v}"))
+        .ok_or_else(|| Error::Run(format!("no counter {pointer} in {v}")))
 }
 
 /// Every counter of the object at `pointer` (drops by reason), each named
@@ -152,15 +159,15 @@ fn drops_into(
     prefix: &str,
     v: &serde_json::Value,
     pointer: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let m = v
         .pointer(pointer)
         .and_then(serde_json::Value::as_object)
-        .with_context(|| format!("no drop counters {pointer} in {v}"))?;
+        .ok_or_else(|| Error::Run(format!("no drop counters {pointer} in {v}")))?;
     for (k, c) in m {
         let c = c
             .as_u64()
-            .with_context(|| format!("drop counter {pointer}/{k} is not a count: {c}"))?;
+            .ok_or_else(|| Error::Run(format!("drop counter {pointer}/{k} is not a count: {c}")))?;
         into.insert(format!("{prefix}/{k}"), c);
     }
     Ok(())
@@ -176,7 +183,7 @@ fn switch_status(ctl: &str) -> Option<serde_json::Value> {
 /// Waits until the switch has taken the client's disconnect: its data path drains
 /// a client's transmit ring before it adopts a disconnect, so from then on every
 /// frame the client sent has been counted by the switch (forwarded or dropped).
-fn wait_client_gone(ctl: &str) -> anyhow::Result<()> {
+fn wait_client_gone(ctl: &str) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = switch_status(ctl);
@@ -189,7 +196,7 @@ fn wait_client_gone(ctl: &str) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the switch did not see the client go within 10 s: {status:?}");
+            fail!("the switch did not see the client go within 10 s: {status:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -199,7 +206,7 @@ fn wait_client_gone(ctl: &str) -> anyhow::Result<()> {
 /// end must be the spec's mode, with no twin fault and no disconnect of the
 /// driver domain during the run (a twin that fell back to `domain` mid-run must
 /// not be reported as `twin`). Returns what it recorded and the switch's drops.
-fn stop_switch(sw: &mut Proc, spec: &Spec) -> anyhow::Result<(SwitchEnd, serde_json::Value)> {
+fn stop_switch(sw: &mut Proc, spec: &Spec) -> Result<(SwitchEnd, serde_json::Value), Error> {
     let r = sw.stop_report()?;
     let end = SwitchEnd {
         fast_path: r
@@ -211,7 +218,7 @@ fn stop_switch(sw: &mut Proc, spec: &Spec) -> anyhow::Result<(SwitchEnd, serde_j
         uplink_disconnects: count(&r, "/uplinks/u0/disconnects")?,
     };
     if end.fast_path != spec.mode.name() || end.twin_faults != 0 || end.uplink_disconnects != 0 {
-        bail!(
+        fail!(
             "{}: the uplink's fast path ended in {} with {} twin fault(s) and {} \
              disconnect(s) of its driver domain; faults: {}",
             spec.label(),
@@ -245,7 +252,7 @@ fn other_core(cpu: usize) -> u32 {
     }
 }
 
-fn start_nic(spec: &Spec, pl: &Placement, sock: &str) -> anyhow::Result<Proc> {
+fn start_nic(spec: &Spec, pl: &Placement, sock: &str) -> Result<Proc, Error> {
     let size = spec.size.to_string();
     match spec.nic {
         Peer::Builtin => {
@@ -291,7 +298,7 @@ fn start_switch(
     nic_sock: &str,
     client_sock: &str,
     ctl: &str,
-) -> anyhow::Result<Proc> {
+) -> Result<Proc, Error> {
     let mode = spec.mode.name();
     let client = match spec.client {
         Peer::Builtin => format!("c1={client_sock},mac={CLIENT_MAC}"),
@@ -329,7 +336,7 @@ fn start_switch(
         }
         if Instant::now() > deadline {
             let out = sw.wait(Duration::from_millis(10)).unwrap_or_default();
-            bail!("the uplink did not come up in {mode} mode within 20 s: {status:?} {out}");
+            fail!("the uplink did not come up in {mode} mode within 20 s: {status:?} {out}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -404,18 +411,18 @@ enum Offered {
 /// generator ran too late (`not_sent_late`), or is still in the bucket at the
 /// end: at most a bucket, plus a frame of rounding either way. An accounting that
 /// does not add up is an error.
-fn check_offered(sample: &Sample) -> anyhow::Result<Offered> {
+fn check_offered(sample: &Sample) -> Result<Offered, Error> {
     let (Some(rate), Some(f)) = (sample.spec.rate_pps, sample.frames.as_ref()) else {
         return Ok(Offered::Sent);
     };
     let offered = f
         .offered
-        .context("a fixed-rate run without its offered frames")?;
+        .ok_or_else(|| Error::Run("a fixed-rate run without its offered frames".into()))?;
     let bucket = gen_bucket(rate);
     let label = sample.spec.label();
     let held_back = offered as i128 - (f.sent + f.not_sent_ring_full + f.not_sent_late) as i128;
     if !(-2..=bucket as i128 + 2).contains(&held_back) {
-        bail!(
+        fail!(
             "{label}: {offered} frames offered over {:.3} s, {} sent, {} found the ring \
              full, {} late: {held_back} held back is not within a bucket ({bucket})",
             sample.secs,
@@ -444,7 +451,7 @@ fn check_offered(sample: &Sample) -> anyhow::Result<Offered> {
 /// the generator's ring full, the benchmark fails; when the generator still could
 /// not run in time (a loaded machine), the last run stands, its `not_sent_late`
 /// recorded. The sample says how many attempts it took.
-pub fn run(s: &Scratch, spec: &Spec, dur: f64) -> anyhow::Result<Sample> {
+pub fn run(s: &Scratch, spec: &Spec, dur: f64) -> Result<Sample, Error> {
     let mut attempt = 1;
     loop {
         let mut sample = run_once(s, spec, dur)?;
@@ -456,7 +463,7 @@ pub fn run(s: &Scratch, spec: &Spec, dur: f64) -> anyhow::Result<Sample> {
                 return Ok(sample);
             }
             Offered::Refused(why) if attempt == FIXED_RATE_ATTEMPTS => {
-                bail!("{why}, in each of {attempt} attempts")
+                fail!("{why}, in each of {attempt} attempts")
             }
             Offered::Late(why) | Offered::Refused(why) => why,
         };
@@ -466,7 +473,7 @@ pub fn run(s: &Scratch, spec: &Spec, dur: f64) -> anyhow::Result<Sample> {
 }
 
 /// Runs `spec` once with `dur` seconds of traffic.
-fn run_once(s: &Scratch, spec: &Spec, dur: f64) -> anyhow::Result<Sample> {
+fn run_once(s: &Scratch, spec: &Spec, dur: f64) -> Result<Sample, Error> {
     let pl = spec.placement();
     let (nic_s, c1_s, ctl_s) = (s.sock("nic.sock"), s.sock("c1.sock"), s.sock("ctl.sock"));
     let nic = start_nic(spec, &pl, &nic_s)?;
@@ -503,7 +510,7 @@ fn run_once(s: &Scratch, spec: &Spec, dur: f64) -> anyhow::Result<Sample> {
 fn finish_switch(
     run: &mut Run,
     spec: &Spec,
-) -> anyhow::Result<(Option<SwitchEnd>, BTreeMap<String, u64>)> {
+) -> Result<(Option<SwitchEnd>, BTreeMap<String, u64>), Error> {
     let mut drops = BTreeMap::new();
     let Some(mut sw) = run.switch.take() else {
         return Ok((None, drops));
@@ -516,7 +523,7 @@ fn finish_switch(
 
 /// The built-in NIC's final report: the frames it received and its receive drops
 /// by reason (`nic/REASON`) added to `drops`.
-fn finish_builtin_nic(run: &mut Run, drops: &mut BTreeMap<String, u64>) -> anyhow::Result<u64> {
+fn finish_builtin_nic(run: &mut Run, drops: &mut BTreeMap<String, u64>) -> Result<u64, Error> {
     let r = run.nic.stop_report()?;
     drops_into(drops, "nic", &r, "/rx_drops")?;
     count(&r, "/rx_packets")
@@ -524,11 +531,12 @@ fn finish_builtin_nic(run: &mut Run, drops: &mut BTreeMap<String, u64>) -> anyho
 
 /// A testpmd NIC's exit: its median per-second receive rate and its total of
 /// received frames.
-fn finish_testpmd_nic(nic: &mut Proc) -> anyhow::Result<(f64, u64)> {
+fn finish_testpmd_nic(nic: &mut Proc) -> Result<(f64, u64), Error> {
     nic.interrupt();
     let out = nic.wait(Duration::from_secs(15))?;
     let rx: Vec<u64> = testpmd_rates(&out, 0).into_iter().map(|(r, _)| r).collect();
-    let (total_rx, _) = testpmd_totals(&out).context("testpmd (the NIC) printed no totals")?;
+    let (total_rx, _) = testpmd_totals(&out)
+        .ok_or_else(|| Error::Run("testpmd (the NIC) printed no totals".into()))?;
     Ok((median_nonzero(rx) as f64, total_rx))
 }
 
@@ -538,7 +546,7 @@ fn run_gen_client(
     pl: &Placement,
     sock: &str,
     dur: f64,
-) -> anyhow::Result<Measured> {
+) -> Result<Measured, Error> {
     let args = gen_args(spec, pl, sock, dur);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let cpu0 = run.cpu()?;
@@ -553,7 +561,7 @@ fn run_gen_client(
     let secs = g
         .pointer("/duration_s")
         .and_then(|v| v.as_f64())
-        .with_context(|| format!("no duration_s in the generator's report {g}"))?;
+        .ok_or_else(|| Error::Run(format!("no duration_s in the generator's report {g}")))?;
     let (switch_end, mut drops) = finish_switch(run, spec)?;
     let mut frames = None;
     let packets = match (spec.workload, spec.nic) {
@@ -589,7 +597,7 @@ fn gen_frames(
     secs: f64,
     delivered: u64,
     drops: BTreeMap<String, u64>,
-) -> anyhow::Result<Frames> {
+) -> Result<Frames, Error> {
     Ok(Frames {
         // The token bucket starts empty when the send phase starts and fills at the
         // rate: no more than this can have been due.
@@ -608,7 +616,7 @@ fn run_testpmd_client(
     pl: &Placement,
     sock: &str,
     dur: f64,
-) -> anyhow::Result<Measured> {
+) -> Result<Measured, Error> {
     let vdev = format!("net_virtio_user0,path={sock},queues=1");
     let fwd = format!("--forward-mode={}", testpmd_fwd(spec.workload, Peer::Dpdk));
     let txpkts = format!("--txpkts={}", spec.size);
@@ -639,7 +647,8 @@ fn run_testpmd_client(
     let pps = match (spec.workload, spec.nic) {
         (Workload::Transmit, Peer::Builtin) => {
             let delivered = finish_builtin_nic(run, &mut drops)?;
-            let (_, client_tx) = testpmd_totals(&out).context("testpmd printed no totals")?;
+            let (_, client_tx) = testpmd_totals(&out)
+                .ok_or_else(|| Error::Run("testpmd printed no totals".into()))?;
             let tx_pps = median_nonzero(rates.iter().map(|&(_, t)| t).collect()) as f64;
             frames = Some(Frames {
                 offered: None,
@@ -676,7 +685,7 @@ pub const RTT_SIZE: usize = 64;
 /// Round-trip time under light load: the generator's own 64-byte frames through
 /// `mode` to a reflecting NIC and back, busy polling, placed as the throughput
 /// runs. Returns (p50, p99, p99.9, max) in microseconds.
-pub fn run_rtt(s: &Scratch, mode: Mode, dur: f64) -> anyhow::Result<[f64; 4]> {
+pub fn run_rtt(s: &Scratch, mode: Mode, dur: f64) -> Result<[f64; 4], Error> {
     let spec = Spec {
         mode,
         workload: Workload::Roundtrip,
@@ -704,12 +713,12 @@ pub fn run_rtt(s: &Scratch, mode: Mode, dur: f64) -> anyhow::Result<[f64; 4]> {
     }
     nic.stop_report()?;
     if count(&g, "/rtt_samples")? == 0 {
-        bail!("no frame came back");
+        fail!("no frame came back");
     }
     let f = |p: &str| {
         g.pointer(p)
             .and_then(|v| v.as_f64())
-            .with_context(|| format!("no {p} in the generator's report {g}"))
+            .ok_or_else(|| Error::Run(format!("no {p} in the generator's report {g}")))
     };
     Ok([
         f("/rtt_p50_us")?,
