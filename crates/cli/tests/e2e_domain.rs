@@ -118,10 +118,7 @@ fn frames_cross_a_driver_domain_to_dpdk_net_vhost_macswap() {
     );
     wait_for_path(&nic_s, Duration::from_secs(20));
     let (mut sw, c1_s) = domain_switch(&s, &nic_s);
-    tp.wait_for_output(
-        "virtio is now ready for processing",
-        Duration::from_secs(20),
-    );
+    tp.wait_testpmd_forwarding(Duration::from_secs(20));
     let g = gen(&c1_s, "2", "100000").report(Duration::from_secs(30));
     let sw_r = sw.stop_report();
     let (status, out) = tp.stop();

@@ -110,10 +110,7 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
     );
     wait_for_path(&c1_s, Duration::from_secs(10));
     // Traffic starts once testpmd has our driver attached and its queues running.
-    tp.wait_for_output(
-        "virtio is now ready for processing",
-        Duration::from_secs(20),
-    );
+    tp.wait_testpmd_forwarding(Duration::from_secs(20));
     let g = Proc::twin(
         "gen",
         &[
@@ -141,7 +138,7 @@ fn gen_to_dpdk_nic(fwd: &str, reflect: bool) {
     let (status, out) = tp.stop();
     assert!(status.success(), "testpmd failed: {out}");
     let tps = parse_testpmd(&out, 0);
-    eprintln!("gen {g}\nswitch {sw_r}\ntestpmd {tps:?}");
+    eprintln!("gen {g}\nswitch {sw_r}\ntestpmd {tps:?}\ntestpmd output:\n{out}");
 
     let sent = n(&g, "/tx_packets");
     assert!(sent > 10_000, "generator sent only {sent}");

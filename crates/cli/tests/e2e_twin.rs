@@ -251,10 +251,7 @@ fn twin_mode_moves_frames_to_dpdk_net_vhost_macswap() {
     );
     wait_for_path(&nic_s, Duration::from_secs(20));
     let (mut sw, socks, ctl) = twin_switch(&s, &nic_s, "twin", &[("c1", C1)]);
-    tp.wait_for_output(
-        "virtio is now ready for processing",
-        Duration::from_secs(20),
-    );
+    tp.wait_testpmd_forwarding(Duration::from_secs(20));
     wait_fast_path(&ctl, "twin");
     let g = gen_event(&socks[0], C1, OUTSIDE, "2", "50000").report(Duration::from_secs(30));
     let sw_r = sw.stop_report();

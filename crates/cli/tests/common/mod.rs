@@ -138,6 +138,16 @@ impl Proc {
         }
     }
 
+    /// testpmd as a NIC: waits until our driver is attached and testpmd forwards.
+    /// Traffic must not start before: testpmd drains its receive queues (twice, one
+    /// ring each) when it starts forwarding and counts nothing it drained there, so
+    /// frames sent before are acknowledged to our driver and never counted (the
+    /// "1024 frames" of two full 512-descriptor rings).
+    pub fn wait_testpmd_forwarding(&self, timeout: Duration) {
+        self.wait_for_output("virtio is now ready for processing", timeout);
+        self.wait_for_output("Press enter to exit", timeout);
+    }
+
     /// Starts an arbitrary command as a harnessed process (its stderr goes to the
     /// test's).
     pub fn command(name: &str, cmd: Command) -> Proc {
@@ -383,11 +393,16 @@ pub fn require_testpmd() {
 ///
 /// A test that stops the switch while the NIC is behind loses these: DPDK's
 /// testpmd, starved of CPU on a loaded two-core machine, stops taking frames when
-/// the switch disconnects. That is the "1024 frames" testpmd once reported missing
-/// in a full run with the uplink in `domain` mode: 512 exchange slots plus 512
-/// descriptors, both rings full at the stop. (Alone, on an idle machine, testpmd
-/// keeps up and nothing is in flight.) Frames sent back by the NIC are not subject
-/// to this: testpmd counts what our receive ring could not take as `TX-dropped`.
+/// the switch disconnects. (Alone, on an idle machine, testpmd keeps up and nothing
+/// is in flight.) Frames sent back by the NIC are not subject to this: testpmd
+/// counts what our receive ring could not take as `TX-dropped`.
+///
+/// The "1024 frames" testpmd once reported missing, in `domain` and in `inline`
+/// mode, were not these: traffic had started before testpmd started forwarding,
+/// and testpmd drains its receive queue twice when it starts (one full ring each
+/// time) without counting what it drained, while our driver sees every one of
+/// those buffers completed. Tests now start traffic only once testpmd forwards
+/// ([`Proc::wait_testpmd_forwarding`]).
 pub fn in_flight_to_nic_max(mode: &str) -> u64 {
     let queue = u64::from(driver_host::DriverConfig::default().queue_size);
     match mode {
