@@ -290,6 +290,17 @@ fn start_nic(spec: &Spec, pl: &Placement, sock: &str) -> Result<Proc, Error> {
     }
 }
 
+/// Waits until a testpmd NIC forwards: its first per-second statistics (printed,
+/// and flushed, once forwarding runs; `--stats-period 1`). Traffic must not come
+/// earlier: when it starts forwarding, testpmd drains its receive queue (twice, a
+/// full ring each) without counting what it drained, and our driver sees those
+/// frames completed. (With no switch, the client itself is testpmd's frontend and
+/// connects later: the `native` cells cannot wait for this.)
+fn wait_testpmd_forwarding(nic: &Proc) -> Result<(), Error> {
+    nic.wait_for_output("NIC statistics for port", Duration::from_secs(20))?;
+    Ok(())
+}
+
 /// Starts the switch and waits until its uplink runs in `mode` (its driver domain
 /// connected to the NIC and, for inline and twin, the switch attached).
 fn start_switch(
@@ -481,6 +492,9 @@ fn run_once(s: &Scratch, spec: &Spec, dur: f64) -> Result<Sample, Error> {
         Mode::Native => None,
         _ => Some(start_switch(spec, &pl, &nic_s, &c1_s, &ctl_s)?),
     };
+    if switch.is_some() && spec.nic == Peer::Dpdk {
+        wait_testpmd_forwarding(&nic)?;
+    }
     let client_sock = if switch.is_some() { &c1_s } else { &nic_s };
     let mut run = Run {
         nic,
