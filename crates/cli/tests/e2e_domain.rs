@@ -18,7 +18,10 @@ fn gen(sock: &str, secs: &str, rate: &str) -> Proc {
 }
 
 fn domain_switch(s: &Scratch, nic_sock: &str) -> (Proc, String) {
-    let (sw, c1_s, _) = domain_switch_ctl(s, nic_sock);
+    let (sw, c1_s, ctl) = domain_switch_ctl(s, nic_sock);
+    // Traffic starts once the uplink is up: a frame flooded before has nowhere to
+    // go (`no_destination`) and would not reach the NIC the test counts at.
+    wait_domain(&ctl, 0);
     (sw, c1_s)
 }
 

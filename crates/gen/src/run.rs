@@ -41,6 +41,8 @@ use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN, NO_TIMESTAMP};
 use crate::latency::LatencyHistogram;
 use twin_wire::digest::FrameDigest;
 
+/// How often the drain looks for frames still on their way when none came.
+const DRAIN_POLL: Duration = Duration::from_millis(1);
 /// Longest sleep of an idle event-driven generator.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// Round-trip times from this long on count as `rtt_invalid`.
@@ -470,8 +472,9 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             idle_since = Instant::now();
         } else {
             // What is still out is on its way through peers that may share this
-            // core: let them run.
-            std::thread::yield_now();
+            // core: let them run, without spinning through the drain (an
+            // event-driven generator must not busy-poll here either).
+            std::thread::sleep(DRAIN_POLL);
         }
     }
     report.duration_s = sent_for;
