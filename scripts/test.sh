@@ -14,7 +14,26 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # One test at a time: end-to-end tests busy-poll and the machine has two cores.
-cargo test --workspace --release --no-fail-fast -- --test-threads=1
+# The output is kept in target/test-output.log; a digest of the failures is printed
+# last, so that a log cut to its beginning and end still says what failed.
+log=target/test-output.log
+mkdir -p target
+test_rc=0
+cargo test --workspace --release --no-fail-fast -- --test-threads=1 2>&1 | tee "$log" || test_rc=$?
 # A short run of every fuzz target (about a minute each); scripts/fuzz.sh --full
 # makes the 10-million-execution runs recorded in docs/security.md.
-./scripts/fuzz.sh --smoke
+fuzz_rc=0
+./scripts/fuzz.sh --smoke || fuzz_rc=$?
+
+if [ "$test_rc" != 0 ]; then
+  echo "==== failed tests (cargo test exit $test_rc; whole output in $log):"
+  # Each failed test's name and the first lines of its panic message.
+  awk '
+    /^---- .* stdout ----$/ { name = $2; grab = 0; next }
+    name != "" && index($0, "thread \x27" name "\x27") == 1 && /panicked at / { print "-- " $0; grab = 14; next }
+    grab > 0 { if ($0 == "" || $0 ~ /^note: /) grab = 0; else { print "   " $0; grab-- } }
+  ' "$log" | head -60
+  grep -E '^error: [0-9]+ targets? failed|^    `-p ' "$log" | head -10 || true
+fi
+[ "$fuzz_rc" = 0 ] || echo "==== scripts/fuzz.sh --smoke failed (exit $fuzz_rc)"
+[ "$test_rc" = 0 ] && [ "$fuzz_rc" = 0 ]
