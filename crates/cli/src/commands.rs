@@ -73,7 +73,9 @@ struct CtlArgs {
 /// Options every long-running command shares.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// How the data path waits for work: `busy` (spin, one full core) or `event` (epoll).
+    /// How the data path waits for work: `busy` (spin, one full core), `event`
+    /// (epoll), or `adaptive` (busy while there is work, epoll when idle; switch and
+    /// nic only).
     #[arg(long, default_value = "busy", value_parser = parse_poll)]
     pub poll: PollMode,
     /// Pin the data path to this CPU.
@@ -317,6 +319,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let stop = stop_flag()?;
             let mut cfg = soft_nic::NicConfig::new(a.socket, mode);
             cfg.busy_poll = a.run.poll == PollMode::Busy;
+            cfg.adaptive = a.run.poll == PollMode::Adaptive;
             cfg.digest = a.digest;
             let dflt = soft_nic::SourceConfig::default();
             cfg.source = soft_nic::SourceConfig {
@@ -353,6 +356,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.mode = match a.run.poll {
                 PollMode::Busy => traffic_gen::PollMode::BusyPoll,
                 PollMode::Event => traffic_gen::PollMode::EventDriven,
+                PollMode::Adaptive => {
+                    anyhow::bail!("--poll adaptive applies to twin switch and twin nic only")
+                }
             };
             let report = traffic_gen::run(&cfg, &stop)?;
             print_json(&report)

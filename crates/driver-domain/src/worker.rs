@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use driver_host::link::{NicLink, QueueFds};
 use driver_host::{DriverConfig, HostedDriver};
 use exchange::{Consumer, DdState, DdStatus, ExchangeRegion, Producer, RingId};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use twin_poll::{Idle, Policy, PollMode, Sources, Waiter};
 
 use crate::bootstrap::{self, BootstrapError};
 use crate::handover::{self, Owner, Request};
@@ -117,9 +117,9 @@ pub enum WorkerError {
     /// The driver could not attach to the NIC.
     #[error("cannot attach the driver to the NIC")]
     Driver(#[source] driver_host::Error),
-    /// epoll failed.
-    #[error("epoll failed")]
-    Epoll(#[source] std::io::Error),
+    /// Waiting for work (epoll) failed.
+    #[error("waiting for work failed")]
+    Wait(#[from] twin_poll::WaitError),
     /// The NIC went away.
     #[error("the NIC hung up")]
     NicGone,
@@ -190,15 +190,6 @@ pub fn serve<E: std::error::Error + 'static>(
         device,
     )
     .map_err(WorkerError::Driver)?;
-    let ep = Epoll::new().map_err(WorkerError::Epoll)?;
-    for fd in [fds.doorbell_in.as_raw_fd(), drv.rx_call_fd()] {
-        ep.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, fd as u64),
-        )
-        .map_err(WorkerError::Epoll)?;
-    }
     let mut domain = Domain {
         to_nic: Consumer::new(xr.clone(), RingId::ToNic),
         from_nic: Producer::new(xr.clone(), RingId::FromNic),
@@ -207,7 +198,6 @@ pub fn serve<E: std::error::Error + 'static>(
         drv,
         doorbell_in: fds.doorbell_in,
         doorbell_out: fds.doorbell_out,
-        ep,
         busy_poll: fds.busy_poll,
         owns_fast_path: true,
         handled_request: 0,
@@ -289,7 +279,6 @@ struct Domain {
     upcalls: Consumer,
     doorbell_in: OwnedFd,
     doorbell_out: OwnedFd,
-    ep: Epoll,
     busy_poll: bool,
     /// Whether this instance runs the fast path (see `crate::handover`).
     owns_fast_path: bool,
@@ -303,7 +292,17 @@ struct Domain {
 
 impl Domain {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), WorkerError> {
-        let mut idle = 0u32;
+        // Owning the fast path: busy (spin, then yield; never sleep) or event (a
+        // few empty rounds, then sleep). Not owning it: sleep at every empty round.
+        let mode = if self.busy_poll {
+            PollMode::Busy
+        } else {
+            PollMode::Event
+        };
+        let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP));
+        // The fast path's owner when the wake-up fds were handed out (the NIC's
+        // call fd is waited on only while this DD owns the fast path).
+        let mut registered_owner = self.owns_fast_path;
         let mut iter = 0u64;
         while !stop.load(Ordering::Relaxed) {
             self.xr.beat();
@@ -330,20 +329,21 @@ impl Domain {
                 0
             };
             if moved + slow > 0 {
-                idle = 0;
+                waiter.work();
                 continue;
             }
-            idle = idle.saturating_add(1);
-            if self.owns_fast_path && self.busy_poll {
-                if idle > 16 {
-                    std::thread::yield_now();
-                }
-                continue;
+            if registered_owner != self.owns_fast_path {
+                registered_owner = self.owns_fast_path;
+                waiter.invalidate();
             }
-            if self.owns_fast_path && idle < 64 {
-                continue;
+            let idle = if self.owns_fast_path {
+                waiter.idle(self)?
+            } else {
+                waiter.sleep(self, MAX_SLEEP)?
+            };
+            if matches!(idle, Idle::Woken | Idle::TimedOut) {
+                drain(&self.doorbell_in);
             }
-            self.sleep()?;
         }
         Ok(())
     }
@@ -478,14 +478,11 @@ impl Domain {
         if req.seq == self.handled_request {
             return Ok(());
         }
-        let rx_call = self.drv.rx_call_fd();
         match (req.owner, self.owns_fast_path) {
             (Owner::Switch, true) => {
                 // Every loop ends at a batch boundary; write back once more and stop.
+                // The NIC's call fd leaves the wake-up set (`run` rebuilds it).
                 self.drv.release();
-                let _ = self
-                    .ep
-                    .ctl(ControlOperation::Delete, rx_call, EpollEvent::default());
                 self.owns_fast_path = false;
                 tracing::info!(seq = req.seq, "fast path handed to the switch");
             }
@@ -493,13 +490,6 @@ impl Domain {
                 self.drv.reacquire().map_err(WorkerError::Driver)?;
                 self.to_nic =
                     Consumer::resume(self.xr.clone(), RingId::ToNic).map_err(WorkerError::Ring)?;
-                self.ep
-                    .ctl(
-                        ControlOperation::Add,
-                        rx_call,
-                        EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, rx_call as u64),
-                    )
-                    .map_err(WorkerError::Epoll)?;
                 self.drv.set_rx_notify(false);
                 self.owns_fast_path = true;
                 tracing::info!(seq = req.seq, "fast path taken back from the switch");
@@ -543,26 +533,32 @@ impl Domain {
         }
         Ok(n)
     }
+}
 
-    /// Sleeps until the switch or the NIC has something (at most [`MAX_SLEEP`]).
-    fn sleep(&mut self) -> Result<(), WorkerError> {
-        let mut raced = self.upcalls.arm_notify();
+/// What an idle DD waits on (at most [`MAX_SLEEP`]): the switch's doorbell, and
+/// while it owns the fast path the NIC's RX call; notifications on the upcall
+/// ring, and while it owns the fast path on `to_nic` and the driver's RX queue.
+impl Sources for Domain {
+    fn wake_fds(&self, add: &mut dyn FnMut(std::os::fd::RawFd)) {
+        add(self.doorbell_in.as_raw_fd());
         if self.owns_fast_path {
-            raced |= self.to_nic.arm_notify() | self.drv.set_rx_notify(true);
+            add(self.drv.rx_call_fd());
         }
-        if !raced {
-            let mut events = [EpollEvent::default(); 4];
-            match self.ep.wait(MAX_SLEEP.as_millis() as i32, &mut events) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(WorkerError::Epoll(e)),
+    }
+
+    fn set_notify(&mut self, on: bool) -> bool {
+        if on {
+            let mut raced = self.upcalls.arm_notify();
+            if self.owns_fast_path {
+                raced |= self.to_nic.arm_notify() | self.drv.set_rx_notify(true);
             }
-            drain(&self.doorbell_in);
+            raced
+        } else {
+            if self.owns_fast_path {
+                self.drv.set_rx_notify(false);
+            }
+            false
         }
-        if self.owns_fast_path {
-            self.drv.set_rx_notify(false);
-        }
-        Ok(())
     }
 }
 

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use driver_host::{DriverConfig, DriverStats, HostedDriver};
 use serde::Serialize;
+use twin_poll::TokenBucket;
 use twin_wire::MacAddr;
 
 use crate::frame::{FrameError, GenFrame, GEN_HDR_LEN, NO_TIMESTAMP};
@@ -57,6 +58,9 @@ pub enum GenError {
     /// The batch size is zero.
     #[error("batch size must be at least 1")]
     InvalidBatch,
+    /// The rate needs a token bucket larger than one can be.
+    #[error("rate too high for a token bucket")]
+    Bucket(#[from] twin_poll::BucketError),
     /// No connection within the timeout.
     #[error("could not connect to {path} within {timeout:?}")]
     Connect {
@@ -338,22 +342,23 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         }),
     };
     let end = start + cfg.duration;
-    let mut tokens = 0f64;
     // Tokens over the bucket, given up: while the ring was full (the last
     // reservation failed), or while the generator was late with room in it.
     let mut over_full = 0f64;
     let mut late = 0f64;
     let mut ring_full = false;
-    let mut last_refill = start;
     let mut iter = 0u64;
     let event = cfg.mode == PollMode::EventDriven;
-    // The bucket holds two batches, and in event mode at least what accrues during
-    // one sleep (epoll waits have millisecond granularity), so sleeping never
-    // lowers the rate.
-    let bucket = match (cfg.rate_pps, event) {
-        (Some(rate), true) => ((2 * batch) as f64).max(rate as f64 * 2.0 * MAX_SLEEP.as_secs_f64()),
-        _ => (2 * batch) as f64,
-    };
+    // The bucket (`twin_poll`) holds two batches, and in event mode at least twice
+    // what accrues during one sleep (epoll waits have millisecond granularity), so
+    // sleeping never lowers the rate. It starts empty, at `start`.
+    let mut bucket = cfg
+        .rate_pps
+        .map(|rate| TokenBucket::for_batches(rate, batch, event.then_some(MAX_SLEEP)))
+        .transpose()?;
+    if let Some(b) = bucket.as_mut() {
+        b.refill(start);
+    }
     loop {
         let now = Instant::now();
         if now >= end || stop.load(Ordering::Relaxed) {
@@ -370,21 +375,16 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             tracing::warn!("NIC hung up");
             break;
         }
-        let grant = match cfg.rate_pps {
+        let grant = match bucket.as_mut() {
             None => batch.min(left),
-            Some(rate) => {
-                tokens += now.duration_since(last_refill).as_secs_f64() * rate as f64;
-                last_refill = now;
-                let over = (tokens - bucket).max(0.0);
+            Some(b) => {
+                let over = b.refill(now);
                 if ring_full {
                     over_full += over;
                 } else {
                     late += over;
                 }
-                tokens = tokens.min(bucket);
-                let g = (tokens as usize).min(batch).min(left);
-                tokens -= g as f64;
-                g
+                b.take(batch.min(left))
             }
         };
         let mut sent = 0;
@@ -419,13 +419,10 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         let got = rx_burst(&mut d, &mut report, cfg.id, src, &mut rx_state, 2 * batch);
         if event && sent == 0 && got == 0 {
             // Sleep until a batch's worth of tokens is due (or frames arrive).
-            let wait = match cfg.rate_pps {
-                Some(rate) if rate > 0 => {
-                    let missing = (batch as f64 - tokens).max(1.0);
-                    Duration::from_secs_f64(missing / rate as f64)
-                }
-                _ => MAX_SLEEP,
-            };
+            let wait = bucket
+                .as_ref()
+                .and_then(|b| b.until(batch))
+                .unwrap_or(MAX_SLEEP);
             d.wait_rx(wait.min(MAX_SLEEP));
         } else if !event && sent == 0 && got == 0 {
             // Busy poll with nothing to do (ring full, or not due): give the core to
@@ -436,10 +433,9 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     let end_of_sending = Instant::now();
     let sent_for = end_of_sending.duration_since(start).as_secs_f64();
     let counted_out = cfg.count.is_some_and(|c| report.tx_packets >= c);
-    if let (Some(rate), false) = (cfg.rate_pps, counted_out) {
+    if let (Some(b), false) = (bucket.as_mut(), counted_out) {
         // What accrued since the last refill counts too: over a bucket, it was late.
-        let accrued = end_of_sending.duration_since(last_refill).as_secs_f64() * rate as f64;
-        let over = (tokens + accrued - bucket).max(0.0);
+        let over = b.refill(end_of_sending);
         if ring_full {
             over_full += over;
         } else {

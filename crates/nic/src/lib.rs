@@ -7,7 +7,10 @@
 //! [`run`] serves one socket until `stop` is set, surviving its driver
 //! disconnecting and reconnecting, and returns a [`NicReport`]. It busy-polls
 //! (one core at 100 %) or, with `busy_poll: false`, sleeps in epoll on the TX kick
-//! fd (notifications are re-enabled and the ring re-checked before sleeping).
+//! fd and the control wake-up (notifications are re-enabled and the ring
+//! re-checked before sleeping; with `adaptive`, only after a run of empty rounds).
+//! How it waits is a [`twin_poll::Waiter`]; the fds are registered edge-triggered
+//! and never read (the kick fd is the driver's and may be blocking).
 //!
 //! With `digest` on, the NIC folds every frame it receives from its driver, in
 //! arrival order, into an order-sensitive digest ([`FrameDigest`], reported as
@@ -30,10 +33,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
+use std::os::fd::RawFd;
+use twin_poll::{Policy, PollMode, Sources, Waiter};
 use twin_wire::ether::{swap_macs, MAX_FRAME};
 use twin_wire::{MacAddr, Segments};
 use vhost_device::{DeviceConfig, DeviceHandle, DropCounts, DropReason, PortEvent};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 pub use hostile::{Attack, AttackConfig, AttackReport};
 pub use source::{SourceConfig, SourceFrame};
@@ -49,9 +53,9 @@ pub enum Error {
     /// The vhost-user device could not be created.
     #[error("cannot start the NIC device: {0}")]
     Device(#[from] vhost_device::Error),
-    /// epoll failed (event mode).
-    #[error("epoll: {0}")]
-    Epoll(#[source] std::io::Error),
+    /// Waiting for work (epoll) failed (event mode).
+    #[error("waiting for work failed")]
+    Wait(#[from] twin_poll::WaitError),
     /// The source-mode configuration is invalid.
     #[error("invalid source-mode configuration")]
     Source(#[from] source::Error),
@@ -83,6 +87,10 @@ pub struct NicConfig {
     pub mode: Mode,
     /// Busy-poll (true) or sleep on the kick eventfd (false).
     pub busy_poll: bool,
+    /// With `busy_poll` false: busy-poll while there is work and sleep only after
+    /// a run of empty rounds (`twin_poll::PollMode::Adaptive`) instead of at the
+    /// first empty round.
+    pub adaptive: bool,
     /// MAC reported in the device config space (and, in source mode, the source
     /// MAC of the NIC's frames; [`source::SOURCE_MAC`] when `None`).
     pub mac: Option<MacAddr>,
@@ -103,6 +111,7 @@ impl NicConfig {
             socket: socket.into(),
             mode,
             busy_poll: true,
+            adaptive: false,
             mac: None,
             batch: 64,
             digest: false,
@@ -238,8 +247,26 @@ fn log_event(ev: PortEvent, socket: &str, host: &mut Option<Hostile>) {
 
 /// At most this many batches are drained before adopting a control change.
 const MAX_DRAIN_BATCHES: usize = 64;
-/// Empty busy-poll rounds before the NIC yields its core.
-const IDLE_ROUNDS_BEFORE_YIELD: u32 = 16;
+
+/// What an idle NIC waits on: the control wake-up and the driver's TX kicks.
+struct Kicks<'a>(&'a mut DeviceHandle);
+
+impl Sources for Kicks<'_> {
+    fn wake_fds(&self, add: &mut dyn FnMut(RawFd)) {
+        add(self.0.wake_fd());
+        if let Some(fd) = self.0.tx_kick_fd() {
+            add(fd);
+        }
+    }
+
+    fn set_notify(&mut self, on: bool) -> bool {
+        if on {
+            self.0.is_ready() && self.0.set_tx_notify(true)
+        } else {
+            self.0.set_tx_notify(false)
+        }
+    }
+}
 
 /// Takes one batch of the driver's frames (sink, reflect; source mode sinks them;
 /// hostile mode reflects them and may lie about the used buffers).
@@ -355,7 +382,9 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
     let name = cfg.socket.display().to_string();
     let mut dg = cfg.digest.then(|| Digester::new(n));
     if cfg.busy_poll {
-        let mut idle = 0u32;
+        // Spins, then yields its core (`twin_poll::waiter::SPINS_BEFORE_YIELD`);
+        // never sleeps in epoll, never touches notifications.
+        let mut waiter = Waiter::new(PollMode::Busy, Policy::new(Duration::ZERO));
         while !stop.load(Ordering::Relaxed) {
             if h.has_pending_change() && h.is_ready() {
                 // Drain before adopting the change: a driver stops its rings only
@@ -378,21 +407,19 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
                 continue;
             }
             if work(&mut h, cfg.mode, n, &mut dg, &mut src, &mut host) == 0 {
-                idle = idle.saturating_add(1);
-                // With fewer cores than busy pollers, spinning through a whole time
-                // slice starves the peer we wait for: yield after a few empty rounds.
-                if idle > IDLE_ROUNDS_BEFORE_YIELD {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+                waiter.idle(&mut Kicks(&mut h))?;
             } else {
-                idle = 0;
+                waiter.work();
             }
         }
     } else {
+        let mode = if cfg.adaptive {
+            PollMode::Adaptive
+        } else {
+            PollMode::Event
+        };
         run_events(
-            &mut h, cfg.mode, n, stop, &name, &mut dg, &mut src, &mut host,
+            &mut h, cfg.mode, n, stop, &name, &mut dg, &mut src, &mut host, mode,
         )?;
     }
     Ok(report(
@@ -405,7 +432,7 @@ pub fn run(cfg: &NicConfig, stop: &AtomicBool) -> Result<NicReport, Error> {
 }
 
 /// The longest epoll sleep (a control change or a kick ends it earlier).
-const EVENT_SLEEP_MS: i32 = 100;
+const EVENT_SLEEP_MS: u64 = 100;
 
 #[allow(clippy::too_many_arguments)] // the loop's state, borrowed from `run`
 fn run_events(
@@ -417,19 +444,12 @@ fn run_events(
     dg: &mut Option<Digester>,
     src: &mut Option<Source>,
     host: &mut Option<Hostile>,
+    poll: PollMode,
 ) -> Result<(), Error> {
-    const WAKE: u64 = 0;
-    const KICK: u64 = 1;
-    let ep = Epoll::new().map_err(Error::Epoll)?;
-    ep.ctl(
-        ControlOperation::Add,
-        h.wake_fd(),
-        EpollEvent::new(EventSet::IN, WAKE),
-    )
-    .map_err(Error::Epoll)?;
+    // Event mode sleeps at the first empty round (no spinning first).
+    let policy = Policy::new(Duration::from_millis(EVENT_SLEEP_MS)).with_event_rounds(0);
+    let mut waiter = Waiter::new(poll, policy);
     let mut gen = u64::MAX;
-    let mut kick_fd: Option<i32> = None;
-    let mut events = [EpollEvent::default(); 4];
     let mut streak = 0u32;
     while !stop.load(Ordering::Relaxed) {
         // Drain the ring before adopting a new snapshot: a ring stop
@@ -442,6 +462,7 @@ fn run_events(
         };
         if did > 0 && streak < 64 {
             streak += 1;
+            waiter.work();
             continue;
         }
         streak = 0;
@@ -449,39 +470,22 @@ fn run_events(
             log_event(ev, name, host);
         }
         if h.generation() != gen {
+            // The kick fd may have changed: registered again at the next sleep.
             gen = h.generation();
-            if let Some(fd) = kick_fd.take() {
-                // May already be gone (closed fds leave epoll on their own).
-                let _ = ep.ctl(ControlOperation::Delete, fd, EpollEvent::default());
-            }
-            if let Some(fd) = h.tx_kick_fd() {
-                if ep
-                    .ctl(
-                        ControlOperation::Add,
-                        fd,
-                        EpollEvent::new(EventSet::IN, KICK),
-                    )
-                    .is_ok()
-                {
-                    kick_fd = Some(fd);
-                }
-            }
+            waiter.invalidate();
             continue;
         }
         if did > 0 {
             // Still busy: the snapshot is adopted, go on.
+            waiter.work();
             continue;
         }
         // Nothing pending: ask for kicks, re-check, then sleep (source mode: at
         // most until its next batch is due, or a short while when the driver had
         // no buffers, since RX kicks are not available).
-        if h.is_ready() && h.set_tx_notify(true) {
-            h.set_tx_notify(false);
-            continue;
-        }
         let timeout = match src.as_mut() {
             Some(s) if h.is_ready() => s.sleep_hint().map_or(EVENT_SLEEP_MS, |d| {
-                d.as_micros().div_ceil(1000).clamp(1, 100) as i32
+                d.as_micros().div_ceil(1000).clamp(1, 100) as u64
             }),
             Some(s) => {
                 s.pause();
@@ -489,20 +493,7 @@ fn run_events(
             }
             None => EVENT_SLEEP_MS,
         };
-        let cnt = match ep.wait(timeout, &mut events) {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(Error::Epoll(e)),
-        };
-        for ev in &events[..cnt] {
-            match ev.data() {
-                WAKE => h.drain_wake(),
-                _ => {
-                    let _ = h.drain_tx_kick();
-                }
-            }
-        }
-        h.set_tx_notify(false);
+        waiter.idle_for(&mut Kicks(h), Duration::from_millis(timeout))?;
     }
     Ok(())
 }

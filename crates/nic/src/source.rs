@@ -59,6 +59,7 @@
 
 use std::time::{Duration, Instant};
 
+use twin_poll::TokenBucket;
 use twin_wire::{MacAddr, Segments};
 use vhost_device::{DeviceHandle, DropReason};
 
@@ -88,6 +89,9 @@ pub enum Error {
     /// The requested frame length is outside 60..=1514.
     #[error("frame size {0} B is outside {MIN_FRAME_LEN}..={MAX_FRAME_LEN} B (Ethernet frame without FCS and virtio header)")]
     InvalidFrameLen(usize),
+    /// The rate needs a token bucket larger than one can be.
+    #[error("rate too high for a token bucket")]
+    Bucket(#[from] twin_poll::BucketError),
 }
 
 /// What source mode sends.
@@ -189,11 +193,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Source {
     frame: SourceFrame,
     seq: u64,
-    rate: Option<u64>,
+    /// Rate-limited: the token bucket (`twin_poll`); `None`: unlimited.
+    bucket: Option<TokenBucket>,
     batch: usize,
-    tokens: f64,
-    bucket: f64,
-    last_refill: Option<Instant>,
     /// Sends refused for lack of buffers (taken out of `tx_drops.no_buffers`).
     pub(crate) ring_full: u64,
     /// Rate-limited: frames due that did not go.
@@ -211,19 +213,18 @@ impl Source {
     ) -> Result<Self, Error> {
         let frame = SourceFrame::new(cfg.frame_len, src, cfg.dst_mac)?;
         let batch = batch.max(1);
-        let two = (2 * batch) as f64;
-        let bucket = match (cfg.rate_pps, event) {
-            (Some(r), true) => two.max(r as f64 * 2.0 * MAX_BUCKET_SLEEP.as_secs_f64()),
-            _ => two,
-        };
+        // Two batches, and in event mode at least twice what accrues in the
+        // longest sleep.
+        let sleep = event.then_some(MAX_BUCKET_SLEEP);
+        let bucket = cfg
+            .rate_pps
+            .map(|r| TokenBucket::for_batches(r, batch, sleep))
+            .transpose()?;
         Ok(Self {
             frame,
             seq: 0,
-            rate: cfg.rate_pps,
-            batch,
-            tokens: 0.0,
             bucket,
-            last_refill: None,
+            batch,
             ring_full: 0,
             not_sent: 0,
             last: Outcome::Sent,
@@ -234,27 +235,19 @@ impl Source {
     /// The bucket starts empty at the first call.
     #[inline]
     fn grant(&mut self, now: impl FnOnce() -> Instant) -> usize {
-        let Some(rate) = self.rate else {
+        let Some(b) = self.bucket.as_mut() else {
             return self.batch;
         };
-        let now = now();
-        let last = *self.last_refill.get_or_insert(now);
-        self.tokens = (self.tokens
-            + now.saturating_duration_since(last).as_secs_f64() * rate as f64)
-            .min(self.bucket);
-        self.last_refill = Some(now);
-        if self.tokens >= self.batch as f64 {
-            self.tokens -= self.batch as f64;
-            self.batch
-        } else {
-            0
-        }
+        // Tokens beyond the bucket are not counted (see the module docs).
+        let _spilled = b.refill(now());
+        b.take_exact(self.batch)
     }
 
     /// Restarts the bucket (nothing accrues while the driver is away).
     pub(crate) fn pause(&mut self) {
-        self.last_refill = None;
-        self.tokens = 0.0;
+        if let Some(b) = self.bucket.as_mut() {
+            b.reset();
+        }
     }
 
     /// Sends one granted batch into the driver's RX queue and flushes it once.
@@ -270,7 +263,7 @@ impl Source {
             self.last = Outcome::NotDue;
             return 0;
         }
-        let limited = self.rate.is_some();
+        let limited = self.bucket.is_some();
         let mut sent = 0;
         self.last = Outcome::Sent;
         for i in 0..grant {
@@ -309,12 +302,9 @@ impl Source {
     /// How long an idle event-mode loop may sleep: `None` when only the driver's
     /// kicks or a control change can bring work (nothing to send).
     pub(crate) fn sleep_hint(&self) -> Option<Duration> {
-        match (self.last, self.rate) {
-            (_, Some(0)) => None,
-            (Outcome::NotDue, Some(rate)) => {
-                let missing = (self.batch as f64 - self.tokens).max(1.0);
-                Some(Duration::from_secs_f64(missing / rate as f64).min(MAX_BUCKET_SLEEP))
-            }
+        match (self.last, &self.bucket) {
+            (_, Some(b)) if b.rate() == 0 => None,
+            (Outcome::NotDue, Some(b)) => b.until(self.batch).map(|d| d.min(MAX_BUCKET_SLEEP)),
             _ => Some(RING_FULL_SLEEP),
         }
     }
@@ -395,13 +385,17 @@ mod tests {
     fn event_mode_bucket_covers_a_sleep() {
         // 1 Mpps: a batch of 8 is due every 8 us, far below epoll's millisecond.
         let s = source(Some(1_000_000), true);
-        assert!(s.bucket >= 2.0 * 1e6 * MAX_BUCKET_SLEEP.as_secs_f64());
+        let capacity = s.bucket.as_ref().unwrap().capacity() as f64;
+        assert!(capacity >= 2.0 * 1e6 * MAX_BUCKET_SLEEP.as_secs_f64());
+        // Busy mode: two batches.
+        let busy = source(Some(1_000_000), false);
+        assert_eq!(busy.bucket.as_ref().unwrap().capacity(), 16);
         let mut s = source(Some(1000), true);
         s.last = Outcome::NotDue;
         assert_eq!(s.sleep_hint(), Some(Duration::from_millis(8)));
         s.last = Outcome::RingFull;
         assert_eq!(s.sleep_hint(), Some(RING_FULL_SLEEP));
         s.pause();
-        assert_eq!(s.tokens, 0.0);
+        assert_eq!(s.bucket.as_ref().unwrap().tokens(), 0.0);
     }
 }

@@ -256,6 +256,20 @@ pub enum PollMode {
     Busy,
     /// Sleep in epoll on kick and call eventfds when there is no work.
     Event,
+    /// Busy-poll while there is work; after a run of empty rounds
+    /// (`twin_poll::waiter::ADAPTIVE_ROUNDS`) sleep in epoll like `event`. Uplinks'
+    /// driver domains run in event mode, as under `event`.
+    Adaptive,
+}
+
+impl From<PollMode> for twin_poll::PollMode {
+    fn from(m: PollMode) -> Self {
+        match m {
+            PollMode::Busy => twin_poll::PollMode::Busy,
+            PollMode::Event => twin_poll::PollMode::Event,
+            PollMode::Adaptive => twin_poll::PollMode::Adaptive,
+        }
+    }
 }
 
 impl FromStr for PollMode {
@@ -264,7 +278,10 @@ impl FromStr for PollMode {
         match s {
             "busy" => Ok(PollMode::Busy),
             "event" => Ok(PollMode::Event),
-            _ => Err(format!("unknown poll mode {s:?} (known: busy, event)")),
+            "adaptive" => Ok(PollMode::Adaptive),
+            _ => Err(format!(
+                "unknown poll mode {s:?} (known: busy, event, adaptive)"
+            )),
         }
     }
 }

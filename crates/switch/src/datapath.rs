@@ -12,9 +12,11 @@
 //! drains up to [`BATCH`] frames from each port, decides each frame's destination
 //! with the learning table and copies it straight from the source memory into the
 //! destination's buffer (one copy, no staging, no allocation), then publishes every
-//! destination once and notifies the peers that asked for it. In `busy` mode it spins;
-//! in `event` mode, when an iteration found no work, it re-enables notifications on
-//! every source, re-checks, and sleeps in epoll on the kick and call eventfds.
+//! destination once and notifies the peers that asked for it. A round that delivered
+//! nothing goes to a [`twin_poll::Waiter`]: in `busy` mode it spins, then yields; in
+//! `event` mode, after a few empty rounds, it re-enables notifications on every
+//! source, re-checks, and sleeps in epoll on the kick and call eventfds; `adaptive`
+//! polls like `busy` for a while after the last frame, then sleeps like `event`.
 //!
 //! Frames are delivered in the order they were taken from each source; a frame
 //! flooded to several ports is copied to each.
@@ -31,10 +33,10 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use twin_poll::{Idle, Policy, Sources, Waiter};
 use twin_wire::ether::ETH_HLEN;
 use twin_wire::{MacAddr, Segments};
 use vm_memory::VolatileSlice;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::config::PollMode;
 use crate::counters::{DropReason, PortCounters};
@@ -43,10 +45,9 @@ use crate::port::{Delivery, MaintainContext, Port, PortCommand, PortError, PortK
 
 /// Frames taken from one source per iteration.
 pub const BATCH: usize = 64;
-/// How long an idle event-mode loop sleeps at most before looking at control news.
+/// How long an idle event-mode or adaptive loop sleeps at most before looking at
+/// control news (uplink supervision runs every 50 ms).
 const IDLE_WAIT: Duration = Duration::from_millis(50);
-/// Empty busy-poll rounds before the data path yields its core.
-const IDLE_SPINS_BEFORE_YIELD: u32 = 16;
 /// At most this many batches are drained from a client whose rings are changing.
 const MAX_DRAIN_BATCHES: usize = 64;
 /// How often learned addresses are expired.
@@ -58,9 +59,9 @@ pub enum DataPathError {
     /// A port failed in a way that stops the switch.
     #[error(transparent)]
     Port(#[from] PortError),
-    /// epoll failed.
-    #[error("epoll failed")]
-    Epoll(#[source] std::io::Error),
+    /// Waiting for work (epoll) failed.
+    #[error("waiting for work failed")]
+    Wait(#[from] twin_poll::WaitError),
 }
 
 /// One port and what the switch keeps about it.
@@ -510,57 +511,14 @@ impl DataPath {
         }
     }
 
-    /// Registers every port's wake-up fds in a fresh epoll set.
-    fn build_waits(&self) -> Result<Epoll, DataPathError> {
-        let ep = Epoll::new().map_err(DataPathError::Epoll)?;
-        let mut result = Ok(());
-        for e in self.ports.iter() {
-            e.port.wake_fds(&mut |fd: RawFd| {
-                if result.is_err() {
-                    return;
-                }
-                // Edge-triggered: every eventfd write is a new edge, so the counters
-                // need not be drained.
-                result = ep.ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, fd as u64),
-                );
-            });
-        }
-        result.map_err(DataPathError::Epoll)?;
-        Ok(ep)
-    }
-
-    /// Event mode, after an iteration without work: asks every port to notify,
-    /// re-checks for work that raced in, and sleeps until a notification or timeout.
-    fn sleep(&mut self, ep: &Epoll) -> Result<(), DataPathError> {
-        let mut raced = false;
-        for e in self.ports.iter_mut() {
-            raced |= e.port.set_notify(true);
-        }
-        if !raced {
-            let mut events = [EpollEvent::default(); 16];
-            match ep.wait(IDLE_WAIT.as_millis() as i32, &mut events) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(DataPathError::Epoll(e)),
-            }
-        } else {
-            // Frames are waiting but the last rounds delivered nothing (their
-            // destinations are full): let whoever shares the core drain them.
-            std::thread::yield_now();
-        }
-        for e in self.ports.iter_mut() {
-            e.port.set_notify(false);
-        }
-        Ok(())
-    }
-
     /// Runs until `stop` is set.
+    ///
+    /// Per round: forward one batch from every port, flush, take control news
+    /// (a changed set of wake-up fds is re-registered at the next sleep). A round
+    /// that delivered nothing goes to the [`Waiter`]: spin, yield or sleep as the
+    /// poll mode says (`twin_poll::waiter`), with the ports as its [`Sources`].
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DataPathError> {
-        let mut waits: Option<Epoll> = None;
-        let mut idle_spins = 0u32;
+        let mut waiter = Waiter::new(self.poll.into(), Policy::new(IDLE_WAIT));
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             // Drain the rings before taking control news: a client that kicks and
@@ -568,39 +526,42 @@ impl DataPath {
             let work = self.forward_once(self.now_ms(now));
             self.flush();
             if self.control(now)? {
-                waits = None;
+                waiter.invalidate();
             }
             // Progress is what was delivered: a round that took frames only to drop
             // them (every destination full) counts as idle, so that a busy poller
             // sharing its core with the consumer of those frames yields it.
             if work.delivered > 0 {
-                idle_spins = 0;
+                waiter.work();
                 continue;
             }
-            idle_spins = idle_spins.saturating_add(1);
-            match self.poll {
-                // On a machine with fewer cores than busy pollers, a poller that spins
-                // through its whole time slice starves the peer it waits for; after a
-                // few empty rounds it yields the core instead (a cheap syscall when no
-                // one else wants it).
-                PollMode::Busy if idle_spins > IDLE_SPINS_BEFORE_YIELD => std::thread::yield_now(),
-                PollMode::Busy => std::hint::spin_loop(),
-                PollMode::Event => {
-                    // A few empty spins first: a peer that is mid-batch costs less to
-                    // wait for than a sleep and a wake-up.
-                    if idle_spins < 64 {
-                        continue;
-                    }
-                    if waits.is_none() {
-                        waits = Some(self.build_waits()?);
-                    }
-                    if let Some(ep) = &waits {
-                        self.sleep(ep)?;
-                    }
-                }
+            if waiter.idle(&mut self.ports)? == Idle::Raced {
+                // Frames are waiting but the last rounds delivered nothing (their
+                // destinations are full): let whoever shares the core drain them.
+                std::thread::yield_now();
             }
         }
         Ok(())
+    }
+}
+
+/// The ports as what an idle data path waits on: every port's wake-up fds
+/// (edge-triggered kick, call and control eventfds), and notifications asked of
+/// every port before a sleep.
+impl Sources for PortTable {
+    fn wake_fds(&self, add: &mut dyn FnMut(RawFd)) {
+        for e in self.iter() {
+            e.port.wake_fds(add);
+        }
+    }
+
+    fn set_notify(&mut self, on: bool) -> bool {
+        // Every port is asked, even after one reported a race.
+        let mut raced = false;
+        for e in self.iter_mut() {
+            raced |= e.port.set_notify(on);
+        }
+        raced
     }
 }
 
