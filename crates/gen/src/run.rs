@@ -1,6 +1,7 @@
 //! The generator loop.
 //!
-//! Per iteration: grant a batch from the token bucket (or a full batch when not
+//! Per iteration: grant a batch from the token bucket ([`twin_poll::TokenBucket`],
+//! the NIC's source mode's too; or a full batch when not
 //! rate limited; never more than a frame count still allows), reserve/copy/commit
 //! that many frames, flush once, receive one burst and check each own frame's
 //! sequence number (and, when asked, fold it into the receive digest). In event-driven mode an idle

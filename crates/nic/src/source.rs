@@ -6,7 +6,7 @@
 //! [`DeviceHandle::flush_rx`] do), in batches of [`NicConfig::batch`] frames with one
 //! flush (at most one interrupt) per batch. It sends as fast as the driver posts
 //! buffers or, with a rate, at most that many frames per second: a token bucket
-//! that grants whole batches (it holds two batches, and in event mode at least
+//! ([`twin_poll::TokenBucket`], the generator's too) that grants whole batches (it holds two batches, and in event mode at least
 //! what accrues in [`MAX_BUCKET_SLEEP`]), so rates below one batch per millisecond
 //! are lumpy. Frames the driver transmits meanwhile are taken and counted as in
 //! sink mode.
