@@ -299,7 +299,7 @@ impl Domain {
         } else {
             PollMode::Event
         };
-        let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP));
+        let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP).without_spin_hint());
         // The fast path's owner when the wake-up fds were handed out (the NIC's
         // call fd is waited on only while this DD owns the fast path).
         let mut registered_owner = self.owns_fast_path;

@@ -106,6 +106,12 @@ pub struct Policy {
     pub event_rounds: u32,
     /// Adaptive: empty rounds polled before sleeping ([`ADAPTIVE_ROUNDS`]).
     pub adaptive_rounds: u32,
+    /// Busy and adaptive: whether a spinning round issues the CPU's spin-wait hint
+    /// (`pause`). A hinted round is slower, so a poller reaches its yields later
+    /// and keeps a shared core longer: the driver domain spins without it (as it
+    /// always did); event-mode spinning never hints (its rounds are counted to a
+    /// sleep, not to a yield).
+    pub spin_hint: bool,
     /// Longest sleep ([`Waiter::idle`]).
     pub timeout: Duration,
 }
@@ -117,8 +123,15 @@ impl Policy {
             spins_before_yield: SPINS_BEFORE_YIELD,
             event_rounds: EVENT_ROUNDS,
             adaptive_rounds: ADAPTIVE_ROUNDS,
+            spin_hint: true,
             timeout,
         }
+    }
+
+    /// The same without the spin-wait hint in busy and adaptive spinning.
+    pub const fn without_spin_hint(mut self) -> Self {
+        self.spin_hint = false;
+        self
     }
 
     /// The same with `rounds` empty rounds before an event-mode sleep.
@@ -248,8 +261,12 @@ impl Waiter {
         if sleep {
             return self.sleep(sources, timeout);
         }
-        if self.mode == PollMode::Event || self.idle <= p.spins_before_yield {
-            std::hint::spin_loop();
+        if self.mode == PollMode::Event {
+            Ok(Idle::Spun)
+        } else if self.idle <= p.spins_before_yield {
+            if p.spin_hint {
+                std::hint::spin_loop();
+            }
             Ok(Idle::Spun)
         } else {
             std::thread::yield_now();
