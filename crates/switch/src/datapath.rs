@@ -425,15 +425,7 @@ impl DataPath {
 
     /// Frames dropped so far by the switch itself, over all ports and reasons.
     fn total_drops(&self) -> u64 {
-        self.ports
-            .iter()
-            .map(|e| {
-                DropReason::ALL
-                    .iter()
-                    .map(|d| e.counters.dropped(*d))
-                    .sum::<u64>()
-            })
-            .sum()
+        self.ports.iter().map(|e| e.counters.dropped_total()).sum()
     }
 
     /// Takes control-plane news. Returns true when the set of wait fds changed.

@@ -519,6 +519,36 @@ pub fn nic_reflect(sock: &str, digest: bool) -> Proc {
     Proc::twin("nic", &args)
 }
 
+/// The accounting of a generator on client port c1 whose frames go out through
+/// uplink u0 to a reflecting NIC and come back, hop by hop, from the three final
+/// reports: c1's port took every frame sent; each went to the uplink or found its
+/// ring full; the NIC got what the switch handed it and the switch what the NIC
+/// sent; c1 got what the switch delivered; and every frame that did not come back
+/// is counted as a drop somewhere (switch or NIC). Every frame that came back is the
+/// generator's own, with its addresses swapped.
+pub fn assert_reflected_round_trip(g: &Value, sw_r: &Value, nic_r: &Value) {
+    let sent = n(g, "/tx_packets");
+    // Client -> switch.
+    assert_eq!(n(sw_r, "/clients/c1/rx_packets"), sent);
+    // Switch -> NIC: every frame the client sent went to the uplink, or found its
+    // transmit ring full (counted on the uplink).
+    assert_eq!(
+        n(sw_r, "/uplinks/u0/tx_packets") + n(sw_r, "/uplinks/u0/drops/uplink_ring_full"),
+        sent
+    );
+    assert_eq!(n(nic_r, "/rx_packets"), n(sw_r, "/uplinks/u0/tx_packets"));
+    // NIC -> switch -> client.
+    assert_eq!(n(sw_r, "/uplinks/u0/rx_packets"), n(nic_r, "/tx_packets"));
+    assert_eq!(n(g, "/rx_packets"), n(sw_r, "/clients/c1/tx_packets"));
+    let counted = drops(sw_r, "/drops") + drops(nic_r, "/rx_drops") + drops(nic_r, "/tx_drops");
+    assert_eq!(
+        n(g, "/rx_packets") + counted,
+        sent,
+        "frames lost on the round trip without a count"
+    );
+    assert_eq!(n(g, "/rx_own_swapped"), n(g, "/rx_packets"));
+}
+
 /// What one `twin ctl` run did.
 #[derive(Debug)]
 pub struct CtlRun {
