@@ -34,6 +34,7 @@ packages=(
   util-linux # flock
   bash
   procps # kill
+  iproute2 # ip: network namespaces and interfaces in the kernel-uplink tests
   jq
   grep
   sed

@@ -1,0 +1,29 @@
+//! The host kernel's network interfaces as uplinks (the first seed's idea: reuse
+//! the kernel's own, unmodified drivers behind a sandboxed translation module).
+//!
+//! The work is split by privilege, as QEMU, DPDK and OVS split it:
+//!
+//! * the switch, with its privileges, opens the device ([`Tap::open`]) and reads
+//!   the interface's state ([`link_state`]);
+//! * a driver domain, sandboxed, gets only the open descriptor and moves frames
+//!   through it ([`TapQueue`]): no `open`, no `socket`, no `ioctl`.
+//!
+//! What this crate does not do yet: AF_PACKET and AF_XDP (the next kinds), several
+//! queues, and offloads (the TAP is opened with the vnet header but with every
+//! offload off, so the kernel hands over whole, checksummed frames and a header
+//! that must be all zeroes).
+//!
+//! Everything read from the kernel side is checked before use ([`TapQueue::recv`]):
+//! a short read, a frame longer than the buffer, or a header asking for an offload
+//! that was never enabled is a counted drop ([`TapDrop`]), never trusted.
+//!
+//! The crate's `unsafe` code is the interface ioctls, in `sys`.
+
+mod ifname;
+mod link;
+mod sys;
+mod tap;
+
+pub use ifname::{IfName, IfNameError};
+pub use link::{link_state, LinkError, LinkState};
+pub use tap::{Recv, Send, Tap, TapDrop, TapError, TapIoError, TapQueue, VNET_HDR_LEN};

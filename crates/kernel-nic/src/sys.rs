@@ -1,0 +1,114 @@
+//! The crate's only `unsafe` code: the interface ioctls, which neither rustix nor
+//! libc wraps safely.
+//!
+//! * `TUNSETIFF`: attaches a TUN/TAP descriptor to a named device, creating it;
+//!   a `struct ifreq` in and out.
+//! * `TUNSETVNETHDRSZ`: the size of the vnet header; an `int` by pointer.
+//! * `TUNSETOFFLOAD`: the offloads the descriptor's reader accepts; an `unsigned
+//!   int` by value.
+//! * `SIOCGIFFLAGS`: an interface's flags; a `struct ifreq` in and out.
+//!
+//! Names reach this module as bytes validated by `IfName` (1 to 15 bytes, no
+//! NUL); they are copied into a zeroed `ifreq`, so the kernel always finds the
+//! terminating NUL.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// A zeroed `ifreq` holding `name` (at most `IFNAMSIZ - 1` bytes are copied).
+fn ifreq(name: &[u8]) -> libc::ifreq {
+    // SAFETY: `ifreq` is plain data: a byte array and a union of integers, byte
+    // arrays, socket addresses and a pointer. All-zero bytes are a valid value of
+    // each (a null `ifru_data`, which nothing here reads).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let room = libc::IFNAMSIZ - 1;
+    for (d, s) in req.ifr_name.iter_mut().zip(name.iter().take(room)) {
+        *d = *s as libc::c_char;
+    }
+    req
+}
+
+/// The name the kernel left in `req`.
+fn name_of(req: &libc::ifreq) -> Vec<u8> {
+    req.ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect()
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `TUNSETIFF`: attaches `fd` (an open `/dev/net/tun`) to device `name` with
+/// `flags` (`IFF_TAP`, `IFF_NO_PI`, `IFF_VNET_HDR`...), creating the device when it
+/// does not exist. Returns the device's name as the kernel set it.
+pub(crate) fn tun_set_iff(
+    fd: BorrowedFd<'_>,
+    name: &[u8],
+    flags: libc::c_short,
+) -> io::Result<Vec<u8>> {
+    let mut req = ifreq(name);
+    req.ifr_ifru.ifru_flags = flags;
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` through its pointer
+    // argument; `req` is one, alive and exclusively borrowed for the call. `fd` is
+    // an open descriptor for the duration of the borrow.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF as _,
+            &mut req as *mut libc::ifreq,
+        )
+    })?;
+    Ok(name_of(&req))
+}
+
+/// `TUNSETVNETHDRSZ`: the vnet header that precedes every frame is `size` bytes.
+pub(crate) fn tun_set_vnet_hdr_sz(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
+    // SAFETY: TUNSETVNETHDRSZ reads one `int` through its pointer argument; `size`
+    // lives on this frame for the whole call and is only read.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETVNETHDRSZ as _,
+            &size as *const libc::c_int,
+        )
+    })
+}
+
+/// `TUNSETOFFLOAD`: the offloads (`TUN_F_*`) the reader of `fd` accepts.
+pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, offloads: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value, not as a pointer: no
+    // memory of this process is read or written.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD as _,
+            libc::c_ulong::from(offloads),
+        )
+    })
+}
+
+/// `SIOCGIFFLAGS` on socket `sock`: the flags (`IFF_UP`, `IFF_RUNNING`...) of
+/// interface `name` in the socket's network namespace.
+pub(crate) fn if_flags(sock: BorrowedFd<'_>, name: &[u8]) -> io::Result<libc::c_short> {
+    let mut req = ifreq(name);
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into one
+    // `struct ifreq` through its pointer argument; `req` is one, alive and
+    // exclusively borrowed for the call.
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS as _,
+            &mut req as *mut libc::ifreq,
+        )
+    })?;
+    // SAFETY: the call succeeded, so the kernel wrote `ifru_flags`; every bit
+    // pattern is a valid `c_short`.
+    Ok(unsafe { req.ifr_ifru.ifru_flags })
+}
