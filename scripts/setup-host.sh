@@ -35,6 +35,7 @@ packages=(
   bash
   procps # kill
   iproute2 # ip: network namespaces and interfaces in the kernel-uplink tests
+  iputils-ping # ping: traffic from the kernel side of a TAP uplink
   jq
   grep
   sed

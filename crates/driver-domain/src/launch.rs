@@ -111,11 +111,23 @@ pub enum LaunchError {
     NotRunning(String),
 }
 
+/// The device a driver domain drives, as the switch holds it.
+#[derive(Debug, Clone)]
+pub enum DomainDevice {
+    /// A vhost-user NIC at this socket (the switch connects on the DD's behalf;
+    /// each domain gets a fresh connection).
+    Vhost(PathBuf),
+    /// A TAP device the switch opened (`kernel_nic::Tap`). The switch keeps this
+    /// descriptor for the uplink's lifetime, so the device (and how the host
+    /// configured it) outlives any one domain; each domain gets a copy.
+    Tap(Arc<OwnedFd>),
+}
+
 /// How to start a driver domain.
 #[derive(Debug, Clone)]
 pub struct LaunchConfig {
-    /// The NIC's vhost-user socket (the switch connects on the DD's behalf).
-    pub nic_socket: PathBuf,
+    /// The device the domain drives.
+    pub device: DomainDevice,
     /// The `twin` executable to run as `twin driver-domain`.
     pub exe: PathBuf,
     /// Busy-poll (true) or event-driven DD.
@@ -141,11 +153,17 @@ pub struct LaunchConfig {
 /// code and a small heap fit many times over.
 pub const DOMAIN_MEMORY_LIMIT: u64 = 1 << 30;
 
-/// The names of a driver domain's own drop counters ([`DomainLink::dd_drops`]).
-pub const DD_DROP_NAMES: [&str; 3] = [
+/// The names of a driver domain's own drop counters ([`DomainLink::dd_drops`]):
+/// its rings', then a TAP device's (`kernel_nic::TapDrop`, zero for a vhost-user
+/// NIC's domain).
+pub const DD_DROP_NAMES: [&str; 7] = [
     "domain_from_nic_ring_full",
     "domain_nic_tx_ring_full",
     "domain_from_nic_too_big",
+    kernel_nic::TapDrop::ALL[0].as_str(),
+    kernel_nic::TapDrop::ALL[1].as_str(),
+    kernel_nic::TapDrop::ALL[2].as_str(),
+    kernel_nic::TapDrop::ALL[3].as_str(),
 ];
 
 /// The names of the upcall counters ([`DomainLink::upcall_counts`]).
@@ -173,12 +191,9 @@ pub enum Send {
 #[derive(Debug)]
 pub struct DomainLink {
     child: Child,
-    /// The driver's region, mapped here too: a switch-side instance (inline, twin)
-    /// runs the fast path on it after a handover.
-    region: Arc<Region>,
-    driver: DriverConfig,
-    /// The switch's copies of the RX and TX (kick, call) eventfds.
-    queues: [(OwnedFd, OwnedFd); 2],
+    /// What a switch-side instance needs of a vhost-user NIC's domain; `None` for
+    /// a TAP device's (its fast path is system calls: it has no twin).
+    vhost: Option<VhostParts>,
     upcalls: Arc<Mutex<UpcallChannel>>,
     /// Sequence number of the last ownership request written.
     owner_seq: u64,
@@ -193,6 +208,17 @@ pub struct DomainLink {
     last_beat_at: Instant,
     watchdog: Duration,
     failure: Option<DomainFailure>,
+}
+
+/// The parts of a vhost-user NIC's domain that a switch-side instance (inline,
+/// twin) runs the fast path on after a handover.
+#[derive(Debug)]
+struct VhostParts {
+    /// The driver's region, mapped here too.
+    region: Arc<Region>,
+    driver: DriverConfig,
+    /// The switch's copies of the RX and TX (kick, call) eventfds.
+    queues: [(OwnedFd, OwnedFd); 2],
 }
 
 fn eventfd() -> Result<OwnedFd, LaunchError> {
@@ -267,20 +293,66 @@ fn ring(fd: &OwnedFd) {
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
+/// Sends a domain its descriptors: the device's, then the exchange region and the
+/// doorbells.
+fn bootstrap_send(
+    boot: &UnixStream,
+    device: bootstrap::OutgoingDevice<'_>,
+    xr: &ExchangeRegion,
+    doorbell_in: &OwnedFd,
+    doorbell_out: &OwnedFd,
+    busy_poll: bool,
+) -> Result<(), LaunchError> {
+    bootstrap::send(
+        boot,
+        &bootstrap::Outgoing {
+            device,
+            exchange: xr.fd(),
+            doorbell_in: doorbell_in.as_fd(),
+            doorbell_out: doorbell_out.as_fd(),
+            busy_poll,
+        },
+    )?;
+    Ok(())
+}
+
 impl DomainLink {
     /// Connects to the NIC, creates the regions and doorbells, starts the DD and waits
     /// until it reports Running.
     pub fn launch(cfg: &LaunchConfig) -> Result<Self, LaunchError> {
-        let nic =
-            UnixStream::connect(&cfg.nic_socket).map_err(|source| LaunchError::ConnectNic {
-                path: cfg.nic_socket.clone(),
-                source,
-            })?;
-        let len = HostedDriver::region_len_for(&cfg.driver).map_err(LaunchError::Driver)?;
-        let region = Arc::new(
-            Region::create(&format!("twin-dd-{}", cfg.name), len).map_err(LaunchError::Region)?,
-        );
-        let queues = [(eventfd()?, eventfd()?), (eventfd()?, eventfd()?)];
+        // The device's descriptors: a fresh NIC connection, the driver's region and
+        // the queues' eventfds; or a copy of the TAP descriptor.
+        enum Dev {
+            Vhost(UnixStream, VhostParts),
+            Tap(OwnedFd),
+        }
+        let dev = match &cfg.device {
+            DomainDevice::Vhost(socket) => {
+                let nic =
+                    UnixStream::connect(socket).map_err(|source| LaunchError::ConnectNic {
+                        path: socket.clone(),
+                        source,
+                    })?;
+                let len = HostedDriver::region_len_for(&cfg.driver).map_err(LaunchError::Driver)?;
+                let region = Arc::new(
+                    Region::create(&format!("twin-dd-{}", cfg.name), len)
+                        .map_err(LaunchError::Region)?,
+                );
+                let queues = [(eventfd()?, eventfd()?), (eventfd()?, eventfd()?)];
+                let parts = VhostParts {
+                    region,
+                    driver: cfg.driver,
+                    queues,
+                };
+                Dev::Vhost(nic, parts)
+            }
+            DomainDevice::Tap(fd) => {
+                Dev::Tap(fd.try_clone().map_err(|source| LaunchError::Create {
+                    what: "a copy of the TAP descriptor",
+                    source,
+                })?)
+            }
+        };
         let xr = Arc::new(
             ExchangeRegion::create(&format!("twin-xchg-{}", cfg.name), cfg.geometry)
                 .map_err(LaunchError::Exchange)?,
@@ -323,11 +395,19 @@ impl DomainLink {
                 what: "a doorbell copy",
                 source,
             })?;
+        let (device, vhost) = match dev {
+            Dev::Vhost(nic, parts) => (Some(nic), Some(parts)),
+            Dev::Tap(fd) => {
+                let out = bootstrap::OutgoingDevice::Tap(fd.as_fd());
+                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
+                // The DD holds its copy now; the switch keeps the uplink's.
+                drop(fd);
+                (None, None)
+            }
+        };
         let mut link = DomainLink {
             child,
-            region,
-            driver: cfg.driver,
-            queues,
+            vhost,
             upcalls: Arc::new(Mutex::new(UpcallChannel::new(xr.clone(), upcall_bell))),
             owner_seq: 0,
             to_nic: Producer::new(xr.clone(), RingId::ToNic),
@@ -340,24 +420,27 @@ impl DomainLink {
             watchdog: cfg.watchdog,
             failure: None,
         };
-        let [(rx_kick, rx_call), (tx_kick, tx_call)] = &link.queues;
-        bootstrap::send(
-            &boot,
-            &bootstrap::Outgoing {
-                nic: &nic,
-                region: link.region.fd(),
-                exchange: link.xr.fd(),
-                doorbell_in: link.doorbell_in.as_fd(),
-                doorbell_out: link.doorbell_out.as_fd(),
+        if let (Some(nic), Some(parts)) = (&device, &link.vhost) {
+            let [(rx_kick, rx_call), (tx_kick, tx_call)] = &parts.queues;
+            let out = bootstrap::OutgoingDevice::Vhost {
+                nic,
+                region: parts.region.fd(),
                 queues: [
                     (rx_kick.as_fd(), rx_call.as_fd()),
                     (tx_kick.as_fd(), tx_call.as_fd()),
                 ],
-                busy_poll: cfg.busy_poll,
-            },
-        )?;
+            };
+            bootstrap_send(
+                &boot,
+                out,
+                &link.xr,
+                &link.doorbell_in,
+                &link.doorbell_out,
+                cfg.busy_poll,
+            )?;
+        }
         // The DD holds the NIC connection now; when it dies, the NIC sees a hang-up.
-        drop(nic);
+        drop(device);
         link.wait_running(cfg.start_timeout)?;
         Ok(link)
     }
@@ -511,13 +594,17 @@ impl DomainLink {
 
     /// The DD's own drop counters, by reason (as it reports them), named as in
     /// [`DD_DROP_NAMES`].
-    pub fn dd_drops(&self) -> [(&'static str, u64); 3] {
+    pub fn dd_drops(&self) -> [(&'static str, u64); 7] {
         use crate::worker::control;
         let get = |i| self.xr.control(i).unwrap_or(0);
         [
             (DD_DROP_NAMES[0], get(control::FROM_NIC_RING_FULL)),
             (DD_DROP_NAMES[1], get(control::NIC_TX_RING_FULL)),
             (DD_DROP_NAMES[2], get(control::FROM_NIC_TOO_BIG)),
+            (DD_DROP_NAMES[3], get(control::TAP_DROPS)),
+            (DD_DROP_NAMES[4], get(control::TAP_DROPS + 1)),
+            (DD_DROP_NAMES[5], get(control::TAP_DROPS + 2)),
+            (DD_DROP_NAMES[6], get(control::TAP_DROPS + 3)),
         ]
     }
 
@@ -544,33 +631,42 @@ impl DomainLink {
         crate::fault::request(&self.xr, fault)
     }
 
-    /// The driver's region (the DD's memory), for a switch-side instance.
-    pub fn region(&self) -> &Arc<Region> {
-        &self.region
+    /// Whether the domain drives a vhost-user NIC (the only kind whose fast path
+    /// the switch can take over).
+    pub fn is_vhost(&self) -> bool {
+        self.vhost.is_some()
+    }
+
+    /// The driver's region (the DD's memory), for a switch-side instance; `None`
+    /// for a TAP device's domain.
+    pub fn region(&self) -> Option<&Arc<Region>> {
+        self.vhost.as_ref().map(|v| &v.region)
     }
 
     /// The driver configuration the region was sized for (the switch computes the
-    /// driver's layout from this, never from the region).
-    pub fn driver_config(&self) -> &DriverConfig {
-        &self.driver
+    /// driver's layout from this, never from the region); `None` for a TAP
+    /// device's domain.
+    pub fn driver_config(&self) -> Option<&DriverConfig> {
+        self.vhost.as_ref().map(|v| &v.driver)
     }
 
     /// The switch's own copies of the queues' eventfds, as a switch-side instance
-    /// needs them: (kick, call) for RX, then TX.
-    pub fn queue_fds(&self) -> std::io::Result<[QueueFds; 2]> {
+    /// needs them: (kick, call) for RX, then TX; `None` for a TAP device's domain.
+    pub fn queue_fds(&self) -> Option<std::io::Result<[QueueFds; 2]>> {
         let pair = |(k, c): &(OwnedFd, OwnedFd)| -> std::io::Result<QueueFds> {
             Ok(QueueFds {
                 kick: sandbox::fdpass::into_eventfd(k.try_clone()?),
                 call: sandbox::fdpass::into_eventfd(c.try_clone()?),
             })
         };
-        Ok([pair(&self.queues[0])?, pair(&self.queues[1])?])
+        let v = self.vhost.as_ref()?;
+        Some((|| Ok([pair(&v.queues[0])?, pair(&v.queues[1])?]))())
     }
 
     /// The NIC's RX call eventfd (readable when frames arrive and the fast path's
-    /// owner asked for notifications).
-    pub fn nic_rx_call_fd(&self) -> RawFd {
-        self.queues[0].1.as_raw_fd()
+    /// owner asked for notifications); `None` for a TAP device's domain.
+    pub fn nic_rx_call_fd(&self) -> Option<RawFd> {
+        self.vhost.as_ref().map(|v| v.queues[0].1.as_raw_fd())
     }
 
     /// Where a switch-side instance posts upcalls to this DD.

@@ -6,7 +6,9 @@
 //!   region, two doorbell eventfds and the four vring eventfds. The DD opens nothing
 //!   itself.
 //! * [`worker`]: the DD's side, the *translation module*: it moves frames between the
-//!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state.
+//!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state;
+//!   for a TAP device (`tap_domain`), between the exchange rings and the kernel's TAP
+//!   queue (`readv`/`writev` on the one descriptor it is handed).
 //! * [`fault`]: fault injection (panic, hang, ring garbage, bogus lengths, sandbox
 //!   violations) through a control word of the exchange region.
 //! * [`handover`]: who runs the uplink's fast path (the DD, or the switch as inline
@@ -31,6 +33,7 @@ pub mod bootstrap;
 pub mod fault;
 pub mod handover;
 pub mod launch;
+mod tap_domain;
 pub mod worker;
 
 pub use fault::Fault;

@@ -35,7 +35,7 @@ use crate::bootstrap::{self, BootstrapError};
 use crate::handover::{self, Owner, Request};
 
 /// Frames moved per direction per loop.
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// The longest an idle DD sleeps before beating again.
 pub const MAX_SLEEP: Duration = Duration::from_millis(20);
 /// Control fields of the exchange header the DD writes its drop counters into (read
@@ -65,6 +65,10 @@ pub mod control {
         "tx_used_idx_jump",
         "tx_timeout",
     ];
+    /// A TAP device's domain: the frames the kernel side refused or handed over
+    /// malformed, one word each from here, in the order of
+    /// `kernel_nic::TapDrop::ALL`.
+    pub const TAP_DROPS: usize = 17;
 }
 
 /// A NIC that keeps the driver's TX buffers: when, for this long, every check saw
@@ -120,9 +124,12 @@ pub enum WorkerError {
     /// Waiting for work (epoll) failed.
     #[error("waiting for work failed")]
     Wait(#[from] twin_poll::WaitError),
-    /// The NIC went away.
+    /// The NIC went away (a TAP device: deleted).
     #[error("the NIC hung up")]
     NicGone,
+    /// The TAP device failed.
+    #[error("TAP device I/O failed")]
+    Tap(#[source] kernel_nic::TapIoError),
     /// The driver asked for a device reset (a queue broke); restarting the domain
     /// reconnects the NIC.
     #[error("the driver asked for a device reset")]
@@ -150,6 +157,8 @@ pub fn serve<E: std::error::Error + 'static>(
     before_loop: impl FnOnce() -> Result<(), E>,
 ) -> Result<(), WorkerError> {
     let fds = bootstrap::receive(&boot)?;
+    // One message is all it carries: the domain keeps no socket to the switch.
+    drop(boot);
     let xr = Arc::new(
         ExchangeRegion::attach(std::fs::File::from(fds.exchange)).map_err(WorkerError::Exchange)?,
     );
@@ -169,14 +178,32 @@ pub fn serve<E: std::error::Error + 'static>(
         });
         return Ok(());
     }
+    let (nic, region, queues) = match fds.device {
+        bootstrap::Device::Vhost {
+            nic,
+            region,
+            queues,
+        } => (nic, region, queues),
+        bootstrap::Device::Tap(tap) => {
+            let q = kernel_nic::TapQueue::from_fd(tap);
+            return crate::tap_domain::serve(
+                q,
+                xr,
+                fds.doorbell_in,
+                fds.doorbell_out,
+                fds.busy_poll,
+                stop,
+            );
+        }
+    };
     let device = Path::new("nic");
-    let link = NicLink::over(fds.nic, device)
-        .map_err(|e| WorkerError::Driver(driver_host::Error::Link(e)))?;
+    let link =
+        NicLink::over(nic, device).map_err(|e| WorkerError::Driver(driver_host::Error::Link(e)))?;
     let cfg = DriverConfig {
         rx_notify: !fds.busy_poll,
         ..DriverConfig::default()
     };
-    let [(rx_kick, rx_call), (tx_kick, tx_call)] = fds.queues;
+    let [(rx_kick, rx_call), (tx_kick, tx_call)] = queues;
     let queue = |kick, call| QueueFds {
         kick: sandbox::fdpass::into_eventfd(kick),
         call: sandbox::fdpass::into_eventfd(call),
@@ -184,7 +211,7 @@ pub fn serve<E: std::error::Error + 'static>(
     let queues = [queue(rx_kick, rx_call), queue(tx_kick, tx_call)];
     let drv = HostedDriver::attach(
         link,
-        Some(std::fs::File::from(fds.region)),
+        Some(std::fs::File::from(region)),
         Some(queues),
         &cfg,
         device,

@@ -129,13 +129,47 @@ pub struct ClientSpec {
     pub mac: Option<MacAddr>,
 }
 
-/// An uplink: a NIC reached as a vhost-user frontend.
+/// What an uplink's driver domain drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UplinkDevice {
+    /// A NIC reached as a vhost-user frontend at this socket; the switch connects
+    /// to it, retrying until it exists.
+    Vhost(PathBuf),
+    /// A TAP device of the host kernel (`tap:IFNAME`), created when it does not
+    /// exist; frames go to and from the kernel's network stack.
+    Tap(kernel_nic::IfName),
+}
+
+impl UplinkDevice {
+    /// Whether the switch can take the fast path over (only a vhost-user NIC's
+    /// driver state is in shared memory; a TAP's fast path is system calls).
+    pub fn has_movable_fast_path(&self) -> bool {
+        matches!(self, UplinkDevice::Vhost(_))
+    }
+}
+
+impl std::fmt::Display for UplinkDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UplinkDevice::Vhost(p) => write!(f, "{}", p.display()),
+            UplinkDevice::Tap(n) => write!(f, "tap:{n}"),
+        }
+    }
+}
+
+impl Serialize for UplinkDevice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An uplink: a NIC driven from a driver domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UplinkSpec {
     /// Uplink name, used in counters and logs.
     pub name: String,
-    /// The NIC's vhost-user socket; the switch connects to it, retrying until it exists.
-    pub socket: PathBuf,
+    /// What its driver domain drives.
+    pub device: UplinkDevice,
     /// Where the driver runs.
     pub mode: UplinkMode,
     /// The user and group id its driver domain runs as outside its namespaces
@@ -219,7 +253,24 @@ impl FromStr for UplinkSpec {
     type Err = ConfigError;
     fn from_str(spec: &str) -> Result<Self, ConfigError> {
         let SplitSpec { name, socket, opts } = split_spec(spec)?;
-        let mut mode = UplinkMode::default();
+        let device = match socket.to_str().and_then(|s| s.strip_prefix("tap:")) {
+            Some(ifname) => {
+                UplinkDevice::Tap(ifname.parse().map_err(|e: kernel_nic::IfNameError| {
+                    ConfigError::BadValue {
+                        spec: spec.to_string(),
+                        key: "tap",
+                        reason: e.to_string(),
+                    }
+                })?)
+            }
+            None => UplinkDevice::Vhost(socket),
+        };
+        // A TAP uplink runs in domain mode unless told otherwise (and only then).
+        let mut mode = if device.has_movable_fast_path() {
+            UplinkMode::default()
+        } else {
+            UplinkMode::Domain
+        };
         for (k, v) in opts {
             match k {
                 "mode" => {
@@ -238,9 +289,19 @@ impl FromStr for UplinkSpec {
                 }
             }
         }
+        if !device.has_movable_fast_path() && mode != UplinkMode::Domain {
+            return Err(ConfigError::BadValue {
+                spec: spec.to_string(),
+                key: "mode",
+                reason: format!(
+                    "a TAP uplink runs in domain mode only, not {mode}: its fast path is \
+                     system calls, with no shared rings the switch could take over"
+                ),
+            });
+        }
         Ok(UplinkSpec {
             name,
-            socket,
+            device,
             mode,
             domain_id: None,
         })
@@ -351,11 +412,20 @@ impl SwitchConfig {
         }
         let mut names = HashSet::new();
         let mut sockets = HashSet::new();
+        // A TAP device stands for its socket here: `tap:IFNAME`.
+        let taps: Vec<PathBuf> = self
+            .uplinks
+            .iter()
+            .map(|u| match &u.device {
+                UplinkDevice::Vhost(p) => p.clone(),
+                UplinkDevice::Tap(_) => PathBuf::from(u.device.to_string()),
+            })
+            .collect();
         let all = self
             .clients
             .iter()
             .map(|c| (&c.name, &c.socket))
-            .chain(self.uplinks.iter().map(|u| (&u.name, &u.socket)));
+            .chain(self.uplinks.iter().map(|u| &u.name).zip(taps.iter()));
         for (name, socket) in all {
             if !names.insert(name) {
                 return Err(ConfigError::DuplicateName(name.clone()));
@@ -382,6 +452,31 @@ mod tests {
         assert_eq!(u.mode, UplinkMode::Inline);
         let u: UplinkSpec = "up0=/tmp/nic.sock".parse().unwrap();
         assert_eq!(u.mode, UplinkMode::Inline);
+        assert_eq!(u.device, UplinkDevice::Vhost("/tmp/nic.sock".into()));
+    }
+
+    #[test]
+    fn a_tap_uplink_runs_in_domain_mode_only() {
+        let u: UplinkSpec = "up0=tap:tw0".parse().unwrap();
+        assert_eq!(u.device, UplinkDevice::Tap("tw0".parse().unwrap()));
+        assert_eq!(u.device.to_string(), "tap:tw0");
+        assert_eq!(u.mode, UplinkMode::Domain);
+        let u: UplinkSpec = "up0=tap:tw0,mode=domain".parse().unwrap();
+        assert_eq!(u.mode, UplinkMode::Domain);
+        for bad in ["up0=tap:tw0,mode=inline", "up0=tap:tw0,mode=twin"] {
+            let e = bad.parse::<UplinkSpec>().unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadValue { key: "mode", .. }),
+                "{bad}: {e}"
+            );
+        }
+        for bad in ["up0=tap:", "up0=tap:a/b", "up0=tap:x234567890123456"] {
+            let e = bad.parse::<UplinkSpec>().unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadValue { key: "tap", .. }),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub enum AttachError {
     /// The region holds a layout other than the one the switch configured.
     #[error("the driver domain's state describes another layout than the switch configured")]
     LayoutMismatch,
+    /// The domain drives no vhost-user NIC (a TAP device): there is no driver
+    /// state a switch-side instance could run over.
+    #[error("the driver domain drives no vhost-user NIC: its fast path cannot move")]
+    NotVhost,
 }
 
 /// Why a twin was disabled.
@@ -87,7 +91,7 @@ impl std::fmt::Display for TwinFault {
 
 /// The layout the switch expects, from its own configuration.
 fn expected_layout(link: &DomainLink) -> Result<NetLayout, AttachError> {
-    let cfg = link.driver_config();
+    let cfg = link.driver_config().ok_or(AttachError::NotVhost)?;
     NetLayout::new(NetConfig {
         queue_size: cfg.queue_size,
         buf_size: cfg.buf_size,
@@ -104,7 +108,10 @@ fn attach_checked<E: HostEnv>(env: E, layout: &NetLayout) -> Result<FastPath<E>,
 }
 
 fn kicks(link: &DomainLink) -> Result<Vec<vmm_sys_util::eventfd::EventFd>, AttachError> {
-    let [rx, tx] = link.queue_fds().map_err(AttachError::Fds)?;
+    let [rx, tx] = link
+        .queue_fds()
+        .ok_or(AttachError::NotVhost)?
+        .map_err(AttachError::Fds)?;
     Ok(vec![rx.kick, tx.kick])
 }
 
@@ -147,7 +154,8 @@ impl Twin {
     pub fn attach(link: &DomainLink) -> Result<Self, AttachError> {
         let layout = expected_layout(link)?;
         let map = layout.twin_access_map();
-        let svm = svm::Svm::new(link.region().clone(), &map).map_err(AttachError::Svm)?;
+        let region = link.region().ok_or(AttachError::NotVhost)?.clone();
+        let svm = svm::Svm::new(region, &map).map_err(AttachError::Svm)?;
         let env = SvmEnv::new(svm, kicks(link)?, Box::new(link.upcall_sink()));
         env.enter();
         Ok(Self::new(attach_checked(env, &layout)?))
@@ -256,7 +264,7 @@ impl SwitchInstance {
     pub fn inline(link: &DomainLink) -> Result<Self, AttachError> {
         let layout = expected_layout(link)?;
         let env = DirectEnv::with_upcalls(
-            link.region().clone(),
+            link.region().ok_or(AttachError::NotVhost)?.clone(),
             kicks(link)?,
             Box::new(link.upcall_sink()),
         );

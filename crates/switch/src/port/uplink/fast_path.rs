@@ -142,7 +142,11 @@ impl UplinkDriver {
     /// The fd that becomes readable when frames arrive (event mode).
     pub fn rx_call_fd(&self) -> std::os::fd::RawFd {
         match &self.fast {
-            FastPath::Switch { .. } => self.domain.nic_rx_call_fd(),
+            // A switch-side instance exists only over a vhost-user NIC's domain.
+            FastPath::Switch { .. } => self
+                .domain
+                .nic_rx_call_fd()
+                .unwrap_or_else(|| self.domain.rx_call_fd()),
             _ => self.domain.rx_call_fd(),
         }
     }
@@ -177,7 +181,7 @@ impl UplinkDriver {
     }
 
     /// Drops counted inside the driver domain, by reason.
-    pub(super) fn domain_drops(&self) -> [(&'static str, u64); 3] {
+    pub(super) fn domain_drops(&self) -> [(&'static str, u64); 7] {
         self.domain.dd_drops()
     }
 

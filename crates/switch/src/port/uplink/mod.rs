@@ -39,11 +39,13 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driver_domain::launch::DomainDevice;
 use driver_domain::{launch, worker};
 use serde::Serialize;
+use tracing::info;
 use twin_wire::Segments;
 
-use crate::config::{PollMode, UplinkMode, UplinkSpec};
+use crate::config::{PollMode, UplinkDevice, UplinkMode, UplinkSpec};
 use crate::counters::{PortCounters, PortReport};
 use crate::port::{
     CommandDone, Delivery, MaintainContext, Port, PortCommand, PortCommandError, PortError,
@@ -63,6 +65,15 @@ pub const EXCHANGE_SLOTS: u32 = 512;
 /// Errors of an uplink.
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
+    /// The uplink's TAP device could not be opened or created.
+    #[error("cannot open the TAP device of uplink {name}")]
+    OpenTap {
+        /// Uplink name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kernel_nic::TapError,
+    },
     /// The connector thread could not be started.
     #[error("cannot start the connector thread of uplink {name}")]
     SpawnConnector {
@@ -100,6 +111,9 @@ pub struct TwinFaultReport {
 pub struct Uplink {
     /// The configuration it was made from.
     pub spec: UplinkSpec,
+    /// The device as the switch holds it, handed to each driver domain (a TAP
+    /// device's descriptor stays open here for the uplink's lifetime).
+    device: DomainDevice,
     /// Times the NIC connected (or a domain started).
     pub connects: u64,
     /// Times the link went down.
@@ -150,11 +164,23 @@ impl Uplink {
         poll: PollMode,
         restart_budget: usize,
     ) -> Result<Self, UplinkError> {
-        let link = spawn_connector(&spec, poll, Duration::ZERO)?;
+        let device = match &spec.device {
+            UplinkDevice::Vhost(socket) => DomainDevice::Vhost(socket.clone()),
+            UplinkDevice::Tap(ifname) => {
+                let tap = kernel_nic::Tap::open(ifname).map_err(|source| UplinkError::OpenTap {
+                    name: spec.name.clone(),
+                    source,
+                })?;
+                info!(uplink = %spec.name, device = %spec.device, "TAP device open");
+                DomainDevice::Tap(Arc::new(tap.into_fd()))
+            }
+        };
+        let link = spawn_connector(&spec, &device, poll, Duration::ZERO)?;
         let now = Instant::now();
         Ok(Uplink {
             mode: spec.mode,
             spec,
+            device,
             connects: 0,
             disconnects: 0,
             twin_faults: VecDeque::new(),
@@ -258,6 +284,15 @@ impl Port for Uplink {
             PortCommand::Revive => {
                 self.revive()?;
                 false
+            }
+            PortCommand::Mode(mode)
+                if mode != UplinkMode::Domain && !self.spec.device.has_movable_fast_path() =>
+            {
+                return Err(PortCommandError::Refused(format!(
+                    "uplink {} drives {}: it runs in domain mode only (its fast path is \
+                     system calls, with no shared rings the switch could take over)",
+                    self.spec.name, self.spec.device
+                )));
             }
             PortCommand::Mode(mode) => self.set_mode(mode, now),
         };

@@ -10,14 +10,13 @@
 //! (`crates/cli/tests/e2e_supervision.rs`, `e2e_domain_faults.rs`).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use driver_domain::launch::DomainFailure;
+use driver_domain::launch::{DomainDevice, DomainFailure};
 use driver_domain::{DomainLink, LaunchConfig};
 use driver_host::DriverConfig;
 use serde::Serialize;
@@ -212,10 +211,14 @@ impl OutageLog {
 /// Starts the uplink's driver domain. Every uplink has one: it negotiates with the
 /// NIC, sets up the queues, runs the slow path, and runs the fast path in `domain`
 /// mode; in `inline` and `twin` mode the switch takes the fast path over.
-fn connect_once(spec: &UplinkSpec, poll: PollMode) -> Result<UplinkDriver, ConnectError> {
+fn connect_once(
+    spec: &UplinkSpec,
+    device: &DomainDevice,
+    poll: PollMode,
+) -> Result<UplinkDriver, ConnectError> {
     let exe = std::env::current_exe().map_err(ConnectError::CurrentExe)?;
     let cfg = LaunchConfig {
-        nic_socket: spec.socket.clone(),
+        device: device.clone(),
         exe,
         busy_poll: poll == PollMode::Busy,
         geometry: exchange::Geometry {
@@ -240,6 +243,7 @@ fn connect_once(spec: &UplinkSpec, poll: PollMode) -> Result<UplinkDriver, Conne
 /// (after `first_delay`, then with backoff), and hands it over through a channel.
 pub(super) fn spawn_connector(
     spec: &UplinkSpec,
+    device: &DomainDevice,
     poll: PollMode,
     first_delay: Duration,
 ) -> Result<Link, UplinkError> {
@@ -247,7 +251,7 @@ pub(super) fn spawn_connector(
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&cancel);
     let spec2 = spec.clone();
-    let socket: PathBuf = spec.socket.clone();
+    let device = device.clone();
     let name = spec.name.clone();
     thread::Builder::new()
         .name(format!("connect-{name}"))
@@ -257,16 +261,16 @@ pub(super) fn spawn_connector(
             let mut said_waiting = false;
             let mut last_error_log = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                match connect_once(&spec2, poll) {
+                match connect_once(&spec2, &device, poll) {
                     Ok(d) => {
-                        info!(uplink = %name, socket = %socket.display(), mode = %spec2.mode, "uplink up");
+                        info!(uplink = %name, device = %spec2.device, mode = %spec2.mode, "uplink up");
                         let _ = tx.send(d);
                         return;
                     }
                     Err(e) => {
                         let e = error_chain(&e);
                         if !said_waiting {
-                            info!(uplink = %name, socket = %socket.display(),
+                            info!(uplink = %name, device = %spec2.device,
                                   "waiting for the NIC, retrying: {e}");
                             said_waiting = true;
                         } else if last_error_log.elapsed() > Duration::from_secs(10) {
@@ -307,7 +311,8 @@ impl Uplink {
                 }
                 Err(TryRecvError::Empty) => Ok(false),
                 Err(TryRecvError::Disconnected) => {
-                    self.link = spawn_connector(&self.spec, self.poll, Duration::ZERO)?;
+                    self.link =
+                        spawn_connector(&self.spec, &self.device, self.poll, Duration::ZERO)?;
                     Ok(false)
                 }
             },
@@ -394,7 +399,7 @@ impl Uplink {
                     "restart budget spent; giving up until `twin ctl revive`");
             }
             NextStart::After(delay) => {
-                self.link = spawn_connector(&self.spec, self.poll, delay)?;
+                self.link = spawn_connector(&self.spec, &self.device, self.poll, delay)?;
             }
         }
         Ok(true)
@@ -410,12 +415,13 @@ impl Uplink {
             )));
         }
         self.restarts.reset();
-        self.link = spawn_connector(&self.spec, self.poll, Duration::ZERO).map_err(|e| {
-            PortCommandError::Failed {
-                message: format!("cannot revive uplink {}", self.spec.name),
-                source: Box::new(e),
-            }
-        })?;
+        self.link =
+            spawn_connector(&self.spec, &self.device, self.poll, Duration::ZERO).map_err(|e| {
+                PortCommandError::Failed {
+                    message: format!("cannot revive uplink {}", self.spec.name),
+                    source: Box::new(e),
+                }
+            })?;
         info!(uplink = %self.spec.name, "revived by the operator: starting a new driver domain");
         Ok(())
     }

@@ -1,0 +1,325 @@
+//! A TAP uplink (`--uplink u0=tap:IFNAME`): the switch runs in a network namespace
+//! the test creates, opens the TAP device there, and hands it to the uplink's
+//! driver domain; the kernel's IPv4 stack in that namespace is the network the
+//! uplink reaches. A generated client sends to the device's address and the kernel
+//! pings the client; every counter agrees hop by hop with the kernel's own
+//! interface statistics, exactly. The domain is killed during traffic and
+//! restarted with the same device (the switch holds it), and the kernel's traffic
+//! comes through the new domain.
+//!
+//! Needs root, `ip` (iproute2) and `ping` (iputils-ping); scripts/setup-host.sh
+//! installs both.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const C1: &str = "02:00:00:00:00:01";
+const C1_IP: &str = "10.78.0.2";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace this test created; deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("twt-{tag}-{}", std::process::id());
+        ip(&["netns", "add", &name]);
+        Netns(name)
+    }
+
+    /// Runs `cmd` in the namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+
+    /// A counter of `dev` (/sys/class/net/DEV/statistics/NAME).
+    fn stat(&self, dev: &str, name: &str) -> u64 {
+        let out = self
+            .command("cat")
+            .arg(format!("/sys/class/net/{dev}/statistics/{name}"))
+            .output()
+            .expect("read a counter");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no counter {name} of {dev} in {}", self.0))
+    }
+
+    fn mac(&self, dev: &str) -> String {
+        let out = self
+            .command("cat")
+            .arg(format!("/sys/class/net/{dev}/address"))
+            .output()
+            .expect("read a MAC address");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The switch, in `ns`, with client c1 and the TAP uplink u0 on device `dev`.
+fn tap_switch(s: &Scratch, ns: &Netns, dev: &str) -> (Proc, String, String) {
+    let (c1_s, ctl) = (s.path("c1.sock"), s.path("ctl.sock"));
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
+    cmd.args([
+        "switch",
+        "--client",
+        &format!("c1={c1_s},mac={C1}"),
+        "--uplink",
+        &format!("u0=tap:{dev}"),
+        "--poll",
+        "event",
+        "--control",
+        &ctl,
+        "--fault-injection",
+    ])
+    .env("TWIN_LOG", "info");
+    let sw = Proc::command("switch", cmd);
+    wait_for_path(&c1_s, Duration::from_secs(10));
+    wait_for_path(&ctl, Duration::from_secs(10));
+    (sw, c1_s, ctl)
+}
+
+/// `ping` in `ns` to the client: `count` echo requests, 10 ms apart.
+fn ping_client(ns: &Netns, count: u32) {
+    // Nobody answers (the client is a generator): the exit status says so, and the
+    // frames it sent are counted by the kernel.
+    let _ = ns
+        .command("ping")
+        .args([
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            C1_IP,
+        ])
+        .output()
+        .expect("run ping");
+}
+
+/// Drops that the uplink's domain counted (its rings and the TAP device).
+fn domain_drops(sw_r: &Value) -> u64 {
+    [
+        "domain_nic_tx_ring_full",
+        "domain_from_nic_ring_full",
+        "domain_from_nic_too_big",
+        "tap_too_short",
+        "tap_too_long",
+        "tap_bad_header",
+        "tap_link_down",
+    ]
+    .iter()
+    .map(|k| n(sw_r, &format!("/uplinks/u0/drops/{k}")))
+    .sum()
+}
+
+/// What a TAP domain's descriptors above stdio may be: the device, the exchange
+/// region, the doorbells, its epoll set. No driver region, no socket.
+const TAP_DOMAIN_FDS: &[&str] = &[
+    "/dev/net/tun",
+    "anon_inode:[eventfd]",
+    "anon_inode:[eventpoll]",
+    "/memfd:twin-xchg-u0 ",
+];
+
+/// Every process under the switch (the domain's reaper and worker) holds only
+/// descriptors of [`TAP_DOMAIN_FDS`] (at most the two doorbells as eventfds) and
+/// one end of the sandbox's pipe between reaper and worker; one of them holds the
+/// TAP device.
+fn assert_domain_holds_only_its_descriptors(switch: u32) {
+    let procs = descendants(switch);
+    assert_eq!(procs.len(), 2, "the domain's reaper and worker: {procs:?}");
+    let mut tap_held = false;
+    for pid in procs {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let (mut pipes, mut eventfds) = (0, 0);
+        for e in dir.flatten() {
+            let fd: u32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+            if fd <= 2 {
+                continue;
+            }
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            tap_held |= target == "/dev/net/tun";
+            pipes += usize::from(target.starts_with("pipe:["));
+            eventfds += usize::from(target == "anon_inode:[eventfd]");
+            assert!(
+                target.starts_with("pipe:[")
+                    || TAP_DOMAIN_FDS.iter().any(|a| target.starts_with(a)),
+                "driver domain process {pid} holds fd {fd} -> {target}"
+            );
+        }
+        assert!(pipes <= 1, "process {pid} holds {pipes} pipes");
+        assert!(eventfds <= 2, "process {pid} holds {eventfds} eventfds");
+    }
+    assert!(tap_held, "no domain process holds the TAP device");
+}
+
+#[test]
+fn a_tap_uplink_reaches_the_kernel_and_survives_its_domain_being_killed() {
+    let _m = serial();
+    let s = Scratch::new("tap");
+    let ns = Netns::new("tap");
+    let dev = format!("twt{}", std::process::id() % 100_000);
+    let (mut sw, c1_s, ctl) = tap_switch(&s, &ns, &dev);
+    let pid0 = wait_domain(&ctl, 0);
+    // The device the switch created, configured as the host would: an address,
+    // up, and the client's address known (no ARP: the client is a generator).
+    ip(&["-n", &ns.0, "addr", "add", "10.78.0.1/24", "dev", &dev]);
+    ip(&["-n", &ns.0, "link", "set", &dev, "up"]);
+    ip(&[
+        "-n", &ns.0, "neigh", "add", C1_IP, "lladdr", C1, "dev", &dev,
+    ]);
+    let dev_mac = ns.mac(&dev);
+
+    // The client sends to the device for 4 s; the kernel pings the client before
+    // and after its domain is killed.
+    let mut g = gen_event(&c1_s, C1, &dev_mac, "4", "5000");
+    wait_status(&ctl, Duration::from_secs(10), "c1 sending", |st| {
+        n(st, "/clients/c1/rx_packets") > 1000
+    });
+    ping_client(&ns, 50);
+    ctl_ok(&ctl, &["fault", "u0", "kill"]);
+    let pid1 = wait_domain(&ctl, pid0);
+    assert_ne!(pid1, pid0);
+    ping_client(&ns, 50);
+    assert_domain_holds_only_its_descriptors(sw.pid());
+    let g = g.report(Duration::from_secs(30));
+    // Everything queued has crossed before the kernel's counters are read.
+    std::thread::sleep(Duration::from_millis(300));
+    let k_rx = ns.stat(&dev, "rx_packets");
+    let k_tx = ns.stat(&dev, "tx_packets");
+    let k_rx_dropped = ns.stat(&dev, "rx_dropped");
+    let st = ctl_status(&ctl);
+    let sw_r = sw.stop_report();
+    eprintln!("gen {g}\nswitch {sw_r}\nkernel rx {k_rx} tx {k_tx} rx_dropped {k_rx_dropped}");
+
+    // One outage: the kill.
+    assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), 1);
+    assert_eq!(n(&sw_r, "/uplinks/u0/connects"), 2);
+    assert_eq!(outages(&st).len(), 1, "{st}");
+    // Client -> switch -> domain -> kernel: every frame c1 sent went to the uplink
+    // or is counted (the outage: `uplink_down`; a full ring); every frame the
+    // uplink took reached the kernel or is counted by a domain, or was lost in the
+    // killed domain's rings (the outage's `frames_in_flight_lost`).
+    let sent = n(&g, "/tx_packets");
+    assert!(sent > 10_000, "the generator sent {sent}");
+    assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
+    let c1_d = &sw_r["clients"]["c1"]["drops"];
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/tx_packets")
+            + n(c1_d, "/uplink_down")
+            + n(c1_d, "/no_destination")
+            + n(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
+        sent,
+        "c1's frames: to the uplink or counted"
+    );
+    let lost_in_kill: u64 = outages(&st)
+        .iter()
+        .map(|o| n(o, "/frames_in_flight_lost"))
+        .sum();
+    assert_eq!(
+        k_rx + domain_drops(&sw_r) + lost_in_kill,
+        n(&sw_r, "/uplinks/u0/tx_packets"),
+        "the kernel received every frame the uplink took, or one is counted"
+    );
+    // The generator's frames are no protocol the kernel's stack handles: it
+    // counts each as received, then as dropped (no handler), and nothing else.
+    assert_eq!(k_rx_dropped, k_rx);
+    // Kernel -> domain -> switch -> client: the kernel counts a frame as sent when
+    // the domain reads it; each went on to c1 or is counted.
+    assert!(
+        k_tx >= 100,
+        "the kernel sent {k_tx} frames (100 echo requests)"
+    );
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/rx_packets") + domain_drops(&sw_r),
+        k_tx,
+        "every frame the kernel sent reached the switch, or a domain counted it"
+    );
+    let u0_d = &sw_r["uplinks"]["u0"]["drops"];
+    assert_eq!(
+        n(&sw_r, "/clients/c1/tx_packets")
+            + n(u0_d, "/destination_down")
+            + n(u0_d, "/no_destination"),
+        n(&sw_r, "/uplinks/u0/rx_packets"),
+        "the kernel's frames: to c1, or counted while c1 was not there (the \
+         kernel speaks as soon as the device is up, before the client connects)"
+    );
+    assert_eq!(n(&g, "/rx_packets"), n(&sw_r, "/clients/c1/tx_packets"));
+    // The echo requests of both pings came through, the second after the kill.
+    assert!(
+        n(&g, "/rx_packets") >= 100,
+        "c1 got {} frames from the kernel",
+        n(&g, "/rx_packets")
+    );
+    // Nothing malformed either way.
+    for k in [
+        "tap_too_short",
+        "tap_too_long",
+        "tap_bad_header",
+        "tap_link_down",
+    ] {
+        assert_eq!(n(u0_d, &format!("/{k}")), 0, "{k}");
+    }
+}
+
+#[test]
+fn a_tap_uplink_refuses_modes_it_cannot_run() {
+    let _m = serial();
+    let s = Scratch::new("tapmode");
+    let ns = Netns::new("tapmode");
+    let dev = format!("twm{}", std::process::id() % 100_000);
+    // At start: exit status 2 with the reason.
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
+    cmd.args([
+        "switch",
+        "--client",
+        &format!("c1={}", s.path("c1.sock")),
+        "--uplink",
+        &format!("u0=tap:{dev},mode=twin"),
+    ]);
+    let out = cmd.output().expect("run twin switch");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("domain mode only"), "{err}");
+    // At run time: refused, and the uplink keeps running in domain mode.
+    let (mut sw, _c1_s, ctl) = tap_switch(&s, &ns, &dev);
+    wait_domain(&ctl, 0);
+    let (kind, msg) = ctl_err(&ctl, &["mode", "u0", "twin"]);
+    assert_eq!(kind, "rejected", "{msg}");
+    assert!(msg.contains("domain mode only"), "{msg}");
+    assert_eq!(
+        fast_path(&ctl_status(&ctl)),
+        Some("domain"),
+        "still in domain mode"
+    );
+    let (status, _) = sw.stop();
+    assert!(status.success());
+}
