@@ -103,6 +103,9 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
+    /// The TAP device could not be re-attached or copied.
+    #[error("TAP device")]
+    Tap(#[source] kernel_nic::TapError),
     /// The descriptors could not be handed over.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
@@ -117,10 +120,11 @@ pub enum DomainDevice {
     /// A vhost-user NIC at this socket (the switch connects on the DD's behalf;
     /// each domain gets a fresh connection).
     Vhost(PathBuf),
-    /// A TAP device the switch opened (`kernel_nic::Tap`). The switch keeps this
-    /// descriptor for the uplink's lifetime, so the device (and how the host
-    /// configured it) outlives any one domain; each domain gets a copy.
-    Tap(Arc<OwnedFd>),
+    /// A TAP device the switch opened. The switch keeps it for the uplink's
+    /// lifetime, so the device (and how the host configured it) outlives any one
+    /// domain; each domain gets a copy, re-attached first if the device was
+    /// deleted ([`kernel_nic::TapHandle::domain_fd`]).
+    Tap(Arc<kernel_nic::TapHandle>),
 }
 
 /// How to start a driver domain.
@@ -346,11 +350,12 @@ impl DomainLink {
                 };
                 Dev::Vhost(nic, parts)
             }
-            DomainDevice::Tap(fd) => {
-                Dev::Tap(fd.try_clone().map_err(|source| LaunchError::Create {
-                    what: "a copy of the TAP descriptor",
-                    source,
-                })?)
+            DomainDevice::Tap(tap) => {
+                let (fd, reattached) = tap.domain_fd().map_err(LaunchError::Tap)?;
+                if reattached {
+                    tracing::warn!(device = %tap.name(), "the TAP device was deleted: created it again (unconfigured)");
+                }
+                Dev::Tap(fd)
             }
         };
         let xr = Arc::new(

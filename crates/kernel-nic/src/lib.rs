@@ -26,4 +26,4 @@ mod tap;
 
 pub use ifname::{IfName, IfNameError};
 pub use link::{link_state, LinkError, LinkState};
-pub use tap::{Recv, Send, Tap, TapDrop, TapError, TapIoError, TapQueue, VNET_HDR_LEN};
+pub use tap::{Recv, Send, Tap, TapDrop, TapError, TapHandle, TapIoError, TapQueue, VNET_HDR_LEN};

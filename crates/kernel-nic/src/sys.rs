@@ -6,6 +6,8 @@
 //! * `TUNSETVNETHDRSZ`: the size of the vnet header; an `int` by pointer.
 //! * `TUNSETOFFLOAD`: the offloads the descriptor's reader accepts; an `unsigned
 //!   int` by value.
+//! * `TUNGETIFF`: the device a TUN/TAP descriptor is attached to (`EBADFD` once
+//!   the device was deleted); a `struct ifreq` out.
 //! * `SIOCGIFFLAGS`: an interface's flags; a `struct ifreq` in and out.
 //!
 //! Names reach this module as bytes validated by `IfName` (1 to 15 bytes, no
@@ -92,6 +94,26 @@ pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, offloads: libc::c_uint) -> io:
             libc::c_ulong::from(offloads),
         )
     })
+}
+
+/// `TUNGETIFF`: whether `fd` is still attached to a device (`EBADFD`: the device
+/// was deleted under it).
+pub(crate) fn tun_attached(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut req = ifreq(&[]);
+    // SAFETY: TUNGETIFF writes one `struct ifreq` through its pointer argument;
+    // `req` is one, alive and exclusively borrowed for the call.
+    let r = check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNGETIFF as _,
+            &mut req as *mut libc::ifreq,
+        )
+    });
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EBADFD) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// `SIOCGIFFLAGS` on socket `sock`: the flags (`IFF_UP`, `IFF_RUNNING`...) of

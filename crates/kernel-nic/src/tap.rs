@@ -128,6 +128,52 @@ impl Tap {
     }
 }
 
+/// A TAP device an uplink keeps for its lifetime: the switch holds one descriptor
+/// (so the device, and how the host configured it, outlives any driver domain)
+/// and hands each new domain a copy. A device deleted under it is re-attached by
+/// name (created again, unconfigured) when the next domain starts.
+#[derive(Debug)]
+pub struct TapHandle {
+    name: IfName,
+    fd: std::sync::Mutex<OwnedFd>,
+}
+
+impl TapHandle {
+    /// Opens (or creates) the device, as [`Tap::open`].
+    pub fn open(name: &IfName) -> Result<TapHandle, TapError> {
+        let tap = Tap::open(name)?;
+        Ok(TapHandle {
+            name: name.clone(),
+            fd: std::sync::Mutex::new(tap.into_fd()),
+        })
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &IfName {
+        &self.name
+    }
+
+    /// A copy of the descriptor for a new driver domain, and whether the device
+    /// had to be attached again first (it was deleted since).
+    pub fn domain_fd(&self) -> Result<(OwnedFd, bool), TapError> {
+        let mut fd = self.fd.lock().unwrap_or_else(|p| p.into_inner());
+        let attached = sys::tun_attached(fd.as_fd()).map_err(|source| TapError::Configure {
+            name: self.name.clone(),
+            what: "attachment check",
+            source,
+        })?;
+        if !attached {
+            *fd = Tap::open(&self.name)?.into_fd();
+        }
+        let copy = fd.try_clone().map_err(|source| TapError::Configure {
+            name: self.name.clone(),
+            what: "a copy of the descriptor",
+            source,
+        })?;
+        Ok((copy, !attached))
+    }
+}
+
 /// A frame the kernel side handed over that is not passed on, by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TapDrop {

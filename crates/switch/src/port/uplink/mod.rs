@@ -167,12 +167,13 @@ impl Uplink {
         let device = match &spec.device {
             UplinkDevice::Vhost(socket) => DomainDevice::Vhost(socket.clone()),
             UplinkDevice::Tap(ifname) => {
-                let tap = kernel_nic::Tap::open(ifname).map_err(|source| UplinkError::OpenTap {
-                    name: spec.name.clone(),
-                    source,
-                })?;
+                let tap =
+                    kernel_nic::TapHandle::open(ifname).map_err(|source| UplinkError::OpenTap {
+                        name: spec.name.clone(),
+                        source,
+                    })?;
                 info!(uplink = %spec.name, device = %spec.device, "TAP device open");
-                DomainDevice::Tap(Arc::new(tap.into_fd()))
+                DomainDevice::Tap(Arc::new(tap))
             }
         };
         let link = spawn_connector(&spec, &device, poll, Duration::ZERO)?;

@@ -55,7 +55,22 @@ impl Uplink {
             "outages": self.outages.records(),
             "device_errors": device_errors,
             "upcalls_total": upcalls_total,
+            // A kernel device's state, read now: `up` (administratively) and
+            // `running` (carrier); null for a vhost-user NIC or a missing device.
+            "link": self.kernel_link(),
         })
+    }
+}
+
+impl Uplink {
+    fn kernel_link(&self) -> serde_json::Value {
+        let crate::config::UplinkDevice::Tap(name) = &self.spec.device else {
+            return serde_json::Value::Null;
+        };
+        match kernel_nic::link_state(name) {
+            Ok(Some(s)) => serde_json::json!({"up": s.up, "running": s.running}),
+            _ => serde_json::Value::Null,
+        }
     }
 }
 
