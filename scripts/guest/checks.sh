@@ -2,7 +2,8 @@
 # fw_cfg file `opt/twin/checks`; /init (scripts/guest/init) runs it once eth0 is up,
 # with every `twin.KEY=VALUE` word of the kernel command line as TW_KEY:
 #
-#   TW_role   a: the driver of the scenario; b: the peer that serves it
+#   TW_role   a: the driver of the scenario; b: the peer that serves it; tap: a
+#             guest whose peer is the host's kernel behind a TAP uplink
 #   TW_ip     this guest's address/prefix      TW_peer  the other guest's address
 #   TW_nbr    an address behind the uplink     TW_nbrmac  its (made-up) MAC
 #   TW_time   seconds per iperf3 run           TW_fault   seconds of the fault window
@@ -261,8 +262,36 @@ role_a() {
   tell_b poweroff
 }
 
+# A guest whose peer is the host's own kernel behind a TAP uplink (scripts/
+# guest-tap.sh): PEER is the TAP device's address in the host's namespace, which
+# runs an iperf3 server. Ping and TCP both ways, then pings through a driver-domain
+# kill by the host.
+role_tap() {
+  link_check
+  if wait_peer 120; then
+    check peer-up PASS "$PEER (the host's kernel) answers"
+  else
+    check peer-up FAIL "$PEER silent for 120 s; nothing else to test"
+    return
+  fi
+  ping_check ping 20 0.2
+  iperf_check iperf-to-host
+  sleep 1
+  iperf_check iperf-from-host -R
+  phase fault-window "secs=$FT"
+  out=$(ping -q -c $((FT * 10)) -i 0.1 -W 1 "$PEER" 2>&1)
+  tx=$(echo "$out" | awk '/packets transmitted/ { print $1 }')
+  rx=$(echo "$out" | awk '/packets transmitted/ { print $4 }')
+  # The host judges the loss (it knows when the domain was back).
+  info "fault-loss sent=${tx:-0} got=${rx:-0}"
+  ping_check fault-after 10 0.2
+  info "stats rx_packets=$(stat rx_packets) tx_packets=$(stat tx_packets) rx_dropped=$(stat rx_dropped) tx_dropped=$(stat tx_dropped)"
+  phase finished
+}
+
 case "${TW_role:-}" in
   a) role_a ;;
   b) role_b ;;
+  tap) role_tap ;;
   *) check role FAIL "unknown twin.role '${TW_role:-}'" ;;
 esac

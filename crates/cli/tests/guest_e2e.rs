@@ -1,7 +1,8 @@
 //! Linux guests as clients: QEMU (TCG) virtual machines with the Linux virtio_net
 //! driver attached to the switch over vhost-user, in every uplink mode.
 //!
-//! Each test runs `scripts/guest-e2e.sh MODE` with this build's `twin` binary: two
+//! Each test runs `scripts/guest-e2e.sh MODE` (or, for the TAP uplink,
+//! `scripts/guest-tap.sh`) with this build's `twin` binary: two
 //! guests ping each other and run iperf3 through the switch, reach the reflecting
 //! NIC behind the uplink, keep their links while the uplink's driver domain is
 //! killed and restarted, and get their ports back after a reboot, a new QEMU and a
@@ -23,24 +24,31 @@ use common::{serial, Scratch};
 const TIMEOUT: Duration = Duration::from_secs(900);
 
 fn run(mode: &str) {
+    run_script("scripts/guest-e2e.sh", &[mode]);
+}
+
+/// Runs `script ARGS` (a guest script of this repository) with this build's twin
+/// and fails with its failed checks when it does not exit 0 in time.
+fn run_script(script: &str, args: &[&str]) {
     let _m = serial();
+    let mode = args.first().copied().unwrap_or("tap");
     let scratch = Scratch::new(&format!("guest-{mode}"));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let log_path = scratch.0.join("guest-e2e.log");
     let log = File::create(&log_path).expect("create the log");
     let mut child = Command::new("bash")
-        .arg(root.join("scripts/guest-e2e.sh"))
-        .arg(mode)
+        .arg(root.join(script))
+        .args(args)
         .current_dir(&root)
         .env("TWIN_BIN", env!("CARGO_BIN_EXE_twin"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the log"))
         .stderr(log)
         .spawn()
-        .expect("start scripts/guest-e2e.sh");
+        .unwrap_or_else(|e| panic!("start {script}: {e}"));
     let start = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for guest-e2e.sh") {
+        if let Some(s) = child.try_wait().expect("wait for the guest script") {
             break Some(s);
         }
         if start.elapsed() > TIMEOUT {
@@ -71,10 +79,10 @@ fn run(mode: &str) {
     match status {
         Some(s) => assert!(
             s.success(),
-            "scripts/guest-e2e.sh {mode} failed ({s}); its output is above. Failed:\n{failed}"
+            "{script} {mode} failed ({s}); its output is above. Failed:\n{failed}"
         ),
         None => panic!(
-            "scripts/guest-e2e.sh {mode} did not finish within {TIMEOUT:?}; its output is above. Failed:\n{failed}"
+            "{script} {mode} did not finish within {TIMEOUT:?}; its output is above. Failed:\n{failed}"
         ),
     }
 }
@@ -86,7 +94,9 @@ fn failures(out: &str) -> String {
         .lines()
         .filter(|l| {
             let t = l.trim_start();
-            t.starts_with("FAIL ") || t.starts_with("guest-e2e: FAIL")
+            t.starts_with("FAIL ")
+                || t.starts_with("guest-e2e: FAIL")
+                || t.starts_with("guest-tap: FAIL")
         })
         .take(20)
         .collect();
@@ -110,4 +120,12 @@ fn linux_guests_through_a_domain_uplink() {
 #[test]
 fn linux_guests_through_a_twin_uplink() {
     run("twin");
+}
+
+/// A guest reaches the host's own kernel through a TAP uplink
+/// (`scripts/guest-tap.sh`: ping and iperf3 both ways with the host, a domain
+/// kill during pings, the switch's counters against the kernel's).
+#[test]
+fn a_linux_guest_through_a_tap_uplink() {
+    run_script("scripts/guest-tap.sh", &[]);
 }
