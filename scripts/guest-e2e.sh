@@ -55,6 +55,8 @@ case "$nic_kind" in reflect | dpdk) ;; *) die "TWIN_GUEST_NIC must be reflect or
 # ---------------------------------------------------------------- peers
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
+# shellcheck source=lib/checks.sh
+. "$repo/scripts/lib/checks.sh"
 require_programs qemu-system-x86_64 jq busybox cpio depmod iperf3 mktemp seq date grep sed awk wc tr
 [ "$nic_kind" = dpdk ] && require_programs dpdk-testpmd
 
@@ -474,33 +476,13 @@ expected=(
   host:switch-report host:restart-uplink a:restart-link a:restart-ping host:restart-ports
 )
 
-pass=0
-fail=0
 summary=$scratch/summary.log
 {
   echo "guest-e2e $mode summary (NIC: $nic_kind):"
-  for k in "${expected[@]}"; do
-    line=$(grep "^$k " "$results" || true)
-    if [ -z "$line" ]; then
-      printf '  FAIL  %-20s missing (never reported)\n' "$k"; fail=$((fail + 1))
-    elif [ "$(wc -l <<<"$line")" -gt 1 ]; then
-      # A check is reported once; twice means a part of the scenario ran again.
-      printf '  FAIL  %-20s reported %s times: %s\n' "$k" "$(wc -l <<<"$line")" "$(tr '\n' '|' <<<"$line")"
-      fail=$((fail + 1))
-    else
-      r=$(cut -d' ' -f2 <<<"$line"); d=$(cut -d' ' -f3- <<<"$line")
-      printf '  %-4s  %-20s %s\n' "$r" "$k" "$d"
-      if [ "$r" = PASS ]; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
-    fi
-  done
-  # Checks reported but not expected (failures anywhere count).
-  while read -r k r d; do
-    printf '%s\n' "${expected[@]}" | grep -qx "$k" && continue
-    printf '  %-4s  %-20s %s\n' "$r" "$k" "$d"
-    if [ "$r" = PASS ]; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
-  done <"$results"
-  echo "guest-e2e $mode: $pass checks passed, $fail failed, $((SECONDS - t_start)) s"
+  summarize_checks "$results" "${expected[@]}"
+  echo "guest-e2e $mode: $check_pass checks passed, $check_fail failed, $((SECONDS - t_start)) s"
 } >"$summary"
+fail=$check_fail
 
 if [ $fail -gt 0 ]; then
   for name in a b b2; do

@@ -32,6 +32,8 @@ die() { echo "guest-tap: FAIL: $*" >&2; exit 1; }
 
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
+# shellcheck source=lib/checks.sh
+. "$repo/scripts/lib/checks.sh"
 require_programs qemu-system-x86_64 ip iperf3 jq mktemp seq date grep sed awk wc tr
 if [ -z "${TWIN_BIN:-}" ]; then
   (cd "$repo" && cargo build --release -q -p twin-cli) || die "cargo build of twin failed"
@@ -189,28 +191,12 @@ results=$scratch/results
   tr -d '\r' <"$A" | sed -n 's/^TWIN-CHECK /a:/p'
   sed -n 's/^TWIN-CHECK /host:/p' "$scratch/host.log" 2>/dev/null
 } >"$results"
-pass=0 fail=0
 {
   echo "guest-tap summary:"
-  for k in "${expected[@]}"; do
-    line=$(grep "^$k " "$results" || true)
-    if [ -z "$line" ]; then
-      printf '  FAIL  %-20s missing (never reported)\n' "$k"; fail=$((fail + 1))
-    elif [ "$(wc -l <<<"$line")" -gt 1 ]; then
-      printf '  FAIL  %-20s reported %s times\n' "$k" "$(wc -l <<<"$line")"; fail=$((fail + 1))
-    else
-      r=$(cut -d' ' -f2 <<<"$line"); d=$(cut -d' ' -f3- <<<"$line")
-      printf '  %-4s  %-20s %s\n' "$r" "$k" "$d"
-      if [ "$r" = PASS ]; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
-    fi
-  done
-  while read -r k r d; do
-    printf '%s\n' "${expected[@]}" | grep -qx "$k" && continue
-    printf '  %-4s  %-20s %s\n' "$r" "$k" "$d"
-    if [ "$r" = PASS ]; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
-  done <"$results"
-  echo "guest-tap: $pass checks passed, $fail failed, $((SECONDS - t_start)) s"
+  summarize_checks "$results" "${expected[@]}"
+  echo "guest-tap: $check_pass checks passed, $check_fail failed, $((SECONDS - t_start)) s"
 } >"$scratch/summary.log"
+fail=$check_fail
 if [ $fail -gt 0 ]; then
   echo "--- last lines of the guest's console:"
   tr -d '\r' <"$A" | tail -15 | sed 's/^/    /'
