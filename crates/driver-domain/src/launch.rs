@@ -636,12 +636,6 @@ impl DomainLink {
         crate::fault::request(&self.xr, fault)
     }
 
-    /// Whether the domain drives a vhost-user NIC (the only kind whose fast path
-    /// the switch can take over).
-    pub fn is_vhost(&self) -> bool {
-        self.vhost.is_some()
-    }
-
     /// The driver's region (the DD's memory), for a switch-side instance; `None`
     /// for a TAP device's domain.
     pub fn region(&self) -> Option<&Arc<Region>> {

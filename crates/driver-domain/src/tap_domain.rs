@@ -58,6 +58,7 @@ pub(crate) fn serve(
     let failed = match &result {
         Ok(()) => None,
         Err(WorkerError::NicGone) => Some(code::NIC_GONE),
+        Err(WorkerError::Tap(_)) => Some(code::DEVICE_IO),
         Err(_) => Some(code::EXCHANGE),
     };
     if let Some(code) = failed {
@@ -143,7 +144,9 @@ impl TapDomain {
             counts,
             ..
         } = self;
-        // Switch -> kernel.
+        // Switch -> kernel. After a hard error (the device deleted) the rest of the
+        // batch is taken and not sent: the domain ends right after, and those
+        // frames (at most one batch) are lost with it.
         let mut failed = None;
         let sent = to_nic
             .poll(BATCH, |frame| {

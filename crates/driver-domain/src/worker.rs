@@ -92,6 +92,9 @@ pub mod code {
     /// The NIC's TX queue made no progress for [`super::TX_TIMEOUT`] (restart the
     /// domain).
     pub const TX_TIMEOUT: u32 = 5;
+    /// Reading or writing the TAP device failed (other than its deletion, which
+    /// is [`NIC_GONE`]).
+    pub const DEVICE_IO: u32 = 6;
 
     /// What a code means, for reports.
     pub fn name(code: u32) -> &'static str {
@@ -101,6 +104,7 @@ pub mod code {
             SANDBOX => "sandbox set-up failed",
             NIC_RESET => "the driver asked for a device reset (a queue broke)",
             TX_TIMEOUT => "TX timeout: the NIC returned no TX buffer while the ring was full",
+            DEVICE_IO => "TAP device I/O failed",
             _ => "unknown",
         }
     }
