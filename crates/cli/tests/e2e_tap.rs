@@ -396,6 +396,60 @@ fn a_tap_uplink_follows_its_link_and_a_deleted_device() {
     assert!(status.success());
 }
 
+/// A compromised TAP domain holds the device's descriptor: it can send frames
+/// through it (its job), but an ioctl on it (which could rename, re-address or
+/// detach the device) is outside its sandbox's allow-list: the domain is killed
+/// (SIGSYS) and restarted, and the device is as the host configured it.
+#[test]
+fn a_compromised_tap_domain_cannot_reconfigure_its_device() {
+    let _m = serial();
+    let s = Scratch::new("tapioctl");
+    let ns = Netns::new("tapioctl");
+    let dev = format!("twi{}", std::process::id() % 100_000);
+    let (mut sw, c1_s, ctl) = tap_switch(&s, &ns, &dev);
+    let pid0 = wait_domain(&ctl, 0);
+    configure(&ns, &dev);
+    let show = || {
+        let out = Command::new("ip")
+            .args(["-n", &ns.0, "-o", "addr", "show", "dev", &dev])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = show();
+    assert!(before.contains("10.78.0.1/24"), "{before}");
+
+    ctl_ok(&ctl, &["fault", "u0", "ioctl"]);
+    let pid1 = wait_domain(&ctl, pid0);
+    let st = ctl_status(&ctl);
+    let o = outages(&st);
+    assert_eq!(o.len(), 1, "{st}");
+    assert!(
+        str_at(&o[0], "/reason").contains("SIGSYS"),
+        "the sandbox killed it: {}",
+        o[0]
+    );
+    assert_eq!(show(), before, "the device is as the host configured it");
+    assert_eq!(
+        st.pointer("/uplinks/u0/detail/link/up"),
+        Some(&Value::Bool(true))
+    );
+    // And the new domain carries the kernel's frames to the client.
+    let mut g = gen_event(&c1_s, C1, &ns.mac(&dev), "3", "1000");
+    wait_status(&ctl, Duration::from_secs(10), "c1 connected", |st| {
+        n(st, "/clients/c1/rx_packets") > 100
+    });
+    let c1_before = n(&ctl_status(&ctl), "/clients/c1/tx_packets");
+    ping_client(&ns, 20);
+    wait_status(&ctl, Duration::from_secs(5), "the pings reach c1", |st| {
+        n(st, "/clients/c1/tx_packets") >= c1_before + 20
+    });
+    assert_eq!(wait_domain(&ctl, pid0), pid1, "no further restart");
+    let _ = g.stop();
+    let (status, _) = sw.stop();
+    assert!(status.success());
+}
+
 #[test]
 fn a_tap_uplink_refuses_modes_it_cannot_run() {
     let _m = serial();

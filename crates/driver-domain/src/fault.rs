@@ -32,11 +32,16 @@ pub enum Fault {
     /// domain that will not hand the fast path over (the switch's handover
     /// timeout must catch it).
     RefuseHandover = 7,
+    /// Issue an ioctl outside the sandbox's allow-list (`SIOCGIFINDEX`) on the
+    /// domain's device: a TAP device's descriptor, or the driver's region for a
+    /// vhost-user NIC. A domain that tries to reconfigure its device (the sandbox
+    /// kills the process).
+    Ioctl = 8,
 }
 
 impl Fault {
     /// Every fault the domain commits itself (kill -9 is the switch's own).
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Panic,
         Fault::Hang,
         Fault::Garbage,
@@ -44,6 +49,7 @@ impl Fault {
         Fault::OpenFile,
         Fault::OpenSocket,
         Fault::RefuseHandover,
+        Fault::Ioctl,
     ];
 
     /// The fault's name in the domain's log: the name the switch's control
@@ -57,6 +63,7 @@ impl Fault {
             Fault::OpenFile => "open-file",
             Fault::OpenSocket => "open-socket",
             Fault::RefuseHandover => "refuse-handover",
+            Fault::Ioctl => "ioctl",
         }
     }
 
@@ -78,7 +85,12 @@ pub fn requested(xr: &ExchangeRegion) -> Option<Fault> {
 /// Returns only for a bogus length, for sandbox violations that were allowed, and
 /// for a refused handover (which the caller carries out: it stops answering
 /// ownership requests).
-pub fn commit(xr: &ExchangeRegion, from_nic: &mut exchange::Producer, fault: Fault) {
+pub fn commit(
+    xr: &ExchangeRegion,
+    from_nic: &mut exchange::Producer,
+    device: std::os::fd::BorrowedFd<'_>,
+    fault: Fault,
+) {
     let _ = xr.set_control(CONTROL_FAULT, 0);
     tracing::warn!(fault = fault.as_str(), "driver domain: injected fault");
     let prod_at = xr.layout().ring(RingId::FromNic) + OFF_PROD_IDX;
@@ -126,6 +138,10 @@ pub fn commit(xr: &ExchangeRegion, from_nic: &mut exchange::Producer, fault: Fau
             tracing::error!("socket succeeded?! {r:?}");
         }
         Fault::RefuseHandover => {}
+        Fault::Ioctl => {
+            let r = rustix::net::netdevice::name_to_index(device, "lo");
+            tracing::error!("ioctl succeeded?! {r:?}");
+        }
     }
 }
 

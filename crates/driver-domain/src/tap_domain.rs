@@ -120,7 +120,7 @@ impl TapDomain {
         while !stop.load(Ordering::Relaxed) {
             self.xr.beat();
             if let Some(f) = crate::fault::requested(&self.xr) {
-                crate::fault::commit(&self.xr, &mut self.from_nic, f);
+                crate::fault::commit(&self.xr, &mut self.from_nic, self.q.as_fd(), f);
             }
             if self.move_frames()? > 0 {
                 waiter.work();

@@ -339,7 +339,7 @@ impl Domain {
             self.xr.beat();
             if let Some(f) = crate::fault::requested(&self.xr) {
                 self.refuse_handover |= f == crate::Fault::RefuseHandover;
-                crate::fault::commit(&self.xr, &mut self.from_nic, f);
+                crate::fault::commit(&self.xr, &mut self.from_nic, self.drv.region_fd(), f);
             }
             iter += 1;
             if (!self.owns_fast_path || iter.is_multiple_of(1024)) && !self.drv.is_connected() {

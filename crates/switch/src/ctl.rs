@@ -184,6 +184,8 @@ pub enum Fault {
     OpenSocket,
     /// The domain keeps the fast path: it never answers an ownership request.
     RefuseHandover,
+    /// The domain issues an ioctl on its device (its sandbox kills it).
+    Ioctl,
     /// The twin reads the domain's private page.
     TwinForbiddenRead,
     /// The twin writes past the end of the domain's region.
@@ -196,7 +198,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order users read them.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Kill,
         Fault::Panic,
         Fault::Hang,
@@ -205,6 +207,7 @@ impl Fault {
         Fault::OpenFile,
         Fault::OpenSocket,
         Fault::RefuseHandover,
+        Fault::Ioctl,
         Fault::TwinForbiddenRead,
         Fault::TwinWildWrite,
         Fault::TwinPanic,
@@ -224,6 +227,7 @@ impl Fault {
             Fault::OpenFile => FaultKind::InDomain(D::OpenFile),
             Fault::OpenSocket => FaultKind::InDomain(D::OpenSocket),
             Fault::RefuseHandover => FaultKind::InDomain(D::RefuseHandover),
+            Fault::Ioctl => FaultKind::InDomain(D::Ioctl),
             Fault::TwinForbiddenRead => FaultKind::InTwin(T::ForbiddenRead),
             Fault::TwinWildWrite => FaultKind::InTwin(T::WildWrite),
             Fault::TwinPanic => FaultKind::InTwin(T::Panic),
@@ -887,7 +891,7 @@ mod tests {
     #[test]
     fn every_request_round_trips_as_json_and_from_words() {
         let all = every_command();
-        assert_eq!(all.len(), 1 + 12 + 1 + 3);
+        assert_eq!(all.len(), 1 + 13 + 1 + 3);
         for c in &all {
             let line = c.to_line();
             assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
