@@ -21,6 +21,7 @@
 
 mod ifname;
 mod link;
+pub mod packet_ring;
 mod sys;
 mod tap;
 

@@ -1,0 +1,348 @@
+//! Reading an AF_PACKET TPACKET_V3 receive block (the next uplink kind, issue 15):
+//! the block is memory the kernel fills and hands over, so every field is read
+//! once, checked against the block's own bounds, and only then used.
+//!
+//! Layout (linux/if_packet.h): a block starts with `tpacket_block_desc` (version,
+//! offset to private data, then `tpacket_hdr_v1`: status, packet count, offset to
+//! the first packet, the length used, a sequence number, two timestamps); packets
+//! follow, each a `tpacket3_hdr` (offset to the next, timestamps, captured and
+//! wire lengths, status, offset of the MAC header...) and its bytes.
+//!
+//! What is refused, and how: a block not handed to user space is not read; a
+//! first-packet offset, a packet header, a next offset or a frame that leaves the
+//! used length (or the block) ends the walk of that block as `Malformed`, keeping
+//! the frames already delivered; a packet count larger than the block could hold
+//! is refused at once; a captured length shorter than the wire length (a cut
+//! frame) is dropped as `Truncated` and the walk goes on. The walk is bounded by
+//! the packet count, which is bounded by the block size.
+//!
+//! The memory is reached through [`BlockMem`], implemented for byte slices (tests)
+//! and, in a driver domain, for its mapping of the ring.
+
+/// Size of `tpacket_block_desc` up to the first packet's possible start.
+pub const BLOCK_HEADER_LEN: usize = 48;
+/// Size of `tpacket3_hdr`.
+pub const PACKET_HEADER_LEN: usize = 48;
+/// `tpacket_hdr_v1.block_status`: the block belongs to user space.
+pub const TP_STATUS_USER: u32 = 1;
+/// `tpacket_block_desc.version` of TPACKET_V3 blocks.
+pub const TPACKET_V3_BLOCK_VERSION: u32 = 1;
+
+/// Read access to one block of the ring.
+pub trait BlockMem {
+    /// The block's size in bytes.
+    fn block_len(&self) -> usize;
+    /// The little-endian (host order) `u32` at `off`, if it is inside the block.
+    fn u32_at(&self, off: usize) -> Option<u32>;
+    /// The `u16` at `off`, if it is inside the block.
+    fn u16_at(&self, off: usize) -> Option<u16>;
+    /// Copies `dst.len()` bytes from `off`; false if they are not inside the block.
+    fn copy_out(&self, off: usize, dst: &mut [u8]) -> bool;
+}
+
+impl BlockMem for [u8] {
+    fn block_len(&self) -> usize {
+        self.len()
+    }
+    fn u32_at(&self, off: usize) -> Option<u32> {
+        let b = self.get(off..off.checked_add(4)?)?;
+        Some(u32::from_ne_bytes(b.try_into().ok()?))
+    }
+    fn u16_at(&self, off: usize) -> Option<u16> {
+        let b = self.get(off..off.checked_add(2)?)?;
+        Some(u16::from_ne_bytes(b.try_into().ok()?))
+    }
+    fn copy_out(&self, off: usize, dst: &mut [u8]) -> bool {
+        match off
+            .checked_add(dst.len())
+            .and_then(|end| self.get(off..end))
+        {
+            Some(src) => {
+                dst.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Why a block's walk ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// Not a TPACKET_V3 block.
+    Version,
+    /// More packets than the block could hold.
+    TooManyPackets,
+    /// The used length is larger than the block.
+    BlockLength,
+    /// A packet's header, offset or frame leaves the used length.
+    PacketBounds,
+}
+
+/// What one walk of a block did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Walk {
+    /// Frames handed to the caller.
+    pub frames: u32,
+    /// Frames dropped because the kernel cut them (captured < wire length) or
+    /// because they did not fit the caller's buffer.
+    pub truncated: u32,
+    /// Frames shorter than an Ethernet header.
+    pub runts: u32,
+    /// Why the walk stopped before the packet count, if it did.
+    pub malformed: Option<Malformed>,
+}
+
+/// Whether the block is the user's to read (`block_status` has `TP_STATUS_USER`).
+pub fn block_ready(mem: &(impl BlockMem + ?Sized)) -> bool {
+    mem.u32_at(8).is_some_and(|s| s & TP_STATUS_USER != 0)
+}
+
+/// Walks a block handed to user space: each frame is copied into `buf` and passed
+/// to `f` with its length. `None` when the block is not ready.
+pub fn walk_block(
+    mem: &(impl BlockMem + ?Sized),
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]),
+) -> Option<Walk> {
+    // Each field once, into a local.
+    let version = mem.u32_at(0)?;
+    let status = mem.u32_at(8)?;
+    if status & TP_STATUS_USER == 0 {
+        return None;
+    }
+    let mut w = Walk::default();
+    if version != TPACKET_V3_BLOCK_VERSION {
+        w.malformed = Some(Malformed::Version);
+        return Some(w);
+    }
+    let num_pkts = mem.u32_at(12)? as usize;
+    let first = mem.u32_at(16)? as usize;
+    let blk_len = mem.u32_at(20)? as usize;
+    if blk_len > mem.block_len() || blk_len < BLOCK_HEADER_LEN {
+        w.malformed = Some(Malformed::BlockLength);
+        return Some(w);
+    }
+    let most = (blk_len - BLOCK_HEADER_LEN) / PACKET_HEADER_LEN;
+    if num_pkts > most {
+        w.malformed = Some(Malformed::TooManyPackets);
+        return Some(w);
+    }
+    let mut at = first;
+    for i in 0..num_pkts {
+        // The header inside the used length, at or after the block header.
+        let hdr_ok = at >= BLOCK_HEADER_LEN
+            && at
+                .checked_add(PACKET_HEADER_LEN)
+                .is_some_and(|e| e <= blk_len);
+        if !hdr_ok {
+            w.malformed = Some(Malformed::PacketBounds);
+            return Some(w);
+        }
+        let (Some(next), Some(snaplen), Some(len), Some(mac)) = (
+            mem.u32_at(at),
+            mem.u32_at(at + 12),
+            mem.u32_at(at + 16),
+            mem.u16_at(at + 24),
+        ) else {
+            w.malformed = Some(Malformed::PacketBounds);
+            return Some(w);
+        };
+        let (next, snaplen, len, mac) =
+            (next as usize, snaplen as usize, len as usize, mac as usize);
+        let start = at + mac;
+        let frame_ok =
+            mac >= PACKET_HEADER_LEN && start.checked_add(snaplen).is_some_and(|e| e <= blk_len);
+        if !frame_ok {
+            w.malformed = Some(Malformed::PacketBounds);
+            return Some(w);
+        }
+        if snaplen < len || snaplen >= buf.len() {
+            w.truncated += 1;
+        } else if snaplen < twin_wire::ether::ETH_HLEN {
+            w.runts += 1;
+        } else if mem.copy_out(start, &mut buf[..snaplen]) {
+            f(&buf[..snaplen]);
+            w.frames += 1;
+        } else {
+            w.malformed = Some(Malformed::PacketBounds);
+            return Some(w);
+        }
+        if i + 1 < num_pkts {
+            // The next packet lies after this one's frame: the walk moves forward.
+            if next == 0 || next < mac + snaplen {
+                w.malformed = Some(Malformed::PacketBounds);
+                return Some(w);
+            }
+            at = match at.checked_add(next) {
+                Some(a) => a,
+                None => {
+                    w.malformed = Some(Malformed::PacketBounds);
+                    return Some(w);
+                }
+            };
+        }
+    }
+    Some(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block of `size` bytes with `frames` laid out as the kernel does.
+    fn block(size: usize, frames: &[&[u8]]) -> Vec<u8> {
+        let mut b = vec![0u8; size];
+        let put32 =
+            |b: &mut Vec<u8>, off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        put32(&mut b, 0, TPACKET_V3_BLOCK_VERSION);
+        put32(&mut b, 8, TP_STATUS_USER);
+        put32(&mut b, 12, frames.len() as u32);
+        put32(&mut b, 16, BLOCK_HEADER_LEN as u32);
+        let mut at = BLOCK_HEADER_LEN;
+        for (i, f) in frames.iter().enumerate() {
+            let mac = PACKET_HEADER_LEN + 2;
+            let step = (mac + f.len()).next_multiple_of(16);
+            put32(
+                &mut b,
+                at,
+                if i + 1 < frames.len() { step as u32 } else { 0 },
+            );
+            put32(&mut b, at + 12, f.len() as u32);
+            put32(&mut b, at + 16, f.len() as u32);
+            b[at + 24..at + 26].copy_from_slice(&(mac as u16).to_ne_bytes());
+            b[at + mac..at + mac + f.len()].copy_from_slice(f);
+            at += step;
+        }
+        put32(&mut b, 20, at as u32);
+        b
+    }
+
+    fn frames_of(b: &[u8]) -> (Walk, Vec<Vec<u8>>) {
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        let w = walk_block(b, &mut buf, |f| got.push(f.to_vec())).expect("ready");
+        (w, got)
+    }
+
+    #[test]
+    fn frames_are_read_in_order() {
+        let (a, b) = (vec![1u8; 60], vec![2u8; 1514]);
+        let blk = block(4096, &[&a, &b]);
+        assert!(block_ready(blk.as_slice()));
+        let (w, got) = frames_of(&blk);
+        assert_eq!(
+            w,
+            Walk {
+                frames: 2,
+                ..Walk::default()
+            }
+        );
+        assert_eq!(got, vec![a, b]);
+    }
+
+    #[test]
+    fn a_block_still_the_kernels_is_not_read() {
+        let mut blk = block(4096, &[&[1u8; 60]]);
+        blk[8..12].copy_from_slice(&0u32.to_ne_bytes());
+        assert!(!block_ready(blk.as_slice()));
+        let mut buf = [0u8; 2048];
+        assert_eq!(
+            walk_block(blk.as_slice(), &mut buf, |_| panic!("read")),
+            None
+        );
+    }
+
+    #[test]
+    fn lies_end_the_walk_and_keep_what_was_good() {
+        let good = block(4096, &[&[1u8; 60], &[2u8; 60]]);
+        let set =
+            |b: &mut Vec<u8>, off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        let second = BLOCK_HEADER_LEN + (PACKET_HEADER_LEN + 2 + 60).next_multiple_of(16);
+        type Lie = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Lie, u32, Malformed)> = vec![
+            (
+                "too many packets",
+                Box::new(|b| set(b, 12, 1000)),
+                0,
+                Malformed::TooManyPackets,
+            ),
+            (
+                "used length past the block",
+                Box::new(|b| set(b, 20, 5000)),
+                0,
+                Malformed::BlockLength,
+            ),
+            (
+                "first packet inside the block header",
+                Box::new(|b| set(b, 16, 8)),
+                0,
+                Malformed::PacketBounds,
+            ),
+            (
+                "first packet past the used length",
+                Box::new(|b| set(b, 16, 4090)),
+                0,
+                Malformed::PacketBounds,
+            ),
+            (
+                "a frame past the used length",
+                Box::new(move |b| set(b, second + 12, 4000)),
+                1,
+                Malformed::PacketBounds,
+            ),
+            (
+                "a MAC offset inside the packet header",
+                Box::new(|b| {
+                    b[BLOCK_HEADER_LEN + 24..BLOCK_HEADER_LEN + 26]
+                        .copy_from_slice(&4u16.to_ne_bytes())
+                }),
+                0,
+                Malformed::PacketBounds,
+            ),
+            (
+                "a next offset of 0 before the last",
+                Box::new(|b| set(b, BLOCK_HEADER_LEN, 0)),
+                1,
+                Malformed::PacketBounds,
+            ),
+            (
+                "a next offset back into the frame",
+                Box::new(|b| set(b, BLOCK_HEADER_LEN, 16)),
+                1,
+                Malformed::PacketBounds,
+            ),
+            (
+                "a next offset that wraps",
+                Box::new(|b| set(b, BLOCK_HEADER_LEN, u32::MAX)),
+                1,
+                Malformed::PacketBounds,
+            ),
+            (
+                "not version 3",
+                Box::new(|b| set(b, 0, 2)),
+                0,
+                Malformed::Version,
+            ),
+        ];
+        for (what, lie, frames, why) in cases {
+            let mut b = good.clone();
+            lie(&mut b);
+            let (w, _) = frames_of(&b);
+            assert_eq!((w.frames, w.malformed), (frames, Some(why)), "{what}");
+        }
+    }
+
+    #[test]
+    fn cut_frames_and_runts_are_dropped_and_the_walk_goes_on() {
+        let mut b = block(4096, &[&[1u8; 100], &[2u8; 60], &[3u8; 8]]);
+        // The first was cut by the kernel (wire length larger than captured).
+        b[BLOCK_HEADER_LEN + 16..BLOCK_HEADER_LEN + 20].copy_from_slice(&1500u32.to_ne_bytes());
+        let (w, got) = frames_of(&b);
+        assert_eq!(
+            (w.frames, w.truncated, w.runts, w.malformed),
+            (1, 1, 1, None)
+        );
+        assert_eq!(got, vec![vec![2u8; 60]]);
+    }
+}
