@@ -256,8 +256,9 @@ mod tests {
     #[test]
     fn lies_end_the_walk_and_keep_what_was_good() {
         let good = block(4096, &[&[1u8; 60], &[2u8; 60]]);
-        let set =
-            |b: &mut Vec<u8>, off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        fn set(b: &mut [u8], off: usize, v: u32) {
+            b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        }
         let second = BLOCK_HEADER_LEN + (PACKET_HEADER_LEN + 2 + 60).next_multiple_of(16);
         type Lie = Box<dyn Fn(&mut Vec<u8>)>;
         let cases: Vec<(&str, Lie, u32, Malformed)> = vec![
