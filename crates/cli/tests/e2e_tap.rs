@@ -5,9 +5,12 @@
 //! pings the client; every counter agrees hop by hop with the kernel's own
 //! interface statistics, exactly. The domain is killed during traffic and
 //! restarted with the same device (the switch holds it), and the kernel's traffic
-//! comes through the new domain. Two switches in two namespaces reach each other
-//! over a VXLAN overlay (each TAP bridged with a VXLAN device over a veth
-//! underlay): the multi-host case, counted exactly at every hop.
+//! comes through the new domain. The uplink follows its device: link down (writes
+//! counted as `tap_link_down`) and up, deleted and created again. A compromised
+//! domain's ioctl on the device gets it killed by its sandbox, the device as the
+//! host configured it. Two switches in two namespaces reach each other over a
+//! VXLAN overlay (each TAP bridged with a VXLAN device over a veth underlay): the
+//! multi-host case, counted exactly at every hop.
 //!
 //! Needs root, `ip` (iproute2) and `ping` (iputils-ping); scripts/setup-host.sh
 //! installs both.
