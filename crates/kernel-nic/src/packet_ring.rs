@@ -25,8 +25,9 @@ pub const BLOCK_HEADER_LEN: usize = 48;
 pub const PACKET_HEADER_LEN: usize = 48;
 /// `tpacket_hdr_v1.block_status`: the block belongs to user space.
 pub const TP_STATUS_USER: u32 = 1;
-/// `tpacket_block_desc.version` of TPACKET_V3 blocks.
-pub const TPACKET_V3_BLOCK_VERSION: u32 = 1;
+/// `tpacket_block_desc.version` of TPACKET_V3 blocks: the kernel writes the
+/// version enum's value, `TPACKET_V3` (2).
+pub const TPACKET_V3_BLOCK_VERSION: u32 = 2;
 
 /// Read access to one block of the ring.
 pub trait BlockMem {
@@ -321,7 +322,7 @@ mod tests {
             ),
             (
                 "not version 3",
-                Box::new(|b| set(b, 0, 2)),
+                Box::new(|b| set(b, 0, 1)),
                 0,
                 Malformed::Version,
             ),

@@ -9,6 +9,8 @@
 //! * `TUNGETIFF`: the device a TUN/TAP descriptor is attached to (`EBADFD` once
 //!   the device was deleted); a `struct ifreq` out.
 //! * `SIOCGIFFLAGS`: an interface's flags; a `struct ifreq` in and out.
+//! * AF_PACKET socket options (`PACKET_VERSION`, `PACKET_RX_RING`,
+//!   `PACKET_IGNORE_OUTGOING`) and `bind` to an interface (`struct sockaddr_ll`).
 //!
 //! Names reach this module as bytes validated by `IfName` (1 to 15 bytes, no
 //! NUL); they are copied into a zeroed `ifreq`, so the kernel always finds the
@@ -133,4 +135,66 @@ pub(crate) fn if_flags(sock: BorrowedFd<'_>, name: &[u8]) -> io::Result<libc::c_
     // SAFETY: the call succeeded, so the kernel wrote `ifru_flags`; every bit
     // pattern is a valid `c_short`.
     Ok(unsafe { req.ifr_ifru.ifru_flags })
+}
+
+/// `struct tpacket_req3` (linux/if_packet.h).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TpacketReq3 {
+    pub block_size: libc::c_uint,
+    pub block_nr: libc::c_uint,
+    pub frame_size: libc::c_uint,
+    pub frame_nr: libc::c_uint,
+    pub retire_blk_tov: libc::c_uint,
+    pub sizeof_priv: libc::c_uint,
+    pub feature_req_word: libc::c_uint,
+}
+
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_VERSION: libc::c_int = 10;
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// `enum tpacket_versions`: TPACKET_V3.
+const TPACKET_V3: libc::c_int = 2;
+
+fn setsockopt<T>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: the option's value is read from `value`, a live `T` of exactly the
+    // size passed, for the duration of the call; `fd` is open.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            SOL_PACKET,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+}
+
+/// Makes `fd` (an AF_PACKET socket) a TPACKET_V3 socket with receive ring `req`
+/// that does not see its own interface's outgoing frames, bound to `ifindex`.
+pub(crate) fn packet_rx_ring(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    req: &TpacketReq3,
+) -> io::Result<()> {
+    setsockopt(fd, PACKET_VERSION, &TPACKET_V3)?;
+    setsockopt(fd, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)?;
+    setsockopt(fd, PACKET_RX_RING, req)?;
+    // SAFETY: `sockaddr_ll` is plain data (integers and a byte array); all-zero is
+    // a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex =
+        libc::c_int::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `bind` reads one `sockaddr_ll` of the size passed from `sll`, which
+    // lives on this frame for the call.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
 }
