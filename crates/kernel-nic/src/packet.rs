@@ -1,11 +1,14 @@
-//! An AF_PACKET socket with a TPACKET_V3 receive ring (the next uplink kind,
-//! issue 15; not wired to an uplink yet): the switch opens and binds it
-//! ([`PacketSocket::open`]), a driver domain maps the ring and reads the blocks
-//! the kernel hands over ([`RxRing`]), through [`crate::packet_ring`]'s checks.
+//! An AF_PACKET socket with TPACKET_V3 receive and transmit rings (the next uplink
+//! kind, issue 15; not wired to an uplink yet): the switch opens and binds it
+//! ([`PacketSocket::open`]), a driver domain maps the rings ([`Rings::map`]),
+//! reads the blocks the kernel hands over through [`crate::packet_ring`]'s checks
+//! ([`Rings::poll_block`]), and fills transmit frames ([`Rings::send`]) that one
+//! `send` system call per batch hands to the kernel ([`Rings::kick`]).
 //!
 //! The socket does not see frames its interface sends (`PACKET_IGNORE_OUTGOING`),
-//! so what the switch sends out of the uplink never comes back in. Limits: receive
-//! only (the transmit ring is to come), one socket (no fanout).
+//! so what the switch sends out of the uplink never comes back in. Limits: one
+//! socket (no fanout); a transmit frame holds at most [`TX_FRAME_SIZE`] less its
+//! header.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,8 +21,21 @@ use crate::ifname::IfName;
 use crate::packet_ring::{self, BlockMem, Walk};
 use crate::sys;
 
-/// The receive ring's shape: `blocks` blocks of `block_size` bytes (a multiple
-/// of the page size; frames are packed into blocks).
+/// Bytes of one transmit frame slot (its header and the frame).
+pub const TX_FRAME_SIZE: u32 = 2048;
+/// Where a transmit frame's data starts in its slot (`TPACKET3_HDRLEN` less the
+/// `sockaddr_ll` the kernel does not read on transmit).
+const TX_DATA_OFFSET: usize = 48;
+/// `tp_status` of a transmit slot: free for user space.
+const TP_STATUS_AVAILABLE: u32 = 0;
+/// `tp_status`: handed to the kernel to send.
+const TP_STATUS_SEND_REQUEST: u32 = 1;
+/// `tp_status`: the kernel refused the frame's format.
+const TP_STATUS_WRONG_FORMAT: u32 = 4;
+
+/// The rings' shape: each ring has `blocks` blocks of `block_size` bytes (a
+/// multiple of the page size; received frames are packed into blocks, transmit
+/// frames take [`TX_FRAME_SIZE`] each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingGeometry {
     /// Bytes per block.
@@ -42,14 +58,14 @@ impl Default for RingGeometry {
 }
 
 impl RingGeometry {
-    /// Bytes of the whole ring.
-    pub fn len(&self) -> usize {
+    /// Bytes of one ring.
+    pub fn ring_len(&self) -> usize {
         self.block_size as usize * self.blocks as usize
     }
 
-    /// Whether the ring has no room (never, for a valid geometry).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Transmit frame slots.
+    pub fn tx_frames(&self) -> u32 {
+        self.block_size / TX_FRAME_SIZE * self.blocks
     }
 }
 
@@ -70,8 +86,11 @@ pub enum PacketError {
         #[source]
         source: std::io::Error,
     },
-    /// The ring could not be mapped.
-    #[error("cannot map the receive ring")]
+    /// The socket could not be duplicated for the mapping.
+    #[error("cannot copy the socket's descriptor")]
+    Copy(#[source] std::io::Error),
+    /// The rings could not be mapped.
+    #[error("cannot map the rings")]
     Map(#[source] vm_memory::mmap::MmapRegionError),
 }
 
@@ -109,19 +128,26 @@ impl PacketSocket {
             Err(rustix::io::Errno::NODEV) => return Err(PacketError::NoInterface(name.clone())),
             Err(e) => return Err(sys_err("interface index")(e)),
         };
-        let req = sys::TpacketReq3 {
+        let rx = sys::TpacketReq3 {
             block_size: geometry.block_size,
             block_nr: geometry.blocks,
-            // TPACKET_V3 packs frames into blocks; the frame fields only size the
-            // ring for the kernel's checks.
+            // Received frames are packed into blocks; the frame fields only size
+            // the ring for the kernel's checks.
             frame_size: geometry.block_size,
             frame_nr: geometry.blocks,
             retire_blk_tov: geometry.retire_ms,
             ..Default::default()
         };
-        sys::packet_rx_ring(fd.as_fd(), ifindex, &req).map_err(|source| PacketError::Sys {
+        let tx = sys::TpacketReq3 {
+            block_size: geometry.block_size,
+            block_nr: geometry.blocks,
+            frame_size: TX_FRAME_SIZE,
+            frame_nr: geometry.tx_frames(),
+            ..Default::default()
+        };
+        sys::packet_rings(fd.as_fd(), ifindex, &rx, &tx).map_err(|source| PacketError::Sys {
             name: name.clone(),
-            what: "receive ring",
+            what: "rings",
             source,
         })?;
         Ok(PacketSocket { fd, geometry })
@@ -138,12 +164,30 @@ impl PacketSocket {
     }
 }
 
-/// A domain's mapping of a receive ring: reads the blocks in turn.
+/// What [`Rings::send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxSlot {
+    /// The frame is in a slot, handed to the kernel at the next [`Rings::kick`].
+    Queued,
+    /// Every slot is still the kernel's.
+    Full,
+    /// The frame is larger than a slot holds.
+    TooLong,
+}
+
+/// A domain's mapping of the rings (receive, then transmit): reads the receive
+/// blocks in turn and fills the transmit slots in turn.
 #[derive(Debug)]
-pub struct RxRing {
+pub struct Rings {
     map: MmapRegion<()>,
+    fd: OwnedFd,
     geometry: RingGeometry,
-    next: u32,
+    rx_next: u32,
+    tx_next: u32,
+    /// Frames queued since the last kick.
+    tx_pending: u32,
+    /// Transmit frames the kernel refused (`TP_STATUS_WRONG_FORMAT`).
+    tx_refused: u64,
 }
 
 /// One block of a mapped ring, as [`BlockMem`].
@@ -187,42 +231,92 @@ impl BlockMem for MappedBlock<'_> {
     }
 }
 
-impl RxRing {
-    /// Maps the ring of `fd` (a socket from [`PacketSocket::open`] with `geometry`).
-    pub fn map(fd: OwnedFd, geometry: RingGeometry) -> Result<RxRing, PacketError> {
-        let file = vm_memory::FileOffset::new(File::from(fd), 0);
+impl Rings {
+    /// Maps the rings of `fd` (a socket from [`PacketSocket::open`] with
+    /// `geometry`).
+    pub fn map(fd: OwnedFd, geometry: RingGeometry) -> Result<Rings, PacketError> {
+        let copy = fd.try_clone().map_err(PacketError::Copy)?;
+        let file = vm_memory::FileOffset::new(File::from(copy), 0);
         let map = MmapRegion::build(
             Some(file),
-            geometry.len(),
+            2 * geometry.ring_len(),
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
         )
         .map_err(PacketError::Map)?;
-        Ok(RxRing {
+        Ok(Rings {
             map,
+            fd,
             geometry,
-            next: 0,
+            rx_next: 0,
+            tx_next: 0,
+            tx_pending: 0,
+            tx_refused: 0,
         })
     }
 
-    /// Reads the next block if the kernel handed it over: each frame is copied
-    /// into `buf` and passed to `f`; then the block goes back to the kernel.
-    /// `None` when the next block is still the kernel's.
+    /// Reads the next receive block if the kernel handed it over: each frame is
+    /// copied into `buf` and passed to `f`; then the block goes back to the
+    /// kernel. `None` when the next block is still the kernel's.
     pub fn poll_block(&mut self, buf: &mut [u8], f: impl FnMut(&[u8])) -> Option<Walk> {
         let block = MappedBlock {
             map: &self.map,
-            base: self.next as usize * self.geometry.block_size as usize,
+            base: self.rx_next as usize * self.geometry.block_size as usize,
             len: self.geometry.block_size as usize,
         };
         let walk = packet_ring::walk_block(&block, buf, f)?;
         // Back to the kernel (TP_STATUS_KERNEL), after every read of the block.
-        let status_at = block.base + 8;
         let _ = self
             .map
-            .get_slice(status_at, 4)
+            .get_slice(block.base + 8, 4)
             .and_then(|s| s.store(0u32, 0, Ordering::Release));
-        self.next = (self.next + 1) % self.geometry.blocks;
+        self.rx_next = (self.rx_next + 1) % self.geometry.blocks;
         Some(walk)
+    }
+
+    /// Puts `frame` into the next transmit slot when it is free.
+    pub fn send(&mut self, frame: &[u8]) -> TxSlot {
+        if frame.len() > TX_FRAME_SIZE as usize - TX_DATA_OFFSET {
+            return TxSlot::TooLong;
+        }
+        let base = self.geometry.ring_len() + self.tx_next as usize * TX_FRAME_SIZE as usize;
+        let Ok(slot) = self.map.get_slice(base, TX_FRAME_SIZE as usize) else {
+            return TxSlot::Full;
+        };
+        let status = slot.load::<u32>(20, Ordering::Acquire).unwrap_or(u32::MAX);
+        match status {
+            TP_STATUS_AVAILABLE => {}
+            TP_STATUS_WRONG_FORMAT => self.tx_refused += 1,
+            _ => return TxSlot::Full,
+        }
+        let Ok(data) = slot.get_slice(TX_DATA_OFFSET, frame.len()) else {
+            return TxSlot::Full;
+        };
+        data.copy_from(frame);
+        let _ = slot.store(frame.len() as u32, 16, Ordering::Relaxed);
+        let _ = slot.store(TP_STATUS_SEND_REQUEST, 20, Ordering::Release);
+        self.tx_next = (self.tx_next + 1) % self.geometry.tx_frames();
+        self.tx_pending += 1;
+        TxSlot::Queued
+    }
+
+    /// Transmit frames the kernel refused (`TP_STATUS_WRONG_FORMAT`), counted as
+    /// their slots come round again.
+    pub fn tx_refused(&self) -> u64 {
+        self.tx_refused
+    }
+
+    /// Hands the queued transmit frames to the kernel (one `send`); a no-op when
+    /// nothing is queued.
+    pub fn kick(&mut self) -> std::io::Result<()> {
+        if self.tx_pending == 0 {
+            return Ok(());
+        }
+        self.tx_pending = 0;
+        match rustix::net::send(&self.fd, &[], rustix::net::SendFlags::DONTWAIT) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

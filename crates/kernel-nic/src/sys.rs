@@ -153,6 +153,7 @@ pub(crate) struct TpacketReq3 {
 const SOL_PACKET: libc::c_int = 263;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_TX_RING: libc::c_int = 13;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// `enum tpacket_versions`: TPACKET_V3.
 const TPACKET_V3: libc::c_int = 2;
@@ -171,16 +172,19 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result
     })
 }
 
-/// Makes `fd` (an AF_PACKET socket) a TPACKET_V3 socket with receive ring `req`
-/// that does not see its own interface's outgoing frames, bound to `ifindex`.
-pub(crate) fn packet_rx_ring(
+/// Makes `fd` (an AF_PACKET socket) a TPACKET_V3 socket with receive ring `rx`
+/// and transmit ring `tx` that does not see its own interface's outgoing frames,
+/// bound to `ifindex`.
+pub(crate) fn packet_rings(
     fd: BorrowedFd<'_>,
     ifindex: u32,
-    req: &TpacketReq3,
+    rx: &TpacketReq3,
+    tx: &TpacketReq3,
 ) -> io::Result<()> {
     setsockopt(fd, PACKET_VERSION, &TPACKET_V3)?;
     setsockopt(fd, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)?;
-    setsockopt(fd, PACKET_RX_RING, req)?;
+    setsockopt(fd, PACKET_RX_RING, rx)?;
+    setsockopt(fd, PACKET_TX_RING, tx)?;
     // SAFETY: `sockaddr_ll` is plain data (integers and a byte array); all-zero is
     // a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
