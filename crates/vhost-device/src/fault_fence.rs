@@ -281,10 +281,13 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     forward(sig, info, ctx, fault.is_some_and(|(code, _)| code > 0));
 }
 
-/// Signal context: hands a SIGBUS that is not ours to the previous handler, or
-/// restores the default action so that it ends the process.
+/// Signal context: hands a fault that is not ours to the previous handler (Rust's
+/// own, which reports a stack overflow), or restores the default action so that
+/// it ends the process. A SIGBUS that was sent (`kill`, not a fault) always takes
+/// the default action: the previous handler may expect faults only (Rust's resets
+/// the action and returns, which would drop a sent signal and disarm the fence).
 fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void, fault: bool) {
-    if let Some(prev) = PREVIOUS.get() {
+    if let Some(prev) = PREVIOUS.get().filter(|_| fault) {
         let h = prev.sa_sigaction;
         if h != libc::SIG_DFL && h != libc::SIG_IGN {
             if prev.sa_flags & libc::SA_SIGINFO != 0 {
