@@ -181,7 +181,10 @@ impl TapDomain {
                 break;
             };
             match q.recv(rx_buf).map_err(io_error)? {
-                Recv::Frame(n) if n > slot.capacity() as usize => counts.too_big += 1,
+                Recv::Frame(n) if n > slot.capacity() as usize => {
+                    counts.too_big += 1;
+                    refused += 1;
+                }
                 Recv::Frame(n) => {
                     slot.frame().write_prefix(&rx_buf[..n]);
                     slot.commit(n).map_err(WorkerError::Ring)?;
