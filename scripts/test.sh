@@ -31,7 +31,7 @@ if [ "$test_rc" != 0 ]; then
   awk '
     /^---- .* stdout ----$/ { name = $2; grab = 0; next }
     name != "" && index($0, "thread \x27" name "\x27") == 1 && /panicked at / { print "-- " $0; grab = 14; next }
-    grab > 0 { if ($0 == "" || $0 ~ /^note: /) grab = 0; else { print "   " $0; grab-- } }
+    grab > 0 { if ($0 == "" || $0 ~ /^note: / || $0 ~ /^stack backtrace:/) grab = 0; else { print "   " $0; grab-- } }
   ' "$log" | head -60
   grep -E '^error: [0-9]+ targets? failed|^    `-p ' "$log" | head -10 || true
 fi

@@ -125,14 +125,36 @@ role_b() {
   ping_check ping 10 0.2
   phase serving
   serve_commands &
-  echo "hello from boot $(cat /proc/sys/kernel/random/boot_id)" | timeout 3 nc "$PEER" 7779 >/dev/null 2>&1
+  say_hello
   wait
 }
 
-# expect_b: listens for b's hello (before b is told to go away).
+# say_hello: tells a that b is up (TCP 7779), retried for a minute: one attempt
+# is lost when its connection is (a listener not back yet, a lost SYN), and a
+# would then wait for nothing. a keeps the first hello and ignores the rest.
+say_hello() {
+  msg="hello from boot $(cat /proc/sys/kernel/random/boot_id)"
+  i=0
+  while [ $i -lt 30 ]; do
+    echo "$msg" | timeout 3 nc "$PEER" 7779 >/dev/null 2>&1 && return 0
+    i=$((i + 1))
+    sleep 2
+  done
+  info "no hello reached $PEER"
+}
+
+# expect_b: listens for b's hello (before b is told to go away); a listener that
+# ends without one (a connection that brought nothing, a port not free yet) is
+# started again.
 expect_b() {
   rm -f /tmp/hello
-  nc -l -p 7779 >/tmp/hello 2>/dev/null &
+  (
+    while [ ! -s /tmp/hello ]; do
+      nc -l -p 7779 >>/tmp/hello 2>/dev/null &
+      echo $! >/tmp/hello.nc
+      wait $! || sleep 0.5
+    done
+  ) &
   hello_pid=$!
 }
 
@@ -141,6 +163,8 @@ b_back() {
   end=$(($(date +%s) + $1))
   while [ ! -s /tmp/hello ] && [ "$(date +%s)" -lt $end ]; do sleep 0.2; done
   kill $hello_pid 2>/dev/null
+  # The listener itself, so that the next one gets the port.
+  kill "$(cat /tmp/hello.nc 2>/dev/null)" 2>/dev/null
   wait $hello_pid 2>/dev/null
   [ -s /tmp/hello ] && info "b is back: $(head -1 /tmp/hello)"
 }
