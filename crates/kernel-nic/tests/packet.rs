@@ -24,9 +24,11 @@ fn frame(seq: u32) -> Vec<u8> {
     f
 }
 
-#[test]
-fn a_receive_ring_reads_every_frame_in_order() {
-    let name: IfName = format!("twp{}", std::process::id() % 100_000)
+/// A TAP device this test creates (`PREFIX` and the pid), up, with an AF_PACKET
+/// socket bound to it whose rings have `blocks` blocks of 16 KiB, mapped; and the
+/// TAP's own queue. The device goes when the queue is dropped.
+fn tap_with_rings(prefix: &str, blocks: u32) -> (Rings, TapQueue) {
+    let name: IfName = format!("{prefix}{}", std::process::id() % 100_000)
         .parse()
         .unwrap();
     let tap = Tap::open(&name).expect("open a TAP device (root needed)");
@@ -37,12 +39,17 @@ fn a_receive_ring_reads_every_frame_in_order() {
     assert!(ok.success());
     let geo = RingGeometry {
         block_size: 1 << 14,
-        blocks: 8,
+        blocks,
         retire_ms: 1,
     };
     let sock = PacketSocket::open(&name, geo).expect("open the packet socket");
-    let mut ring = Rings::map(sock.into_fd(), geo).expect("map its rings");
-    let mut q = TapQueue::from_fd(tap.into_fd());
+    let rings = Rings::map(sock.into_fd(), geo).expect("map its rings");
+    (rings, TapQueue::from_fd(tap.into_fd()))
+}
+
+#[test]
+fn a_receive_ring_reads_every_frame_in_order() {
+    let (mut ring, mut q) = tap_with_rings("twp", 8);
     let n = 500u32;
     for seq in 0..n {
         assert_eq!(q.send(&frame(seq)).unwrap(), Send::Sent);
@@ -64,23 +71,7 @@ fn a_receive_ring_reads_every_frame_in_order() {
 
 #[test]
 fn a_transmit_ring_sends_every_frame_in_order() {
-    let name: IfName = format!("twq{}", std::process::id() % 100_000)
-        .parse()
-        .unwrap();
-    let tap = Tap::open(&name).expect("open a TAP device (root needed)");
-    let ok = Command::new("ip")
-        .args(["link", "set", name.as_str(), "up"])
-        .status()
-        .expect("run ip");
-    assert!(ok.success());
-    let geo = RingGeometry {
-        block_size: 1 << 14,
-        blocks: 4,
-        retire_ms: 1,
-    };
-    let sock = PacketSocket::open(&name, geo).expect("open the packet socket");
-    let mut rings = Rings::map(sock.into_fd(), geo).expect("map its rings");
-    let mut q = TapQueue::from_fd(tap.into_fd());
+    let (mut rings, mut q) = tap_with_rings("twq", 4);
     let n = 300u32;
     let mut got: Vec<Vec<u8>> = Vec::new();
     let mut buf = vec![0u8; 2048];
