@@ -21,9 +21,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// A zeroed `ifreq` holding `name` (at most `IFNAMSIZ - 1` bytes are copied).
 fn ifreq(name: &[u8]) -> libc::ifreq {
-    // SAFETY: `ifreq` is plain data: a byte array and a union of integers, byte
-    // arrays, socket addresses and a pointer. All-zero bytes are a valid value of
-    // each (a null `ifru_data`, which nothing here reads).
+    // `ifreq` is plain data: a byte array and a union of integers, byte arrays,
+    // socket addresses and a pointer (a null `ifru_data`, which nothing reads).
+    // SAFETY: all-zero bytes are a valid value of each of those fields.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let room = libc::IFNAMSIZ - 1;
     for (d, s) in req.ifr_name.iter_mut().zip(name.iter().take(room)) {
@@ -185,8 +185,7 @@ pub(crate) fn packet_rings(
     setsockopt(fd, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)?;
     setsockopt(fd, PACKET_RX_RING, rx)?;
     setsockopt(fd, PACKET_TX_RING, tx)?;
-    // SAFETY: `sockaddr_ll` is plain data (integers and a byte array); all-zero is
-    // a valid value.
+    // SAFETY: `sockaddr_ll` is plain data (integers, a byte array): all-zero is valid.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as libc::c_ushort;
     sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
