@@ -6,7 +6,7 @@
 //! interface statistics, exactly. The domain is killed during traffic and
 //! restarted with the same device (the switch holds it), and the kernel's traffic
 //! comes through the new domain. The uplink follows its device: link down (writes
-//! counted as `tap_link_down`) and up, deleted and created again. A compromised
+//! counted as `kernel_link_down`) and up, deleted and created again. A compromised
 //! domain's ioctl on the device gets it killed by its sandbox, the device as the
 //! host configured it. Two switches in two namespaces reach each other over a
 //! VXLAN overlay (each TAP bridged with a VXLAN device over a veth underlay): the
@@ -136,10 +136,10 @@ fn domain_drops(sw_r: &Value) -> u64 {
         "domain_nic_tx_ring_full",
         "domain_from_nic_ring_full",
         "domain_from_nic_too_big",
-        "tap_too_short",
-        "tap_too_long",
-        "tap_bad_header",
-        "tap_link_down",
+        "kernel_too_short",
+        "kernel_too_long",
+        "kernel_bad_header",
+        "kernel_link_down",
     ]
     .iter()
     .map(|k| n(sw_r, &format!("/uplinks/u0/drops/{k}")))
@@ -301,10 +301,10 @@ fn a_tap_uplink_reaches_the_kernel_and_survives_its_domain_being_killed() {
     );
     // Nothing malformed either way.
     for k in [
-        "tap_too_short",
-        "tap_too_long",
-        "tap_bad_header",
-        "tap_link_down",
+        "kernel_too_short",
+        "kernel_too_long",
+        "kernel_bad_header",
+        "kernel_link_down",
     ] {
         assert_eq!(n(u0_d, &format!("/{k}")), 0, "{k}");
     }
@@ -343,7 +343,7 @@ fn a_tap_uplink_follows_its_link_and_a_deleted_device() {
     );
 
     // Down: the status says so, the kernel takes nothing, and the domain counts
-    // what it could not write as `tap_link_down`.
+    // what it could not write as `kernel_link_down`.
     ip(&["-n", &ns.0, "link", "set", &dev, "down"]);
     let down = wait_status(
         &ctl,
@@ -353,7 +353,8 @@ fn a_tap_uplink_follows_its_link_and_a_deleted_device() {
     );
     let k_rx_down = ns.stat(&dev, "rx_packets");
     let refused = wait_status(&ctl, Duration::from_secs(5), "writes refused", |st| {
-        n(st, "/uplinks/u0/drops/tap_link_down") > n(&down, "/uplinks/u0/drops/tap_link_down") + 500
+        n(st, "/uplinks/u0/drops/kernel_link_down")
+            > n(&down, "/uplinks/u0/drops/kernel_link_down") + 500
     });
     assert_eq!(
         ns.stat(&dev, "rx_packets"),

@@ -158,16 +158,17 @@ pub struct LaunchConfig {
 pub const DOMAIN_MEMORY_LIMIT: u64 = 1 << 30;
 
 /// The names of a driver domain's own drop counters ([`DomainLink::dd_drops`]):
-/// its rings', then a TAP device's (`kernel_nic::TapDrop`, zero for a vhost-user
-/// NIC's domain).
-pub const DD_DROP_NAMES: [&str; 7] = [
+/// its rings', then a kernel interface's (`kernel_nic::KernelDrop`, zero for a
+/// vhost-user NIC's domain).
+pub const DD_DROP_NAMES: [&str; 8] = [
     "domain_from_nic_ring_full",
     "domain_nic_tx_ring_full",
     "domain_from_nic_too_big",
-    kernel_nic::TapDrop::ALL[0].as_str(),
-    kernel_nic::TapDrop::ALL[1].as_str(),
-    kernel_nic::TapDrop::ALL[2].as_str(),
-    kernel_nic::TapDrop::ALL[3].as_str(),
+    kernel_nic::KernelDrop::ALL[0].as_str(),
+    kernel_nic::KernelDrop::ALL[1].as_str(),
+    kernel_nic::KernelDrop::ALL[2].as_str(),
+    kernel_nic::KernelDrop::ALL[3].as_str(),
+    kernel_nic::KernelDrop::ALL[4].as_str(),
 ];
 
 /// The names of the upcall counters ([`DomainLink::upcall_counts`]).
@@ -599,17 +600,18 @@ impl DomainLink {
 
     /// The DD's own drop counters, by reason (as it reports them), named as in
     /// [`DD_DROP_NAMES`].
-    pub fn dd_drops(&self) -> [(&'static str, u64); 7] {
+    pub fn dd_drops(&self) -> [(&'static str, u64); 8] {
         use crate::worker::control;
         let get = |i| self.xr.control(i).unwrap_or(0);
         [
             (DD_DROP_NAMES[0], get(control::FROM_NIC_RING_FULL)),
             (DD_DROP_NAMES[1], get(control::NIC_TX_RING_FULL)),
             (DD_DROP_NAMES[2], get(control::FROM_NIC_TOO_BIG)),
-            (DD_DROP_NAMES[3], get(control::TAP_DROPS)),
-            (DD_DROP_NAMES[4], get(control::TAP_DROPS + 1)),
-            (DD_DROP_NAMES[5], get(control::TAP_DROPS + 2)),
-            (DD_DROP_NAMES[6], get(control::TAP_DROPS + 3)),
+            (DD_DROP_NAMES[3], get(control::KERNEL_DROPS)),
+            (DD_DROP_NAMES[4], get(control::KERNEL_DROPS + 1)),
+            (DD_DROP_NAMES[5], get(control::KERNEL_DROPS + 2)),
+            (DD_DROP_NAMES[6], get(control::KERNEL_DROPS + 3)),
+            (DD_DROP_NAMES[7], get(control::KERNEL_DROPS + 4)),
         ]
     }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use exchange::{Consumer, DdState, DdStatus, ExchangeRegion, Producer, RingId};
-use kernel_nic::{Recv, Send, TapDrop, TapIoError, TapQueue};
+use kernel_nic::{KernelDrop, Recv, Send, TapIoError, TapQueue};
 use twin_poll::{Idle, Policy, PollMode, Sources, Waiter};
 
 use crate::worker::{code, control, WorkerError, BATCH, MAX_SLEEP};
@@ -77,8 +77,8 @@ struct TapCounts {
     kernel_full: u64,
     /// Frames from the kernel larger than an exchange slot.
     too_big: u64,
-    /// Frames refused by reason, in the order of [`TapDrop::ALL`].
-    refused: [u64; TapDrop::ALL.len()],
+    /// Frames refused by reason, in the order of [`KernelDrop::ALL`].
+    refused: [u64; KernelDrop::ALL.len()],
 }
 
 struct TapDomain {
@@ -156,7 +156,7 @@ impl TapDomain {
                 let n = frame.read_prefix(tx_buf);
                 if n < frame.len() {
                     // Cannot happen: the buffer is a slot's size.
-                    counts.refused[TapDrop::TooLong as usize] += 1;
+                    counts.refused[KernelDrop::TooLong as usize] += 1;
                     return;
                 }
                 match q.send(&tx_buf[..n]) {
@@ -217,7 +217,7 @@ impl TapDomain {
             .set_control(control::NIC_TX_RING_FULL, c.kernel_full);
         let _ = self.xr.set_control(control::FROM_NIC_TOO_BIG, c.too_big);
         for (i, v) in c.refused.iter().enumerate() {
-            let _ = self.xr.set_control(control::TAP_DROPS + i, *v);
+            let _ = self.xr.set_control(control::KERNEL_DROPS + i, *v);
         }
     }
 }

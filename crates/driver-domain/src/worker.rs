@@ -65,10 +65,10 @@ pub mod control {
         "tx_used_idx_jump",
         "tx_timeout",
     ];
-    /// A TAP device's domain: the frames the kernel side refused or handed over
-    /// malformed, one word each from here, in the order of
-    /// `kernel_nic::TapDrop::ALL`.
-    pub const TAP_DROPS: usize = 17;
+    /// A kernel interface's domain (TAP, AF_PACKET): the frames the kernel side
+    /// refused or handed over malformed, one word each from here, in the order
+    /// of `kernel_nic::KernelDrop::ALL`.
+    pub const KERNEL_DROPS: usize = 17;
 }
 
 /// A NIC that keeps the driver's TX buffers: when, for this long, every check saw

@@ -17,13 +17,14 @@
 //!
 //! Everything read from the kernel side is checked before use ([`TapQueue::recv`]):
 //! a short read, a frame longer than the buffer, or a header asking for an offload
-//! that was never enabled is a counted drop ([`TapDrop`]), never trusted.
+//! that was never enabled is a counted drop ([`KernelDrop`]), never trusted.
 //!
 //! The crate's `unsafe` code is the interface ioctls, in `sys`.
 
 #![deny(unsafe_code)]
 
 mod ifname;
+mod kernel_drop;
 mod link;
 pub mod packet;
 pub mod packet_ring;
@@ -33,5 +34,6 @@ mod sys;
 mod tap;
 
 pub use ifname::{IfName, IfNameError};
+pub use kernel_drop::KernelDrop;
 pub use link::{link_state, LinkError, LinkState};
-pub use tap::{Recv, Send, Tap, TapDrop, TapError, TapHandle, TapIoError, TapQueue, VNET_HDR_LEN};
+pub use tap::{Recv, Send, Tap, TapError, TapHandle, TapIoError, TapQueue, VNET_HDR_LEN};

@@ -11,14 +11,14 @@
 //! header.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
 use vm_memory::{Bytes, MmapRegion, VolatileMemory};
 
 use crate::ifname::IfName;
-use crate::packet_ring::{self, BlockMem, Walk};
+use crate::packet_ring::{self, BlockCursor, BlockMem, Walk};
 use crate::sys;
 
 /// Bytes of one transmit frame slot (its header and the frame).
@@ -183,6 +183,8 @@ pub struct Rings {
     fd: OwnedFd,
     geometry: RingGeometry,
     rx_next: u32,
+    /// The receive block being read, when it was not read whole.
+    rx_cursor: Option<BlockCursor>,
     tx_next: u32,
     /// Frames queued since the last kick.
     tx_pending: u32,
@@ -249,28 +251,54 @@ impl Rings {
             fd,
             geometry,
             rx_next: 0,
+            rx_cursor: None,
             tx_next: 0,
             tx_pending: 0,
             tx_refused: 0,
         })
     }
 
-    /// Reads the next receive block if the kernel handed it over: each frame is
-    /// copied into `buf` and passed to `f`; then the block goes back to the
-    /// kernel. `None` when the next block is still the kernel's.
-    pub fn poll_block(&mut self, buf: &mut [u8], f: impl FnMut(&[u8])) -> Option<Walk> {
+    /// Reads up to `max` frames of the receive block in turn, if the kernel handed
+    /// it over: each frame is copied into `buf` and passed to `f`. The block goes
+    /// back to the kernel once every packet of it was visited (in this call or
+    /// later ones) or it turned out malformed. `None` when the block is still the
+    /// kernel's.
+    pub fn poll_block(&mut self, buf: &mut [u8], max: usize, f: impl FnMut(&[u8])) -> Option<Walk> {
         let block = MappedBlock {
             map: &self.map,
             base: self.rx_next as usize * self.geometry.block_size as usize,
             len: self.geometry.block_size as usize,
         };
-        let walk = packet_ring::walk_block(&block, buf, f)?;
-        // Back to the kernel (TP_STATUS_KERNEL), after every read of the block.
-        let _ = self
-            .map
-            .get_slice(block.base + 8, 4)
-            .and_then(|s| s.store(0u32, 0, Ordering::Release));
-        self.rx_next = (self.rx_next + 1) % self.geometry.blocks;
+        let (walk, done) = match &mut self.rx_cursor {
+            Some(c) => {
+                let w = c.walk(&block, buf, max, f);
+                (w, c.is_done())
+            }
+            None => match packet_ring::open_block(&block)? {
+                Ok(mut c) => {
+                    let w = c.walk(&block, buf, max, f);
+                    let done = c.is_done();
+                    self.rx_cursor = (!done).then_some(c);
+                    (w, done)
+                }
+                Err(m) => (
+                    Walk {
+                        malformed: Some(m),
+                        ..Walk::default()
+                    },
+                    true,
+                ),
+            },
+        };
+        if done {
+            // Back to the kernel (TP_STATUS_KERNEL), after every read of the block.
+            let _ = self
+                .map
+                .get_slice(block.base + 8, 4)
+                .and_then(|s| s.store(0u32, 0, Ordering::Release));
+            self.rx_cursor = None;
+            self.rx_next = (self.rx_next + 1) % self.geometry.blocks;
+        }
         Some(walk)
     }
 
@@ -307,17 +335,81 @@ impl Rings {
     }
 
     /// Hands the queued transmit frames to the kernel (one `send`); a no-op when
-    /// nothing is queued.
-    pub fn kick(&mut self) -> std::io::Result<()> {
+    /// nothing is queued. While the interface is down the kernel keeps them: they
+    /// are taken back and counted ([`Kick::LinkDown`]), as a TAP device drops
+    /// what is written to it while down, so that nothing stale goes out when it
+    /// comes back up. An error means the interface is gone.
+    pub fn kick(&mut self) -> std::io::Result<Kick> {
         if self.tx_pending == 0 {
-            return Ok(());
+            return Ok(Kick::Sent);
         }
         self.tx_pending = 0;
+        self.send_nothing()
+    }
+
+    /// Asks the kernel whether the interface is still there (a `send` of nothing,
+    /// which sends what is queued too); an error means it is gone.
+    pub fn probe(&mut self) -> std::io::Result<Kick> {
+        self.tx_pending = 0;
+        self.send_nothing()
+    }
+
+    fn send_nothing(&mut self) -> std::io::Result<Kick> {
         match rustix::net::send(&self.fd, &[], rustix::net::SendFlags::DONTWAIT) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(Kick::Sent),
+            Err(rustix::io::Errno::NETDOWN) => Ok(Kick::LinkDown(self.take_back())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes back every transmit slot handed to the kernel and not yet taken by
+    /// it; returns how many.
+    fn take_back(&mut self) -> u32 {
+        let mut n = 0;
+        for i in 0..self.geometry.tx_frames() as usize {
+            let base = self.geometry.ring_len() + i * TX_FRAME_SIZE as usize;
+            let Ok(status) = self.map.get_slice(base + 20, 4) else {
+                continue;
+            };
+            // Only our thread hands slots to the kernel, and the kernel takes
+            // none while the interface is down.
+            if status.load::<u32>(0, Ordering::Acquire).ok() == Some(TP_STATUS_SEND_REQUEST)
+                && status
+                    .store(TP_STATUS_AVAILABLE, 0, Ordering::Release)
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Reads and clears the error the kernel noted on the socket (the interface
+    /// went down or away: it then reports the socket readable with an error,
+    /// again and again until the error is read). `Ok` when there was none.
+    pub fn take_error(&self) -> std::io::Result<()> {
+        let mut b = [0u8; 1];
+        match rustix::io::read(&self.fd, &mut b) {
+            // With a receive ring the kernel queues nothing to read.
             Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
+
+    /// The socket, to wait on (readable when a receive block is handed over or an
+    /// error is noted).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What [`Rings::kick`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// The queued frames were handed to the kernel.
+    Sent,
+    /// The interface is down: this many queued frames were taken back, unsent.
+    LinkDown(u32),
 }
 
 impl AsFd for PacketSocket {

@@ -99,46 +99,98 @@ pub fn block_ready(mem: &(impl BlockMem + ?Sized)) -> bool {
     mem.u32_at(8).is_some_and(|s| s & TP_STATUS_USER != 0)
 }
 
-/// Walks a block handed to user space: each frame is copied into `buf` and passed
-/// to `f` with its length. `None` when the block is not ready.
-pub fn walk_block(
-    mem: &(impl BlockMem + ?Sized),
-    buf: &mut [u8],
-    mut f: impl FnMut(&[u8]),
-) -> Option<Walk> {
+/// A block handed to user space, being read: its header's fields, read once and
+/// checked, and where the walk stands. A block can be read in several calls (the
+/// caller takes only as many frames as it has room for); the kernel does not touch
+/// it until it is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockCursor {
+    num_pkts: usize,
+    blk_len: usize,
+    /// Offset of the next packet's header.
+    at: usize,
+    /// Packets visited.
+    index: usize,
+}
+
+/// Opens a block for reading: `None` when it is still the kernel's; a block whose
+/// header fails the checks is `Err` (nothing of it can be read).
+pub fn open_block(mem: &(impl BlockMem + ?Sized)) -> Option<Result<BlockCursor, Malformed>> {
     // Each field once, into a local.
     let version = mem.u32_at(0)?;
     let status = mem.u32_at(8)?;
     if status & TP_STATUS_USER == 0 {
         return None;
     }
-    let mut w = Walk::default();
     if version != TPACKET_V3_BLOCK_VERSION {
-        w.malformed = Some(Malformed::Version);
-        return Some(w);
+        return Some(Err(Malformed::Version));
     }
-    let num_pkts = mem.u32_at(12)? as usize;
-    let first = mem.u32_at(16)? as usize;
-    let blk_len = mem.u32_at(20)? as usize;
+    let (Some(num_pkts), Some(first), Some(blk_len)) =
+        (mem.u32_at(12), mem.u32_at(16), mem.u32_at(20))
+    else {
+        return Some(Err(Malformed::BlockLength));
+    };
+    let (num_pkts, first, blk_len) = (num_pkts as usize, first as usize, blk_len as usize);
     if blk_len > mem.block_len() || blk_len < BLOCK_HEADER_LEN {
-        w.malformed = Some(Malformed::BlockLength);
-        return Some(w);
+        return Some(Err(Malformed::BlockLength));
     }
     let most = (blk_len - BLOCK_HEADER_LEN) / PACKET_HEADER_LEN;
     if num_pkts > most {
-        w.malformed = Some(Malformed::TooManyPackets);
-        return Some(w);
+        return Some(Err(Malformed::TooManyPackets));
     }
-    let mut at = first;
-    for i in 0..num_pkts {
+    Some(Ok(BlockCursor {
+        num_pkts,
+        blk_len,
+        at: first,
+        index: 0,
+    }))
+}
+
+impl BlockCursor {
+    /// Whether every packet of the block was visited (or the walk was ended by a
+    /// malformed packet).
+    pub fn is_done(&self) -> bool {
+        self.index >= self.num_pkts
+    }
+
+    /// Visits up to `max` more packets: each frame is copied into `buf` and passed
+    /// to `f`. A malformed packet ends the block's walk (the cursor is done).
+    pub fn walk(
+        &mut self,
+        mem: &(impl BlockMem + ?Sized),
+        buf: &mut [u8],
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Walk {
+        let mut w = Walk::default();
+        let end = self.num_pkts.min(self.index.saturating_add(max));
+        while self.index < end {
+            if let Err(m) = self.visit(mem, buf, &mut w, &mut f) {
+                w.malformed = Some(m);
+                self.index = self.num_pkts;
+                break;
+            }
+            self.index += 1;
+        }
+        w
+    }
+
+    /// One packet at `self.at`; moves `at` to the next one unless it is the last.
+    fn visit(
+        &mut self,
+        mem: &(impl BlockMem + ?Sized),
+        buf: &mut [u8],
+        w: &mut Walk,
+        f: &mut impl FnMut(&[u8]),
+    ) -> Result<(), Malformed> {
+        let (at, blk_len) = (self.at, self.blk_len);
         // The header inside the used length, at or after the block header.
         let hdr_ok = at >= BLOCK_HEADER_LEN
             && at
                 .checked_add(PACKET_HEADER_LEN)
                 .is_some_and(|e| e <= blk_len);
         if !hdr_ok {
-            w.malformed = Some(Malformed::PacketBounds);
-            return Some(w);
+            return Err(Malformed::PacketBounds);
         }
         let (Some(next), Some(snaplen), Some(len), Some(mac)) = (
             mem.u32_at(at),
@@ -146,8 +198,7 @@ pub fn walk_block(
             mem.u32_at(at + 16),
             mem.u16_at(at + 24),
         ) else {
-            w.malformed = Some(Malformed::PacketBounds);
-            return Some(w);
+            return Err(Malformed::PacketBounds);
         };
         let (next, snaplen, len, mac) =
             (next as usize, snaplen as usize, len as usize, mac as usize);
@@ -155,8 +206,7 @@ pub fn walk_block(
         let frame_ok =
             mac >= PACKET_HEADER_LEN && start.checked_add(snaplen).is_some_and(|e| e <= blk_len);
         if !frame_ok {
-            w.malformed = Some(Malformed::PacketBounds);
-            return Some(w);
+            return Err(Malformed::PacketBounds);
         }
         if snaplen < len || snaplen >= buf.len() {
             w.truncated += 1;
@@ -166,25 +216,33 @@ pub fn walk_block(
             f(&buf[..snaplen]);
             w.frames += 1;
         } else {
-            w.malformed = Some(Malformed::PacketBounds);
-            return Some(w);
+            return Err(Malformed::PacketBounds);
         }
-        if i + 1 < num_pkts {
+        if self.index + 1 < self.num_pkts {
             // The next packet lies after this one's frame: the walk moves forward.
             if next == 0 || next < mac + snaplen {
-                w.malformed = Some(Malformed::PacketBounds);
-                return Some(w);
+                return Err(Malformed::PacketBounds);
             }
-            at = match at.checked_add(next) {
-                Some(a) => a,
-                None => {
-                    w.malformed = Some(Malformed::PacketBounds);
-                    return Some(w);
-                }
-            };
+            self.at = at.checked_add(next).ok_or(Malformed::PacketBounds)?;
         }
+        Ok(())
     }
-    Some(w)
+}
+
+/// Walks a whole block handed to user space: each frame is copied into `buf` and
+/// passed to `f`. `None` when the block is not ready.
+pub fn walk_block(
+    mem: &(impl BlockMem + ?Sized),
+    buf: &mut [u8],
+    f: impl FnMut(&[u8]),
+) -> Option<Walk> {
+    match open_block(mem)? {
+        Ok(mut c) => Some(c.walk(mem, buf, usize::MAX, f)),
+        Err(m) => Some(Walk {
+            malformed: Some(m),
+            ..Walk::default()
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +391,45 @@ mod tests {
             let (w, _) = frames_of(&b);
             assert_eq!((w.frames, w.malformed), (frames, Some(why)), "{what}");
         }
+    }
+
+    #[test]
+    fn a_block_is_read_in_parts_each_packet_once() {
+        let frames: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 60 + usize::from(i)]).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        let blk = block(4096, &refs);
+        let mut c = open_block(blk.as_slice())
+            .expect("ready")
+            .expect("well formed");
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        for (max, want) in [(2, 2), (0, 0), (2, 2), (7, 1)] {
+            assert!(!c.is_done());
+            let w = c.walk(blk.as_slice(), &mut buf, max, |f| got.push(f.to_vec()));
+            assert_eq!((w.frames, w.malformed), (want, None), "max {max}");
+        }
+        assert!(c.is_done());
+        assert_eq!(got, frames);
+        // A done cursor visits nothing more.
+        let w = c.walk(blk.as_slice(), &mut buf, 10, |_| panic!("read again"));
+        assert_eq!(w, Walk::default());
+    }
+
+    #[test]
+    fn a_lie_in_a_later_part_ends_the_block() {
+        let mut blk = block(4096, &[&[1u8; 60], &[2u8; 60], &[3u8; 60]]);
+        let second = BLOCK_HEADER_LEN + (PACKET_HEADER_LEN + 2 + 60).next_multiple_of(16);
+        // The second packet's frame runs past the used length.
+        blk[second + 12..second + 16].copy_from_slice(&4000u32.to_ne_bytes());
+        let mut c = open_block(blk.as_slice())
+            .expect("ready")
+            .expect("well formed");
+        let mut buf = [0u8; 2048];
+        let w = c.walk(blk.as_slice(), &mut buf, 1, |_| {});
+        assert_eq!((w.frames, w.malformed), (1, None));
+        let w = c.walk(blk.as_slice(), &mut buf, 5, |_| panic!("a lie was read"));
+        assert_eq!((w.frames, w.malformed), (0, Some(Malformed::PacketBounds)));
+        assert!(c.is_done());
     }
 
     #[test]

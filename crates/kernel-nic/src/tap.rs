@@ -21,6 +21,7 @@ use rustix::io::Errno;
 use twin_wire::ether::ETH_HLEN;
 
 use crate::ifname::IfName;
+use crate::kernel_drop::KernelDrop;
 use crate::sys;
 
 /// Bytes of the vnet header before every frame on the descriptor.
@@ -174,39 +175,6 @@ impl TapHandle {
     }
 }
 
-/// A frame the kernel side handed over that is not passed on, by reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TapDrop {
-    /// Shorter than a vnet header and an Ethernet header.
-    TooShort,
-    /// Longer than the caller's largest frame (or cut by the kernel to its buffer).
-    TooLong,
-    /// A vnet header that asks for an offload that is off, or has unknown flags.
-    BadHeader,
-    /// The device is down (the kernel refuses frames written to it).
-    LinkDown,
-}
-
-impl TapDrop {
-    /// Every reason, in counter order.
-    pub const ALL: [TapDrop; 4] = [
-        TapDrop::TooShort,
-        TapDrop::TooLong,
-        TapDrop::BadHeader,
-        TapDrop::LinkDown,
-    ];
-
-    /// The counter's name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TapDrop::TooShort => "tap_too_short",
-            TapDrop::TooLong => "tap_too_long",
-            TapDrop::BadHeader => "tap_bad_header",
-            TapDrop::LinkDown => "tap_link_down",
-        }
-    }
-}
-
 /// What [`TapQueue::recv`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recv {
@@ -215,7 +183,7 @@ pub enum Recv {
     /// Nothing to read.
     Empty,
     /// A frame was read and refused.
-    Dropped(TapDrop),
+    Dropped(KernelDrop),
 }
 
 /// What [`TapQueue::send`] did.
@@ -226,7 +194,7 @@ pub enum Send {
     /// The kernel cannot take it now; try again later.
     Full,
     /// The frame was refused.
-    Dropped(TapDrop),
+    Dropped(KernelDrop),
 }
 
 /// Why a TAP queue cannot go on.
@@ -263,7 +231,7 @@ impl TapQueue {
 
     /// Reads one frame into `buf` when there is one. The largest frame accepted is
     /// `buf.len() - 1` bytes: one that fills `buf` may have been cut by the kernel
-    /// and is dropped as [`TapDrop::TooLong`].
+    /// and is dropped as [`KernelDrop::TooLong`].
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Recv, TapIoError> {
         let n = {
             let mut iov = [IoSliceMut::new(&mut self.hdr), IoSliceMut::new(buf)];
@@ -275,16 +243,16 @@ impl TapQueue {
             }
         };
         let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
-            return Ok(Recv::Dropped(TapDrop::TooShort));
+            return Ok(Recv::Dropped(KernelDrop::TooShort));
         };
         if len < ETH_HLEN {
-            return Ok(Recv::Dropped(TapDrop::TooShort));
+            return Ok(Recv::Dropped(KernelDrop::TooShort));
         }
         if len >= buf.len() {
-            return Ok(Recv::Dropped(TapDrop::TooLong));
+            return Ok(Recv::Dropped(KernelDrop::TooLong));
         }
         if !header_acceptable(&self.hdr) {
-            return Ok(Recv::Dropped(TapDrop::BadHeader));
+            return Ok(Recv::Dropped(KernelDrop::BadHeader));
         }
         Ok(Recv::Frame(len))
     }
@@ -293,7 +261,7 @@ impl TapQueue {
     /// header that requests nothing.
     pub fn send(&mut self, frame: &[u8]) -> Result<Send, TapIoError> {
         if frame.len() < ETH_HLEN {
-            return Ok(Send::Dropped(TapDrop::TooShort));
+            return Ok(Send::Dropped(KernelDrop::TooShort));
         }
         let iov = [IoSlice::new(&ZERO_HDR), IoSlice::new(frame)];
         match rustix::io::writev(&self.fd, &iov) {
@@ -304,9 +272,9 @@ impl TapQueue {
             )))),
             Err(Errno::AGAIN) | Err(Errno::NOBUFS) => Ok(Send::Full),
             // The device is down.
-            Err(Errno::IO) => Ok(Send::Dropped(TapDrop::LinkDown)),
+            Err(Errno::IO) => Ok(Send::Dropped(KernelDrop::LinkDown)),
             // Longer than the device takes (its MTU, 64 KiB).
-            Err(Errno::INVAL) | Err(Errno::MSGSIZE) => Ok(Send::Dropped(TapDrop::TooLong)),
+            Err(Errno::INVAL) | Err(Errno::MSGSIZE) => Ok(Send::Dropped(KernelDrop::TooLong)),
             Err(Errno::BADFD) => Err(TapIoError::Gone),
             Err(e) => Err(TapIoError::Write(e.into())),
         }
@@ -363,9 +331,9 @@ mod tests {
 
     #[test]
     fn drop_names_are_distinct() {
-        let mut names: Vec<_> = TapDrop::ALL.iter().map(|d| d.as_str()).collect();
+        let mut names: Vec<_> = KernelDrop::ALL.iter().map(|d| d.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), TapDrop::ALL.len());
+        assert_eq!(names.len(), KernelDrop::ALL.len());
     }
 }

@@ -4,12 +4,14 @@
 //! every one, in order and intact, and none of the frames the kernel itself sends
 //! out of the device (outgoing frames are not seen). Transmit: frames put into
 //! the transmit ring and kicked leave the device, in order and intact, as the
-//! TAP's reader sees. Needs root and `ip`.
+//! TAP's reader sees. While the device is down, queued frames are taken back and
+//! counted, the socket's error is read once and cleared; a deleted device is an
+//! error. Needs root and `ip`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kernel_nic::packet::{PacketSocket, RingGeometry, Rings, TxSlot};
+use kernel_nic::packet::{Kick, PacketSocket, RingGeometry, Rings, TxSlot};
 use kernel_nic::{IfName, Recv, Send, Tap, TapQueue};
 
 fn frame(seq: u32) -> Vec<u8> {
@@ -58,7 +60,8 @@ fn a_receive_ring_reads_every_frame_in_order() {
     let mut buf = vec![0u8; 2048];
     let end = Instant::now() + Duration::from_secs(3);
     while (got.len() as u32) < n && Instant::now() < end {
-        match ring.poll_block(&mut buf, |f| got.push(f.to_vec())) {
+        // A few frames at a time: a block is read across several calls.
+        match ring.poll_block(&mut buf, 7, |f| got.push(f.to_vec())) {
             Some(w) => assert_eq!(w.malformed, None, "{w:?}"),
             None => std::thread::sleep(Duration::from_millis(1)),
         }
@@ -83,7 +86,7 @@ fn a_transmit_ring_sends_every_frame_in_order() {
         while seq < n && rings.send(&frame(seq)) == TxSlot::Queued {
             seq += 1;
         }
-        rings.kick().expect("kick");
+        assert_eq!(rings.kick().expect("kick"), Kick::Sent);
         loop {
             match q.recv(&mut buf).expect("recv") {
                 Recv::Frame(len) if buf[12..14] == [0x88, 0xb5] => got.push(buf[..len].to_vec()),
@@ -104,4 +107,46 @@ fn a_transmit_ring_sends_every_frame_in_order() {
         TxSlot::TooLong,
         "a frame larger than a slot"
     );
+}
+
+fn ip_link(name: &str, args: &[&str]) {
+    let ok = Command::new("ip")
+        .args(["link", "set", name])
+        .args(args)
+        .status()
+        .expect("run ip");
+    assert!(ok.success());
+}
+
+#[test]
+fn a_down_interface_gets_nothing_stale_and_a_deleted_one_is_an_error() {
+    let (mut rings, q) = tap_with_rings("twd", 4);
+    let name = format!("twd{}", std::process::id() % 100_000);
+    ip_link(&name, &["down"]);
+    // The kernel notes the event on the socket: read once, then clear.
+    let e = rings.take_error().expect_err("the socket has an error");
+    assert_eq!(e.raw_os_error(), Some(libc::ENETDOWN), "{e}");
+    rings.take_error().expect("read once, then cleared");
+    for seq in 0..10 {
+        assert_eq!(rings.send(&frame(seq)), TxSlot::Queued);
+    }
+    assert_eq!(rings.kick().expect("kick"), Kick::LinkDown(10));
+    // The slots are free again: a whole ring's worth can be queued.
+    let geo_frames = (1u32 << 14) / kernel_nic::packet::TX_FRAME_SIZE * 4;
+    for seq in 0..geo_frames {
+        assert_eq!(rings.send(&frame(seq)), TxSlot::Queued, "slot {seq}");
+    }
+    assert_eq!(rings.send(&frame(0)), TxSlot::Full);
+    assert_eq!(rings.kick().expect("kick"), Kick::LinkDown(geo_frames));
+    // Deleted (the TAP goes with its last descriptor): the probe says so.
+    drop(q);
+    let end = Instant::now() + Duration::from_secs(3);
+    let gone = loop {
+        match rings.probe() {
+            Err(e) => break e,
+            Ok(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(10)),
+            Ok(k) => panic!("the device is still there: {k:?}"),
+        }
+    };
+    assert_eq!(gone.raw_os_error(), Some(libc::ENXIO), "{gone}");
 }

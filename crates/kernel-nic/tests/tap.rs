@@ -2,7 +2,7 @@
 //! the switch's side opens it, a queue exchanges frames with the kernel's IPv4
 //! stack in the namespace (ARP and ICMP echo), every frame is checked, and the
 //! kernel's own interface counters agree exactly with what the queue counted. Then
-//! the link goes down (writes are dropped as `tap_link_down`), comes back, and the
+//! the link goes down (writes are dropped as `kernel_link_down`), comes back, and the
 //! device is deleted under the queue (`Gone`).
 //!
 //! Needs root (CAP_NET_ADMIN) and `ip` (iproute2; scripts/setup-host.sh installs it).
@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kernel_nic::{link_state, IfName, Recv, Send, Tap, TapDrop, TapIoError, TapQueue};
+use kernel_nic::{link_state, IfName, KernelDrop, Recv, Send, Tap, TapIoError, TapQueue};
 
 const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x77, 0x02];
 const OUR_IP: [u8; 4] = [10, 77, 0, 2];
@@ -215,7 +215,7 @@ fn a_tap_carries_arp_and_ping_to_the_kernel_and_its_counters_agree() {
     ip(&["-n", &ns.0, "link", "set", &dev, "down"]);
     assert_eq!(
         q.send(&arp_request()).unwrap(),
-        Send::Dropped(TapDrop::LinkDown)
+        Send::Dropped(KernelDrop::LinkDown)
     );
     // Back up: frames pass again.
     ip(&["-n", &ns.0, "link", "set", &dev, "up"]);
@@ -225,7 +225,7 @@ fn a_tap_carries_arp_and_ping_to_the_kernel_and_its_counters_agree() {
     // A frame shorter than an Ethernet header is refused before the kernel sees it.
     assert_eq!(
         q.send(&[0u8; 13]).unwrap(),
-        Send::Dropped(TapDrop::TooShort)
+        Send::Dropped(KernelDrop::TooShort)
     );
 
     // Deleted under the queue: the queue says so.
@@ -269,5 +269,5 @@ fn a_frame_longer_than_the_buffer_is_dropped_not_cut() {
             other => break other,
         }
     };
-    assert_eq!(got, Recv::Dropped(TapDrop::TooLong));
+    assert_eq!(got, Recv::Dropped(KernelDrop::TooLong));
 }
