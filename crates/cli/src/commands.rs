@@ -398,7 +398,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut policy = sandbox::Policy::driver_domain();
             policy.outside_ids = a.outside_id.map(|id| sandbox::Ids { uid: id, gid: id });
             policy.memory_limit = a.memory_limit;
-            let jail = || sandbox::enter(&policy);
+            // The allow-list grows by what the device's kind needs (AF_PACKET:
+            // a send of no bytes), once the kind is known.
+            let jail = |kind| {
+                if kind == driver_domain::bootstrap::DeviceKind::Packet {
+                    policy.kind = sandbox::ProcessKind::PacketDomain;
+                }
+                sandbox::enter(&policy)
+            };
             driver_domain::serve(std::os::unix::net::UnixStream::from(boot), &stop, jail)?;
             Ok(())
         }

@@ -26,62 +26,6 @@ use serde_json::Value;
 const C1: &str = "02:00:00:00:00:01";
 const C1_IP: &str = "10.78.0.2";
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace this test created; deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("twt-{tag}-{}", std::process::id());
-        ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-
-    /// Runs `cmd` in the namespace.
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-
-    /// A counter of `dev` (/sys/class/net/DEV/statistics/NAME).
-    fn stat(&self, dev: &str, name: &str) -> u64 {
-        let out = self
-            .command("cat")
-            .arg(format!("/sys/class/net/{dev}/statistics/{name}"))
-            .output()
-            .expect("read a counter");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no counter {name} of {dev} in {}", self.0))
-    }
-
-    fn mac(&self, dev: &str) -> String {
-        let out = self
-            .command("cat")
-            .arg(format!("/sys/class/net/{dev}/address"))
-            .output()
-            .expect("read a MAC address");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// The switch, in `ns`, with client c1 and the TAP uplink u0 on device `dev`.
 fn tap_switch(s: &Scratch, ns: &Netns, dev: &str) -> (Proc, String, String) {
     tap_switch_for(s, ns, dev, C1)
@@ -486,22 +430,6 @@ fn a_tap_uplink_refuses_modes_it_cannot_run() {
     );
     let (status, _) = sw.stop();
     assert!(status.success());
-}
-
-/// Turns IPv6 off in `ns` (before its interfaces exist): the kernel then sends
-/// nothing of its own on them, and every frame a client gets is the other
-/// client's.
-fn quiet(ns: &Netns) {
-    let out = ns
-        .command("sh")
-        .args([
-            "-c",
-            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
-             echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
-        ])
-        .output()
-        .expect("run sh");
-    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]

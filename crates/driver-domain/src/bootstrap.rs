@@ -5,10 +5,12 @@
 //! are `sandbox::fdpass`'s; this module fixes what the message says.
 //!
 //! The message body is a small fixed header (magic, descriptor count, poll mode,
-//! device kind); both ends refuse anything else. The descriptors depend on the
-//! kind of device the domain drives ([`Device`]): a vhost-user NIC (its connected
-//! socket, the driver's region and the two queues' eventfds) or a TAP device (its
-//! open descriptor), then the exchange region and the two doorbells.
+//! device kind, and an AF_PACKET socket's ring shape); both ends refuse anything
+//! else. The descriptors depend on the kind of device the domain drives
+//! ([`Device`]): a vhost-user NIC (its connected socket, the driver's region and
+//! the two queues' eventfds), a TAP device (its open descriptor) or an AF_PACKET
+//! socket (bound, its rings set up), then the exchange region and the two
+//! doorbells.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -17,12 +19,18 @@ use sandbox::fdpass::{self, FdPassError};
 
 /// Most descriptors handed to a DD (a vhost-user NIC's), in wire order.
 pub const FD_COUNT: usize = 9;
-/// Descriptors handed to a DD that drives a TAP device.
-const TAP_FD_COUNT: usize = 4;
-const MAGIC: u32 = 0x5444_4433; // "TDD3"
+/// Descriptors handed to a DD that drives a kernel interface (TAP, AF_PACKET).
+const KERNEL_FD_COUNT: usize = 4;
+const MAGIC: u32 = 0x5444_4434; // "TDD4"
 /// Header byte 9: the device kind.
 const KIND_VHOST: u8 = 0;
 const KIND_TAP: u8 = 1;
+const KIND_PACKET: u8 = 2;
+/// Header: magic, count, poll mode, kind, two zero bytes, then three words of an
+/// AF_PACKET socket's ring shape (zero for other kinds).
+const HEADER_LEN: usize = 24;
+/// The largest AF_PACKET rings a domain maps (both rings).
+const MAX_PACKET_RINGS: usize = 256 << 20;
 
 /// Errors of the bootstrap channel.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,31 @@ pub enum Device {
     },
     /// A TAP device (`kernel_nic::Tap`), non-blocking, with the vnet header.
     Tap(OwnedFd),
+    /// An AF_PACKET socket (`kernel_nic::packet::PacketSocket`), bound to its
+    /// interface, with rings of this shape.
+    Packet(OwnedFd, kernel_nic::packet::RingGeometry),
+}
+
+/// The kinds of device a DD drives (what its sandbox allows depends on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// See [`Device::Vhost`].
+    Vhost,
+    /// See [`Device::Tap`].
+    Tap,
+    /// See [`Device::Packet`].
+    Packet,
+}
+
+impl Device {
+    /// The device's kind.
+    pub fn kind(&self) -> DeviceKind {
+        match self {
+            Device::Vhost { .. } => DeviceKind::Vhost,
+            Device::Tap(_) => DeviceKind::Tap,
+            Device::Packet(..) => DeviceKind::Packet,
+        }
+    }
 }
 
 /// What a DD receives.
@@ -85,6 +118,8 @@ pub enum OutgoingDevice<'a> {
     },
     /// See [`Device::Tap`].
     Tap(BorrowedFd<'a>),
+    /// See [`Device::Packet`].
+    Packet(BorrowedFd<'a>, kernel_nic::packet::RingGeometry),
 }
 
 /// What the switch sends: the same descriptors, borrowed.
@@ -102,13 +137,40 @@ pub struct Outgoing<'a> {
     pub busy_poll: bool,
 }
 
-fn header(busy_poll: bool, kind: u8, fds: usize) -> [u8; 12] {
-    let mut h = [0u8; 12];
+fn header(busy_poll: bool, kind: u8, fds: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&MAGIC.to_le_bytes());
     h[4..8].copy_from_slice(&(fds as u32).to_le_bytes());
     h[8] = u8::from(busy_poll);
     h[9] = kind;
     h
+}
+
+fn packet_header(busy_poll: bool, g: kernel_nic::packet::RingGeometry) -> [u8; HEADER_LEN] {
+    let mut h = header(busy_poll, KIND_PACKET, KERNEL_FD_COUNT);
+    h[12..16].copy_from_slice(&g.block_size.to_le_bytes());
+    h[16..20].copy_from_slice(&g.blocks.to_le_bytes());
+    h[20..24].copy_from_slice(&g.retire_ms.to_le_bytes());
+    h
+}
+
+/// The ring shape in a packet header, if it is one a domain can map: blocks of
+/// whole pages that hold at least a transmit frame, at most [`MAX_PACKET_RINGS`]
+/// in all.
+fn ring_geometry(h: &[u8]) -> Option<kernel_nic::packet::RingGeometry> {
+    let word = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+    let g = kernel_nic::packet::RingGeometry {
+        block_size: word(12),
+        blocks: word(16),
+        retire_ms: word(20),
+    };
+    let fits = g.block_size >= kernel_nic::packet::TX_FRAME_SIZE
+        && g.block_size.is_multiple_of(4096)
+        && g.blocks > 0
+        && g.ring_len()
+            .checked_mul(2)
+            .is_some_and(|l| l <= MAX_PACKET_RINGS);
+    fits.then_some(g)
 }
 
 /// Sends the descriptors (switch side).
@@ -139,6 +201,10 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
             let h = header(out.busy_poll, KIND_TAP, fds.len());
             fdpass::send(sock, &h, &fds)
         }
+        OutgoingDevice::Packet(socket, geometry) => {
+            let fds = [socket, common[0], common[1], common[2]];
+            fdpass::send(sock, &packet_header(out.busy_poll, geometry), &fds)
+        }
     }
     .map_err(BootstrapError::Send)
 }
@@ -147,13 +213,21 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
 pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
     let msg = fdpass::recv(sock, 64, FD_COUNT).map_err(BootstrapError::Receive)?;
     let h = &msg.data;
-    if h.len() != 12 || h[..4] != MAGIC.to_le_bytes() || h[10..] != [0, 0] {
+    if h.len() != HEADER_LEN || h[..4] != MAGIC.to_le_bytes() || h[10..12] != [0, 0] {
         return Err(BootstrapError::BadMessage("wrong header"));
     }
     let (kind, want) = match h[9] {
         KIND_VHOST => (KIND_VHOST, FD_COUNT),
-        KIND_TAP => (KIND_TAP, TAP_FD_COUNT),
+        KIND_TAP => (KIND_TAP, KERNEL_FD_COUNT),
+        KIND_PACKET => (KIND_PACKET, KERNEL_FD_COUNT),
         _ => return Err(BootstrapError::BadMessage("unknown device kind")),
+    };
+    let geometry = if kind == KIND_PACKET {
+        Some(ring_geometry(h).ok_or(BootstrapError::BadMessage("bad ring shape"))?)
+    } else if h[12..].iter().any(|&b| b != 0) {
+        return Err(BootstrapError::BadMessage("wrong header"));
+    } else {
+        None
     };
     if h[4..8] != (want as u32).to_le_bytes() || msg.fds.len() != want {
         return Err(BootstrapError::BadMessage("wrong number of descriptors"));
@@ -176,8 +250,12 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
         };
         (device, exchange, doorbell_in, doorbell_out)
     } else {
-        let tap = next()?;
-        (Device::Tap(tap), next()?, next()?, next()?)
+        let fd = next()?;
+        let device = match geometry {
+            Some(g) => Device::Packet(fd, g),
+            None => Device::Tap(fd),
+        };
+        (device, next()?, next()?, next()?)
     };
     Ok(DomainFds {
         device,
@@ -257,6 +335,61 @@ mod tests {
         assert_eq!(size(tap), 8 * 4096);
         assert_eq!(size(&got.exchange), 8192);
         assert_eq!(size(&got.doorbell_out), 4 * 4096);
+
+        // An AF_PACKET socket's, with its ring shape.
+        let g = kernel_nic::packet::RingGeometry::default();
+        let out = Outgoing {
+            device: OutgoingDevice::Packet(fd(6), g),
+            exchange: fd(1),
+            doorbell_in: fd(2),
+            doorbell_out: fd(3),
+            busy_poll: false,
+        };
+        send(&a, &out).unwrap();
+        let got = receive(&b).unwrap();
+        let Device::Packet(socket, got_g) = &got.device else {
+            panic!("not an AF_PACKET socket");
+        };
+        assert_eq!((size(socket), *got_g), (7 * 4096, g));
+        assert_eq!(size(&got.doorbell_in), 3 * 4096);
+    }
+
+    #[test]
+    fn a_ring_shape_a_domain_cannot_map_is_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let f = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let ok = kernel_nic::packet::RingGeometry::default();
+        let bad = [
+            (0, 64),
+            (1000, 64),
+            (4096 + 1, 64),
+            (1 << 16, 0),
+            (1 << 20, 1 << 12),
+            (!4095, u32::MAX),
+        ];
+        for (block_size, blocks) in bad {
+            let g = kernel_nic::packet::RingGeometry {
+                block_size,
+                blocks,
+                ..ok
+            };
+            fdpass::send(&a, &packet_header(false, g), &[f.as_fd(); KERNEL_FD_COUNT]).unwrap();
+            assert!(
+                matches!(
+                    receive(&b),
+                    Err(BootstrapError::BadMessage("bad ring shape"))
+                ),
+                "{g:?}"
+            );
+        }
+        // A TAP header with a ring shape is not a TAP header.
+        let mut h = header(false, KIND_TAP, KERNEL_FD_COUNT);
+        h[16] = 1;
+        fdpass::send(&a, &h, &[f.as_fd(); KERNEL_FD_COUNT]).unwrap();
+        assert!(matches!(
+            receive(&b),
+            Err(BootstrapError::BadMessage("wrong header"))
+        ));
     }
 
     #[test]
@@ -273,15 +406,15 @@ mod tests {
         assert!(matches!(receive(&b), Err(BootstrapError::BadMessage(_))));
         fdpass::send(
             &a,
-            &header(false, KIND_VHOST, TAP_FD_COUNT),
-            &[f.as_fd(); TAP_FD_COUNT],
+            &header(false, KIND_VHOST, KERNEL_FD_COUNT),
+            &[f.as_fd(); KERNEL_FD_COUNT],
         )
         .unwrap();
         assert!(matches!(receive(&b), Err(BootstrapError::BadMessage(_))));
         fdpass::send(
             &a,
-            &header(false, 7, TAP_FD_COUNT),
-            &[f.as_fd(); TAP_FD_COUNT],
+            &header(false, 7, KERNEL_FD_COUNT),
+            &[f.as_fd(); KERNEL_FD_COUNT],
         )
         .unwrap();
         assert!(matches!(receive(&b), Err(BootstrapError::BadMessage(_))));

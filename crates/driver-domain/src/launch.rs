@@ -106,6 +106,9 @@ pub enum LaunchError {
     /// The TAP device could not be re-attached or copied.
     #[error("TAP device")]
     Tap(#[source] kernel_nic::TapError),
+    /// The AF_PACKET socket could not be opened.
+    #[error("AF_PACKET socket")]
+    Packet(#[source] kernel_nic::packet::PacketError),
     /// The descriptors could not be handed over.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
@@ -125,6 +128,11 @@ pub enum DomainDevice {
     /// domain; each domain gets a copy, re-attached first if the device was
     /// deleted ([`kernel_nic::TapHandle::domain_fd`]).
     Tap(Arc<kernel_nic::TapHandle>),
+    /// An interface reached through an AF_PACKET socket with rings of this shape.
+    /// Each domain gets a socket of its own, opened (and bound) by the switch at
+    /// its launch: nothing a previous domain did to its rings carries over, and an
+    /// interface deleted and created again is found by name.
+    Packet(kernel_nic::IfName, kernel_nic::packet::RingGeometry),
 }
 
 /// How to start a driver domain.
@@ -330,6 +338,7 @@ impl DomainLink {
         enum Dev {
             Vhost(UnixStream, VhostParts),
             Tap(OwnedFd),
+            Packet(OwnedFd, kernel_nic::packet::RingGeometry),
         }
         let dev = match &cfg.device {
             DomainDevice::Vhost(socket) => {
@@ -357,6 +366,11 @@ impl DomainLink {
                     tracing::warn!(device = %tap.name(), "the TAP device was deleted: created it again (unconfigured)");
                 }
                 Dev::Tap(fd)
+            }
+            DomainDevice::Packet(name, geometry) => {
+                let socket = kernel_nic::packet::PacketSocket::open(name, *geometry)
+                    .map_err(LaunchError::Packet)?;
+                Dev::Packet(socket.into_fd(), *geometry)
             }
         };
         let xr = Arc::new(
@@ -407,6 +421,13 @@ impl DomainLink {
                 let out = bootstrap::OutgoingDevice::Tap(fd.as_fd());
                 bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
                 // The DD holds its copy now; the switch keeps the uplink's.
+                drop(fd);
+                (None, None)
+            }
+            Dev::Packet(fd, geometry) => {
+                let out = bootstrap::OutgoingDevice::Packet(fd.as_fd(), geometry);
+                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
+                // The socket is the domain's alone: the switch keeps no copy.
                 drop(fd);
                 (None, None)
             }

@@ -8,7 +8,9 @@
 //! * [`worker`]: the DD's side, the *translation module*: it moves frames between the
 //!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state;
 //!   for a TAP device (`tap_domain`), between the exchange rings and the kernel's TAP
-//!   queue (`readv`/`writev` on the one descriptor it is handed).
+//!   queue (`readv`/`writev` on the one descriptor it is handed); for an AF_PACKET
+//!   socket (`packet_domain`), between the exchange rings and the socket's
+//!   TPACKET_V3 rings, which it maps.
 //! * [`fault`]: fault injection (panic, hang, ring garbage, bogus lengths, sandbox
 //!   violations) through a control word of the exchange region.
 //! * [`handover`]: who runs the uplink's fast path (the DD, or the switch as inline
@@ -33,6 +35,7 @@ pub mod bootstrap;
 pub mod fault;
 pub mod handover;
 pub mod launch;
+mod packet_domain;
 mod tap_domain;
 pub mod worker;
 

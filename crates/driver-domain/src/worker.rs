@@ -134,6 +134,9 @@ pub enum WorkerError {
     /// The TAP device failed.
     #[error("TAP device I/O failed")]
     Tap(#[source] kernel_nic::TapIoError),
+    /// The AF_PACKET socket's rings could not be mapped.
+    #[error("AF_PACKET socket")]
+    Packet(#[source] kernel_nic::packet::PacketError),
     /// The driver asked for a device reset (a queue broke); restarting the domain
     /// reconnects the NIC.
     #[error("the driver asked for a device reset")]
@@ -154,11 +157,12 @@ fn drain(fd: &OwnedFd) {
 
 /// Runs a driver domain on the bootstrap socket `boot` until `stop` is set or the NIC
 /// goes away. `before_loop` runs after the descriptors arrived and before any
-/// untrusted data is touched: the place to enter the sandbox.
+/// untrusted data is touched, told the kind of device: the place to enter the
+/// sandbox (whose allow-list depends on the kind).
 pub fn serve<E: std::error::Error + 'static>(
     boot: UnixStream,
     stop: &AtomicBool,
-    before_loop: impl FnOnce() -> Result<(), E>,
+    before_loop: impl FnOnce(bootstrap::DeviceKind) -> Result<(), E>,
 ) -> Result<(), WorkerError> {
     let fds = bootstrap::receive(&boot)?;
     // One message is all it carries: the domain keeps no socket to the switch.
@@ -170,7 +174,7 @@ pub fn serve<E: std::error::Error + 'static>(
         state: DdState::Starting,
         code: 0,
     });
-    if let Err(e) = before_loop() {
+    if let Err(e) = before_loop(fds.device.kind()) {
         // Recorded as an error value: the log line carries its causes too.
         tracing::error!(
             error = &e as &dyn std::error::Error,
@@ -192,6 +196,17 @@ pub fn serve<E: std::error::Error + 'static>(
             let q = kernel_nic::TapQueue::from_fd(tap);
             return crate::tap_domain::serve(
                 q,
+                xr,
+                fds.doorbell_in,
+                fds.doorbell_out,
+                fds.busy_poll,
+                stop,
+            );
+        }
+        bootstrap::Device::Packet(socket, geometry) => {
+            return crate::packet_domain::serve(
+                socket,
+                geometry,
                 xr,
                 fds.doorbell_in,
                 fds.doorbell_out,

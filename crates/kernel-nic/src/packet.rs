@@ -363,23 +363,31 @@ impl Rings {
     }
 
     /// Takes back every transmit slot handed to the kernel and not yet taken by
-    /// it; returns how many.
+    /// it; returns how many. The kernel reads the ring in order from its own
+    /// position and stops at the first slot that is not handed over, so those
+    /// slots are the run just behind `tx_next`: walking back over it puts
+    /// `tx_next` where the kernel will look next (walking forward over free
+    /// slots would leave the two apart, and the kernel would never send again).
     fn take_back(&mut self) -> u32 {
+        let frames = self.geometry.tx_frames();
         let mut n = 0;
-        for i in 0..self.geometry.tx_frames() as usize {
-            let base = self.geometry.ring_len() + i * TX_FRAME_SIZE as usize;
+        while n < frames {
+            let prev = (self.tx_next + frames - 1) % frames;
+            let base = self.geometry.ring_len() + prev as usize * TX_FRAME_SIZE as usize;
             let Ok(status) = self.map.get_slice(base + 20, 4) else {
-                continue;
+                break;
             };
-            // Only our thread hands slots to the kernel, and the kernel takes
+            // Only this thread hands slots to the kernel, and the kernel takes
             // none while the interface is down.
-            if status.load::<u32>(0, Ordering::Acquire).ok() == Some(TP_STATUS_SEND_REQUEST)
-                && status
+            if status.load::<u32>(0, Ordering::Acquire).ok() != Some(TP_STATUS_SEND_REQUEST)
+                || status
                     .store(TP_STATUS_AVAILABLE, 0, Ordering::Release)
-                    .is_ok()
+                    .is_err()
             {
-                n += 1;
+                break;
             }
+            self.tx_next = prev;
+            n += 1;
         }
         n
     }

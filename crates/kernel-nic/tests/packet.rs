@@ -138,6 +138,27 @@ fn a_down_interface_gets_nothing_stale_and_a_deleted_one_is_an_error() {
     }
     assert_eq!(rings.send(&frame(0)), TxSlot::Full);
     assert_eq!(rings.kick().expect("kick"), Kick::LinkDown(geo_frames));
+    // Up again: what is sent now goes out, and nothing taken back.
+    ip_link(&name, &["up"]);
+    let mut q = q;
+    let mut buf = vec![0u8; 2048];
+    let mut got = Vec::new();
+    let mut seq = 1000;
+    let end = Instant::now() + Duration::from_secs(3);
+    while got.len() < 20 && Instant::now() < end {
+        if seq < 1020 && rings.send(&frame(seq)) == TxSlot::Queued {
+            seq += 1;
+        }
+        rings.kick().expect("kick");
+        while let Recv::Frame(len) = q.recv(&mut buf).expect("recv") {
+            if buf[12..14] == [0x88, 0xb5] {
+                got.push(buf[..len].to_vec());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let want: Vec<Vec<u8>> = (1000..1020).map(frame).collect();
+    assert_eq!(got, want, "after the link came back");
     // Deleted (the TAP goes with its last descriptor): the probe says so.
     drop(q);
     let end = Instant::now() + Duration::from_secs(3);

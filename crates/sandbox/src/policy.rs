@@ -40,6 +40,12 @@
 //!
 //! ¹ x86_64 only (aarch64 has only the `p` variants).
 //!
+//! A domain that drives an AF_PACKET socket ([`PACKET_DOMAIN_EXTRA`], process kind
+//! [`ProcessKind::PacketDomain`]) gets one call more: `sendto` with a length of 0
+//! (checked as a 64-bit value), the wake-up that hands the transmit ring's frames
+//! to the kernel. A `sendto` with data, which could send bytes on any socket the
+//! domain holds, stays forbidden; the other kinds do not get even that.
+//!
 //! Not allowed, among others: `open`/`openat` (no files), `socket`/`connect`/`bind`
 //! (no new endpoints), `clone`/`clone3`/`fork`/`execve` (single-threaded, no new
 //! programs), `memfd_create` (every region comes from the switch), `kill`/`tgkill`/
@@ -108,6 +114,12 @@ pub enum Args {
         index: u8,
         /// The required bits.
         mask: u64,
+    },
+    /// Argument `index`, as a 64-bit value, is 0 (a length: a 32-bit check
+    /// would let 2^32 through).
+    Zero {
+        /// Argument position (0-based).
+        index: u8,
     },
 }
 
@@ -281,6 +293,14 @@ pub const DRIVER_DOMAIN: &[Allowed] = &[
     any("exit_group", libc::SYS_exit_group, "ending"),
 ];
 
+/// What a domain driving an AF_PACKET socket gets on top of [`DRIVER_DOMAIN`].
+pub const PACKET_DOMAIN_EXTRA: &[Allowed] = &[with(
+    "sendto",
+    libc::SYS_sendto,
+    Args::Zero { index: 2 },
+    "the transmit ring's wake-up: a send of no bytes",
+)];
+
 /// The reaper's allow-list (the process that waits for a worker in a pid namespace).
 pub const REAPER: &[Allowed] = &[
     any("wait4", libc::SYS_wait4, "waiting for the worker"),
@@ -327,23 +347,27 @@ pub const REAPER: &[Allowed] = &[
 pub enum ProcessKind {
     /// A driver domain ([`DRIVER_DOMAIN`]).
     DriverDomain,
+    /// A driver domain over an AF_PACKET socket ([`DRIVER_DOMAIN`] and
+    /// [`PACKET_DOMAIN_EXTRA`]).
+    PacketDomain,
     /// The pid-namespace reaper ([`REAPER`]).
     Reaper,
 }
 
 impl ProcessKind {
     /// The allow-list of this kind.
-    pub fn allowed(self) -> &'static [Allowed] {
+    pub fn allowed(self) -> Vec<Allowed> {
         match self {
-            ProcessKind::DriverDomain => DRIVER_DOMAIN,
-            ProcessKind::Reaper => REAPER,
+            ProcessKind::DriverDomain => DRIVER_DOMAIN.to_vec(),
+            ProcessKind::PacketDomain => [DRIVER_DOMAIN, PACKET_DOMAIN_EXTRA].concat(),
+            ProcessKind::Reaper => REAPER.to_vec(),
         }
     }
 
     /// Compiles the allow-list to a BPF program that kills the process on any other
     /// system call.
     pub fn compile(self) -> Result<BpfProgram, PolicyError> {
-        compile(self, self.allowed())
+        compile(self, &self.allowed())
     }
 }
 
@@ -385,6 +409,12 @@ fn compile(kind: ProcessKind, list: &[Allowed]) -> Result<BpfProgram, PolicyErro
                         .map_err(err)?,
                 ]
             }
+            Args::Zero { index } => {
+                let zero =
+                    SeccompCondition::new(index, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)
+                        .map_err(err)?;
+                vec![SeccompRule::new(vec![zero]).map_err(err)?]
+            }
         };
         rules.insert(a.nr, chain);
     }
@@ -405,7 +435,11 @@ mod tests {
 
     #[test]
     fn lists_compile() {
-        for kind in [ProcessKind::DriverDomain, ProcessKind::Reaper] {
+        for kind in [
+            ProcessKind::DriverDomain,
+            ProcessKind::PacketDomain,
+            ProcessKind::Reaper,
+        ] {
             let prog = kind.compile().unwrap();
             assert!(
                 !prog.is_empty() && prog.len() < 4096,
@@ -417,7 +451,11 @@ mod tests {
 
     #[test]
     fn no_duplicates() {
-        for kind in [ProcessKind::DriverDomain, ProcessKind::Reaper] {
+        for kind in [
+            ProcessKind::DriverDomain,
+            ProcessKind::PacketDomain,
+            ProcessKind::Reaper,
+        ] {
             let mut seen = HashSet::new();
             for a in kind.allowed() {
                 assert!(seen.insert(a.nr), "{} twice in {kind:?}", a.name);
@@ -451,12 +489,18 @@ mod tests {
             libc::SYS_userfaultfd,
             libc::SYS_perf_event_open,
         ];
-        for nr in forbidden {
-            assert!(
-                DRIVER_DOMAIN.iter().all(|a| a.nr != nr),
-                "syscall {nr} allowed in the driver domain"
-            );
+        for kind in [ProcessKind::DriverDomain, ProcessKind::PacketDomain] {
+            for nr in forbidden {
+                assert!(
+                    kind.allowed().iter().all(|a| a.nr != nr),
+                    "syscall {nr} allowed in {kind:?}"
+                );
+            }
         }
+        assert!(
+            DRIVER_DOMAIN.iter().all(|a| a.nr != libc::SYS_sendto),
+            "sendto is the AF_PACKET kind's alone"
+        );
         #[cfg(target_arch = "x86_64")]
         for nr in [libc::SYS_open, libc::SYS_fork, libc::SYS_vfork] {
             assert!(DRIVER_DOMAIN.iter().all(|a| a.nr != nr));

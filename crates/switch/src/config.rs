@@ -138,13 +138,32 @@ pub enum UplinkDevice {
     /// A TAP device of the host kernel (`tap:IFNAME`), created when it does not
     /// exist; frames go to and from the kernel's network stack.
     Tap(kernel_nic::IfName),
+    /// An existing interface of the host kernel reached through an AF_PACKET
+    /// socket with TPACKET_V3 rings (`packet:IFNAME`): frames go to and come from
+    /// the wire of that interface (its driver), not the host's stack. The switch
+    /// opens a socket per domain, retrying until the interface exists.
+    Packet(kernel_nic::IfName),
 }
 
 impl UplinkDevice {
     /// Whether the switch can take the fast path over (only a vhost-user NIC's
     /// driver state is in shared memory; a TAP's fast path is system calls).
     pub fn has_movable_fast_path(&self) -> bool {
-        matches!(self, UplinkDevice::Vhost(_))
+        self.domain_only_because().is_none()
+    }
+
+    /// Why the device's fast path runs in its domain only, if it does.
+    pub fn domain_only_because(&self) -> Option<&'static str> {
+        match self {
+            UplinkDevice::Vhost(_) => None,
+            UplinkDevice::Tap(_) => Some(
+                "a TAP's fast path is system calls, with no shared rings the switch \
+                 could take over",
+            ),
+            UplinkDevice::Packet(_) => {
+                Some("the switch cannot run an AF_PACKET socket's rings itself yet")
+            }
+        }
     }
 }
 
@@ -153,6 +172,7 @@ impl std::fmt::Display for UplinkDevice {
         match self {
             UplinkDevice::Vhost(p) => write!(f, "{}", p.display()),
             UplinkDevice::Tap(n) => write!(f, "tap:{n}"),
+            UplinkDevice::Packet(n) => write!(f, "packet:{n}"),
         }
     }
 }
@@ -253,19 +273,24 @@ impl FromStr for UplinkSpec {
     type Err = ConfigError;
     fn from_str(spec: &str) -> Result<Self, ConfigError> {
         let SplitSpec { name, socket, opts } = split_spec(spec)?;
-        let device = match socket.to_str().and_then(|s| s.strip_prefix("tap:")) {
-            Some(ifname) => {
-                UplinkDevice::Tap(ifname.parse().map_err(|e: kernel_nic::IfNameError| {
-                    ConfigError::BadValue {
-                        spec: spec.to_string(),
-                        key: "tap",
-                        reason: e.to_string(),
-                    }
-                })?)
-            }
-            None => UplinkDevice::Vhost(socket),
+        let ifname = |kind: &'static str, name: &str| {
+            name.parse()
+                .map_err(|e: kernel_nic::IfNameError| ConfigError::BadValue {
+                    spec: spec.to_string(),
+                    key: kind,
+                    reason: e.to_string(),
+                })
         };
-        // A TAP uplink runs in domain mode unless told otherwise (and only then).
+        let text = socket.to_str().unwrap_or("");
+        let device = if let Some(name) = text.strip_prefix("tap:") {
+            UplinkDevice::Tap(ifname("tap", name)?)
+        } else if let Some(name) = text.strip_prefix("packet:") {
+            UplinkDevice::Packet(ifname("packet", name)?)
+        } else {
+            UplinkDevice::Vhost(socket)
+        };
+        // A kernel interface's uplink runs in domain mode unless told otherwise
+        // (and only then).
         let mut mode = if device.has_movable_fast_path() {
             UplinkMode::default()
         } else {
@@ -289,15 +314,14 @@ impl FromStr for UplinkSpec {
                 }
             }
         }
-        if !device.has_movable_fast_path() && mode != UplinkMode::Domain {
-            return Err(ConfigError::BadValue {
-                spec: spec.to_string(),
-                key: "mode",
-                reason: format!(
-                    "a TAP uplink runs in domain mode only, not {mode}: its fast path is \
-                     system calls, with no shared rings the switch could take over"
-                ),
-            });
+        if let Some(why) = device.domain_only_because() {
+            if mode != UplinkMode::Domain {
+                return Err(ConfigError::BadValue {
+                    spec: spec.to_string(),
+                    key: "mode",
+                    reason: format!("{device} runs in domain mode only, not {mode}: {why}"),
+                });
+            }
         }
         Ok(UplinkSpec {
             name,
@@ -412,13 +436,16 @@ impl SwitchConfig {
         }
         let mut names = HashSet::new();
         let mut sockets = HashSet::new();
-        // A TAP device stands for its socket here: `tap:IFNAME`.
+        // A kernel interface stands for its socket here: `tap:IFNAME`,
+        // `packet:IFNAME`.
         let taps: Vec<PathBuf> = self
             .uplinks
             .iter()
             .map(|u| match &u.device {
                 UplinkDevice::Vhost(p) => p.clone(),
-                UplinkDevice::Tap(_) => PathBuf::from(u.device.to_string()),
+                UplinkDevice::Tap(_) | UplinkDevice::Packet(_) => {
+                    PathBuf::from(u.device.to_string())
+                }
             })
             .collect();
         let all = self
@@ -456,26 +483,34 @@ mod tests {
     }
 
     #[test]
-    fn a_tap_uplink_runs_in_domain_mode_only() {
-        let u: UplinkSpec = "up0=tap:tw0".parse().unwrap();
-        assert_eq!(u.device, UplinkDevice::Tap("tw0".parse().unwrap()));
-        assert_eq!(u.device.to_string(), "tap:tw0");
-        assert_eq!(u.mode, UplinkMode::Domain);
-        let u: UplinkSpec = "up0=tap:tw0,mode=domain".parse().unwrap();
-        assert_eq!(u.mode, UplinkMode::Domain);
-        for bad in ["up0=tap:tw0,mode=inline", "up0=tap:tw0,mode=twin"] {
-            let e = bad.parse::<UplinkSpec>().unwrap_err();
-            assert!(
-                matches!(e, ConfigError::BadValue { key: "mode", .. }),
-                "{bad}: {e}"
-            );
-        }
-        for bad in ["up0=tap:", "up0=tap:a/b", "up0=tap:x234567890123456"] {
-            let e = bad.parse::<UplinkSpec>().unwrap_err();
-            assert!(
-                matches!(e, ConfigError::BadValue { key: "tap", .. }),
-                "{bad}: {e}"
-            );
+    fn kernel_interface_uplinks_run_in_domain_mode_only() {
+        let tw0: kernel_nic::IfName = "tw0".parse().unwrap();
+        for (kind, device) in [
+            ("tap", UplinkDevice::Tap(tw0.clone())),
+            ("packet", UplinkDevice::Packet(tw0.clone())),
+        ] {
+            let u: UplinkSpec = format!("up0={kind}:tw0").parse().unwrap();
+            assert_eq!(u.device, device);
+            assert_eq!(u.device.to_string(), format!("{kind}:tw0"));
+            assert_eq!(u.mode, UplinkMode::Domain);
+            let u: UplinkSpec = format!("up0={kind}:tw0,mode=domain").parse().unwrap();
+            assert_eq!(u.mode, UplinkMode::Domain);
+            for mode in ["inline", "twin"] {
+                let bad = format!("up0={kind}:tw0,mode={mode}");
+                let e = bad.parse::<UplinkSpec>().unwrap_err();
+                assert!(
+                    matches!(e, ConfigError::BadValue { key: "mode", .. }),
+                    "{bad}: {e}"
+                );
+            }
+            for name in ["", "a/b", "x234567890123456"] {
+                let bad = format!("up0={kind}:{name}");
+                let e = bad.parse::<UplinkSpec>().unwrap_err();
+                assert!(
+                    matches!(e, ConfigError::BadValue { key, .. } if key == kind),
+                    "{bad}: {e}"
+                );
+            }
         }
     }
 

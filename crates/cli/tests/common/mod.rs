@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod flow;
+mod netns;
 mod raw;
 mod testpmd_nic;
 
 // Each test binary uses a different part of the harness (as `dead_code` above).
 #[allow(unused_imports)]
 pub use flow::{assert_c1_accounted, c1_drops, kill9, wait_flow, FLOW};
+#[allow(unused_imports)]
+pub use netns::{ip, quiet, Netns};
 #[allow(unused_imports)]
 pub use raw::{connect_raw, connect_wire, retry, CONNECT_TIMEOUT};
 #[allow(unused_imports)]

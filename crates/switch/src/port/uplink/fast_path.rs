@@ -181,7 +181,7 @@ impl UplinkDriver {
     }
 
     /// Drops counted inside the driver domain, by reason.
-    pub(super) fn domain_drops(&self) -> [(&'static str, u64); 7] {
+    pub(super) fn domain_drops(&self) -> [(&'static str, u64); 8] {
         self.domain.dd_drops()
     }
 

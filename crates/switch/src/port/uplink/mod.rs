@@ -175,6 +175,9 @@ impl Uplink {
                 info!(uplink = %spec.name, device = %spec.device, "TAP device open");
                 DomainDevice::Tap(Arc::new(tap))
             }
+            UplinkDevice::Packet(ifname) => {
+                DomainDevice::Packet(ifname.clone(), kernel_nic::packet::RingGeometry::default())
+            }
         };
         let link = spawn_connector(&spec, &device, poll, Duration::ZERO)?;
         let now = Instant::now();
@@ -286,14 +289,14 @@ impl Port for Uplink {
                 self.revive()?;
                 false
             }
-            PortCommand::Mode(mode)
-                if mode != UplinkMode::Domain && !self.spec.device.has_movable_fast_path() =>
-            {
-                return Err(PortCommandError::Refused(format!(
-                    "uplink {} drives {}: it runs in domain mode only (its fast path is \
-                     system calls, with no shared rings the switch could take over)",
-                    self.spec.name, self.spec.device
-                )));
+            PortCommand::Mode(mode) if mode != UplinkMode::Domain => {
+                if let Some(why) = self.spec.device.domain_only_because() {
+                    return Err(PortCommandError::Refused(format!(
+                        "uplink {} drives {}: it runs in domain mode only ({why})",
+                        self.spec.name, self.spec.device
+                    )));
+                }
+                self.set_mode(mode, now)
             }
             PortCommand::Mode(mode) => self.set_mode(mode, now),
         };

@@ -64,7 +64,8 @@ impl Uplink {
 
 impl Uplink {
     fn kernel_link(&self) -> serde_json::Value {
-        let crate::config::UplinkDevice::Tap(name) = &self.spec.device else {
+        use crate::config::UplinkDevice;
+        let (UplinkDevice::Tap(name) | UplinkDevice::Packet(name)) = &self.spec.device else {
             return serde_json::Value::Null;
         };
         match kernel_nic::link_state(name) {

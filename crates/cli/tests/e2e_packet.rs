@@ -1,0 +1,345 @@
+//! An AF_PACKET uplink (`--uplink u0=packet:IFNAME`): the switch runs in a network
+//! namespace the test creates, with a veth pair there; the uplink's driver domain
+//! drives one end (`pk0`) through an AF_PACKET socket's TPACKET_V3 rings the switch
+//! opened, and the kernel's IPv4 stack on the other end (`pk1`) is the network the
+//! uplink reaches, through the veth driver as through a NIC's. A generated client
+//! sends to `pk1`, and `pk1` pings the client; every counter agrees hop by hop
+//! with the kernel's own interface statistics, exactly. The domain is killed
+//! during traffic and the next one gets a socket of its own. The uplink follows its
+//! interface: link down (frames the kernel kept taken back and counted as
+//! `kernel_link_down`) and up, deleted (the domain ends) and created again (the
+//! next domain binds to it). A compromised domain's ioctl on its socket gets it
+//! killed by its sandbox.
+//!
+//! Needs root, `ip` (iproute2) and `ping` (iputils-ping); scripts/setup-host.sh
+//! installs both.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const C1: &str = "02:00:00:00:00:01";
+const C1_IP: &str = "10.79.0.2";
+
+/// A quiet namespace (no IPv6: the kernel sends nothing of its own) with a veth
+/// pair `up`/`peer`: `up` is the uplink's, up and without an address; `peer` has
+/// the network's address and knows the client's (no ARP: it is a generator).
+fn veth_pair(ns: &Netns, up: &str, peer: &str) {
+    ip(&[
+        "-n", &ns.0, "link", "add", up, "type", "veth", "peer", "name", peer,
+    ]);
+    ip(&["-n", &ns.0, "link", "set", up, "up"]);
+    ip(&["-n", &ns.0, "addr", "add", "10.79.0.1/24", "dev", peer]);
+    ip(&["-n", &ns.0, "link", "set", peer, "up"]);
+    ip(&[
+        "-n", &ns.0, "neigh", "add", C1_IP, "lladdr", C1, "dev", peer,
+    ]);
+}
+
+/// The switch, in `ns`, with client c1 and the AF_PACKET uplink u0 on `dev`.
+fn packet_switch(s: &Scratch, ns: &Netns, dev: &str) -> (Proc, String, String) {
+    let (c1_s, ctl) = (s.path("c1.sock"), s.path("ctl.sock"));
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
+    cmd.args([
+        "switch",
+        "--client",
+        &format!("c1={c1_s},mac={C1}"),
+        "--uplink",
+        &format!("u0=packet:{dev}"),
+        "--poll",
+        "event",
+        "--control",
+        &ctl,
+        "--fault-injection",
+    ])
+    .env("TWIN_LOG", "info");
+    let sw = Proc::command("switch", cmd);
+    wait_for_path(&c1_s, Duration::from_secs(10));
+    wait_for_path(&ctl, Duration::from_secs(10));
+    (sw, c1_s, ctl)
+}
+
+/// `ping` in `ns` to the client: `count` echo requests, 10 ms apart.
+fn ping_client(ns: &Netns, count: u32) {
+    // Nobody answers (the client is a generator): the exit status says so, and the
+    // frames it sent are counted by the kernel.
+    let _ = ns
+        .command("ping")
+        .args([
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            C1_IP,
+        ])
+        .output()
+        .expect("run ping");
+}
+
+const KERNEL_DROPS: [&str; 5] = [
+    "kernel_too_short",
+    "kernel_too_long",
+    "kernel_bad_header",
+    "kernel_link_down",
+    "kernel_refused",
+];
+
+/// Drops that the uplink's domains counted (their rings and the socket's).
+fn domain_drops(sw_r: &Value) -> u64 {
+    [
+        "domain_nic_tx_ring_full",
+        "domain_from_nic_ring_full",
+        "domain_from_nic_too_big",
+    ]
+    .iter()
+    .chain(KERNEL_DROPS.iter())
+    .map(|k| n(sw_r, &format!("/uplinks/u0/drops/{k}")))
+    .sum()
+}
+
+/// Every process under the switch (the domain's reaper and worker) holds only
+/// its socket, the exchange region, eventfds and an epoll set above stdio, and
+/// one end of the sandbox's pipe; one of them holds the socket.
+fn assert_domain_holds_only_its_descriptors(switch: u32) {
+    let procs = descendants(switch);
+    assert_eq!(procs.len(), 2, "the domain's reaper and worker: {procs:?}");
+    let mut sockets = 0;
+    for pid in procs {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            let fd: u32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+            if fd <= 2 {
+                continue;
+            }
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            sockets += usize::from(target.starts_with("socket:["));
+            assert!(
+                [
+                    "pipe:[",
+                    "socket:[",
+                    "anon_inode:[eventfd]",
+                    "anon_inode:[eventpoll]",
+                    "/memfd:twin-xchg-u0 ",
+                ]
+                .iter()
+                .any(|a| target.starts_with(a)),
+                "driver domain process {pid} holds fd {fd} -> {target}"
+            );
+        }
+    }
+    // The worker's socket and its mapping's copy, and the reaper's copy from
+    // before the fork.
+    assert!(
+        (1..=3).contains(&sockets),
+        "{sockets} sockets in the domain's processes"
+    );
+}
+
+#[test]
+fn a_packet_uplink_reaches_the_wire_and_survives_its_domain_being_killed() {
+    let _m = serial();
+    let s = Scratch::new("packet");
+    let ns = Netns::new("packet");
+    quiet(&ns);
+    veth_pair(&ns, "pk0", "pk1");
+    let (mut sw, c1_s, ctl) = packet_switch(&s, &ns, "pk0");
+    let pid0 = wait_domain(&ctl, 0);
+    let peer_mac = ns.mac("pk1");
+
+    // The client sends to the peer for 4 s; the peer pings the client before and
+    // after the domain is killed.
+    let mut g = gen_event(&c1_s, C1, &peer_mac, "4", "5000");
+    wait_status(&ctl, Duration::from_secs(10), "c1 sending", |st| {
+        n(st, "/uplinks/u0/tx_packets") > 1000
+    });
+    ping_client(&ns, 50);
+    ctl_ok(&ctl, &["fault", "u0", "kill"]);
+    let pid1 = wait_domain(&ctl, pid0);
+    assert_ne!(pid1, pid0);
+    ping_client(&ns, 50);
+    assert_domain_holds_only_its_descriptors(sw.pid());
+    let g = g.report(Duration::from_secs(30));
+    // Everything queued has crossed before the kernel's counters are read.
+    std::thread::sleep(Duration::from_millis(300));
+    let (up_tx, up_rx) = (ns.stat("pk0", "tx_packets"), ns.stat("pk0", "rx_packets"));
+    let (peer_rx, peer_tx) = (ns.stat("pk1", "rx_packets"), ns.stat("pk1", "tx_packets"));
+    let st = ctl_status(&ctl);
+    let sw_r = sw.stop_report();
+    eprintln!("gen {g}\nswitch {sw_r}\npk0 tx {up_tx} rx {up_rx}, pk1 rx {peer_rx} tx {peer_tx}");
+
+    assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), 1);
+    assert_eq!(n(&sw_r, "/uplinks/u0/connects"), 2);
+    assert_eq!(outages(&st).len(), 1, "{st}");
+    // The wire: what one end sent, the other received.
+    assert_eq!(up_tx, peer_rx, "pk0 -> pk1");
+    assert_eq!(peer_tx, up_rx, "pk1 -> pk0");
+    // Client -> switch -> domain -> pk0: every frame c1 sent went to the uplink or
+    // is counted; every frame the uplink took left pk0 or is counted by a domain,
+    // or was lost in the killed domain (its outage's `frames_in_flight_lost`, an
+    // upper bound over by at most one batch of frames already handed to the
+    // kernel).
+    let sent = n(&g, "/tx_packets");
+    assert!(sent > 10_000, "the generator sent {sent}");
+    assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
+    let c1_d = &sw_r["clients"]["c1"]["drops"];
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/tx_packets")
+            + n(c1_d, "/uplink_down")
+            + n(c1_d, "/no_destination")
+            + n(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
+        sent,
+        "c1's frames: to the uplink or counted"
+    );
+    let lost_in_kill: u64 = outages(&st)
+        .iter()
+        .map(|o| n(o, "/frames_in_flight_lost"))
+        .sum();
+    let to_wire = n(&sw_r, "/uplinks/u0/tx_packets");
+    let accounted = up_tx + domain_drops(&sw_r);
+    assert!(
+        accounted <= to_wire
+            && to_wire <= accounted + lost_in_kill
+            && accounted + lost_in_kill <= to_wire + 64,
+        "pk0 sent every frame the uplink took, or one is counted: pk0 {up_tx} + \
+         domain drops {} + lost in the kill {lost_in_kill}, uplink {to_wire}",
+        domain_drops(&sw_r)
+    );
+    // pk1 -> pk0 -> domain -> switch -> c1: only the echo requests (no IPv6, the
+    // client's address known), none while no socket was bound (the pings are
+    // before the kill and after the new domain runs).
+    assert_eq!(
+        peer_tx, 100,
+        "pk1 sent the 100 echo requests and nothing else"
+    );
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/rx_packets") + domain_drops(&sw_r),
+        up_rx,
+        "every frame pk0 received reached the switch, or a domain counted it"
+    );
+    assert_eq!(n(&sw_r, "/clients/c1/tx_packets"), up_rx);
+    assert_eq!(n(&g, "/rx_packets"), up_rx, "c1 got every echo request");
+    let u0_d = &sw_r["uplinks"]["u0"]["drops"];
+    for k in KERNEL_DROPS {
+        assert_eq!(n(u0_d, &format!("/{k}")), 0, "{k}");
+    }
+}
+
+#[test]
+fn a_packet_uplink_follows_its_link_and_a_deleted_interface() {
+    let _m = serial();
+    let s = Scratch::new("packetlink");
+    let ns = Netns::new("packetlink");
+    quiet(&ns);
+    veth_pair(&ns, "pl0", "pl1");
+    let (mut sw, c1_s, ctl) = packet_switch(&s, &ns, "pl0");
+    let pid0 = wait_domain(&ctl, 0);
+    let link = |st: &Value| st.pointer("/uplinks/u0/detail/link/up").cloned();
+    wait_status(&ctl, Duration::from_secs(5), "link up", |st| {
+        link(st) == Some(Value::Bool(true))
+    });
+    let mut g = gen_event(&c1_s, C1, &ns.mac("pl1"), "10", "2000");
+    wait_status(&ctl, Duration::from_secs(10), "frames on the wire", |st| {
+        n(st, "/uplinks/u0/tx_packets") > 500
+    });
+
+    // Down: the status says so, nothing goes out, and the domain takes back and
+    // counts what the kernel kept.
+    ip(&["-n", &ns.0, "link", "set", "pl0", "down"]);
+    let down = wait_status(&ctl, Duration::from_secs(5), "link down", |st| {
+        link(st) == Some(Value::Bool(false))
+    });
+    let wire_down = ns.stat("pl0", "tx_packets");
+    let refused = wait_status(&ctl, Duration::from_secs(5), "frames refused", |st| {
+        n(st, "/uplinks/u0/drops/kernel_link_down")
+            > n(&down, "/uplinks/u0/drops/kernel_link_down") + 500
+    });
+    assert_eq!(
+        ns.stat("pl0", "tx_packets"),
+        wire_down,
+        "frames left a down interface"
+    );
+    // Up: frames go out again through the same domain, and nothing stale first:
+    // the peer gets no more than the uplink sent since.
+    let peer_rx_before = ns.stat("pl1", "rx_packets");
+    ip(&["-n", &ns.0, "link", "set", "pl0", "up"]);
+    let again = wait_status(&ctl, Duration::from_secs(5), "frames out again", |st| {
+        n(st, "/uplinks/u0/tx_packets") > n(&refused, "/uplinks/u0/tx_packets") + 500
+    });
+    let peer_rx = ns.stat("pl1", "rx_packets");
+    assert!(
+        peer_rx > peer_rx_before + 500,
+        "pl1 got {} frames since the link came up; {again}",
+        peer_rx - peer_rx_before
+    );
+    assert_eq!(wait_domain(&ctl, 0), pid0, "the same domain throughout");
+
+    // Deleted: the domain sees it and ends; the switch opens a socket for the
+    // next domain once the interface exists again.
+    ip(&["-n", &ns.0, "link", "del", "pl0"]);
+    let gone = wait_status(&ctl, Duration::from_secs(10), "the domain ended", |st| {
+        outages(st).len() == 1
+    });
+    let o = outages(&gone);
+    assert!(
+        str_at(&o[0], "/reason").contains("NIC hung up"),
+        "outage reason: {}",
+        o[0]
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    veth_pair(&ns, "pl0", "pl1");
+    let pid1 = wait_domain(&ctl, pid0);
+    let before = n(&ctl_status(&ctl), "/clients/c1/tx_packets");
+    ping_client(&ns, 30);
+    let after = wait_status(&ctl, Duration::from_secs(5), "the pings reach c1", |st| {
+        n(st, "/clients/c1/tx_packets") >= before + 30
+    });
+    assert_eq!(wait_domain(&ctl, pid0), pid1, "no further restart");
+    assert_eq!(n(&after, "/uplinks/u0/disconnects"), 1);
+    let _ = g.stop();
+    let (status, _) = sw.stop();
+    assert!(status.success());
+}
+
+/// A compromised AF_PACKET domain holds its socket: it can send frames through
+/// the rings (its job), but an ioctl on it (which could reconfigure the
+/// interface) is outside its sandbox's allow-list: the domain is killed (SIGSYS)
+/// and restarted, and traffic goes on through the next one.
+#[test]
+fn a_compromised_packet_domain_cannot_reconfigure_its_interface() {
+    let _m = serial();
+    let s = Scratch::new("packetioctl");
+    let ns = Netns::new("packetioctl");
+    quiet(&ns);
+    veth_pair(&ns, "pi0", "pi1");
+    let (mut sw, c1_s, ctl) = packet_switch(&s, &ns, "pi0");
+    let pid0 = wait_domain(&ctl, 0);
+    ctl_ok(&ctl, &["fault", "u0", "ioctl"]);
+    let pid1 = wait_domain(&ctl, pid0);
+    let st = ctl_status(&ctl);
+    let o = outages(&st);
+    assert_eq!(o.len(), 1, "{st}");
+    assert!(
+        str_at(&o[0], "/reason").contains("SIGSYS"),
+        "killed by its sandbox: {}",
+        o[0]
+    );
+    let mut g = gen_event(&c1_s, C1, &ns.mac("pi1"), "2", "1000");
+    let _ = g.report(Duration::from_secs(20));
+    assert!(
+        ns.stat("pi1", "rx_packets") >= 1000,
+        "traffic after the kill"
+    );
+    assert_eq!(wait_domain(&ctl, pid0), pid1);
+    let (status, _) = sw.stop();
+    assert!(status.success());
+}
