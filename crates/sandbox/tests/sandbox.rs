@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use sandbox::fdpass;
-use sandbox::{Ids, Policy, Sandbox};
+use sandbox::{Ids, Policy, ProcessKind, Sandbox};
 
 const PROBE_ENV: &str = "SANDBOX_PROBE";
 
@@ -48,11 +48,36 @@ mod probe {
     }
 
     fn enter(control: &UnixStream) {
-        if let Err(e) = sandbox::enter(&Policy::driver_domain()) {
+        enter_as(control, ProcessKind::DriverDomain);
+    }
+
+    fn enter_as(control: &UnixStream, kind: ProcessKind) {
+        let mut policy = Policy::driver_domain();
+        policy.kind = kind;
+        if let Err(e) = sandbox::enter(&policy) {
             say(control, &format!("error: {e}"));
             std::process::exit(2);
         }
         say(control, "entered");
+    }
+
+    /// `sendto` on the control socket of `len` bytes from a one-byte buffer.
+    fn sendto(control: &UnixStream, len: usize) -> isize {
+        use std::os::fd::AsRawFd;
+        let byte = [0u8; 1];
+        // SAFETY: the kernel only reads from the buffer (reporting EFAULT past
+        // what is mapped) and writes nothing of ours; with the filter in place the
+        // call does not even reach it when `len` is not 0.
+        unsafe {
+            libc::sendto(
+                control.as_raw_fd(),
+                byte.as_ptr().cast(),
+                len,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        }
     }
 
     /// What the process sees of itself after isolation, before the filter.
@@ -246,6 +271,29 @@ mod probe {
                 say(&control, &format!("mmap(PROT_EXEC) returned {r:?}"));
                 std::process::exit(3);
             }
+            "sendto_nothing_packet" => {
+                enter_as(&control, ProcessKind::PacketDomain);
+                let r = sendto(&control, 0);
+                say(&control, &format!("sendto returned {r}"));
+                std::process::exit(if r == 0 { 0 } else { 3 });
+            }
+            "sendto_byte_packet" | "sendto_4g_packet" => {
+                enter_as(&control, ProcessKind::PacketDomain);
+                let len = if case == "sendto_byte_packet" {
+                    1
+                } else {
+                    1 << 32
+                };
+                let r = sendto(&control, len);
+                say(&control, &format!("sendto returned {r}"));
+                std::process::exit(3);
+            }
+            "sendto_nothing_vhost" => {
+                enter(&control);
+                let r = sendto(&control, 0);
+                say(&control, &format!("sendto returned {r}"));
+                std::process::exit(3);
+            }
             "view" => view(&control, &Policy::driver_domain()),
             "view_nobody" => {
                 let mut p = Policy::driver_domain();
@@ -383,6 +431,22 @@ mod driver {
     /// Argument filters: mmap with PROT_EXEC kills the process.
     fn mmap_exec_is_killed() {
         killed_by_sigsys("mmap_exec");
+    }
+
+    /// The AF_PACKET kind's one extra call: a `sendto` of no bytes passes...
+    fn sendto_nothing_passes_for_packet_domains() {
+        let p = Probe::start("sendto_nothing_packet");
+        p.expect("entered");
+        p.expect("sendto returned 0");
+        assert!(p.wait().success());
+    }
+
+    /// ...one with data is killed, a length of 2^32 included (checked as 64
+    /// bits), and the other kinds do not get even the empty one.
+    fn sendto_with_data_or_elsewhere_is_killed() {
+        killed_by_sigsys("sendto_byte_packet");
+        killed_by_sigsys("sendto_4g_packet");
+        killed_by_sigsys("sendto_nothing_vhost");
     }
 
     fn parse(report: &str) -> HashMap<String, String> {
@@ -597,6 +661,14 @@ mod driver {
                 fcntl_other_command_is_killed,
             ),
             ("mmap_exec_is_killed", mmap_exec_is_killed),
+            (
+                "sendto_nothing_passes_for_packet_domains",
+                sendto_nothing_passes_for_packet_domains,
+            ),
+            (
+                "sendto_with_data_or_elsewhere_is_killed",
+                sendto_with_data_or_elsewhere_is_killed,
+            ),
             ("isolated_view", isolated_view),
             ("isolated_view_as_nobody", isolated_view_as_nobody),
             ("status_from_outside", status_from_outside),
