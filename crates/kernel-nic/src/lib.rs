@@ -3,23 +3,24 @@
 //!
 //! The work is split by privilege, as QEMU, DPDK and OVS split it:
 //!
-//! * the switch, with its privileges, opens the device ([`Tap::open`]) and reads
+//! * the switch, with its privileges, opens the device ([`Tap::open`]) or the
+//!   socket ([`packet::PacketSocket::open`]: bound, its rings set up) and reads
 //!   the interface's state ([`link_state`]);
 //! * a driver domain, sandboxed, gets only the open descriptor and moves frames
-//!   through it ([`TapQueue`]): no `open`, no `socket`, no `ioctl`.
+//!   through it ([`TapQueue`]; [`packet::Rings`], which maps the AF_PACKET rings
+//!   and reads receive blocks through [`packet_ring`]'s checked walk): no `open`,
+//!   no `socket`, no `ioctl`.
 //!
-//! AF_PACKET, the next kind, has its rings ([`packet`]: TPACKET_V3 receive and
-//! transmit rings the switch opens and a domain maps; [`packet_ring`]: the checked
-//! walk of a receive block), not yet wired to an uplink. Not done yet: the
-//! AF_PACKET uplink kind, AF_XDP, several queues, and offloads (the TAP is opened
+//! Not done yet: AF_XDP, several queues (fanout), and offloads (the TAP is opened
 //! with the vnet header but with every offload off, so the kernel hands over
 //! whole, checksummed frames and a header that must be all zeroes).
 //!
-//! Everything read from the kernel side is checked before use ([`TapQueue::recv`]):
-//! a short read, a frame longer than the buffer, or a header asking for an offload
-//! that was never enabled is a counted drop ([`KernelDrop`]), never trusted.
+//! Everything read from the kernel side is checked before use ([`TapQueue::recv`],
+//! [`packet_ring`]): a short read, a frame longer than the buffer, a header
+//! asking for an offload that was never enabled, a ring block that points outside
+//! itself is a counted drop ([`KernelDrop`]), never trusted.
 //!
-//! The crate's `unsafe` code is the interface ioctls, in `sys`.
+//! The crate's `unsafe` code is the interface ioctls and socket options, in `sys`.
 
 #![deny(unsafe_code)]
 

@@ -1,5 +1,5 @@
-//! An AF_PACKET socket with TPACKET_V3 receive and transmit rings (the next uplink
-//! kind, issue 15; not wired to an uplink yet): the switch opens and binds it
+//! An AF_PACKET socket with TPACKET_V3 receive and transmit rings (the `packet:`
+//! uplink kind): the switch opens and binds it
 //! ([`PacketSocket::open`]), a driver domain maps the rings ([`Rings::map`]),
 //! reads the blocks the kernel hands over through [`crate::packet_ring`]'s checks
 //! ([`Rings::poll_block`]), and fills transmit frames ([`Rings::send`]) that one

@@ -1,4 +1,4 @@
-//! Reading an AF_PACKET TPACKET_V3 receive block (the next uplink kind, issue 15):
+//! Reading an AF_PACKET TPACKET_V3 receive block:
 //! the block is memory the kernel fills and hands over, so every field is read
 //! once, checked against the block's own bounds, and only then used.
 //!
