@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::counters::PortReport;
 use crate::port::{CommandDone, PortCommand, PortCommandError, PortNews};
@@ -47,6 +48,14 @@ struct FakeState {
     /// Frames taken while a change was pending (drained before maintain).
     drained_before_news: usize,
     commands: Vec<PortCommand>,
+    /// The fd it waits on (none when `None`).
+    wake_fd: Option<RawFd>,
+    /// What `set_notify` answers (work raced in).
+    races: bool,
+    /// The notification states it was asked for.
+    notify_asked: Vec<bool>,
+    /// The next maintain reports changed wait fds.
+    fds_change: bool,
 }
 
 #[derive(Debug)]
@@ -126,11 +135,17 @@ impl Port for FakePort {
         st.published = st.delivered.len();
     }
 
-    fn set_notify(&mut self, _on: bool) -> bool {
-        false
+    fn set_notify(&mut self, on: bool) -> bool {
+        let mut st = self.state.lock().unwrap();
+        st.notify_asked.push(on);
+        st.races
     }
 
-    fn wake_fds(&self, _add: &mut dyn FnMut(RawFd)) {}
+    fn wake_fds(&self, add: &mut dyn FnMut(RawFd)) {
+        if let Some(fd) = self.state.lock().unwrap().wake_fd {
+            add(fd);
+        }
+    }
 
     fn wants_drain(&self) -> bool {
         self.state.lock().unwrap().pending_change
@@ -146,7 +161,10 @@ impl Port for FakePort {
                 peer_gone: true,
             });
         }
-        Ok(PortNews::default())
+        Ok(PortNews {
+            fds_changed: std::mem::take(&mut st.fds_change),
+            peer_gone: false,
+        })
     }
 
     fn command(
@@ -382,4 +400,111 @@ fn operators_commands_reach_the_named_uplink_only() {
         su.lock().unwrap().commands,
         [PortCommand::Mode(crate::config::UplinkMode::Twin)]
     );
+}
+
+#[test]
+fn the_table_knows_its_size() {
+    assert!(PortTable::new(Vec::new()).is_empty());
+    let (dp, _) = three_ports();
+    assert!(!dp.ports.is_empty());
+    assert_eq!(dp.ports.len(), 3);
+}
+
+/// The destination's kind decides the reason, also for a port numbered before
+/// the ingress (the two halves of the table are looked up differently).
+#[test]
+fn a_frame_for_a_down_port_counts_by_that_ports_kind_on_either_side() {
+    let (u, su) = fake("u", PortKind::Uplink);
+    let (a, sa) = fake("a", PortKind::Client);
+    let (b, sb) = fake("b", PortKind::Client);
+    let mut dp = DataPath::new(vec![u, a, b], Fdb::new(64, 60_000, 64), PollMode::Busy);
+    su.lock().unwrap().inbox.push_back(frame(A, N, 0));
+    sb.lock().unwrap().inbox.push_back(frame(A, B, 0));
+    round(&mut dp);
+    su.lock().unwrap().up = false;
+    sb.lock().unwrap().up = false;
+    // From a (port 1): to N behind the uplink (port 0, before a), to B (port 2).
+    sa.lock().unwrap().inbox.push_back(frame(N, A, 1));
+    sa.lock().unwrap().inbox.push_back(frame(B, A, 2));
+    round(&mut dp);
+    let d = &counters(&dp, 1);
+    assert_eq!(d.dropped(DropReason::UplinkDown), 1);
+    assert_eq!(d.dropped(DropReason::DestinationDown), 1);
+}
+
+#[test]
+fn the_flood_limit_set_on_the_data_path_applies() {
+    let (mut dp, [sa, _sb, _su]) = three_ports();
+    dp.set_flood_limit(5);
+    sa.lock()
+        .unwrap()
+        .inbox
+        .extend((0..20).map(|i| frame(N, A, i)));
+    // A second into the run: five floods' worth of tokens.
+    dp.forward_once(1000);
+    dp.flush();
+    assert_eq!(counters(&dp, 0).dropped(DropReason::FloodLimited), 15);
+    assert_eq!(counters(&dp, 1).tx_packets, 5);
+}
+
+#[test]
+fn sources_the_full_table_could_not_learn_are_counted() {
+    let (a, sa) = fake("a", PortKind::Client);
+    let (b, _sb) = fake("b", PortKind::Client);
+    let mut dp = DataPath::new(vec![a, b], Fdb::new(2, 60_000, 64), PollMode::Busy);
+    sa.lock()
+        .unwrap()
+        .inbox
+        .extend((1..=5u8).map(|i| frame(N, MacAddr([2, 0, 0, 0, 1, i]), 0)));
+    round(&mut dp);
+    assert_eq!(dp.fdb().len(), 2);
+    assert_eq!(dp.fdb_full(), 3);
+}
+
+#[test]
+fn the_data_paths_clock_counts_from_its_start() {
+    let (dp, _) = three_ports();
+    let t = dp.core.start + Duration::from_millis(1500);
+    assert_eq!(dp.now_ms(t), 1500);
+}
+
+#[test]
+fn learned_addresses_expire_when_the_clock_passes_their_age() {
+    let (mut dp, [sa, _sb, _su]) = three_ports();
+    sa.lock().unwrap().inbox.push_back(frame(N, A, 0));
+    let start = dp.core.start;
+    dp.forward_once(0);
+    dp.flush();
+    assert_eq!(dp.fdb().len(), 1);
+    // Not yet expired within its age; gone once the age and an interval passed.
+    dp.control(start + Duration::from_millis(30_000)).unwrap();
+    assert_eq!(dp.fdb().len(), 1);
+    dp.control(start + Duration::from_millis(62_000)).unwrap();
+    assert_eq!(dp.fdb().len(), 0);
+}
+
+#[test]
+fn a_port_whose_wait_fds_changed_is_reported() {
+    let (mut dp, [sa, _sb, _su]) = three_ports();
+    assert!(!dp.control(Instant::now()).unwrap());
+    sa.lock().unwrap().fds_change = true;
+    assert!(dp.control(Instant::now()).unwrap());
+}
+
+#[test]
+fn the_table_waits_on_every_ports_fds_and_asks_every_port_to_notify() {
+    let (mut dp, states) = three_ports();
+    for (i, st) in states.iter().enumerate() {
+        st.lock().unwrap().wake_fd = Some(100 + i as RawFd);
+    }
+    let mut fds = Vec::new();
+    dp.ports.wake_fds(&mut |fd| fds.push(fd));
+    assert_eq!(fds, [100, 101, 102]);
+    assert!(!dp.ports.set_notify(true), "no port raced");
+    // One raced: every port is still asked, and the table says so.
+    states[0].lock().unwrap().races = true;
+    assert!(dp.ports.set_notify(false));
+    for st in &states {
+        assert_eq!(st.lock().unwrap().notify_asked, [true, false]);
+    }
 }

@@ -217,7 +217,24 @@ fn connect_once(
     poll: PollMode,
 ) -> Result<UplinkDriver, ConnectError> {
     let exe = std::env::current_exe().map_err(ConnectError::CurrentExe)?;
-    let cfg = LaunchConfig {
+    let cfg = launch_config(spec, device, poll, exe);
+    let domain = DomainLink::launch(&cfg)?;
+    Ok(UplinkDriver {
+        domain,
+        fast: FastPath::Domain,
+    })
+}
+
+/// How the uplink's domains are started: its device, this executable as `twin
+/// driver-domain`, exchange rings of [`EXCHANGE_SLOTS`], the watchdog, the
+/// domain's own id and address-space limit.
+fn launch_config(
+    spec: &UplinkSpec,
+    device: &DomainDevice,
+    poll: PollMode,
+    exe: std::path::PathBuf,
+) -> LaunchConfig {
+    LaunchConfig {
         device: device.clone(),
         exe,
         busy_poll: poll == PollMode::Busy,
@@ -231,12 +248,7 @@ fn connect_once(
         start_timeout: Duration::from_secs(5),
         outside_id: spec.domain_id,
         memory_limit: driver_domain::launch::DOMAIN_MEMORY_LIMIT,
-    };
-    let domain = DomainLink::launch(&cfg)?;
-    Ok(UplinkDriver {
-        domain,
-        fast: FastPath::Domain,
-    })
+    }
 }
 
 /// Starts a connector thread that starts driver domains until one reaches the NIC
@@ -499,6 +511,31 @@ mod tests {
         b.reset();
         assert_eq!(b.in_window(), 0);
         assert!(matches!(b.record(t0 + ms(4)), NextStart::After(_)));
+    }
+
+    #[test]
+    fn the_window_and_the_backoff_run_include_their_ends() {
+        let t0 = Instant::now();
+        let mut b = RestartBudget::new(100);
+        b.record(t0);
+        // Exactly a window apart: both in it.
+        b.record(t0 + BUDGET_WINDOW);
+        assert_eq!(b.in_window(), 2);
+        // Exactly a backoff run apart: not in a row (the first delay again).
+        let mut b = RestartBudget::new(100);
+        b.record(t0);
+        assert_eq!(b.record(t0 + BACKOFF_RUN), NextStart::After(ms(10)));
+    }
+
+    #[test]
+    fn domains_get_exchange_rings_of_the_uplinks_size() {
+        let spec: UplinkSpec = "u0=/tmp/nic.sock,mode=domain".parse().unwrap();
+        let device = DomainDevice::Vhost("/tmp/nic.sock".into());
+        let cfg = launch_config(&spec, &device, PollMode::Event, "/bin/twin".into());
+        assert_eq!(cfg.geometry.slots, EXCHANGE_SLOTS);
+        assert!(!cfg.busy_poll);
+        assert_eq!(cfg.name, "u0");
+        assert_eq!(cfg.memory_limit, driver_domain::launch::DOMAIN_MEMORY_LIMIT);
     }
 
     #[test]

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Measures a kernel uplink (issue 15): `twin gen` on a client port sends as fast
+# as it can, for DURATION seconds, through a forwarder into a kernel interface in a
+# network namespace this script creates; the kernel's own counter says what
+# arrived. KIND is what forwards and how it reaches the kernel:
+#
+#   tap             twin switch, a TAP uplink's driver domain, into the TAP device
+#   packet          twin switch, an AF_PACKET uplink's driver domain, out of one end
+#                   of a veth pair (counted as received on the other end)
+#   testpmd-packet  DPDK testpmd `io` forwarding from `net_vhost` (the generator's
+#                   port) to `net_af_packet` on the same veth: the same kernel
+#                   interface reached by DPDK's own AF_PACKET driver, no switching
+#
+# Per run: Mpps into the kernel, Gbit/s, and the CPU time (utime + stime from
+# /proc, every thread) per million frames that arrived, of the forwarder (the
+# switch or testpmd) and of the driver domain (none for testpmd).
+#
+# usage: scripts/bench-kernel.sh KIND [RUNS [DURATION [SIZE...]]]
+#        (defaults: 3 runs, 3 s, sizes 64 1500)
+#
+# Placement: the forwarder's data path on CPU 0, the generator on CPU 1
+# (busy-polling both), the domain where the scheduler puts it (event-driven, as
+# the switch's `--poll busy` makes it busy-poll too). Prints one line per run and
+# the median of each size. Needs root, `ip` (iproute2) and, for testpmd-packet,
+# `dpdk-testpmd`. Not part of the test suite: a benchmark.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib/programs.sh
+. "$repo/scripts/lib/programs.sh"
+require_programs ip mktemp seq awk sed cat sleep mkfifo
+kind=${1:?usage: scripts/bench-kernel.sh tap|packet|testpmd-packet [RUNS [DURATION [SIZE...]]]}
+shift
+case "$kind" in
+  tap | packet) ;;
+  testpmd-packet) require_programs dpdk-testpmd ;;
+  *) echo "bench-kernel.sh: unknown kind $kind (tap, packet, testpmd-packet)" >&2; exit 2 ;;
+esac
+runs=${1:-3}
+duration=${2:-3}
+shift $(($# > 2 ? 2 : $#))
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(64 1500)
+twin=${TWIN_BIN:-$repo/target/release/twin}
+[ -x "$twin" ] || (cd "$repo" && cargo build --release -q -p twin-cli)
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/twin-bench-kernel.XXXXXX")
+ns=twbk-$$
+dev=twbk$$
+dev=${dev:0:13}
+peer=${dev}p
+fwd_pid=""
+cleanup() {
+  [ -n "$fwd_pid" ] && kill -INT "$fwd_pid" 2>/dev/null && wait "$fwd_pid" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+# cpu PID...: utime + stime of the processes (all threads), in seconds.
+cpu() {
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+  done
+  awk -v t="$t" 'BEGIN { printf "%.3f", t / 100 }'
+}
+children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+
+ip netns add "$ns"
+ip netns exec "$ns" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6;
+  echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
+if [ "$kind" = tap ]; then
+  counted=$dev
+else
+  ip -n "$ns" link add "$dev" type veth peer name "$peer"
+  ip -n "$ns" link set "$dev" up
+  ip -n "$ns" link set "$peer" up
+  counted=$peer
+fi
+kstat() { ip netns exec "$ns" cat "/sys/class/net/$counted/statistics/$1"; }
+
+sock=$scratch/c1.sock
+case "$kind" in
+  tap | packet)
+    ip netns exec "$ns" "$twin" switch --client "c1=$sock,mac=02:00:00:00:00:01" \
+      --uplink "u0=$kind:$dev" --control "$scratch/ctl.sock" --cpu 0 \
+      >/dev/null 2>"$scratch/fwd.log" &
+    fwd_pid=$!
+    for _ in $(seq 100); do
+      "$twin" ctl --control "$scratch/ctl.sock" status 2>/dev/null | grep -q '"connected":true' && break
+      sleep 0.1
+    done
+    # The domain: the switch's child (the reaper) and its child (the worker).
+    dd_pids=$(children "$fwd_pid")
+    dd_pids="$dd_pids $(for p in $dd_pids; do children "$p"; done)"
+    ;;
+  testpmd-packet)
+    # Non-interactive testpmd forwards until a line arrives on its stdin: a fifo
+    # this shell holds open (never a line, never end of file). `ip netns exec`
+    # becomes testpmd, so $! is testpmd's PID.
+    mkfifo "$scratch/stdin"
+    exec 3<>"$scratch/stdin"
+    ip netns exec "$ns" dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci \
+      --in-memory --single-file-segments -m 512 \
+      --vdev "net_vhost0,iface=$sock,queues=1" --vdev "net_af_packet0,iface=$dev" \
+      -- --forward-mode=io --auto-start --nb-cores=1 --total-num-mbufs=16384 \
+      <&3 >"$scratch/fwd.log" 2>&1 &
+    fwd_pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+    dd_pids=""
+    ;;
+esac
+[ "$kind" = tap ] && ip -n "$ns" link set "$dev" up
+mac=$(ip netns exec "$ns" cat "/sys/class/net/$counted/address")
+
+echo "$kind, per run: Mpps into the kernel, Gbit/s, CPU-s per Mpkt of the forwarder and of the domain"
+for size in "${sizes[@]}"; do
+  : >"$scratch/res.$size"
+  for r in $(seq "$runs"); do
+    k0=$(kstat rx_packets)
+    s0=$(cpu "$fwd_pid"); d0=$(cpu $dd_pids)
+    "$twin" gen --socket "$sock" --size "$size" --duration "$duration" \
+      --src-mac 02:00:00:00:00:01 --dst-mac "$mac" --cpu 1 >/dev/null 2>&1
+    k1=$(kstat rx_packets)
+    s1=$(cpu "$fwd_pid"); d1=$(cpu $dd_pids)
+    n=$((k1 - k0))
+    line=$(awk -v n="$n" -v d="$duration" -v size="$size" -v s="$(awk -v a="$s0" -v b="$s1" 'BEGIN{print b-a}')" \
+      -v dd="$(awk -v a="$d0" -v b="$d1" 'BEGIN{print b-a}')" 'BEGIN {
+        m = n / 1e6; if (m == 0) m = 1e-9
+        printf "%.3f %.2f %.3f %.3f", m / d, m * size * 8 / 1000 / d, s / m, dd / m }')
+    echo "$size run $r: $line" >&2
+    echo "$line" >>"$scratch/res.$size"
+  done
+  # The median run by Mpps (an insertion sort in awk).
+  awk -v s="$size" -v k="$kind" '{ v[NR] = $1; l[NR] = $0 } END {
+    for (i = 2; i <= NR; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) {
+      t = v[j]; v[j] = v[j-1]; v[j-1] = t; t = l[j]; l[j] = l[j-1]; l[j-1] = t }
+    split(l[int((NR + 1) / 2)], m, " ");
+    printf "%s %5d B  median of %d: %s Mpps, %s Gbit/s; CPU-s/Mpkt forwarder %s, domain %s\n", k, s, NR, m[1], m[2], m[3], m[4] }' "$scratch/res.$size"
+done
