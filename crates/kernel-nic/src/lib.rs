@@ -33,6 +33,7 @@ pub mod packet_ring;
 #[allow(unsafe_code)]
 mod sys;
 mod tap;
+pub mod xdp;
 
 pub use ifname::{IfName, IfNameError};
 pub use kernel_drop::KernelDrop;

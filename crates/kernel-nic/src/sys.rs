@@ -12,12 +12,19 @@
 //! * AF_PACKET socket options (`PACKET_VERSION`, `PACKET_RX_RING`,
 //!   `PACKET_IGNORE_OUTGOING`) and `bind` to an interface (`struct sockaddr_ll`).
 //!
+//! * AF_XDP: the UMEM registration, ring sizes, ring offsets and `bind`
+//!   (`struct xdp_umem_reg`, `struct xdp_mmap_offsets`, `struct sockaddr_xdp`);
+//!   and the BPF objects that feed the socket: an XSKMAP, the redirect program
+//!   (`BPF_PROG_LOAD`), the map's entry, and the program's link to the
+//!   interface (`BPF_LINK_CREATE`), each a `bpf(2)` call with the leading fields
+//!   of `union bpf_attr` in a `#[repr(C)]` struct of this module.
+//!
 //! Names reach this module as bytes validated by `IfName` (1 to 15 bytes, no
 //! NUL); they are copied into a zeroed `ifreq`, so the kernel always finds the
 //! terminating NUL.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// A zeroed `ifreq` holding `name` (at most `IFNAMSIZ - 1` bytes are copied).
 fn ifreq(name: &[u8]) -> libc::ifreq {
@@ -159,12 +166,21 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const TPACKET_V3: libc::c_int = 2;
 
 fn setsockopt<T>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) -> io::Result<()> {
+    setsockopt_at(fd, SOL_PACKET, name, value)
+}
+
+fn setsockopt_at<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: the option's value is read from `value`, a live `T` of exactly the
     // size passed, for the duration of the call; `fd` is open.
     check(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            SOL_PACKET,
+            level,
             name,
             (value as *const T).cast(),
             std::mem::size_of::<T>() as libc::socklen_t,
@@ -198,6 +214,236 @@ pub(crate) fn packet_rings(
             fd.as_raw_fd(),
             (&sll as *const libc::sockaddr_ll).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
+}
+
+// ---- AF_XDP and the BPF objects that feed it ----
+
+/// `union bpf_attr` for `BPF_MAP_CREATE` (its leading fields; the kernel reads
+/// only the size passed and takes the rest as zero).
+#[repr(C)]
+#[derive(Default)]
+struct BpfMapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+/// `union bpf_attr` for `BPF_PROG_LOAD` (up to `expected_attach_type`).
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for `BPF_MAP_UPDATE_ELEM`.
+#[repr(C)]
+#[derive(Default)]
+struct BpfMapUpdate {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` (the XDP form).
+#[repr(C)]
+#[derive(Default)]
+struct BpfLinkCreate {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+/// `enum bpf_attach_type`: BPF_XDP.
+const BPF_XDP: u32 = 37;
+
+/// `bpf(cmd, attr, sizeof attr)`; a new descriptor (close-on-exec: the kernel
+/// makes every BPF object descriptor so) or an error.
+fn bpf_fd<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a live `#[repr(C)]` prefix of `union bpf_attr` of the size
+    // passed; the pointers in it (instructions, license, key, value) point at
+    // memory the caller keeps alive for the call; the kernel writes nothing back
+    // for these commands.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            (attr as *const T).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(r).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An XSKMAP of `entries` queues.
+pub(crate) fn xsk_map_create(entries: u32) -> io::Result<OwnedFd> {
+    bpf_fd(
+        BPF_MAP_CREATE,
+        &BpfMapCreate {
+            map_type: BPF_MAP_TYPE_XSKMAP,
+            key_size: 4,
+            value_size: 4,
+            max_entries: entries,
+            map_flags: 0,
+        },
+    )
+}
+
+/// Loads `insns` as an XDP program under `license`.
+pub(crate) fn xdp_prog_load(insns: &[u64], license: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    let mut name = [0u8; 16];
+    name[..8].copy_from_slice(b"twin_xsk");
+    bpf_fd(
+        BPF_PROG_LOAD,
+        &BpfProgLoad {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: u32::try_from(insns.len())
+                .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            prog_name: name,
+            expected_attach_type: BPF_XDP,
+            ..Default::default()
+        },
+    )
+}
+
+/// Puts the socket `xsk` at `queue` of the XSKMAP `map`.
+pub(crate) fn xsk_map_set(map: BorrowedFd<'_>, queue: u32, xsk: BorrowedFd<'_>) -> io::Result<()> {
+    let key = queue;
+    let value =
+        u32::try_from(xsk.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let attr = BpfMapUpdate {
+        map_fd: u32::try_from(map.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        ..Default::default()
+    };
+    // SAFETY: as in `bpf_fd`: a live attribute block whose key and value point at
+    // locals of this frame; the command returns 0, not a descriptor.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            (&attr as *const BpfMapUpdate).cast::<libc::c_void>(),
+            std::mem::size_of::<BpfMapUpdate>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Attaches the XDP program `prog` to interface `ifindex` (`flags`: the XDP
+/// mode); the program stays attached while the returned link is open.
+pub(crate) fn xdp_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
+    bpf_fd(
+        BPF_LINK_CREATE,
+        &BpfLinkCreate {
+            prog_fd: u32::try_from(prog.as_raw_fd())
+                .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            flags,
+        },
+    )
+}
+
+/// Registers `len` bytes at `addr` (a mapping the caller keeps for the call) as
+/// the UMEM of the AF_XDP socket `fd`, in chunks of `chunk`; the kernel pins the
+/// pages, so they stay the socket's after the caller unmaps them.
+pub(crate) fn xdp_umem_reg(fd: BorrowedFd<'_>, addr: u64, len: u64, chunk: u32) -> io::Result<()> {
+    let reg = libc::xdp_umem_reg {
+        addr,
+        len,
+        chunk_size: chunk,
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    setsockopt_at(fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)
+}
+
+/// Sets the size (entries) of one of the socket's rings (`XDP_RX_RING`,
+/// `XDP_TX_RING`, `XDP_UMEM_FILL_RING`, `XDP_UMEM_COMPLETION_RING`).
+pub(crate) fn xdp_ring_size(fd: BorrowedFd<'_>, ring: libc::c_int, entries: u32) -> io::Result<()> {
+    setsockopt_at(fd, libc::SOL_XDP, ring, &entries)
+}
+
+/// Where each ring's producer, consumer, descriptors and flags lie in its mapping.
+pub(crate) fn xdp_mmap_offsets(fd: BorrowedFd<'_>) -> io::Result<libc::xdp_mmap_offsets> {
+    // SAFETY: `xdp_mmap_offsets` is plain integers: all-zero is valid.
+    let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `off`, a live local of
+    // that size, and the length it wrote into `len`.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            libc::XDP_MMAP_OFFSETS,
+            (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+            &mut len,
+        )
+    })?;
+    if len as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
+        // A kernel without the flags field (before 5.4): not supported.
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    Ok(off)
+}
+
+/// Binds the AF_XDP socket `fd` to queue `queue` of `ifindex` with `flags`
+/// (`XDP_COPY`, `XDP_USE_NEED_WAKEUP`...).
+pub(crate) fn xdp_bind(fd: BorrowedFd<'_>, ifindex: u32, queue: u32, flags: u16) -> io::Result<()> {
+    let sxdp = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: flags,
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: 0,
+    };
+    // SAFETY: `bind` reads one `sockaddr_xdp` of the size passed from `sxdp`, a
+    // local of this frame.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sxdp as *const libc::sockaddr_xdp).cast(),
+            std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
         )
     })
 }
