@@ -398,11 +398,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut policy = sandbox::Policy::driver_domain();
             policy.outside_ids = a.outside_id.map(|id| sandbox::Ids { uid: id, gid: id });
             policy.memory_limit = a.memory_limit;
-            // The allow-list grows by what the device's kind needs (AF_PACKET:
-            // a send of no bytes), once the kind is known.
+            // The allow-list grows by what the device's kind needs (AF_PACKET,
+            // AF_XDP: a send of no bytes), once the kind is known.
             let jail = |kind| {
-                if kind == driver_domain::bootstrap::DeviceKind::Packet {
-                    policy.kind = sandbox::ProcessKind::PacketDomain;
+                use driver_domain::bootstrap::DeviceKind;
+                if matches!(kind, DeviceKind::Packet | DeviceKind::Xdp) {
+                    policy.kind = sandbox::ProcessKind::RingDomain;
                 }
                 sandbox::enter(&policy)
             };

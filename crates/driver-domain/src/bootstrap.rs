@@ -26,6 +26,13 @@ const MAGIC: u32 = 0x5444_4434; // "TDD4"
 const KIND_VHOST: u8 = 0;
 const KIND_TAP: u8 = 1;
 const KIND_PACKET: u8 = 2;
+const KIND_XDP: u8 = 3;
+/// Descriptors handed to a DD that drives an AF_XDP socket: the socket, its UMEM,
+/// then the exchange region and the doorbells.
+const XDP_FD_COUNT: usize = 5;
+/// An AF_XDP header: the common 24 bytes, then the UMEM's chunk count (in the
+/// ring-shape words' place) and the four rings' four offsets.
+const XDP_HEADER_LEN: usize = HEADER_LEN + 16 * 8;
 /// Header: magic, count, poll mode, kind, two zero bytes, then three words of an
 /// AF_PACKET socket's ring shape (zero for other kinds).
 const HEADER_LEN: usize = 24;
@@ -65,6 +72,15 @@ pub enum Device {
     /// An AF_PACKET socket (`kernel_nic::packet::PacketSocket`), bound to its
     /// interface, with rings of this shape.
     Packet(OwnedFd, kernel_nic::packet::RingGeometry),
+    /// An AF_XDP socket bound to its queue, its UMEM, and where its rings lie.
+    Xdp {
+        /// The socket.
+        socket: OwnedFd,
+        /// The UMEM (memfd).
+        umem: OwnedFd,
+        /// The rings' layout.
+        layout: kernel_nic::xdp::XdpLayout,
+    },
 }
 
 /// The kinds of device a DD drives (what its sandbox allows depends on it).
@@ -76,6 +92,8 @@ pub enum DeviceKind {
     Tap,
     /// See [`Device::Packet`].
     Packet,
+    /// See [`Device::Xdp`].
+    Xdp,
 }
 
 impl Device {
@@ -85,6 +103,7 @@ impl Device {
             Device::Vhost { .. } => DeviceKind::Vhost,
             Device::Tap(_) => DeviceKind::Tap,
             Device::Packet(..) => DeviceKind::Packet,
+            Device::Xdp { .. } => DeviceKind::Xdp,
         }
     }
 }
@@ -120,6 +139,15 @@ pub enum OutgoingDevice<'a> {
     Tap(BorrowedFd<'a>),
     /// See [`Device::Packet`].
     Packet(BorrowedFd<'a>, kernel_nic::packet::RingGeometry),
+    /// See [`Device::Xdp`].
+    Xdp {
+        /// The socket.
+        socket: BorrowedFd<'a>,
+        /// The UMEM.
+        umem: BorrowedFd<'a>,
+        /// The rings' layout.
+        layout: kernel_nic::xdp::XdpLayout,
+    },
 }
 
 /// What the switch sends: the same descriptors, borrowed.
@@ -152,6 +180,45 @@ fn packet_header(busy_poll: bool, g: kernel_nic::packet::RingGeometry) -> [u8; H
     h[16..20].copy_from_slice(&g.blocks.to_le_bytes());
     h[20..24].copy_from_slice(&g.retire_ms.to_le_bytes());
     h
+}
+
+fn xdp_header(busy_poll: bool, layout: &kernel_nic::xdp::XdpLayout) -> [u8; XDP_HEADER_LEN] {
+    let mut h = [0u8; XDP_HEADER_LEN];
+    h[..HEADER_LEN].copy_from_slice(&header(busy_poll, KIND_XDP, XDP_FD_COUNT));
+    h[12..16].copy_from_slice(&layout.geometry.frames.to_le_bytes());
+    let words = [layout.rx, layout.tx, layout.fill, layout.completion];
+    for (i, w) in words.iter().flatten().enumerate() {
+        h[HEADER_LEN + 8 * i..HEADER_LEN + 8 * i + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    h
+}
+
+/// The layout in an AF_XDP header, if it is one a domain can map.
+fn xdp_layout(h: &[u8]) -> Option<kernel_nic::xdp::XdpLayout> {
+    let frames = u32::from_le_bytes(h[12..16].try_into().ok()?);
+    if h[16..HEADER_LEN].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let word = |i: usize| {
+        let at = HEADER_LEN + 8 * i;
+        u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let ring = |r: usize| {
+        [
+            word(4 * r),
+            word(4 * r + 1),
+            word(4 * r + 2),
+            word(4 * r + 3),
+        ]
+    };
+    let layout = kernel_nic::xdp::XdpLayout {
+        geometry: kernel_nic::xdp::XdpGeometry { frames },
+        rx: ring(0),
+        tx: ring(1),
+        fill: ring(2),
+        completion: ring(3),
+    };
+    layout.is_valid().then_some(layout)
 }
 
 /// The ring shape in a packet header, if it is one a domain can map: blocks of
@@ -205,27 +272,44 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
             let fds = [socket, common[0], common[1], common[2]];
             fdpass::send(sock, &packet_header(out.busy_poll, geometry), &fds)
         }
+        OutgoingDevice::Xdp {
+            socket,
+            umem,
+            layout,
+        } => {
+            let fds = [socket, umem, common[0], common[1], common[2]];
+            fdpass::send(sock, &xdp_header(out.busy_poll, &layout), &fds)
+        }
     }
     .map_err(BootstrapError::Send)
 }
 
 /// Receives the descriptors (DD side). Blocks until the switch sends them.
 pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
-    let msg = fdpass::recv(sock, 64, FD_COUNT).map_err(BootstrapError::Receive)?;
+    let msg = fdpass::recv(sock, 256, FD_COUNT).map_err(BootstrapError::Receive)?;
     let h = &msg.data;
-    if h.len() != HEADER_LEN || h[..4] != MAGIC.to_le_bytes() || h[10..12] != [0, 0] {
+    if h.len() < HEADER_LEN || h[..4] != MAGIC.to_le_bytes() || h[10..12] != [0, 0] {
         return Err(BootstrapError::BadMessage("wrong header"));
     }
-    let (kind, want) = match h[9] {
-        KIND_VHOST => (KIND_VHOST, FD_COUNT),
-        KIND_TAP => (KIND_TAP, KERNEL_FD_COUNT),
-        KIND_PACKET => (KIND_PACKET, KERNEL_FD_COUNT),
+    let (kind, want, len) = match h[9] {
+        KIND_VHOST => (KIND_VHOST, FD_COUNT, HEADER_LEN),
+        KIND_TAP => (KIND_TAP, KERNEL_FD_COUNT, HEADER_LEN),
+        KIND_PACKET => (KIND_PACKET, KERNEL_FD_COUNT, HEADER_LEN),
+        KIND_XDP => (KIND_XDP, XDP_FD_COUNT, XDP_HEADER_LEN),
         _ => return Err(BootstrapError::BadMessage("unknown device kind")),
     };
+    if h.len() != len {
+        return Err(BootstrapError::BadMessage("wrong header"));
+    }
     let geometry = if kind == KIND_PACKET {
         Some(ring_geometry(h).ok_or(BootstrapError::BadMessage("bad ring shape"))?)
-    } else if h[12..].iter().any(|&b| b != 0) {
+    } else if kind != KIND_XDP && h[12..].iter().any(|&b| b != 0) {
         return Err(BootstrapError::BadMessage("wrong header"));
+    } else {
+        None
+    };
+    let xdp = if kind == KIND_XDP {
+        Some(xdp_layout(h).ok_or(BootstrapError::BadMessage("bad ring layout"))?)
     } else {
         None
     };
@@ -249,6 +333,14 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
             queues,
         };
         (device, exchange, doorbell_in, doorbell_out)
+    } else if let Some(layout) = xdp {
+        let (socket, umem) = (next()?, next()?);
+        let device = Device::Xdp {
+            socket,
+            umem,
+            layout,
+        };
+        (device, next()?, next()?, next()?)
     } else {
         let fd = next()?;
         let device = match geometry {
@@ -352,6 +444,68 @@ mod tests {
         };
         assert_eq!((size(socket), *got_g), (7 * 4096, g));
         assert_eq!(size(&got.doorbell_in), 3 * 4096);
+    }
+
+    #[test]
+    fn an_xdp_sockets_descriptors_and_layout_cross() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let files: Vec<OwnedFd> = (0..5)
+            .map(|i| {
+                let fd = rustix::fs::memfd_create(format!("x{i}"), rustix::fs::MemfdFlags::CLOEXEC)
+                    .unwrap();
+                rustix::fs::ftruncate(&fd, 4096 * (i + 1)).unwrap();
+                fd
+            })
+            .collect();
+        let ring = |base: u64| [base, base + 8, base + 64, base + 16];
+        let layout = kernel_nic::xdp::XdpLayout {
+            geometry: kernel_nic::xdp::XdpGeometry { frames: 1024 },
+            rx: ring(0),
+            tx: ring(128),
+            fill: ring(256),
+            completion: ring(384),
+        };
+        let out = Outgoing {
+            device: OutgoingDevice::Xdp {
+                socket: files[0].as_fd(),
+                umem: files[1].as_fd(),
+                layout,
+            },
+            exchange: files[2].as_fd(),
+            doorbell_in: files[3].as_fd(),
+            doorbell_out: files[4].as_fd(),
+            busy_poll: false,
+        };
+        send(&a, &out).unwrap();
+        let got = receive(&b).unwrap();
+        let size = |fd: &OwnedFd| rustix::fs::fstat(fd).unwrap().st_size;
+        let Device::Xdp {
+            socket,
+            umem,
+            layout: got_layout,
+        } = &got.device
+        else {
+            panic!("not an AF_XDP socket");
+        };
+        assert_eq!((size(socket), size(umem)), (4096, 2 * 4096));
+        assert_eq!(*got_layout, layout);
+        assert_eq!(size(&got.doorbell_out), 5 * 4096);
+        // A layout a domain cannot map: an offset past the first page.
+        let mut bad = layout;
+        bad.fill[2] = 1 << 20;
+        let mut h = xdp_header(false, &bad);
+        fdpass::send(&a, &h, &[files[0].as_fd(); XDP_FD_COUNT]).unwrap();
+        assert!(matches!(
+            receive(&b),
+            Err(BootstrapError::BadMessage("bad ring layout"))
+        ));
+        // Cut short.
+        h = xdp_header(false, &layout);
+        fdpass::send(&a, &h[..HEADER_LEN + 8], &[files[0].as_fd(); XDP_FD_COUNT]).unwrap();
+        assert!(matches!(
+            receive(&b),
+            Err(BootstrapError::BadMessage("wrong header"))
+        ));
     }
 
     #[test]

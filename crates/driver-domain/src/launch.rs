@@ -109,6 +109,9 @@ pub enum LaunchError {
     /// The AF_PACKET socket could not be opened.
     #[error("AF_PACKET socket")]
     Packet(#[source] kernel_nic::packet::PacketError),
+    /// The XDP program could not be attached or the AF_XDP socket opened.
+    #[error("AF_XDP socket")]
+    Xdp(#[source] kernel_nic::xdp::XdpError),
     /// The descriptors could not be handed over.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
@@ -133,6 +136,41 @@ pub enum DomainDevice {
     /// its launch: nothing a previous domain did to its rings carries over, and an
     /// interface deleted and created again is found by name.
     Packet(kernel_nic::IfName, kernel_nic::packet::RingGeometry),
+    /// One queue of an interface reached through an AF_XDP socket. Each domain
+    /// gets the redirect program attached anew (held by its [`DomainLink`], so it
+    /// is detached when the domain is gone) and a socket and UMEM of its own.
+    Xdp {
+        /// The interface.
+        name: kernel_nic::IfName,
+        /// Its queue.
+        queue: u32,
+        /// Where the program runs.
+        mode: kernel_nic::xdp::XdpMode,
+        /// The UMEM's shape.
+        geometry: kernel_nic::xdp::XdpGeometry,
+    },
+}
+
+/// Attaches the redirect program for `queue` of `name`. The previous domain's
+/// program (its link dropped with its `DomainLink`) may still be going away:
+/// while the interface says it is busy, try again for up to two seconds.
+fn attach_xdp(
+    name: &kernel_nic::IfName,
+    queue: u32,
+    mode: kernel_nic::xdp::XdpMode,
+) -> Result<kernel_nic::xdp::XdpProgram, LaunchError> {
+    let mut tries = 0;
+    loop {
+        match kernel_nic::xdp::XdpProgram::attach(name, queue + 1, mode) {
+            Err(kernel_nic::xdp::XdpError::Sys { source, .. })
+                if source.kind() == std::io::ErrorKind::ResourceBusy && tries < 200 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r.map_err(LaunchError::Xdp),
+        }
+    }
 }
 
 /// How to start a driver domain.
@@ -221,6 +259,8 @@ pub struct DomainLink {
     last_beat_at: Instant,
     watchdog: Duration,
     failure: Option<DomainFailure>,
+    /// An AF_XDP domain's redirect program: attached while the domain lives.
+    _xdp: Option<kernel_nic::xdp::XdpProgram>,
 }
 
 /// The parts of a vhost-user NIC's domain that a switch-side instance (inline,
@@ -339,6 +379,7 @@ impl DomainLink {
             Vhost(UnixStream, VhostParts),
             Tap(OwnedFd),
             Packet(OwnedFd, kernel_nic::packet::RingGeometry),
+            Xdp(kernel_nic::xdp::XdpProgram, kernel_nic::xdp::XdpHandover),
         }
         let dev = match &cfg.device {
             DomainDevice::Vhost(socket) => {
@@ -371,6 +412,18 @@ impl DomainLink {
                 let socket = kernel_nic::packet::PacketSocket::open(name, *geometry)
                     .map_err(LaunchError::Packet)?;
                 Dev::Packet(socket.into_fd(), *geometry)
+            }
+            DomainDevice::Xdp {
+                name,
+                queue,
+                mode,
+                geometry,
+            } => {
+                let program = attach_xdp(name, *queue, *mode)?;
+                let handover = program
+                    .open_socket(*queue, *geometry)
+                    .map_err(LaunchError::Xdp)?;
+                Dev::Xdp(program, handover)
             }
         };
         let xr = Arc::new(
@@ -415,6 +468,7 @@ impl DomainLink {
                 what: "a doorbell copy",
                 source,
             })?;
+        let mut xdp = None;
         let (device, vhost) = match dev {
             Dev::Vhost(nic, parts) => (Some(nic), Some(parts)),
             Dev::Tap(fd) => {
@@ -429,6 +483,19 @@ impl DomainLink {
                 bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
                 // The socket is the domain's alone: the switch keeps no copy.
                 drop(fd);
+                (None, None)
+            }
+            Dev::Xdp(program, handover) => {
+                let out = bootstrap::OutgoingDevice::Xdp {
+                    socket: handover.socket.as_fd(),
+                    umem: handover.umem.as_fd(),
+                    layout: handover.layout,
+                };
+                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
+                // The socket and the UMEM are the domain's alone; the switch keeps
+                // the program attached for as long as the domain lives.
+                drop(handover);
+                xdp = Some(program);
                 (None, None)
             }
         };
@@ -446,6 +513,7 @@ impl DomainLink {
             last_beat_at: Instant::now(),
             watchdog: cfg.watchdog,
             failure: None,
+            _xdp: xdp,
         };
         if let (Some(nic), Some(parts)) = (&device, &link.vhost) {
             let [(rx_kick, rx_call), (tx_kick, tx_call)] = &parts.queues;

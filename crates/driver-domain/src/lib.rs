@@ -10,7 +10,8 @@
 //!   for a TAP device (`tap_domain`), between the exchange rings and the kernel's TAP
 //!   queue (`readv`/`writev` on the one descriptor it is handed); for an AF_PACKET
 //!   socket (`packet_domain`), between the exchange rings and the socket's
-//!   TPACKET_V3 rings, which it maps.
+//!   TPACKET_V3 rings, which it maps; for an AF_XDP socket (`xdp_domain`), between
+//!   the exchange rings and the socket's UMEM and rings.
 //! * [`fault`]: fault injection (panic, hang, ring garbage, bogus lengths, sandbox
 //!   violations) through a control word of the exchange region.
 //! * [`handover`]: who runs the uplink's fast path (the DD, or the switch as inline
@@ -38,6 +39,7 @@ pub mod launch;
 mod packet_domain;
 mod tap_domain;
 pub mod worker;
+mod xdp_domain;
 
 pub use fault::Fault;
 pub use launch::{DomainLink, LaunchConfig, LaunchError};

@@ -52,7 +52,7 @@ pub(crate) fn serve(
         .map_err(WorkerError::Packet)
         .and_then(|rings| {
             let slot = xr.geometry().slot_size as usize;
-            let mut d = PacketDomain {
+            let mut d = RingDomain {
                 to_nic: Consumer::new(xr.clone(), RingId::ToNic),
                 from_nic: Producer::new(xr.clone(), RingId::FromNic),
                 xr: xr.clone(),
@@ -100,7 +100,7 @@ struct PacketCounts {
     dropped: [u64; KernelDrop::ALL.len()],
 }
 
-struct PacketDomain {
+struct RingDomain {
     xr: Arc<ExchangeRegion>,
     to_nic: Consumer,
     from_nic: Producer,
@@ -121,7 +121,7 @@ fn drain(fd: &OwnedFd) {
     let _ = rustix::io::read(fd, &mut b);
 }
 
-impl PacketDomain {
+impl RingDomain {
     fn run(&mut self, stop: &AtomicBool, busy_poll: bool) -> Result<(), WorkerError> {
         let mode = if busy_poll {
             PollMode::Busy
@@ -182,7 +182,7 @@ impl PacketDomain {
 
     /// One batch each way; returns the frames handled (moved or dropped).
     fn move_frames(&mut self) -> Result<usize, WorkerError> {
-        let PacketDomain {
+        let RingDomain {
             to_nic,
             from_nic,
             rings,
@@ -294,7 +294,7 @@ impl PacketDomain {
 /// What an idle domain waits on: the switch's doorbell and the socket (readable
 /// when the kernel hands over a block, or has noted an error); notifications
 /// asked on `to_nic`.
-impl Sources for PacketDomain {
+impl Sources for RingDomain {
     fn wake_fds(&self, add: &mut dyn FnMut(RawFd)) {
         add(self.doorbell_in.as_raw_fd());
         add(self.rings.fd().as_raw_fd());

@@ -137,6 +137,9 @@ pub enum WorkerError {
     /// The AF_PACKET socket's rings could not be mapped.
     #[error("AF_PACKET socket")]
     Packet(#[source] kernel_nic::packet::PacketError),
+    /// The AF_XDP socket's UMEM or rings could not be mapped.
+    #[error("AF_XDP socket")]
+    Xdp(#[source] kernel_nic::xdp::XdpError),
     /// The driver asked for a device reset (a queue broke); restarting the domain
     /// reconnects the NIC.
     #[error("the driver asked for a device reset")]
@@ -199,6 +202,21 @@ pub fn serve<E: std::error::Error + 'static>(
                 xr,
                 fds.doorbell_in,
                 fds.doorbell_out,
+                fds.busy_poll,
+                stop,
+            );
+        }
+        bootstrap::Device::Xdp {
+            socket,
+            umem,
+            layout,
+        } => {
+            return crate::xdp_domain::serve(
+                socket,
+                umem,
+                layout,
+                xr,
+                (fds.doorbell_in, fds.doorbell_out),
                 fds.busy_poll,
                 stop,
             );

@@ -728,6 +728,17 @@ impl XdpRings {
         self.tx.load(self.tx.consumer) != self.tx_prod
     }
 
+    /// Whether the socket is still bound: a deleted interface unbinds it, and a
+    /// read (of nothing: AF_XDP has no data to read) then says so. `Err` when
+    /// it is gone.
+    pub fn check_bound(&self) -> std::io::Result<()> {
+        let mut b = [0u8; 1];
+        match rustix::io::read(&self.fd, &mut b) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Descriptors and indexes from the kernel that failed the checks.
     pub fn bad_descriptors(&self) -> u64 {
         self.bad

@@ -40,10 +40,10 @@
 //!
 //! ¹ x86_64 only (aarch64 has only the `p` variants).
 //!
-//! A domain that drives an AF_PACKET socket ([`PACKET_DOMAIN_EXTRA`], process kind
-//! [`ProcessKind::PacketDomain`]) gets one call more: `sendto` with a length of 0
-//! (checked as a 64-bit value), the wake-up that hands the transmit ring's frames
-//! to the kernel. A `sendto` with data, which could send bytes on any socket the
+//! A domain that drives a kernel socket with shared rings, AF_PACKET or AF_XDP
+//! ([`RING_DOMAIN_EXTRA`], process kind [`ProcessKind::RingDomain`]), gets one
+//! call more: `sendto` with a length of 0 (checked as a 64-bit value), the
+//! wake-up that hands the transmit ring's frames to the kernel. A `sendto` with data, which could send bytes on any socket the
 //! domain holds, stays forbidden; the other kinds do not get even that.
 //!
 //! Not allowed, among others: `open`/`openat` (no files), `socket`/`connect`/`bind`
@@ -293,8 +293,9 @@ pub const DRIVER_DOMAIN: &[Allowed] = &[
     any("exit_group", libc::SYS_exit_group, "ending"),
 ];
 
-/// What a domain driving an AF_PACKET socket gets on top of [`DRIVER_DOMAIN`].
-pub const PACKET_DOMAIN_EXTRA: &[Allowed] = &[with(
+/// What a domain driving an AF_PACKET or AF_XDP socket gets on top of
+/// [`DRIVER_DOMAIN`].
+pub const RING_DOMAIN_EXTRA: &[Allowed] = &[with(
     "sendto",
     libc::SYS_sendto,
     Args::Zero { index: 2 },
@@ -347,9 +348,9 @@ pub const REAPER: &[Allowed] = &[
 pub enum ProcessKind {
     /// A driver domain ([`DRIVER_DOMAIN`]).
     DriverDomain,
-    /// A driver domain over an AF_PACKET socket ([`DRIVER_DOMAIN`] and
-    /// [`PACKET_DOMAIN_EXTRA`]).
-    PacketDomain,
+    /// A driver domain over an AF_PACKET or AF_XDP socket ([`DRIVER_DOMAIN`] and
+    /// [`RING_DOMAIN_EXTRA`]).
+    RingDomain,
     /// The pid-namespace reaper ([`REAPER`]).
     Reaper,
 }
@@ -359,7 +360,7 @@ impl ProcessKind {
     pub fn allowed(self) -> Vec<Allowed> {
         match self {
             ProcessKind::DriverDomain => DRIVER_DOMAIN.to_vec(),
-            ProcessKind::PacketDomain => [DRIVER_DOMAIN, PACKET_DOMAIN_EXTRA].concat(),
+            ProcessKind::RingDomain => [DRIVER_DOMAIN, RING_DOMAIN_EXTRA].concat(),
             ProcessKind::Reaper => REAPER.to_vec(),
         }
     }
@@ -437,7 +438,7 @@ mod tests {
     fn lists_compile() {
         for kind in [
             ProcessKind::DriverDomain,
-            ProcessKind::PacketDomain,
+            ProcessKind::RingDomain,
             ProcessKind::Reaper,
         ] {
             let prog = kind.compile().unwrap();
@@ -453,7 +454,7 @@ mod tests {
     fn no_duplicates() {
         for kind in [
             ProcessKind::DriverDomain,
-            ProcessKind::PacketDomain,
+            ProcessKind::RingDomain,
             ProcessKind::Reaper,
         ] {
             let mut seen = HashSet::new();
@@ -489,7 +490,7 @@ mod tests {
             libc::SYS_userfaultfd,
             libc::SYS_perf_event_open,
         ];
-        for kind in [ProcessKind::DriverDomain, ProcessKind::PacketDomain] {
+        for kind in [ProcessKind::DriverDomain, ProcessKind::RingDomain] {
             for nr in forbidden {
                 assert!(
                     kind.allowed().iter().all(|a| a.nr != nr),

@@ -272,13 +272,13 @@ mod probe {
                 std::process::exit(3);
             }
             "sendto_nothing_packet" => {
-                enter_as(&control, ProcessKind::PacketDomain);
+                enter_as(&control, ProcessKind::RingDomain);
                 let r = sendto(&control, 0);
                 say(&control, &format!("sendto returned {r}"));
                 std::process::exit(if r == 0 { 0 } else { 3 });
             }
             "sendto_byte_packet" | "sendto_4g_packet" => {
-                enter_as(&control, ProcessKind::PacketDomain);
+                enter_as(&control, ProcessKind::RingDomain);
                 let len = if case == "sendto_byte_packet" {
                     1
                 } else {

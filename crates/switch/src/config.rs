@@ -129,6 +129,10 @@ pub struct ClientSpec {
     pub mac: Option<MacAddr>,
 }
 
+/// Queues an `xdp:` uplink may name (the XSKMAP has an entry per queue up to its
+/// own).
+pub const MAX_XDP_QUEUE: u32 = 64;
+
 /// What an uplink's driver domain drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UplinkDevice {
@@ -143,6 +147,17 @@ pub enum UplinkDevice {
     /// the wire of that interface (its driver), not the host's stack. The switch
     /// opens a socket per domain, retrying until the interface exists.
     Packet(kernel_nic::IfName),
+    /// One queue of an existing interface reached through an AF_XDP socket
+    /// (`xdp:IFNAME[,queue=N][,xdp-mode=native|generic]`): the switch attaches a
+    /// redirect program for each domain and opens its socket.
+    Xdp {
+        /// The interface.
+        name: kernel_nic::IfName,
+        /// Its queue.
+        queue: u32,
+        /// Where the program runs.
+        mode: kernel_nic::xdp::XdpMode,
+    },
 }
 
 impl UplinkDevice {
@@ -163,6 +178,9 @@ impl UplinkDevice {
             UplinkDevice::Packet(_) => {
                 Some("the switch cannot run an AF_PACKET socket's rings itself yet")
             }
+            UplinkDevice::Xdp { .. } => {
+                Some("the switch cannot run an AF_XDP socket's rings itself yet")
+            }
         }
     }
 }
@@ -173,6 +191,7 @@ impl std::fmt::Display for UplinkDevice {
             UplinkDevice::Vhost(p) => write!(f, "{}", p.display()),
             UplinkDevice::Tap(n) => write!(f, "tap:{n}"),
             UplinkDevice::Packet(n) => write!(f, "packet:{n}"),
+            UplinkDevice::Xdp { name, queue, .. } => write!(f, "xdp:{name},queue={queue}"),
         }
     }
 }
@@ -286,6 +305,12 @@ impl FromStr for UplinkSpec {
             UplinkDevice::Tap(ifname("tap", name)?)
         } else if let Some(name) = text.strip_prefix("packet:") {
             UplinkDevice::Packet(ifname("packet", name)?)
+        } else if let Some(name) = text.strip_prefix("xdp:") {
+            UplinkDevice::Xdp {
+                name: ifname("xdp", name)?,
+                queue: 0,
+                mode: kernel_nic::xdp::XdpMode::default(),
+            }
         } else {
             UplinkDevice::Vhost(socket)
         };
@@ -296,20 +321,39 @@ impl FromStr for UplinkSpec {
         } else {
             UplinkMode::Domain
         };
+        let mut device = device;
         for (k, v) in opts {
-            match k {
-                "mode" => {
-                    mode = v.parse().map_err(|reason| ConfigError::BadValue {
-                        spec: spec.to_string(),
-                        key: "mode",
-                        reason,
-                    })?
+            let bad = |key, reason| ConfigError::BadValue {
+                spec: spec.to_string(),
+                key,
+                reason,
+            };
+            match (k, &mut device) {
+                ("mode", _) => mode = v.parse().map_err(|reason| bad("mode", reason))?,
+                ("queue", UplinkDevice::Xdp { queue, .. }) => {
+                    *queue = v
+                        .parse()
+                        .ok()
+                        .filter(|q| *q < MAX_XDP_QUEUE)
+                        .ok_or_else(|| {
+                            bad(
+                                "queue",
+                                format!("{v:?} is not a queue below {MAX_XDP_QUEUE}"),
+                            )
+                        })?
+                }
+                ("xdp-mode", UplinkDevice::Xdp { mode, .. }) => {
+                    *mode = v.parse().map_err(|reason| bad("xdp-mode", reason))?
                 }
                 _ => {
                     return Err(ConfigError::UnknownOption {
                         spec: spec.to_string(),
                         key: k.to_string(),
-                        allowed: "mode",
+                        allowed: if matches!(device, UplinkDevice::Xdp { .. }) {
+                            "mode, queue, xdp-mode"
+                        } else {
+                            "mode"
+                        },
                     })
                 }
             }
@@ -443,7 +487,7 @@ impl SwitchConfig {
             .iter()
             .map(|u| match &u.device {
                 UplinkDevice::Vhost(p) => p.clone(),
-                UplinkDevice::Tap(_) | UplinkDevice::Packet(_) => {
+                UplinkDevice::Tap(_) | UplinkDevice::Packet(_) | UplinkDevice::Xdp { .. } => {
                     PathBuf::from(u.device.to_string())
                 }
             })
@@ -512,6 +556,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_xdp_uplink_names_its_queue_and_mode() {
+        use kernel_nic::xdp::XdpMode;
+        let u: UplinkSpec = "up1=xdp:eth1,queue=3,xdp-mode=native".parse().unwrap();
+        assert_eq!(
+            u.device,
+            UplinkDevice::Xdp {
+                name: "eth1".parse().unwrap(),
+                queue: 3,
+                mode: XdpMode::Native
+            }
+        );
+        assert_eq!(u.device.to_string(), "xdp:eth1,queue=3");
+        assert_eq!(u.mode, UplinkMode::Domain);
+        let u: UplinkSpec = "up1=xdp:eth1".parse().unwrap();
+        assert!(matches!(
+            u.device,
+            UplinkDevice::Xdp {
+                queue: 0,
+                mode: XdpMode::Generic,
+                ..
+            }
+        ));
+        for (bad, key) in [
+            ("up1=xdp:eth1,queue=x", "queue"),
+            ("up1=xdp:eth1,queue=64", "queue"),
+            ("up1=xdp:eth1,xdp-mode=fast", "xdp-mode"),
+            ("up1=xdp:eth1,mode=twin", "mode"),
+        ] {
+            let e = bad.parse::<UplinkSpec>().unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadValue { key: k, .. } if k == key),
+                "{bad}: {e}"
+            );
+        }
+        // Queue and XDP mode belong to xdp: uplinks only.
+        let e = "up1=packet:eth1,queue=1".parse::<UplinkSpec>().unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
     }
 
     #[test]

@@ -178,6 +178,12 @@ impl Uplink {
             UplinkDevice::Packet(ifname) => {
                 DomainDevice::Packet(ifname.clone(), kernel_nic::packet::RingGeometry::default())
             }
+            UplinkDevice::Xdp { name, queue, mode } => DomainDevice::Xdp {
+                name: name.clone(),
+                queue: *queue,
+                mode: *mode,
+                geometry: kernel_nic::xdp::XdpGeometry::default(),
+            },
         };
         let link = spawn_connector(&spec, &device, poll, Duration::ZERO)?;
         let now = Instant::now();

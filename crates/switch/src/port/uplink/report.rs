@@ -65,7 +65,9 @@ impl Uplink {
 impl Uplink {
     fn kernel_link(&self) -> serde_json::Value {
         use crate::config::UplinkDevice;
-        let (UplinkDevice::Tap(name) | UplinkDevice::Packet(name)) = &self.spec.device else {
+        let (UplinkDevice::Tap(name) | UplinkDevice::Packet(name) | UplinkDevice::Xdp { name, .. }) =
+            &self.spec.device
+        else {
             return serde_json::Value::Null;
         };
         match kernel_nic::link_state(name) {

@@ -1,15 +1,17 @@
-//! An AF_PACKET uplink (`--uplink u0=packet:IFNAME`): the switch runs in a network
-//! namespace the test creates, with a veth pair there; the uplink's driver domain
-//! drives one end (`pk0`) through an AF_PACKET socket's TPACKET_V3 rings the switch
-//! opened, and the kernel's IPv4 stack on the other end (`pk1`) is the network the
-//! uplink reaches, through the veth driver as through a NIC's. A generated client
-//! sends to `pk1`, and `pk1` pings the client; every counter agrees hop by hop
-//! with the kernel's own interface statistics, exactly. The domain is killed
-//! during traffic and the next one gets a socket of its own. The uplink follows its
-//! interface: link down (frames the kernel kept taken back and counted as
-//! `kernel_link_down`) and up, deleted (the domain ends) and created again (the
-//! next domain binds to it). A compromised domain's ioctl on its socket gets it
-//! killed by its sandbox.
+//! Uplinks over kernel sockets with shared rings: AF_PACKET (`--uplink
+//! u0=packet:IFNAME`, TPACKET_V3 rings) and AF_XDP (`--uplink u0=xdp:IFNAME`, a
+//! UMEM and four rings on queue 0, fed by the redirect program in generic mode).
+//! The switch runs in a network namespace the test creates, with a veth pair
+//! there; the uplink's driver domain drives one end (`pk0`) through a socket the
+//! switch opened, and the kernel's IPv4 stack on the other end (`pk1`) is the
+//! network the uplink reaches, through the veth driver as through a NIC's. A
+//! generated client sends to `pk1`, and `pk1` pings the client; every counter
+//! agrees hop by hop with the kernel's own interface statistics, exactly. The
+//! domain is killed during traffic and the next one gets a socket of its own.
+//! The uplink follows its interface: deleted (the domain ends) and created again
+//! (the next domain binds to it); for AF_PACKET also link down (frames the
+//! kernel kept taken back and counted as `kernel_link_down`) and up. A
+//! compromised domain's ioctl on its socket gets it killed by its sandbox.
 //!
 //! Needs root, `ip` (iproute2) and `ping` (iputils-ping); scripts/setup-host.sh
 //! installs both.
@@ -39,8 +41,9 @@ fn veth_pair(ns: &Netns, up: &str, peer: &str) {
     ]);
 }
 
-/// The switch, in `ns`, with client c1 and the AF_PACKET uplink u0 on `dev`.
-fn packet_switch(s: &Scratch, ns: &Netns, dev: &str) -> (Proc, String, String) {
+/// The switch, in `ns`, with client c1 and uplink u0 of `kind` (`packet`,
+/// `xdp`) on `dev`.
+fn ring_switch(s: &Scratch, ns: &Netns, kind: &str, dev: &str) -> (Proc, String, String) {
     let (c1_s, ctl) = (s.path("c1.sock"), s.path("ctl.sock"));
     let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
     cmd.args([
@@ -48,7 +51,7 @@ fn packet_switch(s: &Scratch, ns: &Netns, dev: &str) -> (Proc, String, String) {
         "--client",
         &format!("c1={c1_s},mac={C1}"),
         "--uplink",
-        &format!("u0=packet:{dev}"),
+        &format!("u0={kind}:{dev}"),
         "--poll",
         "event",
         "--control",
@@ -104,9 +107,10 @@ fn domain_drops(sw_r: &Value) -> u64 {
 }
 
 /// Every process under the switch (the domain's reaper and worker) holds only
-/// its socket, the exchange region, eventfds and an epoll set above stdio, and
-/// one end of the sandbox's pipe; one of them holds the socket.
-fn assert_domain_holds_only_its_descriptors(switch: u32) {
+/// its socket (and copies for its ring mappings), an AF_XDP socket's UMEM, the
+/// exchange region, eventfds and an epoll set above stdio, and one end of the
+/// sandbox's pipe; one of them holds the socket.
+fn assert_domain_holds_only_its_descriptors(switch: u32, most_sockets: usize) {
     let procs = descendants(switch);
     assert_eq!(procs.len(), 2, "the domain's reaper and worker: {procs:?}");
     let mut sockets = 0;
@@ -130,6 +134,7 @@ fn assert_domain_holds_only_its_descriptors(switch: u32) {
                     "anon_inode:[eventfd]",
                     "anon_inode:[eventpoll]",
                     "/memfd:twin-xchg-u0 ",
+                    "/memfd:twin-umem ",
                 ]
                 .iter()
                 .any(|a| target.starts_with(a)),
@@ -137,22 +142,33 @@ fn assert_domain_holds_only_its_descriptors(switch: u32) {
             );
         }
     }
-    // The worker's socket and its mapping's copy, and the reaper's copy from
+    // The worker's socket and its mappings' copies, and the reaper's copy from
     // before the fork.
     assert!(
-        (1..=3).contains(&sockets),
+        (1..=most_sockets).contains(&sockets),
         "{sockets} sockets in the domain's processes"
     );
 }
 
 #[test]
 fn a_packet_uplink_reaches_the_wire_and_survives_its_domain_being_killed() {
+    // The worker's socket and its ring mapping's copy, the reaper's copy.
+    reaches_the_wire_and_survives_its_domain_being_killed("packet", 3);
+}
+
+#[test]
+fn an_xdp_uplink_reaches_the_wire_and_survives_its_domain_being_killed() {
+    // The worker's socket and one copy per ring mapping, the reaper's copy.
+    reaches_the_wire_and_survives_its_domain_being_killed("xdp", 6);
+}
+
+fn reaches_the_wire_and_survives_its_domain_being_killed(kind: &str, most_sockets: usize) {
     let _m = serial();
-    let s = Scratch::new("packet");
-    let ns = Netns::new("packet");
+    let s = Scratch::new(kind);
+    let ns = Netns::new(kind);
     quiet(&ns);
     veth_pair(&ns, "pk0", "pk1");
-    let (mut sw, c1_s, ctl) = packet_switch(&s, &ns, "pk0");
+    let (mut sw, c1_s, ctl) = ring_switch(&s, &ns, kind, "pk0");
     let pid0 = wait_domain(&ctl, 0);
     let peer_mac = ns.mac("pk1");
 
@@ -167,7 +183,7 @@ fn a_packet_uplink_reaches_the_wire_and_survives_its_domain_being_killed() {
     let pid1 = wait_domain(&ctl, pid0);
     assert_ne!(pid1, pid0);
     ping_client(&ns, 50);
-    assert_domain_holds_only_its_descriptors(sw.pid());
+    assert_domain_holds_only_its_descriptors(sw.pid(), most_sockets);
     let g = g.report(Duration::from_secs(30));
     // Everything queued has crossed before the kernel's counters are read.
     std::thread::sleep(Duration::from_millis(300));
@@ -241,7 +257,7 @@ fn a_packet_uplink_follows_its_link_and_a_deleted_interface() {
     let ns = Netns::new("packetlink");
     quiet(&ns);
     veth_pair(&ns, "pl0", "pl1");
-    let (mut sw, c1_s, ctl) = packet_switch(&s, &ns, "pl0");
+    let (mut sw, c1_s, ctl) = ring_switch(&s, &ns, "packet", "pl0");
     let pid0 = wait_domain(&ctl, 0);
     let link = |st: &Value| st.pointer("/uplinks/u0/detail/link/up").cloned();
     wait_status(&ctl, Duration::from_secs(5), "link up", |st| {
@@ -310,18 +326,68 @@ fn a_packet_uplink_follows_its_link_and_a_deleted_interface() {
     assert!(status.success());
 }
 
-/// A compromised AF_PACKET domain holds its socket: it can send frames through
-/// the rings (its job), but an ioctl on it (which could reconfigure the
-/// interface) is outside its sandbox's allow-list: the domain is killed (SIGSYS)
-/// and restarted, and traffic goes on through the next one.
+#[test]
+fn an_xdp_uplink_follows_a_deleted_interface() {
+    let _m = serial();
+    let s = Scratch::new("xdplink");
+    let ns = Netns::new("xdplink");
+    quiet(&ns);
+    veth_pair(&ns, "pl0", "pl1");
+    let (mut sw, c1_s, ctl) = ring_switch(&s, &ns, "xdp", "pl0");
+    let pid0 = wait_domain(&ctl, 0);
+    let mut g = gen_event(&c1_s, C1, &ns.mac("pl1"), "6", "2000");
+    wait_status(&ctl, Duration::from_secs(10), "frames on the wire", |st| {
+        n(st, "/uplinks/u0/tx_packets") > 500
+    });
+    assert!(ns.stat("pl1", "rx_packets") > 500);
+    // Deleted: the socket is unbound, the domain sees it and ends; once the
+    // interface exists again, the next domain gets the program and a socket.
+    ip(&["-n", &ns.0, "link", "del", "pl0"]);
+    let gone = wait_status(&ctl, Duration::from_secs(10), "the domain ended", |st| {
+        outages(st).len() == 1
+    });
+    let o = outages(&gone);
+    assert!(
+        str_at(&o[0], "/reason").contains("NIC hung up"),
+        "outage reason: {}",
+        o[0]
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    veth_pair(&ns, "pl0", "pl1");
+    let pid1 = wait_domain(&ctl, pid0);
+    let before = n(&ctl_status(&ctl), "/clients/c1/tx_packets");
+    ping_client(&ns, 30);
+    let after = wait_status(&ctl, Duration::from_secs(5), "the pings reach c1", |st| {
+        n(st, "/clients/c1/tx_packets") >= before + 30
+    });
+    assert_eq!(wait_domain(&ctl, pid0), pid1, "no further restart");
+    assert_eq!(n(&after, "/uplinks/u0/disconnects"), 1);
+    let _ = g.stop();
+    let (status, _) = sw.stop();
+    assert!(status.success());
+}
+
+/// A compromised domain holds its socket: it can send frames through the rings
+/// (its job), but an ioctl on it (which could reconfigure the interface) is
+/// outside its sandbox's allow-list: the domain is killed (SIGSYS) and
+/// restarted, and traffic goes on through the next one.
 #[test]
 fn a_compromised_packet_domain_cannot_reconfigure_its_interface() {
+    compromised_domain_cannot_reconfigure_its_interface("packet");
+}
+
+#[test]
+fn a_compromised_xdp_domain_cannot_reconfigure_its_interface() {
+    compromised_domain_cannot_reconfigure_its_interface("xdp");
+}
+
+fn compromised_domain_cannot_reconfigure_its_interface(kind: &str) {
     let _m = serial();
-    let s = Scratch::new("packetioctl");
-    let ns = Netns::new("packetioctl");
+    let s = Scratch::new(&format!("{kind}ioctl"));
+    let ns = Netns::new(&format!("{kind}ioctl"));
     quiet(&ns);
     veth_pair(&ns, "pi0", "pi1");
-    let (mut sw, c1_s, ctl) = packet_switch(&s, &ns, "pi0");
+    let (mut sw, c1_s, ctl) = ring_switch(&s, &ns, kind, "pi0");
     let pid0 = wait_domain(&ctl, 0);
     ctl_ok(&ctl, &["fault", "u0", "ioctl"]);
     let pid1 = wait_domain(&ctl, pid0);
