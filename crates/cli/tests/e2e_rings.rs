@@ -291,6 +291,11 @@ fn a_packet_uplink_follows_its_link_and_a_deleted_interface() {
     let again = wait_status(&ctl, Duration::from_secs(5), "frames out again", |st| {
         n(st, "/uplinks/u0/tx_packets") > n(&refused, "/uplinks/u0/tx_packets") + 500
     });
+    assert_eq!(
+        n(&refused, "/uplinks/u0/detail/link_downs"),
+        1,
+        "the fall is counted once"
+    );
     let peer_rx = ns.stat("pl1", "rx_packets");
     assert!(
         peer_rx > peer_rx_before + 500,
@@ -408,4 +413,35 @@ fn compromised_domain_cannot_reconfigure_its_interface(kind: &str) {
     assert_eq!(wait_domain(&ctl, pid0), pid1);
     let (status, _) = sw.stop();
     assert!(status.success());
+}
+
+/// A missing interface is a clear error at start (exit status 1, the reason), for
+/// either kind; and neither kind runs in a mode the switch cannot serve (a usage
+/// error: exit status 2).
+#[test]
+fn a_missing_interface_or_an_unserved_mode_is_an_error_at_start() {
+    let _m = serial();
+    let s = Scratch::new("ringstart");
+    let ns = Netns::new("ringstart");
+    quiet(&ns);
+    veth_pair(&ns, "ps0", "ps1");
+    for (spec, status, want) in [
+        ("packet:nosuch0", 1, "no interface nosuch0"),
+        ("xdp:nosuch0", 1, "no interface nosuch0"),
+        ("packet:ps0,mode=twin", 2, "domain mode only"),
+        ("xdp:ps0,mode=inline", 2, "domain mode only"),
+    ] {
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
+        cmd.args([
+            "switch",
+            "--client",
+            &format!("c1={}", s.path("c1.sock")),
+            "--uplink",
+            &format!("u0={spec}"),
+        ]);
+        let out = cmd.output().expect("run twin switch");
+        assert_eq!(out.status.code(), Some(status), "{spec}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{spec}: {err}");
+    }
 }

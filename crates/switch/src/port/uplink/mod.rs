@@ -74,6 +74,15 @@ pub enum UplinkError {
         #[source]
         source: kernel_nic::TapError,
     },
+    /// The interface of a `packet:` or `xdp:` uplink does not exist (or its
+    /// state cannot be read).
+    #[error("uplink {name}: no interface {device} in the switch's network namespace")]
+    NoInterface {
+        /// Uplink name.
+        name: String,
+        /// The interface.
+        device: kernel_nic::IfName,
+    },
     /// The connector thread could not be started.
     #[error("cannot start the connector thread of uplink {name}")]
     SpawnConnector {
@@ -143,6 +152,11 @@ pub struct Uplink {
     past_device_errors: std::collections::BTreeMap<&'static str, u64>,
     /// Upcall counts of driver domains that have since been replaced.
     past_upcalls: std::collections::BTreeMap<&'static str, u64>,
+    /// A kernel interface's state when last looked at (up and running); `None`
+    /// for a vhost-user NIC or before the first look.
+    kernel_link_up: Option<bool>,
+    /// Times a kernel interface was seen going down.
+    link_downs: u64,
 }
 
 impl std::fmt::Debug for Uplink {
@@ -164,6 +178,23 @@ impl Uplink {
         poll: PollMode,
         restart_budget: usize,
     ) -> Result<Self, UplinkError> {
+        if let UplinkDevice::Packet(ifname) | UplinkDevice::Xdp { name: ifname, .. } = &spec.device
+        {
+            // An existing interface: a missing one is an error now, a down one is
+            // said once (traffic starts when it comes up).
+            match kernel_nic::link_state(ifname) {
+                Ok(Some(s)) if !s.up => {
+                    tracing::warn!(uplink = %spec.name, device = %ifname, "the interface is down");
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    return Err(UplinkError::NoInterface {
+                        name: spec.name.clone(),
+                        device: ifname.clone(),
+                    })
+                }
+            }
+        }
         let device = match &spec.device {
             UplinkDevice::Vhost(socket) => DomainDevice::Vhost(socket.clone()),
             UplinkDevice::Tap(ifname) => {
@@ -203,6 +234,8 @@ impl Uplink {
             outages: OutageLog::new(now),
             restarts: RestartBudget::new(restart_budget),
             handover_ring_full: 0,
+            kernel_link_up: None,
+            link_downs: 0,
             // Every counter is reported from the start, zeros included, so a reader
             // can tell "none" from "not reported".
             past_domain_drops: report::zeros(&launch::DD_DROP_NAMES),

@@ -58,6 +58,9 @@ impl Uplink {
             // A kernel device's state, read now: `up` (administratively) and
             // `running` (carrier); null for a vhost-user NIC or a missing device.
             "link": self.kernel_link(),
+            // Times the kernel interface was seen going down (looked at every
+            // LINK_CHECK_INTERVAL while a domain runs).
+            "link_downs": self.link_downs,
         })
     }
 }

@@ -349,11 +349,37 @@ impl Uplink {
                 }
                 self.last_check = now;
                 let Some(reason) = d.failure(now) else {
+                    self.watch_kernel_link();
                     return Ok(false);
                 };
                 self.restart(now, dropped_so_far, reason.into())
             }
         }
+    }
+
+    /// Looks at a kernel interface's state (every [`LINK_CHECK_INTERVAL`]): a
+    /// change is logged, and each time it goes down is counted (`link_downs`).
+    /// The log is bounded by the check interval (20 lines a second at most from
+    /// a link that flaps as fast as it can).
+    fn watch_kernel_link(&mut self) {
+        use crate::config::UplinkDevice;
+        let (UplinkDevice::Tap(name) | UplinkDevice::Packet(name) | UplinkDevice::Xdp { name, .. }) =
+            &self.spec.device
+        else {
+            return;
+        };
+        let up = matches!(kernel_nic::link_state(name), Ok(Some(s)) if s.up && s.running);
+        match (self.kernel_link_up, up) {
+            (Some(true), false) => {
+                self.link_downs += 1;
+                warn!(uplink = %self.spec.name, device = %name, "the interface went down");
+            }
+            (Some(false), true) => {
+                info!(uplink = %self.spec.name, device = %name, "the interface is up again");
+            }
+            _ => {}
+        }
+        self.kernel_link_up = Some(up);
     }
 
     /// A twin faulted: report it, fall back to `domain`, and restart the driver
