@@ -7,9 +7,12 @@
 #   tap             twin switch, a TAP uplink's driver domain, into the TAP device
 #   packet          twin switch, an AF_PACKET uplink's driver domain, out of one end
 #                   of a veth pair (counted as received on the other end)
+#   xdp             twin switch, an AF_XDP uplink's driver domain (generic mode,
+#                   queue 0), out of one end of a veth pair
 #   testpmd-packet  DPDK testpmd `io` forwarding from `net_vhost` (the generator's
 #                   port) to `net_af_packet` on the same veth: the same kernel
 #                   interface reached by DPDK's own AF_PACKET driver, no switching
+#   testpmd-xdp     the same with DPDK's `net_af_xdp`
 #
 # Per run: Mpps into the kernel, Gbit/s, and the CPU time (utime + stime from
 # /proc, every thread) per million frames that arrived, of the forwarder (the
@@ -21,19 +24,19 @@
 # Placement: the forwarder's data path on CPU 0, the generator on CPU 1
 # (busy-polling both), the domain where the scheduler puts it (event-driven, as
 # the switch's `--poll busy` makes it busy-poll too). Prints one line per run and
-# the median of each size. Needs root, `ip` (iproute2) and, for testpmd-packet,
+# the median of each size. Needs root, `ip` (iproute2) and, for the testpmd kinds,
 # `dpdk-testpmd`. Not part of the test suite: a benchmark.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
 require_programs ip mktemp seq awk sed cat sleep mkfifo
-kind=${1:?usage: scripts/bench-kernel.sh tap|packet|testpmd-packet [RUNS [DURATION [SIZE...]]]}
+kind=${1:?usage: scripts/bench-kernel.sh tap|packet|xdp|testpmd-packet|testpmd-xdp [RUNS [DURATION [SIZE...]]]}
 shift
 case "$kind" in
-  tap | packet) ;;
-  testpmd-packet) require_programs dpdk-testpmd ;;
-  *) echo "bench-kernel.sh: unknown kind $kind (tap, packet, testpmd-packet)" >&2; exit 2 ;;
+  tap | packet | xdp) ;;
+  testpmd-packet | testpmd-xdp) require_programs dpdk-testpmd ;;
+  *) echo "bench-kernel.sh: unknown kind $kind (tap, packet, xdp, testpmd-packet, testpmd-xdp)" >&2; exit 2 ;;
 esac
 runs=${1:-3}
 duration=${2:-3}
@@ -82,7 +85,7 @@ kstat() { ip netns exec "$ns" cat "/sys/class/net/$counted/statistics/$1"; }
 
 sock=$scratch/c1.sock
 case "$kind" in
-  tap | packet)
+  tap | packet | xdp)
     ip netns exec "$ns" "$twin" switch --client "c1=$sock,mac=02:00:00:00:00:01" \
       --uplink "u0=$kind:$dev" --control "$scratch/ctl.sock" --cpu 0 \
       >/dev/null 2>"$scratch/fwd.log" &
@@ -95,7 +98,12 @@ case "$kind" in
     dd_pids=$(children "$fwd_pid")
     dd_pids="$dd_pids $(for p in $dd_pids; do children "$p"; done)"
     ;;
-  testpmd-packet)
+  testpmd-packet | testpmd-xdp)
+    if [ "$kind" = testpmd-packet ]; then
+      pmd="net_af_packet0,iface=$dev"
+    else
+      pmd="net_af_xdp0,iface=$dev,start_queue=0,queue_count=1"
+    fi
     # Non-interactive testpmd forwards until a line arrives on its stdin: a fifo
     # this shell holds open (never a line, never end of file). `ip netns exec`
     # becomes testpmd, so $! is testpmd's PID.
@@ -103,7 +111,7 @@ case "$kind" in
     exec 3<>"$scratch/stdin"
     ip netns exec "$ns" dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci \
       --in-memory --single-file-segments -m 512 \
-      --vdev "net_vhost0,iface=$sock,queues=1" --vdev "net_af_packet0,iface=$dev" \
+      --vdev "net_vhost0,iface=$sock,queues=1" --vdev "$pmd" \
       -- --forward-mode=io --auto-start --nb-cores=1 --total-num-mbufs=16384 \
       <&3 >"$scratch/fwd.log" 2>&1 &
     fwd_pid=$!

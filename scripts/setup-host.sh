@@ -36,6 +36,7 @@ packages=(
   procps # kill
   iproute2 # ip: network namespaces and interfaces in the kernel-uplink tests
   iputils-ping # ping: traffic from the kernel side of a TAP uplink
+  ethtool # ethtool: checksum offload off on a veth whose far end is a local stack (scripts/guest-kernel.sh)
   jq
   grep
   sed

@@ -287,7 +287,8 @@ role_a() {
 }
 
 # A guest whose peer is the host's own kernel behind a TAP uplink (scripts/
-# guest-tap.sh): PEER is the TAP device's address in the host's namespace, which
+# guest-kernel.sh): PEER is the host's address (on the TAP device, or across a
+# veth pair from an AF_PACKET or AF_XDP uplink) in its namespace, which
 # runs an iperf3 server. Ping and TCP both ways, then pings through a driver-domain
 # kill by the host.
 role_tap() {

@@ -1,4 +1,4 @@
-# Sourced by the guest scripts (scripts/guest-e2e.sh, scripts/guest-tap.sh): the
+# Sourced by the guest scripts (scripts/guest-e2e.sh, scripts/guest-kernel.sh): the
 # summary of a run's checks.
 #
 #   summarize_checks RESULTS EXPECTED...

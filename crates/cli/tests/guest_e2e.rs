@@ -2,7 +2,7 @@
 //! driver attached to the switch over vhost-user, in every uplink mode.
 //!
 //! Each test runs `scripts/guest-e2e.sh MODE` (or, for the TAP uplink,
-//! `scripts/guest-tap.sh`) with this build's `twin` binary: two
+//! `scripts/guest-kernel.sh`) with this build's `twin` binary: two
 //! guests ping each other and run iperf3 through the switch, reach the reflecting
 //! NIC behind the uplink, keep their links while the uplink's driver domain is
 //! killed and restarted, and get their ports back after a reboot, a new QEMU and a
@@ -96,7 +96,7 @@ fn failures(out: &str) -> String {
             let t = l.trim_start();
             t.starts_with("FAIL ")
                 || t.starts_with("guest-e2e: FAIL")
-                || t.starts_with("guest-tap: FAIL")
+                || t.starts_with("guest-kernel")
         })
         .take(20)
         .collect();
@@ -123,9 +123,22 @@ fn linux_guests_through_a_twin_uplink() {
 }
 
 /// A guest reaches the host's own kernel through a TAP uplink
-/// (`scripts/guest-tap.sh`: ping and iperf3 both ways with the host, a domain
+/// (`scripts/guest-kernel.sh`: ping and iperf3 both ways with the host, a domain
 /// kill during pings, the switch's counters against the kernel's).
 #[test]
 fn a_linux_guest_through_a_tap_uplink() {
-    run_script("scripts/guest-tap.sh", &[]);
+    run_script("scripts/guest-kernel.sh", &["tap"]);
+}
+
+/// The same through an AF_PACKET uplink on a veth pair, the host on the other
+/// end.
+#[test]
+fn a_linux_guest_through_a_packet_uplink() {
+    run_script("scripts/guest-kernel.sh", &["packet"]);
+}
+
+/// The same through an AF_XDP uplink (queue 0, generic mode) on a veth pair.
+#[test]
+fn a_linux_guest_through_an_xdp_uplink() {
+    run_script("scripts/guest-kernel.sh", &["xdp"]);
 }

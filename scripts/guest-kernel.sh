@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# End-to-end test of a TAP uplink with a real Linux guest: a QEMU (TCG) virtual
-# machine on a `twin switch` client port reaches the host's own kernel through the
-# uplink `tap:IFNAME`, whose driver domain moves the frames.
+# End-to-end test of a kernel uplink with a real Linux guest: a QEMU (TCG)
+# virtual machine on a `twin switch` client port reaches a host's kernel through
+# the uplink, whose driver domain moves the frames.
 #
-# usage: scripts/guest-tap.sh
+# usage: scripts/guest-kernel.sh [KIND]      KIND: tap (default), packet, xdp
 #
-# In a network namespace it creates, it starts `twin switch` (client port a, uplink
-# u0 = tap:twg0 in domain mode), gives the TAP device the address 10.0.0.254/24,
+# In a network namespace it creates, it starts `twin switch` (client port a,
+# uplink u0 in domain mode) on
+#
+#   tap     `tap:DEV`: a TAP device, the host's address 10.0.0.254/24 on it
+#   packet  `packet:DEV`: one end of a veth pair, the host's address on the other
+#   xdp     `xdp:DEV` (queue 0, generic mode): the same veth pair
+#
 # runs an iperf3 server there, and boots one guest (10.0.0.1) with
 # scripts/guest/checks.sh in role `tap`:
 #
 #   guest   link up, the host answers pings, iperf3 TCP to and from the host
 #   fault   the host kills the uplink's driver domain (`twin ctl fault u0 kill`)
-#           during a ping series: it restarts with the same device, the guest keeps
-#           its port, and the loss is bounded by how long the domain was away
-#   host    the switch's report adds up with the kernel's own interface counters
+#           during a ping series: it restarts (with the same device, or a new
+#           socket), the guest keeps its port, and the loss is bounded by how
+#           long the domain was away
+#   host    the switch's report adds up with the kernel's own counters of DEV
 #
 # It exits 0 only when every expected check passed, and prints a summary. A missing
 # peer (QEMU, the kernel, ip, iperf3...) is a failure, never a skip. Needs root.
@@ -28,13 +34,15 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 guest_dir=${TWIN_GUEST_DIR:-$repo/target/guest}
 timeout_s=${TWIN_GUEST_TIMEOUT:-300}
 
-die() { echo "guest-tap: FAIL: $*" >&2; exit 1; }
+kind=${1:-tap}
+case "$kind" in tap | packet | xdp) ;; *) echo "guest-kernel: unknown kind $kind (tap, packet, xdp)" >&2; exit 2 ;; esac
+die() { echo "guest-kernel ($kind): FAIL: $*" >&2; exit 1; }
 
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
 # shellcheck source=lib/checks.sh
 . "$repo/scripts/lib/checks.sh"
-require_programs qemu-system-x86_64 ip iperf3 jq mktemp seq date grep sed awk wc tr
+require_programs qemu-system-x86_64 ip iperf3 jq mktemp seq date grep sed awk wc tr ethtool sh
 if [ -z "${TWIN_BIN:-}" ]; then
   (cd "$repo" && cargo build --release -q -p twin-cli) || die "cargo build of twin failed"
   TWIN_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/twin
@@ -42,7 +50,7 @@ fi
 [ -x "$TWIN_BIN" ] || die "twin binary $TWIN_BIN is missing"
 "$repo/scripts/guest/build.sh" || die "cannot build the guest (kernel + initramfs)"
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/twin-guest-tap.XXXXXX")
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/twin-guest-$kind.XXXXXX")
 ns=twg-$$
 dev=twg$$
 dev=${dev:0:15}
@@ -70,6 +78,11 @@ hcheck() { echo "TWIN-CHECK $1 $2 ${*:3}" >>"$scratch/host.log"; log "host check
 ctl() { "$TWIN_BIN" ctl --control "$scratch/ctl.sock" "$@" 2>>"$scratch/ctl.log"; }
 status() { ctl status | jq -c 'select(.ok) | .result' 2>/dev/null || true; }
 kstat() { ip netns exec "$ns" cat "/sys/class/net/$dev/statistics/$1"; }
+# The kernel's view of the uplink's frames: what it received from the uplink
+# (a TAP's rx: the domain writes into it; the veth end's tx: the socket sends
+# out of it) and what it handed to the uplink.
+to_kernel() { if [ "$kind" = tap ]; then kstat rx_packets; else kstat tx_packets; fi; }
+from_kernel() { if [ "$kind" = tap ]; then kstat tx_packets; else kstat rx_packets; fi; }
 # wait_line FILE PATTERN SECONDS: until FILE has a line matching PATTERN.
 wait_line() {
   local end=$((SECONDS + $3))
@@ -93,19 +106,35 @@ uplink_up() {
 
 log "twin=$TWIN_BIN guest=$(cat "$guest_dir/kernel-version" 2>/dev/null) scratch=$scratch ns=$ns dev=$dev"
 ip netns add "$ns"
+# No IPv6: the kernel then sends nothing of its own out of the uplink's
+# interface, and its counters hold only the guest's traffic.
+ip netns exec "$ns" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6;
+  echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
+host_dev=$dev
+if [ "$kind" != tap ]; then
+  # The host's side of the wire: the other end of a veth pair. A veth hands
+  # its local stack's segments over with the checksum still to be filled in
+  # (checksum offload); a socket on the other end sees them so, and the guest
+  # would drop them. Off, as every AF_PACKET or AF_XDP user of a veth does
+  # (OVS's AF_XDP guide says the same); a real NIC's wire carries whole frames.
+  host_dev=${dev:0:13}h
+  ip -n "$ns" link add "$dev" type veth peer name "$host_dev"
+  ip netns exec "$ns" ethtool -K "$host_dev" tx off >/dev/null
+  ip -n "$ns" link set "$dev" up
+fi
 TWIN_LOG=info NO_COLOR=1 ip netns exec "$ns" "$TWIN_BIN" switch \
   --client "a=$scratch/a.sock,mac=52:54:00:00:00:0a" \
-  --uplink "u0=tap:$dev" --control "$scratch/ctl.sock" --fault-injection --poll event \
+  --uplink "u0=$kind:$dev" --control "$scratch/ctl.sock" --fault-injection --poll event \
   >"$scratch/switch.json" 2>"$scratch/switch.log" </dev/null &
 switch_pid=$!
 pids+=("$switch_pid")
 if pid0=$(uplink_up); then
-  hcheck switch-up PASS "uplink u0 = tap:$dev, driver domain pid $pid0"
+  hcheck switch-up PASS "uplink u0 = $kind:$dev, driver domain pid $pid0"
 else
   hcheck switch-up FAIL "uplink u0 not up within 20 s: $(tail -3 "$scratch/switch.log" | tr '\n' ' ')"
 fi
-ip -n "$ns" addr add 10.0.0.254/24 dev "$dev"
-ip -n "$ns" link set "$dev" up
+ip -n "$ns" addr add 10.0.0.254/24 dev "$host_dev"
+ip -n "$ns" link set "$host_dev" up
 ip -n "$ns" link set lo up
 # The host's iperf3 server, for both runs (`ip netns exec` execs it: same pid).
 ip netns exec "$ns" iperf3 -s >/dev/null 2>&1 </dev/null &
@@ -162,16 +191,18 @@ scenario() {
   # The host's side: the kernel's counters of the device against the switch's.
   sleep 0.5
   local k_rx k_tx s lost v
-  k_rx=$(kstat rx_packets); k_tx=$(kstat tx_packets)
+  k_rx=$(to_kernel); k_tx=$(from_kernel)
   s=$(status)
   lost=$(jq '[.uplinks.u0.detail.outages[].frames_in_flight_lost] | add // 0' <<<"$s")
   v=$(jq -r --argjson krx "$k_rx" --argjson ktx "$k_tx" --argjson lost "$lost" '
     .uplinks.u0 as $u
-    | ([$u.drops | to_entries[] | select(.key | startswith("domain_") or startswith("tap_")) | .value] | add) as $dd
+    | ([$u.drops | to_entries[] | select(.key | startswith("domain_") or startswith("kernel_")) | .value] | add) as $dd
     # To the kernel: the kill loses at most what was in flight (an upper bound:
     # the dying domain may have written part of it). From the kernel: a frame
     # the killed domain had read but not yet published is lost uncounted, at
-    # most one batch (64) per outage.
+    # most one batch (64) per outage; for a socket kind, so is a frame that
+    # arrived while no socket was bound (only answers to echoes sent before
+    # the kill: fewer than a batch).
     | ($u.detail.outages | length) as $outages
     | if ($krx + $dd) <= $u.tx_packets and $u.tx_packets <= ($krx + $dd + $lost)
          and ($u.rx_packets + $dd) <= $ktx and $ktx <= ($u.rx_packets + $dd + 64 * $outages)
@@ -197,9 +228,9 @@ results=$scratch/results
   sed -n 's/^TWIN-CHECK /host:/p' "$scratch/host.log" 2>/dev/null
 } >"$results"
 {
-  echo "guest-tap summary:"
+  echo "guest-kernel ($kind) summary:"
   summarize_checks "$results" "${expected[@]}"
-  echo "guest-tap: $check_pass checks passed, $check_fail failed, $((SECONDS - t_start)) s"
+  echo "guest-kernel ($kind): $check_pass checks passed, $check_fail failed, $((SECONDS - t_start)) s"
 } >"$scratch/summary.log"
 fail=$check_fail
 if [ $fail -gt 0 ]; then
