@@ -7,7 +7,8 @@
 //!   itself.
 //! * [`worker`]: the DD's side, the *translation module*: it moves frames between the
 //!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state;
-//!   for a TAP device (`tap_domain`), between the exchange rings and the kernel's TAP
+//!   for a kernel interface, the loop of `kernel_domain` around one of: a TAP
+//!   device (`tap_domain`), between the exchange rings and the kernel's TAP
 //!   queue (`readv`/`writev` on the one descriptor it is handed); for an AF_PACKET
 //!   socket (`packet_domain`), between the exchange rings and the socket's
 //!   TPACKET_V3 rings, which it maps; for an AF_XDP socket (`xdp_domain`), between
@@ -35,6 +36,7 @@
 pub mod bootstrap;
 pub mod fault;
 pub mod handover;
+mod kernel_domain;
 pub mod launch;
 mod packet_domain;
 mod tap_domain;

@@ -197,40 +197,34 @@ pub fn serve<E: std::error::Error + 'static>(
         } => (nic, region, queues),
         bootstrap::Device::Tap(tap) => {
             let q = kernel_nic::TapQueue::from_fd(tap);
-            return crate::tap_domain::serve(
-                q,
-                xr,
-                fds.doorbell_in,
-                fds.doorbell_out,
-                fds.busy_poll,
-                stop,
-            );
+            let slot = xr.geometry().slot_size as usize;
+            let open = || Ok(crate::tap_domain::TapDomain::new(q, slot));
+            let doorbells = (fds.doorbell_in, fds.doorbell_out);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
+        }
+        bootstrap::Device::Packet(socket, geometry) => {
+            let slot = xr.geometry().slot_size as usize;
+            let open = || {
+                let rings = kernel_nic::packet::Rings::map(socket, geometry)
+                    .map_err(WorkerError::Packet)?;
+                Ok(crate::packet_domain::PacketDomain::new(rings, slot))
+            };
+            let doorbells = (fds.doorbell_in, fds.doorbell_out);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
         }
         bootstrap::Device::Xdp {
             socket,
             umem,
             layout,
         } => {
-            return crate::xdp_domain::serve(
-                socket,
-                umem,
-                layout,
-                xr,
-                (fds.doorbell_in, fds.doorbell_out),
-                fds.busy_poll,
-                stop,
-            );
-        }
-        bootstrap::Device::Packet(socket, geometry) => {
-            return crate::packet_domain::serve(
-                socket,
-                geometry,
-                xr,
-                fds.doorbell_in,
-                fds.doorbell_out,
-                fds.busy_poll,
-                stop,
-            );
+            let slot = xr.geometry().slot_size as usize;
+            let open = || {
+                let rings = kernel_nic::xdp::XdpRings::map(socket, umem, layout)
+                    .map_err(WorkerError::Xdp)?;
+                Ok(crate::xdp_domain::XdpDomain::new(rings, slot))
+            };
+            let doorbells = (fds.doorbell_in, fds.doorbell_out);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
         }
     };
     let device = Path::new("nic");
