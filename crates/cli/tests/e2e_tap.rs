@@ -28,50 +28,12 @@ const C1_IP: &str = "10.78.0.2";
 
 /// The switch, in `ns`, with client c1 and the TAP uplink u0 on device `dev`.
 fn tap_switch(s: &Scratch, ns: &Netns, dev: &str) -> (Proc, String, String) {
-    tap_switch_for(s, ns, dev, C1)
-}
-
-/// [`tap_switch`] with client c1's MAC `mac`.
-fn tap_switch_for(s: &Scratch, ns: &Netns, dev: &str, mac: &str) -> (Proc, String, String) {
-    let (c1_s, ctl) = (s.path("c1.sock"), s.path("ctl.sock"));
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
-    cmd.args([
-        "switch",
-        "--client",
-        &format!("c1={c1_s},mac={mac}"),
-        "--uplink",
-        &format!("u0=tap:{dev}"),
-        "--poll",
-        "event",
-        "--control",
-        &ctl,
-        "--fault-injection",
-    ])
-    .env("TWIN_LOG", "info");
-    let sw = Proc::command("switch", cmd);
-    wait_for_path(&c1_s, Duration::from_secs(10));
-    wait_for_path(&ctl, Duration::from_secs(10));
-    (sw, c1_s, ctl)
+    ns.switch(s, &format!("tap:{dev}"), C1)
 }
 
 /// `ping` in `ns` to the client: `count` echo requests, 10 ms apart.
 fn ping_client(ns: &Netns, count: u32) {
-    // Nobody answers (the client is a generator): the exit status says so, and the
-    // frames it sent are counted by the kernel.
-    let _ = ns
-        .command("ping")
-        .args([
-            "-q",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.01",
-            "-W",
-            "1",
-            C1_IP,
-        ])
-        .output()
-        .expect("run ping");
+    ns.ping(C1_IP, count);
 }
 
 /// Drops that the uplink's domain counted (its rings and the TAP device).
@@ -452,8 +414,8 @@ fn two_switches_reach_each_other_over_a_vxlan_overlay() {
     // (VNI 42) to the other host.
     let (sa, sb) = (Scratch::new("ovl-a"), Scratch::new("ovl-b"));
     let (ta, tb) = (format!("twta{id}"), format!("twtb{id}"));
-    let (mut swa, a_s, ctl_a) = tap_switch_for(&sa, &na, &ta, A1);
-    let (mut swb, b_s, ctl_b) = tap_switch_for(&sb, &nb, &tb, B1);
+    let (mut swa, a_s, ctl_a) = na.switch(&sa, &format!("tap:{ta}"), A1);
+    let (mut swb, b_s, ctl_b) = nb.switch(&sb, &format!("tap:{tb}"), B1);
     wait_domain(&ctl_a, 0);
     wait_domain(&ctl_b, 0);
     for (ns, veth, tap, local, remote) in [

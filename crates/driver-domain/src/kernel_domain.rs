@@ -61,6 +61,40 @@ impl Exchange {
     }
 }
 
+/// Frames from the kernel not given to the switch, by reason.
+#[derive(Debug, Default)]
+pub(crate) struct RxDrops {
+    /// Larger than an exchange slot.
+    pub too_big: u64,
+    /// `from_nic` full (not expected: a domain takes no more frames from the
+    /// kernel than there are free slots).
+    pub ring_full: u64,
+}
+
+/// Copies a frame from the kernel into the next `from_nic` slot and commits it;
+/// `Ok(false)` when it was dropped (counted in `drops`).
+pub(crate) fn push_frame(
+    from_nic: &mut Producer,
+    frame: &[u8],
+    drops: &mut RxDrops,
+) -> Result<bool, exchange::ExchangeError> {
+    match from_nic.reserve()? {
+        Some(slot) if frame.len() <= slot.capacity() as usize => {
+            slot.frame().write_prefix(frame);
+            slot.commit(frame.len())?;
+            Ok(true)
+        }
+        Some(_) => {
+            drops.too_big += 1;
+            Ok(false)
+        }
+        None => {
+            drops.ring_full += 1;
+            Ok(false)
+        }
+    }
+}
+
 fn ring(fd: &OwnedFd) {
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }

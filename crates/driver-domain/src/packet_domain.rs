@@ -25,7 +25,7 @@ use std::os::fd::BorrowedFd;
 use kernel_nic::packet::{Kick, Rings, TxSlot};
 use kernel_nic::KernelDrop;
 
-use crate::kernel_domain::{Exchange, KernelQueue};
+use crate::kernel_domain::{push_frame, Exchange, KernelQueue, RxDrops};
 use crate::worker::{control, WorkerError, BATCH};
 
 /// The mapped rings and what the domain counts of them.
@@ -35,11 +35,8 @@ pub(crate) struct PacketDomain {
     tx_buf: Vec<u8>,
     /// Frames from the switch with every transmit slot still the kernel's.
     kernel_full: u64,
-    /// Frames from the kernel larger than an exchange slot.
-    too_big: u64,
-    /// Frames from the kernel with `from_nic` full (not expected: no more are
-    /// visited than there are free slots).
-    ring_full: u64,
+    /// Frames from the kernel not given to the switch.
+    rx_drops: RxDrops,
     /// Frames dropped by reason, in the order of [`KernelDrop::ALL`]
     /// (`Refused` is the rings' own count).
     dropped: [u64; KernelDrop::ALL.len()],
@@ -54,8 +51,7 @@ impl PacketDomain {
             rx_buf: vec![0; slot + 1],
             tx_buf: vec![0; slot],
             kernel_full: 0,
-            too_big: 0,
-            ring_full: 0,
+            rx_drops: RxDrops::default(),
             dropped: [0; KernelDrop::ALL.len()],
         }
     }
@@ -69,8 +65,8 @@ impl PacketDomain {
     fn report(&mut self, x: &Exchange) {
         self.dropped[KernelDrop::Refused as usize] = self.rings.tx_refused();
         x.report(control::NIC_TX_RING_FULL, self.kernel_full);
-        x.report(control::FROM_NIC_TOO_BIG, self.too_big);
-        x.report(control::FROM_NIC_RING_FULL, self.ring_full);
+        x.report(control::FROM_NIC_TOO_BIG, self.rx_drops.too_big);
+        x.report(control::FROM_NIC_RING_FULL, self.rx_drops.ring_full);
         for (i, v) in self.dropped.iter().enumerate() {
             x.report(control::KERNEL_DROPS + i, *v);
         }
@@ -120,8 +116,7 @@ impl KernelQueue for PacketDomain {
         let PacketDomain {
             rings,
             rx_buf,
-            too_big,
-            ring_full,
+            rx_drops,
             dropped,
             ..
         } = self;
@@ -131,16 +126,8 @@ impl KernelQueue for PacketDomain {
                 if failed.is_some() {
                     return;
                 }
-                match from_nic.reserve() {
-                    Ok(Some(slot)) if frame.len() <= slot.capacity() as usize => {
-                        slot.frame().write_prefix(frame);
-                        match slot.commit(frame.len()) {
-                            Ok(()) => got += 1,
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                    Ok(Some(_)) => *too_big += 1,
-                    Ok(None) => *ring_full += 1,
+                match push_frame(from_nic, frame, rx_drops) {
+                    Ok(pushed) => got += usize::from(pushed),
                     Err(e) => failed = Some(e),
                 }
             })

@@ -23,7 +23,7 @@ use std::os::fd::BorrowedFd;
 use kernel_nic::xdp::{XdpRings, XdpSend, FRAME_SIZE};
 use kernel_nic::KernelDrop;
 
-use crate::kernel_domain::{Exchange, KernelQueue};
+use crate::kernel_domain::{push_frame, Exchange, KernelQueue, RxDrops};
 use crate::worker::{control, WorkerError, BATCH};
 
 /// The mapped socket and what the domain counts of it.
@@ -33,11 +33,8 @@ pub(crate) struct XdpDomain {
     tx_buf: Vec<u8>,
     /// Frames from the switch with no transmit chunk free.
     kernel_full: u64,
-    /// Frames from the kernel larger than an exchange slot.
-    too_big: u64,
-    /// Frames from the kernel with `from_nic` full (not expected: no more are
-    /// taken than there are free slots).
-    ring_full: u64,
+    /// Frames from the kernel not given to the switch.
+    rx_drops: RxDrops,
     /// Frames from the switch larger than a chunk.
     too_long: u64,
 }
@@ -50,16 +47,15 @@ impl XdpDomain {
             rx_buf: vec![0; FRAME_SIZE as usize],
             tx_buf: vec![0; slot],
             kernel_full: 0,
-            too_big: 0,
-            ring_full: 0,
+            rx_drops: RxDrops::default(),
             too_long: 0,
         }
     }
 
     fn report(&self, x: &Exchange) {
         x.report(control::NIC_TX_RING_FULL, self.kernel_full);
-        x.report(control::FROM_NIC_TOO_BIG, self.too_big);
-        x.report(control::FROM_NIC_RING_FULL, self.ring_full);
+        x.report(control::FROM_NIC_TOO_BIG, self.rx_drops.too_big);
+        x.report(control::FROM_NIC_RING_FULL, self.rx_drops.ring_full);
         x.report(
             control::KERNEL_DROPS + KernelDrop::TooLong as usize,
             self.too_long,
@@ -85,8 +81,7 @@ impl KernelQueue for XdpDomain {
             rx_buf,
             tx_buf,
             kernel_full,
-            too_big,
-            ring_full,
+            rx_drops,
             too_long,
         } = self;
         let sent = x
@@ -118,16 +113,8 @@ impl KernelQueue for XdpDomain {
                 if failed.is_some() {
                     return;
                 }
-                match from_nic.reserve() {
-                    Ok(Some(slot)) if frame.len() <= slot.capacity() as usize => {
-                        slot.frame().write_prefix(frame);
-                        match slot.commit(frame.len()) {
-                            Ok(()) => got += 1,
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                    Ok(Some(_)) => *too_big += 1,
-                    Ok(None) => *ring_full += 1,
+                match push_frame(from_nic, frame, rx_drops) {
+                    Ok(pushed) => got += usize::from(pushed),
                     Err(e) => failed = Some(e),
                 }
             })

@@ -1,6 +1,9 @@
 //! Network namespaces a test creates (and deletes), and `ip` run in them.
 
 use std::process::Command;
+use std::time::Duration;
+
+use super::{wait_for_path, Proc, Scratch};
 
 /// Runs `ip ARGS`; panics with its error output if it fails.
 pub fn ip(args: &[&str]) {
@@ -50,6 +53,44 @@ impl Netns {
             .output()
             .expect("read a MAC address");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Netns {
+    /// `ping` in the namespace: `count` echo requests to `ip`, 10 ms apart. Nobody
+    /// need answer (a generated client does not): the frames it sent are counted
+    /// by the kernel either way.
+    pub fn ping(&self, ip: &str, count: u32) {
+        let _ = self
+            .command("ping")
+            .args(["-q", "-c", &count.to_string(), "-i", "0.01", "-W", "1", ip])
+            .output()
+            .expect("run ping");
+    }
+
+    /// `twin switch` in the namespace with client c1 (MAC `mac`) and uplink u0 =
+    /// `uplink` (`tap:DEV`, `packet:DEV`, ...), event-driven, faults allowed;
+    /// returns it with c1's socket and the control socket, both there.
+    pub fn switch(&self, s: &Scratch, uplink: &str, mac: &str) -> (Proc, String, String) {
+        let (c1_s, ctl) = (s.path("c1.sock"), s.path("ctl.sock"));
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_twin"));
+        cmd.args([
+            "switch",
+            "--client",
+            &format!("c1={c1_s},mac={mac}"),
+            "--uplink",
+            &format!("u0={uplink}"),
+            "--poll",
+            "event",
+            "--control",
+            &ctl,
+            "--fault-injection",
+        ])
+        .env("TWIN_LOG", "info");
+        let sw = Proc::command("switch", cmd);
+        wait_for_path(&c1_s, Duration::from_secs(10));
+        wait_for_path(&ctl, Duration::from_secs(10));
+        (sw, c1_s, ctl)
     }
 }
 
