@@ -1,6 +1,7 @@
 //! Uplinks over kernel sockets with shared rings: AF_PACKET (`--uplink
 //! u0=packet:IFNAME`, TPACKET_V3 rings) and AF_XDP (`--uplink u0=xdp:IFNAME`, a
-//! UMEM and four rings on queue 0, fed by the redirect program in generic mode).
+//! UMEM and four rings on queue 0, fed by the redirect program in generic mode,
+//! and in native mode in the veth driver).
 //! The switch runs in a network namespace the test creates, with a veth pair
 //! there; the uplink's driver domain drives one end (`pk0`) through a socket the
 //! switch opened, and the kernel's IPv4 stack on the other end (`pk1`) is the
@@ -120,22 +121,34 @@ fn assert_domain_holds_only_its_descriptors(switch: u32, most_sockets: usize) {
 #[test]
 fn a_packet_uplink_reaches_the_wire_and_survives_its_domain_being_killed() {
     // The worker's socket and its ring mapping's copy, the reaper's copy.
-    reaches_the_wire_and_survives_its_domain_being_killed("packet", 3);
+    reaches_the_wire_and_survives_its_domain_being_killed("packet", "", 3);
 }
 
 #[test]
 fn an_xdp_uplink_reaches_the_wire_and_survives_its_domain_being_killed() {
     // The worker's socket and one copy per ring mapping, the reaper's copy.
-    reaches_the_wire_and_survives_its_domain_being_killed("xdp", 6);
+    reaches_the_wire_and_survives_its_domain_being_killed("xdp", "", 6);
 }
 
-fn reaches_the_wire_and_survives_its_domain_being_killed(kind: &str, most_sockets: usize) {
+/// The same with the program in the veth driver itself (`xdp-mode=native`).
+#[test]
+fn an_xdp_uplink_in_native_mode_reaches_the_wire_and_survives_its_domain_being_killed() {
+    reaches_the_wire_and_survives_its_domain_being_killed("xdp", ",xdp-mode=native", 6);
+}
+
+/// A `kind` uplink with `options` on `pk0` (see the module docs).
+fn reaches_the_wire_and_survives_its_domain_being_killed(
+    kind: &str,
+    options: &str,
+    most_sockets: usize,
+) {
     let _m = serial();
-    let s = Scratch::new(kind);
-    let ns = Netns::new(kind);
+    let tag = format!("{kind}{}", options.len());
+    let s = Scratch::new(&tag);
+    let ns = Netns::new(&tag);
     quiet(&ns);
     veth_pair(&ns, "pk0", "pk1");
-    let (mut sw, c1_s, ctl) = ring_switch(&s, &ns, kind, "pk0");
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:pk0{options}"), C1);
     let pid0 = wait_domain(&ctl, 0);
     let peer_mac = ns.mac("pk1");
 
