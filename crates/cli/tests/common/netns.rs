@@ -46,6 +46,24 @@ impl Netns {
             .unwrap_or_else(|_| panic!("no counter {name} of {dev} in {}", self.0))
     }
 
+    /// Polls counter `name` of `dev` until it passes `above`; returns it, or
+    /// fails after `timeout` naming `what`.
+    pub fn wait_stat_above(&self, dev: &str, name: &str, above: u64, what: &str) -> u64 {
+        let timeout = Duration::from_secs(5);
+        let start = std::time::Instant::now();
+        loop {
+            let v = self.stat(dev, name);
+            if v > above {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "not {what} within {timeout:?}: {name} of {dev} is {v}, not above {above}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn mac(&self, dev: &str) -> String {
         let out = self
             .command("cat")
