@@ -145,7 +145,8 @@ pub enum UplinkDevice {
     /// An existing interface of the host kernel reached through an AF_PACKET
     /// socket with TPACKET_V3 rings (`packet:IFNAME`): frames go to and come from
     /// the wire of that interface (its driver), not the host's stack. The switch
-    /// opens a socket per domain, retrying until the interface exists.
+    /// opens a socket per domain; a missing interface is an error at start, one
+    /// deleted later is bound again once it exists.
     Packet(kernel_nic::IfName),
     /// One queue of an existing interface reached through an AF_XDP socket
     /// (`xdp:IFNAME[,queue=N][,xdp-mode=native|generic]`): the switch attaches a
@@ -161,8 +162,8 @@ pub enum UplinkDevice {
 }
 
 impl UplinkDevice {
-    /// Whether the switch can take the fast path over (only a vhost-user NIC's
-    /// driver state is in shared memory; a TAP's fast path is system calls).
+    /// Whether the switch can take the fast path over (only for a vhost-user NIC
+    /// so far; see [`UplinkDevice::domain_only_because`]).
     pub fn has_movable_fast_path(&self) -> bool {
         self.domain_only_because().is_none()
     }
