@@ -33,9 +33,9 @@ pub enum Fault {
     /// timeout must catch it).
     RefuseHandover = 7,
     /// Issue an ioctl outside the sandbox's allow-list (`SIOCGIFINDEX`) on the
-    /// domain's device: a TAP device's descriptor, or the driver's region for a
-    /// vhost-user NIC. A domain that tries to reconfigure its device (the sandbox
-    /// kills the process).
+    /// domain's device: a TAP device's descriptor, an AF_PACKET or AF_XDP socket,
+    /// or the driver's region for a vhost-user NIC. A domain that tries to
+    /// reconfigure its device (the sandbox kills the process).
     Ioctl = 8,
 }
 

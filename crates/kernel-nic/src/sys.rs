@@ -282,11 +282,13 @@ const BPF_XDP: u32 = 37;
 
 /// `bpf(cmd, attr, sizeof attr)`; a new descriptor (close-on-exec: the kernel
 /// makes every BPF object descriptor so) or an error.
+///
+/// `attr` is one of this module's `#[repr(C)]` prefixes of `union bpf_attr`; the
+/// pointers in it (instructions, license) point at memory the caller keeps alive
+/// for the call, and the kernel writes nothing back for these commands.
 fn bpf_fd<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a live `#[repr(C)]` prefix of `union bpf_attr` of the size
-    // passed; the pointers in it (instructions, license, key, value) point at
-    // memory the caller keeps alive for the call; the kernel writes nothing back
-    // for these commands.
+    // SAFETY: `attr` is a live attribute block of the size passed whose pointers
+    // are live (see above); the kernel only reads it.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,

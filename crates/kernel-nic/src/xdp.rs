@@ -603,6 +603,12 @@ impl XdpRings {
             return 0;
         }
         let n = (ready as usize).min(max) as u32;
+        // Room on the fill ring, read once per batch (the kernel's consumer only
+        // moves forward, so the room only grows meanwhile).
+        let queued = self
+            .fill_prod
+            .wrapping_sub(self.fill.load(self.fill.consumer));
+        let mut fill_room = (self.fill.mask + 1).saturating_sub(queued);
         let mut got = 0;
         for i in 0..n {
             let (addr, len) = self.rx.desc(self.rx_cons.wrapping_add(i));
@@ -618,25 +624,22 @@ impl XdpRings {
             let in_chunk = (addr % u64::from(FRAME_SIZE)) as usize;
             let len = len as usize;
             let fits = in_chunk + len <= FRAME_SIZE as usize && len <= buf.len();
-            if fits && len >= twin_wire::ether::ETH_HLEN {
-                if let Ok(s) = self.umem.get_slice(addr as usize, len) {
+            match self.umem.get_slice(addr as usize, len) {
+                Ok(s) if fits && len >= twin_wire::ether::ETH_HLEN => {
                     s.copy_to(&mut buf[..len]);
                     f(&buf[..len]);
                     got += 1;
                 }
-            } else {
-                self.bad += 1;
+                _ => self.bad += 1,
             }
             // Back on the fill ring at the chunk's start, unless the ring is full
             // (only a kernel that returned a chunk twice can make it so: the ring
             // holds every receive chunk).
-            let queued = self
-                .fill_prod
-                .wrapping_sub(self.fill.load(self.fill.consumer));
-            if queued > self.fill.mask {
+            if fill_room == 0 {
                 self.bad += 1;
                 continue;
             }
+            fill_room -= 1;
             self.fill
                 .set_addr(self.fill_prod, c as u64 * u64::from(FRAME_SIZE));
             self.fill_prod = self.fill_prod.wrapping_add(1);

@@ -65,13 +65,15 @@ mod probe {
     fn sendto(control: &UnixStream, len: usize) -> isize {
         use std::os::fd::AsRawFd;
         let byte = [0u8; 1];
-        // SAFETY: the kernel only reads from the buffer (reporting EFAULT past
-        // what is mapped) and writes nothing of ours; with the filter in place the
-        // call does not even reach it when `len` is not 0.
+        // With the filter in place the call does not even reach the kernel when
+        // `len` is not 0.
+        let buf = byte.as_ptr().cast();
+        // SAFETY: the kernel only reads from `buf` (EFAULT past what is mapped)
+        // and writes nothing of ours.
         unsafe {
             libc::sendto(
                 control.as_raw_fd(),
-                byte.as_ptr().cast(),
+                buf,
                 len,
                 libc::MSG_DONTWAIT,
                 std::ptr::null(),
