@@ -195,6 +195,9 @@ impl Proc {
             "512",
         ])
         .args(["--vdev", vdev, "--", "--auto-start", "--nb-cores=1"])
+        // Forward at once, before any frontend connects (see the runner's
+        // `wait_testpmd_forwarding`).
+        .arg("--disable-link-check")
         .args(["--total-num-mbufs=16384", "--stats-period", "1"])
         .args(fwd);
         let mut p = Proc::spawn_cmd(name, cmd, true).map_err(|e| Error::NoTestpmd(Box::new(e)))?;

@@ -294,8 +294,8 @@ fn start_nic(spec: &Spec, pl: &Placement, sock: &str) -> Result<Proc, Error> {
 /// and flushed, once forwarding runs; `--stats-period 1`). Traffic must not come
 /// earlier: when it starts forwarding, testpmd drains its receive queue (twice, a
 /// full ring each) without counting what it drained, and our driver sees those
-/// frames completed. (With no switch, the client itself is testpmd's frontend and
-/// connects later: the `native` cells cannot wait for this.)
+/// frames completed. testpmd runs with `--disable-link-check`, so it forwards
+/// before any frontend connects, with or without a switch in between.
 fn wait_testpmd_forwarding(nic: &Proc) -> Result<(), Error> {
     nic.wait_for_output("NIC statistics for port", Duration::from_secs(20))?;
     Ok(())
@@ -492,7 +492,7 @@ fn run_once(s: &Scratch, spec: &Spec, dur: f64) -> Result<Sample, Error> {
         Mode::Native => None,
         _ => Some(start_switch(spec, &pl, &nic_s, &c1_s, &ctl_s)?),
     };
-    if switch.is_some() && spec.nic == Peer::Dpdk {
+    if spec.nic == Peer::Dpdk {
         wait_testpmd_forwarding(&nic)?;
     }
     let client_sock = if switch.is_some() { &c1_s } else { &nic_s };

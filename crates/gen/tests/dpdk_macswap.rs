@@ -50,6 +50,8 @@ impl Testpmd {
                 "--forward-mode=macswap",
                 "--port-topology=loop",
                 "--auto-start",
+                // Forward at once, before the generator connects (see `start`).
+                "--disable-link-check",
                 "--stats-period",
                 "1",
                 "--nb-cores=1",
@@ -71,8 +73,12 @@ impl Testpmd {
             log,
             prefix: prefix.to_owned(),
         };
+        // Traffic must not start before testpmd forwards: its first act when it
+        // starts is to drain the receive queue without counting what it drained.
+        // Without the link check it forwards before anyone connects, and its
+        // first per-second statistics (flushed to the log) say it does.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !sock.exists() {
+        while !me.log_text().contains("Port statistics") {
             if let Some(c) = me.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
                     panic!(
@@ -83,7 +89,7 @@ impl Testpmd {
             }
             assert!(
                 Instant::now() < deadline,
-                "FAIL: testpmd socket never appeared; log:\n{}",
+                "FAIL: testpmd did not start forwarding; log:\n{}",
                 me.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -464,8 +464,12 @@ pub fn parse_testpmd(out: &str, port: u32) -> TestpmdStats {
 pub fn testpmd(tag: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> Proc {
     require_testpmd();
     let prefix = format!("twt{tag}{}", std::process::id());
-    let mut cmd = Command::new("dpdk-testpmd");
+    // Line-buffered: "Press enter to exit" is printed, not flushed, before testpmd
+    // waits on its stdin.
+    let mut cmd = Command::new("stdbuf");
     cmd.args([
+        "-oL",
+        "dpdk-testpmd",
         "-l",
         "0,1",
         "--main-lcore",
@@ -480,6 +484,10 @@ pub fn testpmd(tag: &str, main_lcore: u32, vdev: &str, fwd: &[&str]) -> Proc {
         vdev,
         "--",
         "--auto-start",
+        // Forward at once, before any frontend connects: with the link check,
+        // forwarding starts only once the link is up, and its first act drains
+        // the receive queue uncounted (see `wait_testpmd_forwarding`).
+        "--disable-link-check",
         "--nb-cores=1",
         "--total-num-mbufs=16384",
     ])
