@@ -207,7 +207,7 @@ scenario() {
     | if ($krx + $dd) <= $u.tx_packets and $u.tx_packets <= ($krx + $dd + $lost)
          and ($u.rx_packets + $dd) <= $ktx and $ktx <= ($u.rx_packets + $dd + 64 * $outages)
       then "ok: kernel rx \($krx) tx \($ktx), uplink tx \($u.tx_packets) rx \($u.rx_packets), domain drops \($dd), lost in the kill \($lost)"
-      else "kernel rx \($krx) tx \($ktx), uplink tx \($u.tx_packets) rx \($u.rx_packets), domain drops \($dd), lost in the kill \($lost)" end' <<<"$s")
+      else "kernel rx \($krx) tx \($ktx), uplink tx \($u.tx_packets) rx \($u.rx_packets), domain drops \($dd) \([$u.drops | to_entries[] | select(.value > 0)] | from_entries), lost in the kill \($lost)" end' <<<"$s")
   case "$v" in
     ok:*) hcheck counters PASS "${v#ok: }" ;;
     *) hcheck counters FAIL "$v" ;;

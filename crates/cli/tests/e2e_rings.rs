@@ -75,9 +75,9 @@ fn domain_drops(sw_r: &Value) -> u64 {
 }
 
 /// Every process under the switch (the domain's reaper and worker) holds only
-/// its socket (and copies for its ring mappings), an AF_XDP socket's UMEM, the
-/// exchange region, eventfds and an epoll set above stdio, and one end of the
-/// sandbox's pipe; one of them holds the socket.
+/// its socket (and copies for its ring mappings), an AF_XDP socket's UMEM and
+/// driver state, the exchange region, eventfds and an epoll set above stdio, and
+/// one end of the sandbox's pipe; one of them holds the socket.
 fn assert_domain_holds_only_its_descriptors(switch: u32, most_sockets: usize) {
     let procs = descendants(switch);
     assert_eq!(procs.len(), 2, "the domain's reaper and worker: {procs:?}");
@@ -103,6 +103,7 @@ fn assert_domain_holds_only_its_descriptors(switch: u32, most_sockets: usize) {
                     "anon_inode:[eventpoll]",
                     "/memfd:twin-xchg-u0 ",
                     "/memfd:twin-umem ",
+                    "/memfd:twin-xdp-state ",
                 ]
                 .iter()
                 .any(|a| target.starts_with(a)),

@@ -29,7 +29,7 @@ const KIND_PACKET: u8 = 2;
 const KIND_XDP: u8 = 3;
 /// Descriptors handed to a DD that drives an AF_XDP socket: the socket, its UMEM,
 /// then the exchange region and the doorbells.
-const XDP_FD_COUNT: usize = 5;
+const XDP_FD_COUNT: usize = 6;
 /// An AF_XDP header: the common 24 bytes, then the UMEM's chunk count (in the
 /// ring-shape words' place) and the four rings' four offsets.
 const XDP_HEADER_LEN: usize = HEADER_LEN + 16 * 8;
@@ -72,14 +72,17 @@ pub enum Device {
     /// An AF_PACKET socket (`kernel_nic::packet::PacketSocket`), bound to its
     /// interface, with rings of this shape.
     Packet(OwnedFd, kernel_nic::packet::RingGeometry),
-    /// An AF_XDP socket bound to its queue, its UMEM, and where its rings lie.
+    /// An AF_XDP socket bound to its queue, its UMEM, the driver's state, and
+    /// the driver's layout (`kernel_nic::xdp::XdpHandover`).
     Xdp {
         /// The socket.
         socket: OwnedFd,
         /// The UMEM (memfd).
         umem: OwnedFd,
-        /// The rings' layout.
-        layout: kernel_nic::xdp::XdpLayout,
+        /// The driver's state (memfd).
+        state: OwnedFd,
+        /// The driver's layout.
+        layout: Box<kernel_nic::xdp::XdpLayout>,
     },
 }
 
@@ -145,8 +148,10 @@ pub enum OutgoingDevice<'a> {
         socket: BorrowedFd<'a>,
         /// The UMEM.
         umem: BorrowedFd<'a>,
-        /// The rings' layout.
-        layout: kernel_nic::xdp::XdpLayout,
+        /// The driver's state.
+        state: BorrowedFd<'a>,
+        /// The driver's layout.
+        layout: &'a kernel_nic::xdp::XdpLayout,
     },
 }
 
@@ -185,15 +190,19 @@ fn packet_header(busy_poll: bool, g: kernel_nic::packet::RingGeometry) -> [u8; H
 fn xdp_header(busy_poll: bool, layout: &kernel_nic::xdp::XdpLayout) -> [u8; XDP_HEADER_LEN] {
     let mut h = [0u8; XDP_HEADER_LEN];
     h[..HEADER_LEN].copy_from_slice(&header(busy_poll, KIND_XDP, XDP_FD_COUNT));
-    h[12..16].copy_from_slice(&layout.geometry.frames.to_le_bytes());
-    let words = [layout.rx, layout.tx, layout.fill, layout.completion];
-    for (i, w) in words.iter().flatten().enumerate() {
+    let c = &layout.cfg;
+    h[12..16].copy_from_slice(&c.frames.to_le_bytes());
+    let rings = [c.fill, c.completion, c.rx, c.tx];
+    let words = rings
+        .iter()
+        .flat_map(|r| [r.producer, r.consumer, r.desc, r.flags]);
+    for (i, w) in words.enumerate() {
         h[HEADER_LEN + 8 * i..HEADER_LEN + 8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
     h
 }
 
-/// The layout in an AF_XDP header, if it is one a domain can map.
+/// The driver layout in an AF_XDP header, if the driver accepts it.
 fn xdp_layout(h: &[u8]) -> Option<kernel_nic::xdp::XdpLayout> {
     let frames = u32::from_le_bytes(h[12..16].try_into().ok()?);
     if h[16..HEADER_LEN].iter().any(|&b| b != 0) {
@@ -203,22 +212,20 @@ fn xdp_layout(h: &[u8]) -> Option<kernel_nic::xdp::XdpLayout> {
         let at = HEADER_LEN + 8 * i;
         u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"))
     };
-    let ring = |r: usize| {
-        [
-            word(4 * r),
-            word(4 * r + 1),
-            word(4 * r + 2),
-            word(4 * r + 3),
-        ]
+    let ring = |r: usize| af_xdp_driver::RingOffsets {
+        producer: word(4 * r),
+        consumer: word(4 * r + 1),
+        desc: word(4 * r + 2),
+        flags: word(4 * r + 3),
     };
-    let layout = kernel_nic::xdp::XdpLayout {
-        geometry: kernel_nic::xdp::XdpGeometry { frames },
-        rx: ring(0),
-        tx: ring(1),
-        fill: ring(2),
-        completion: ring(3),
-    };
-    layout.is_valid().then_some(layout)
+    kernel_nic::xdp::XdpLayout::new(kernel_nic::xdp::XdpConfig {
+        frames,
+        fill: ring(0),
+        completion: ring(1),
+        rx: ring(2),
+        tx: ring(3),
+    })
+    .ok()
 }
 
 /// The ring shape in a packet header, if it is one a domain can map: blocks of
@@ -275,10 +282,11 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
         OutgoingDevice::Xdp {
             socket,
             umem,
+            state,
             layout,
         } => {
-            let fds = [socket, umem, common[0], common[1], common[2]];
-            fdpass::send(sock, &xdp_header(out.busy_poll, &layout), &fds)
+            let fds = [socket, umem, state, common[0], common[1], common[2]];
+            fdpass::send(sock, &xdp_header(out.busy_poll, layout), &fds)
         }
     }
     .map_err(BootstrapError::Send)
@@ -334,11 +342,12 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
         };
         (device, exchange, doorbell_in, doorbell_out)
     } else if let Some(layout) = xdp {
-        let (socket, umem) = (next()?, next()?);
+        let (socket, umem, state) = (next()?, next()?, next()?);
         let device = Device::Xdp {
             socket,
             umem,
-            layout,
+            state,
+            layout: Box::new(layout),
         };
         (device, next()?, next()?, next()?)
     } else {
@@ -449,7 +458,7 @@ mod tests {
     #[test]
     fn an_xdp_sockets_descriptors_and_layout_cross() {
         let (a, b) = UnixStream::pair().unwrap();
-        let files: Vec<OwnedFd> = (0..5)
+        let files: Vec<OwnedFd> = (0..6)
             .map(|i| {
                 let fd = rustix::fs::memfd_create(format!("x{i}"), rustix::fs::MemfdFlags::CLOEXEC)
                     .unwrap();
@@ -457,23 +466,30 @@ mod tests {
                 fd
             })
             .collect();
-        let ring = |base: u64| [base, base + 8, base + 64, base + 16];
-        let layout = kernel_nic::xdp::XdpLayout {
-            geometry: kernel_nic::xdp::XdpGeometry { frames: 1024 },
-            rx: ring(0),
-            tx: ring(128),
+        let ring = |base: u64| af_xdp_driver::RingOffsets {
+            producer: base,
+            consumer: base + 8,
+            desc: base + 64,
+            flags: base + 16,
+        };
+        let layout = kernel_nic::xdp::XdpLayout::new(kernel_nic::xdp::XdpConfig {
+            frames: 1024,
             fill: ring(256),
             completion: ring(384),
-        };
+            rx: ring(0),
+            tx: ring(128),
+        })
+        .unwrap();
         let out = Outgoing {
             device: OutgoingDevice::Xdp {
                 socket: files[0].as_fd(),
                 umem: files[1].as_fd(),
-                layout,
+                state: files[2].as_fd(),
+                layout: &layout,
             },
-            exchange: files[2].as_fd(),
-            doorbell_in: files[3].as_fd(),
-            doorbell_out: files[4].as_fd(),
+            exchange: files[3].as_fd(),
+            doorbell_in: files[4].as_fd(),
+            doorbell_out: files[5].as_fd(),
             busy_poll: false,
         };
         send(&a, &out).unwrap();
@@ -482,17 +498,21 @@ mod tests {
         let Device::Xdp {
             socket,
             umem,
+            state,
             layout: got_layout,
         } = &got.device
         else {
             panic!("not an AF_XDP socket");
         };
-        assert_eq!((size(socket), size(umem)), (4096, 2 * 4096));
-        assert_eq!(*got_layout, layout);
-        assert_eq!(size(&got.doorbell_out), 5 * 4096);
-        // A layout a domain cannot map: an offset past the first page.
+        assert_eq!(
+            (size(socket), size(umem), size(state)),
+            (4096, 2 * 4096, 3 * 4096)
+        );
+        assert_eq!(**got_layout, layout);
+        assert_eq!(size(&got.doorbell_out), 6 * 4096);
+        // A layout the driver refuses: descriptors past the first page.
         let mut bad = layout;
-        bad.fill[2] = 1 << 20;
+        bad.cfg.fill.desc = 1 << 20;
         let mut h = xdp_header(false, &bad);
         fdpass::send(&a, &h, &[files[0].as_fd(); XDP_FD_COUNT]).unwrap();
         assert!(matches!(

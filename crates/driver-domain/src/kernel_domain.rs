@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use exchange::{Consumer, DdState, DdStatus, ExchangeRegion, Producer, RingId};
 use twin_poll::{Idle, Policy, PollMode, Sources, Waiter};
 
-use crate::worker::{code, WorkerError, MAX_SLEEP};
+use crate::handover::{self, Owner, Request};
+use crate::worker::{code, WorkerError, BATCH, MAX_SLEEP};
 
 /// How often a busy domain looks for news of its device ([`KernelQueue::check`]).
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -95,6 +96,30 @@ pub(crate) fn push_frame(
     }
 }
 
+/// [`push_frame`] for a frame in shared memory (an AF_XDP chunk): copied once,
+/// straight into the slot.
+pub(crate) fn push_segments(
+    from_nic: &mut Producer,
+    frame: &twin_wire::Segments<'_>,
+    drops: &mut RxDrops,
+) -> Result<bool, exchange::ExchangeError> {
+    match from_nic.reserve()? {
+        Some(slot) if frame.len() <= slot.capacity() as usize => {
+            let copied = frame.copy_to(&slot.frame());
+            slot.commit(copied)?;
+            Ok(true)
+        }
+        Some(_) => {
+            drops.too_big += 1;
+            Ok(false)
+        }
+        None => {
+            drops.ring_full += 1;
+            Ok(false)
+        }
+    }
+}
+
 fn ring(fd: &OwnedFd) {
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
@@ -116,6 +141,29 @@ pub(crate) trait KernelQueue {
     fn check(&mut self, x: &Exchange) -> Result<(), WorkerError>;
     /// The descriptor the kernel makes readable when it has frames (or news).
     fn fd(&self) -> BorrowedFd<'_>;
+    /// Stops running the fast path at a batch boundary, everything written
+    /// back, so that the switch's instance can continue from the state in the
+    /// shared space. `false`: this kind's fast path cannot move (its state is
+    /// not shared memory); the request is not acknowledged.
+    fn release(&mut self) -> Result<bool, WorkerError> {
+        Ok(false)
+    }
+    /// Takes the fast path back: re-reads and validates the shared state.
+    fn reacquire(&mut self) -> Result<(), WorkerError> {
+        Ok(())
+    }
+    /// Runs a slow-path routine a switch-side instance posted; its name, or
+    /// why it was refused.
+    fn dispatch_upcall(&mut self, _msg: &driver_env::UpcallMsg) -> Result<&'static str, String> {
+        Err("this kind has no slow-path routines".into())
+    }
+    /// Whether a slow-path routine asked for the domain to be restarted.
+    fn reset_requested(&self) -> bool {
+        false
+    }
+    /// Reports the counters a switch-side instance keeps in the shared state
+    /// (called while the switch runs the fast path).
+    fn report_shared(&mut self, _x: &Exchange) {}
 }
 
 /// Runs a domain over the queue `open` makes, until `stop` is set or the device
@@ -137,6 +185,11 @@ pub(crate) fn serve<Q: KernelQueue>(
                 doorbell_out: doorbells.1,
             },
             queue,
+            upcalls: Consumer::new(xr.clone(), RingId::Upcalls),
+            owns_fast_path: true,
+            handled_request: 0,
+            upcalls_run: 0,
+            upcalls_refused: 0,
         };
         xr.set_status(DdStatus {
             state: DdState::Running,
@@ -148,6 +201,7 @@ pub(crate) fn serve<Q: KernelQueue>(
     let failed = match &result {
         Ok(()) => None,
         Err(WorkerError::NicGone) => Some(code::NIC_GONE),
+        Err(WorkerError::ResetRequested) => Some(code::NIC_RESET),
         Err(WorkerError::Tap(_) | WorkerError::Packet(_) | WorkerError::Xdp(_)) => {
             Some(code::DEVICE_IO)
         }
@@ -165,6 +219,14 @@ pub(crate) fn serve<Q: KernelQueue>(
 struct Domain<Q> {
     x: Exchange,
     queue: Q,
+    /// Slow-path requests of a switch-side instance.
+    upcalls: Consumer,
+    /// Whether this domain runs the fast path (see `crate::handover`).
+    owns_fast_path: bool,
+    /// Sequence number of the last ownership request carried out.
+    handled_request: u64,
+    upcalls_run: u64,
+    upcalls_refused: u64,
 }
 
 impl<Q: KernelQueue> Domain<Q> {
@@ -176,6 +238,9 @@ impl<Q: KernelQueue> Domain<Q> {
         };
         let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP).without_spin_hint());
         let mut checked = Instant::now();
+        // The owner when the wake-up fds were handed out (the device's
+        // descriptor is waited on only while this domain runs the fast path).
+        let mut registered_owner = self.owns_fast_path;
         while !stop.load(Ordering::Relaxed) {
             self.x.xr.beat();
             if let Some(f) = crate::fault::requested(&self.x.xr) {
@@ -183,13 +248,35 @@ impl<Q: KernelQueue> Domain<Q> {
             }
             if checked.elapsed() >= CHECK_EVERY {
                 self.queue.check(&self.x)?;
+                if !self.owns_fast_path {
+                    self.queue.report_shared(&self.x);
+                }
                 checked = Instant::now();
             }
-            if self.queue.move_frames(&mut self.x)? > 0 {
+            self.follow_ownership_request()?;
+            let slow = self.run_upcalls()?;
+            if self.queue.reset_requested() {
+                return Err(WorkerError::ResetRequested);
+            }
+            let moved = if self.owns_fast_path {
+                self.queue.move_frames(&mut self.x)?
+            } else {
+                0
+            };
+            if moved + slow > 0 {
                 waiter.work();
                 continue;
             }
-            if matches!(waiter.idle(self)?, Idle::Woken | Idle::TimedOut) {
+            if registered_owner != self.owns_fast_path {
+                registered_owner = self.owns_fast_path;
+                waiter.invalidate();
+            }
+            let idle = if self.owns_fast_path {
+                waiter.idle(self)?
+            } else {
+                waiter.sleep(self, MAX_SLEEP)?
+            };
+            if matches!(idle, Idle::Woken | Idle::TimedOut) {
                 drain(&self.x.doorbell_in);
                 // Woken by news on the device's descriptor, perhaps (an error the
                 // kernel noted, which epoll reports until it is read).
@@ -201,15 +288,109 @@ impl<Q: KernelQueue> Domain<Q> {
     }
 }
 
-/// What an idle domain waits on: the switch's doorbell and the device's
-/// descriptor; notifications asked on `to_nic`.
+impl<Q: KernelQueue> Domain<Q> {
+    /// Carries out a new ownership request (see `crate::handover`); a kind
+    /// whose fast path cannot move leaves it unacknowledged.
+    fn follow_ownership_request(&mut self) -> Result<(), WorkerError> {
+        let word = self
+            .x
+            .xr
+            .control(handover::CONTROL_OWNER_REQUEST)
+            .unwrap_or(0);
+        let Some(req) = Request::from_word(word) else {
+            return Ok(());
+        };
+        if req.seq == self.handled_request {
+            return Ok(());
+        }
+        match (req.owner, self.owns_fast_path) {
+            (Owner::Switch, true) => {
+                if !self.queue.release()? {
+                    self.handled_request = req.seq;
+                    tracing::warn!(
+                        seq = req.seq,
+                        "the switch asked for a fast path this kind cannot hand over"
+                    );
+                    return Ok(());
+                }
+                self.owns_fast_path = false;
+                tracing::info!(seq = req.seq, "fast path handed to the switch");
+            }
+            (Owner::Domain, false) => {
+                self.queue.reacquire()?;
+                self.x.to_nic = Consumer::resume(self.x.xr.clone(), RingId::ToNic)
+                    .map_err(WorkerError::Ring)?;
+                self.owns_fast_path = true;
+                tracing::info!(seq = req.seq, "fast path taken back from the switch");
+            }
+            // Already so (a repeated request after a switch-side retry).
+            _ => {}
+        }
+        self.handled_request = req.seq;
+        self.x.report(handover::CONTROL_OWNER_ACK, word);
+        ring(&self.x.doorbell_out);
+        Ok(())
+    }
+
+    /// Runs the slow-path routines the switch's instance asked for. Returns how
+    /// many.
+    fn run_upcalls(&mut self) -> Result<usize, WorkerError> {
+        let (queue, run, refused) = (
+            &mut self.queue,
+            &mut self.upcalls_run,
+            &mut self.upcalls_refused,
+        );
+        let n = self
+            .upcalls
+            .poll(BATCH, |frame| {
+                let Some(msg) = handover::decode_upcall(frame) else {
+                    *refused += 1;
+                    return;
+                };
+                match queue.dispatch_upcall(&msg) {
+                    Ok(routine) => {
+                        *run += 1;
+                        tracing::debug!(routine, "upcall");
+                    }
+                    Err(e) => {
+                        *refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(error = %e, refused = *refused, "upcall refused");
+                        }
+                    }
+                }
+            })
+            .map_err(WorkerError::Ring)?;
+        if n > 0 {
+            self.x
+                .report(handover::CONTROL_UPCALLS_RUN, self.upcalls_run);
+            self.x
+                .report(handover::CONTROL_UPCALLS_REFUSED, self.upcalls_refused);
+        }
+        Ok(n)
+    }
+}
+
+/// What an idle domain waits on: the switch's doorbell, and while it runs the
+/// fast path the device's descriptor; notifications asked on the upcall ring,
+/// and while it runs the fast path on `to_nic`.
 impl<Q: KernelQueue> Sources for Domain<Q> {
     fn wake_fds(&self, add: &mut dyn FnMut(RawFd)) {
         add(self.x.doorbell_in.as_raw_fd());
-        add(self.queue.fd().as_raw_fd());
+        if self.owns_fast_path {
+            add(self.queue.fd().as_raw_fd());
+        }
     }
 
     fn set_notify(&mut self, on: bool) -> bool {
-        on && self.x.to_nic.arm_notify()
+        if !on {
+            return false;
+        }
+        let raced = self.upcalls.arm_notify();
+        if self.owns_fast_path {
+            raced | self.x.to_nic.arm_notify()
+        } else {
+            raced
+        }
     }
 }

@@ -259,8 +259,24 @@ pub struct DomainLink {
     last_beat_at: Instant,
     watchdog: Duration,
     failure: Option<DomainFailure>,
-    /// An AF_XDP domain's redirect program: attached while the domain lives.
-    _xdp: Option<kernel_nic::xdp::XdpProgram>,
+    /// An AF_XDP domain's program and socket.
+    xdp: Option<XdpLink>,
+}
+
+/// What the switch keeps of an AF_XDP domain: the redirect program (attached
+/// while the domain lives) and its copies of the socket, the UMEM and the
+/// driver's state, over which a switch-side instance runs after a handover.
+#[derive(Debug)]
+pub struct XdpLink {
+    _program: kernel_nic::xdp::XdpProgram,
+    handover: Box<kernel_nic::xdp::XdpHandover>,
+}
+
+impl XdpLink {
+    /// The socket, the memfds and the driver's layout.
+    pub fn handover(&self) -> &kernel_nic::xdp::XdpHandover {
+        &self.handover
+    }
 }
 
 /// The parts of a vhost-user NIC's domain that a switch-side instance (inline,
@@ -379,7 +395,7 @@ impl DomainLink {
             Vhost(UnixStream, VhostParts),
             Tap(OwnedFd),
             Packet(OwnedFd, kernel_nic::packet::RingGeometry),
-            Xdp(kernel_nic::xdp::XdpProgram, kernel_nic::xdp::XdpHandover),
+            Xdp(kernel_nic::xdp::XdpProgram, Box<kernel_nic::xdp::XdpHandover>),
         }
         let dev = match &cfg.device {
             DomainDevice::Vhost(socket) => {
@@ -423,7 +439,7 @@ impl DomainLink {
                 let handover = program
                     .open_socket(*queue, *geometry)
                     .map_err(LaunchError::Xdp)?;
-                Dev::Xdp(program, handover)
+                Dev::Xdp(program, Box::new(handover))
             }
         };
         let xr = Arc::new(
@@ -489,13 +505,17 @@ impl DomainLink {
                 let out = bootstrap::OutgoingDevice::Xdp {
                     socket: handover.socket.as_fd(),
                     umem: handover.umem.as_fd(),
-                    layout: handover.layout,
+                    state: handover.state.as_fd(),
+                    layout: &handover.layout,
                 };
                 bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
-                // The socket and the UMEM are the domain's alone; the switch keeps
-                // the program attached for as long as the domain lives.
-                drop(handover);
-                xdp = Some(program);
+                // The switch keeps the program attached for as long as the domain
+                // lives, and its own copies of the socket and the memfds: the
+                // driver's twin maps the same space.
+                xdp = Some(XdpLink {
+                    _program: program,
+                    handover,
+                });
                 (None, None)
             }
         };
@@ -513,7 +533,7 @@ impl DomainLink {
             last_beat_at: Instant::now(),
             watchdog: cfg.watchdog,
             failure: None,
-            _xdp: xdp,
+            xdp,
         };
         if let (Some(nic), Some(parts)) = (&device, &link.vhost) {
             let [(rx_kick, rx_call), (tx_kick, tx_call)] = &parts.queues;
@@ -725,6 +745,12 @@ impl DomainLink {
     /// Asks the domain to commit `fault` (see [`crate::fault`]).
     pub fn inject(&self, fault: crate::Fault) -> Result<(), exchange::RegionError> {
         crate::fault::request(&self.xr, fault)
+    }
+
+    /// An AF_XDP domain's socket, memfds and driver layout, for a switch-side
+    /// instance; `None` for other kinds.
+    pub fn xdp(&self) -> Option<&XdpLink> {
+        self.xdp.as_ref()
     }
 
     /// The driver's region (the DD's memory), for a switch-side instance; `None`

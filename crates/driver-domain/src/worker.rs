@@ -140,6 +140,9 @@ pub enum WorkerError {
     /// The AF_XDP socket's UMEM or rings could not be mapped.
     #[error("AF_XDP socket")]
     Xdp(#[source] kernel_nic::xdp::XdpError),
+    /// The AF_XDP driver refused its own space (a bug or a broken mapping).
+    #[error("the AF_XDP driver failed")]
+    XdpDriver(#[source] af_xdp_driver::XdpDriverError),
     /// The driver asked for a device reset (a queue broke); restarting the domain
     /// reconnects the NIC.
     #[error("the driver asked for a device reset")]
@@ -215,14 +218,10 @@ pub fn serve<E: std::error::Error + 'static>(
         bootstrap::Device::Xdp {
             socket,
             umem,
+            state,
             layout,
         } => {
-            let slot = xr.geometry().slot_size as usize;
-            let open = || {
-                let rings = kernel_nic::xdp::XdpRings::map(socket, umem, layout)
-                    .map_err(WorkerError::Xdp)?;
-                Ok(crate::xdp_domain::XdpDomain::new(rings, slot))
-            };
+            let open = || crate::xdp_domain::XdpDomain::open(socket, umem, state, *layout);
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
             return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
         }

@@ -4,7 +4,7 @@
 //! offset (done by vm-memory's `get_atomic_ref` / `get_slice` on the mapping, no
 //! region lookup) followed by one atomic or volatile operation, so a bad address is
 //! a [`MemFault`], never undefined behaviour. Doorbells write the NIC's kick
-//! eventfds.
+//! eventfds, or wake the kernel on an AF_XDP socket ([`Bell`]).
 //!
 //! Limits: no per-range permissions (the driver owns its whole region); that is the
 //! SVM environment's job. Values are converted from little-endian, so the driver
@@ -29,12 +29,43 @@ pub trait UpcallSink: Send + std::fmt::Debug {
     fn post(&self, msg: UpcallMsg) -> UpcallRoute;
 }
 
+/// How a queue's doorbell is rung.
+#[derive(Debug)]
+pub enum Bell {
+    /// A vhost-user kick eventfd: a write of 1.
+    EventFd(EventFd),
+    /// An AF_XDP socket: a `send` of nothing wakes the kernel to transmit.
+    XdpSocket(Arc<std::os::fd::OwnedFd>),
+}
+
+impl Bell {
+    /// Rings it (best effort: a peer that is gone does not hear it; the host
+    /// notices elsewhere).
+    pub fn ring(&self, queue: u16) {
+        let r = match self {
+            Bell::EventFd(fd) => fd.write(1),
+            Bell::XdpSocket(fd) => {
+                match rustix::net::send(&**fd, &[], rustix::net::SendFlags::DONTWAIT) {
+                    Ok(_)
+                    | Err(rustix::io::Errno::AGAIN)
+                    | Err(rustix::io::Errno::BUSY)
+                    | Err(rustix::io::Errno::NOBUFS) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(queue, error = %e, "doorbell failed");
+        }
+    }
+}
+
 /// The direct environment over a [`Region`].
 #[derive(Debug)]
 pub struct DirectEnv {
     region: Arc<Region>,
     len: u64,
-    kick: Vec<EventFd>,
+    kick: Vec<Bell>,
     /// `None`: this instance is in its driver domain and runs slow paths itself.
     upcalls: Option<Box<dyn UpcallSink>>,
 }
@@ -53,11 +84,16 @@ fn fault(addr: u64, len: u64, e: &VolatileError) -> MemFault {
 impl DirectEnv {
     /// An environment over `region` whose queue `i` is kicked through `kick[i]`.
     pub fn new(region: Arc<Region>, kick: Vec<EventFd>) -> Self {
+        Self::with_bells(region, kick.into_iter().map(Bell::EventFd).collect())
+    }
+
+    /// An environment over `region` whose queue `i` is rung through `bells[i]`.
+    pub fn with_bells(region: Arc<Region>, bells: Vec<Bell>) -> Self {
         let len = region.len();
         Self {
             region,
             len,
-            kick,
+            kick: bells,
             upcalls: None,
         }
     }
@@ -66,12 +102,12 @@ impl DirectEnv {
     /// switch): slow paths are posted to `upcalls` instead of run here.
     pub fn with_upcalls(
         region: Arc<Region>,
-        kick: Vec<EventFd>,
+        kick: Vec<Bell>,
         upcalls: Box<dyn UpcallSink>,
     ) -> Self {
         Self {
             upcalls: Some(upcalls),
-            ..Self::new(region, kick)
+            ..Self::with_bells(region, kick)
         }
     }
 
@@ -151,6 +187,18 @@ impl DriverMem for DirectEnv {
             .store(val.to_le(), Ordering::Release);
         Ok(())
     }
+    #[inline]
+    fn load_acquire_u32(&self, addr: u64) -> Result<u32, MemFault> {
+        Ok(u32::from_le(
+            self.atomic::<AtomicU32>(addr)?.load(Ordering::Acquire),
+        ))
+    }
+    #[inline]
+    fn store_release_u32(&self, addr: u64, val: u32) -> Result<(), MemFault> {
+        self.atomic::<AtomicU32>(addr)?
+            .store(val.to_le(), Ordering::Release);
+        Ok(())
+    }
     fn fence(&self) {
         fence(Ordering::SeqCst);
     }
@@ -192,10 +240,8 @@ impl DriverMem for DirectEnv {
 
 impl Doorbell for DirectEnv {
     fn kick(&self, queue: u16) {
-        if let Some(fd) = self.kick.get(usize::from(queue)) {
-            if let Err(e) = fd.write(1) {
-                tracing::debug!(queue, error = %e, "kick eventfd write failed");
-            }
+        if let Some(bell) = self.kick.get(usize::from(queue)) {
+            bell.ring(queue);
         }
     }
 }

@@ -278,9 +278,10 @@ impl<E: HostEnv> Drop for TxSlot<'_, E> {
     }
 }
 
-/// A slow-path request from a twin that the driver domain could not carry out.
+/// A slow-path request from a twin that the driver domain could not carry out
+/// (`E`: the driver's error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum UpcallFailed {
+pub enum UpcallFailed<E: std::error::Error + 'static = NetError> {
     /// The message does not decode (unknown routine, bad argument).
     #[error("invalid upcall")]
     Invalid(#[source] driver_env::UpcallError),
@@ -291,7 +292,7 @@ pub enum UpcallFailed {
         routine: &'static str,
         /// Why.
         #[source]
-        error: NetError,
+        error: E,
     },
 }
 

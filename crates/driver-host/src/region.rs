@@ -127,6 +127,16 @@ impl Region {
         Ok(Self { file, mem, len })
     }
 
+    /// A region over a mapping made elsewhere: an AF_XDP driver's space, whose
+    /// pieces (state memfd, the socket's rings, the UMEM) lie side by side in one
+    /// reservation (`kernel_nic::xdp::map_space`). `file` is its first piece, the
+    /// driver's state memfd.
+    pub fn from_mapping(file: File, mapping: MmapRegion) -> Result<Self, RegionError> {
+        let len = mapping.size() as u64;
+        let mem = GuestRegionMmap::new(mapping, GuestAddress(0)).ok_or(RegionError::PlaceRegion)?;
+        Ok(Self { file, mem, len })
+    }
+
     /// Size in bytes.
     pub fn len(&self) -> u64 {
         self.len

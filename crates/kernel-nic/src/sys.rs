@@ -18,6 +18,8 @@
 //!   (`BPF_PROG_LOAD`), the map's entry, and the program's link to the
 //!   interface (`BPF_LINK_CREATE`), each a `bpf(2)` call with the leading fields
 //!   of `union bpf_attr` in a `#[repr(C)]` struct of this module.
+//! * `mmap` with `MAP_FIXED` inside a reservation this process owns: the pieces
+//!   of an AF_XDP driver's space (state memfd, rings, UMEM) placed side by side.
 //!
 //! Names reach this module as bytes validated by `IfName` (1 to 15 bytes, no
 //! NUL); they are copied into a zeroed `ifreq`, so the kernel always finds the
@@ -448,4 +450,46 @@ pub(crate) fn xdp_bind(fd: BorrowedFd<'_>, ifindex: u32, queue: u32, flags: u16)
             std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
         )
     })
+}
+
+/// Replaces `len` bytes at offset `at` of `space` (an anonymous mapping this
+/// process owns) with a shared mapping of `fd` from `file_offset`, read-write.
+/// `at` and `len` must be page multiples inside `space`; the pages are
+/// populated at once (a ring's pages are the kernel's, never faulted in late).
+pub(crate) fn map_shared_within(
+    space: &vm_memory::MmapRegion<()>,
+    at: usize,
+    len: usize,
+    fd: BorrowedFd<'_>,
+    file_offset: u64,
+) -> io::Result<()> {
+    let page = 4096;
+    let inside = at.checked_add(len).is_some_and(|end| end <= space.size());
+    if !inside || len == 0 || !at.is_multiple_of(page) || !len.is_multiple_of(page) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let offset = libc::off_t::try_from(file_offset)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `space.as_ptr() + at` is inside `space` (checked above), so the
+    // pointer arithmetic stays in one allocation.
+    let addr = unsafe { space.as_ptr().add(at) };
+    // SAFETY: MAP_FIXED replaces only pages of `space`, which this process
+    // mapped and `space` owns (it unmaps the whole range when dropped, pieces
+    // included); no other mapping can be clobbered. Nothing holds a Rust
+    // reference into those pages: the space is accessed only through volatile
+    // and atomic accessors, which see the new pages from now on.
+    let r = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -10,10 +10,12 @@
 //!   ([`XdpProgram::attach`]; it stays attached while the switch holds it), and
 //!   for each driver domain opens a socket ([`XdpProgram::open_socket`]): a UMEM
 //!   in a memfd it registers, the ring sizes, `bind` to the queue, its entry in
-//!   the map. It hands the domain the socket, the memfd and where the rings lie
-//!   ([`XdpHandover`]);
-//! * the domain maps them ([`XdpRings::map`]): no `socket`, no `bpf`, no
-//!   `setsockopt`; a `send` of nothing wakes the kernel to transmit.
+//!   the map, and a sealed memfd for the driver's state. It hands the domain the
+//!   socket, both memfds and the driver's layout ([`XdpHandover`]);
+//! * the domain maps them into one space ([`map_space`]) and runs the AF_XDP
+//!   driver (crate `af-xdp-driver`) over it: no `socket`, no `bpf`, no
+//!   `setsockopt`; a `send` of nothing wakes the kernel to transmit
+//!   ([`wake_tx`]). The switch maps the same space for the driver's twin.
 //!
 //! The redirect program is five instructions (six slots), assembled here
 //! ([`redirect_program`]) rather than compiled or loaded by a crate:
@@ -22,10 +24,9 @@
 //! ELF parser and a BPF toolchain for five fixed instructions; clang's `-target
 //! bpf` would add a build step and a compiler to every machine.)
 //!
-//! Everything the kernel writes is checked before use: ring indexes that move by
-//! more than a ring, a descriptor whose chunk is outside the UMEM or not the
-//! kernel's to return, a frame that leaves its chunk. Each is counted
-//! ([`XdpRings::bad_descriptors`]) and the frame or chunk dropped, never used.
+//! The driver checks everything the kernel writes before use (ring indexes that
+//! move by more than a ring, a descriptor whose chunk is outside the UMEM or not
+//! the kernel's to return, a frame that leaves its chunk).
 //!
 //! Limits: copy mode (`XDP_COPY`: no driver here supports zero copy, and copy mode
 //! works on every interface); one socket per queue; chunks of [`FRAME_SIZE`] with
@@ -33,15 +34,14 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering;
 
-use vm_memory::{Bytes, MmapRegion, VolatileMemory};
+use af_xdp_driver::RingOffsets;
+pub use af_xdp_driver::{XdpConfig, XdpLayout, FRAME_SIZE};
+use vm_memory::MmapRegion;
 
 use crate::ifname::IfName;
 use crate::sys;
 
-/// Bytes of one UMEM chunk.
-pub const FRAME_SIZE: u32 = 2048;
 /// How often `bind` is tried, 10 ms apart, while the queue is still the previous
 /// socket's (two seconds).
 const BIND_TRIES: u32 = 200;
@@ -75,8 +75,8 @@ impl std::str::FromStr for XdpMode {
 }
 
 /// The UMEM's and the rings' shape: `frames` chunks of [`FRAME_SIZE`], half for
-/// receiving and half for transmitting, and each ring of `frames / 2` entries
-/// (both powers of two).
+/// receiving and half for transmitting; the fill ring of `frames` entries, the
+/// others of `frames / 2` (all powers of two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XdpGeometry {
     /// Chunks in the UMEM.
@@ -91,7 +91,8 @@ impl Default for XdpGeometry {
 }
 
 impl XdpGeometry {
-    /// Entries of each ring.
+    /// Entries of the completion, receive and transmit rings (the fill ring
+    /// has `frames`: see `XdpLayout::entries`).
     pub fn ring_entries(&self) -> u32 {
         self.frames / 2
     }
@@ -124,12 +125,27 @@ pub enum XdpError {
         #[source]
         source: std::io::Error,
     },
-    /// The shape handed over is not one a domain maps.
+    /// The UMEM shape asked for is not one the driver takes.
     #[error("bad UMEM shape {0:?}")]
     Geometry(XdpGeometry),
     /// A ring or the UMEM could not be mapped.
     #[error("cannot map the {0}")]
     Map(&'static str, #[source] vm_memory::mmap::MmapRegionError),
+    /// A piece of the driver's space does not fit this process.
+    #[error("the driver space's {0} does not fit this process")]
+    Space(&'static str),
+    /// A piece could not be placed in the driver's space.
+    #[error("cannot place the {what} in the driver's space")]
+    Piece {
+        /// Which piece.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel's ring offsets give no layout the driver accepts.
+    #[error("the kernel's ring offsets give no usable layout")]
+    Layout(#[source] af_xdp_driver::XdpLayoutError),
     /// A descriptor could not be copied.
     #[error("cannot copy a descriptor")]
     Copy(#[source] std::io::Error),
@@ -159,6 +175,18 @@ pub fn redirect_program(map_fd: i32) -> [u64; 6] {
         // return r0 (BPF_JMP | BPF_EXIT).
         insn(0x95, 0, 0, 0, 0),
     ]
+}
+
+/// A zeroed memfd of `len` bytes, close-on-exec, sealed against resizing: a
+/// domain holding it cannot truncate it under the switch's mapping.
+fn sealed_memfd(name: &str, len: u64) -> rustix::io::Result<OwnedFd> {
+    let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+    let fd = rustix::fs::memfd_create(name, flags)?;
+    rustix::fs::ftruncate(&fd, len)?;
+    let seals =
+        rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
+    rustix::fs::fcntl_add_seals(&fd, seals)?;
+    Ok(fd)
 }
 
 fn ifindex(name: &IfName) -> Result<u32, XdpError> {
@@ -254,13 +282,11 @@ impl XdpProgram {
             None,
         )
         .map_err(errno("socket"))?;
-        let umem = rustix::fs::memfd_create("twin-umem", rustix::fs::MemfdFlags::CLOEXEC)
+        let umem = sealed_memfd("twin-umem", geometry.umem_len() as u64)
             .map_err(errno("the UMEM's memfd"))?;
-        rustix::fs::ftruncate(&umem, geometry.umem_len() as u64)
-            .map_err(errno("the UMEM's size"))?;
         {
             // Mapped for the registration only: the kernel pins the pages, and the
-            // domain maps the memfd itself.
+            // domain (and a twin) map the memfd themselves.
             let copy = umem.try_clone().map_err(XdpError::Copy)?;
             let map = MmapRegion::<()>::build(
                 Some(vm_memory::FileOffset::new(File::from(copy), 0)),
@@ -277,24 +303,37 @@ impl XdpProgram {
             )
             .map_err(sys_err("registering the UMEM"))?;
         }
+        // As the driver's layout has them: the fill ring twice the others.
         let entries = geometry.ring_entries();
-        for (ring, what) in [
-            (libc::XDP_UMEM_FILL_RING, "the fill ring"),
-            (libc::XDP_UMEM_COMPLETION_RING, "the completion ring"),
-            (libc::XDP_RX_RING, "the receive ring"),
-            (libc::XDP_TX_RING, "the transmit ring"),
+        for (ring, entries, what) in [
+            (libc::XDP_UMEM_FILL_RING, geometry.frames, "the fill ring"),
+            (
+                libc::XDP_UMEM_COMPLETION_RING,
+                entries,
+                "the completion ring",
+            ),
+            (libc::XDP_RX_RING, entries, "the receive ring"),
+            (libc::XDP_TX_RING, entries, "the transmit ring"),
         ] {
             sys::xdp_ring_size(socket.as_fd(), ring, entries).map_err(sys_err(what))?;
         }
         let o = sys::xdp_mmap_offsets(socket.as_fd()).map_err(sys_err("the rings' offsets"))?;
-        let ring = |r: &libc::xdp_ring_offset| [r.producer, r.consumer, r.desc, r.flags];
-        let layout = XdpLayout {
-            geometry,
-            rx: ring(&o.rx),
-            tx: ring(&o.tx),
+        let ring = |r: &libc::xdp_ring_offset| RingOffsets {
+            producer: r.producer,
+            consumer: r.consumer,
+            desc: r.desc,
+            flags: r.flags,
+        };
+        let layout = XdpLayout::new(XdpConfig {
+            frames: geometry.frames,
             fill: ring(&o.fr),
             completion: ring(&o.cr),
-        };
+            rx: ring(&o.rx),
+            tx: ring(&o.tx),
+        })
+        .map_err(XdpError::Layout)?;
+        let state = sealed_memfd("twin-xdp-state", layout.state_len)
+            .map_err(errno("the driver's state memfd"))?;
         // The previous socket of the queue (a dead domain's) lets go of it only
         // after its last descriptor closed and the kernel's deferred clean-up ran:
         // until then `bind` says EBUSY.
@@ -319,594 +358,114 @@ impl XdpProgram {
         Ok(XdpHandover {
             socket,
             umem,
+            state,
             layout,
         })
     }
 }
 
-/// Where a socket's rings lie: per ring, the offsets of its producer index,
-/// consumer index, descriptors and flags in its mapping (the kernel's
-/// `xdp_mmap_offsets`), and the UMEM's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XdpLayout {
-    /// The UMEM's shape.
-    pub geometry: XdpGeometry,
-    /// The receive ring.
-    pub rx: [u64; 4],
-    /// The transmit ring.
-    pub tx: [u64; 4],
-    /// The fill ring.
-    pub fill: [u64; 4],
-    /// The completion ring.
-    pub completion: [u64; 4],
-}
-
-impl XdpLayout {
-    /// Whether a domain can map it: a valid shape, every offset within the first
-    /// page, each index word aligned.
-    pub fn is_valid(&self) -> bool {
-        self.geometry.is_valid()
-            && [self.rx, self.tx, self.fill, self.completion]
-                .iter()
-                .all(|r| r.iter().all(|&o| o < 4096 && o % 4 == 0) && r[2] % 8 == 0)
-    }
-}
-
-/// What the switch hands a domain: the bound socket, its UMEM's memfd, where the
-/// rings lie.
+/// What the switch hands a domain: the bound socket, its UMEM's memfd, the
+/// driver's state memfd, and the driver's layout (from the kernel's ring offsets).
 #[derive(Debug)]
 pub struct XdpHandover {
     /// The socket, bound to its queue and in the map.
     pub socket: OwnedFd,
-    /// The UMEM (a memfd of the geometry's size).
+    /// The UMEM (a sealed memfd of the geometry's size).
     pub umem: OwnedFd,
-    /// The rings' layout.
+    /// The driver's state, the first piece of its space (a sealed memfd).
+    pub state: OwnedFd,
+    /// Where everything lies in the driver's space.
     pub layout: XdpLayout,
 }
 
-/// One mapped ring: indexes and descriptors at the kernel's offsets.
-#[derive(Debug)]
-struct Ring {
-    map: MmapRegion<()>,
-    producer: usize,
-    consumer: usize,
-    desc: usize,
-    flags: usize,
-    mask: u32,
-}
-
-impl Ring {
-    fn map(
-        fd: &OwnedFd,
-        pgoff: u64,
-        offsets: [u64; 4],
-        entries: u32,
-        desc_size: usize,
-        what: &'static str,
-    ) -> Result<Ring, XdpError> {
-        let len = offsets[2] as usize + entries as usize * desc_size;
-        let copy = fd.try_clone().map_err(XdpError::Copy)?;
-        let map = MmapRegion::build(
-            Some(vm_memory::FileOffset::new(File::from(copy), pgoff)),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
-        )
-        .map_err(|e| XdpError::Map(what, e))?;
-        Ok(Ring {
-            map,
-            producer: offsets[0] as usize,
-            consumer: offsets[1] as usize,
-            desc: offsets[2] as usize,
-            flags: offsets[3] as usize,
-            mask: entries - 1,
-        })
-    }
-
-    fn load(&self, at: usize) -> u32 {
-        self.map
-            .get_slice(at, 4)
-            .and_then(|s| s.load::<u32>(0, Ordering::Acquire))
-            .unwrap_or(0)
-    }
-
-    fn store(&self, at: usize, v: u32) {
-        let _ = self
-            .map
-            .get_slice(at, 4)
-            .and_then(|s| s.store(v, 0, Ordering::Release));
-    }
-
-    fn needs_wakeup(&self) -> bool {
-        self.load(self.flags) & libc::XDP_RING_NEED_WAKEUP != 0
-    }
-
-    /// The `u64` of an address ring's entry `i`.
-    fn addr(&self, i: u32) -> u64 {
-        read_u64(&self.map, self.desc + (i & self.mask) as usize * 8)
-    }
-
-    fn set_addr(&self, i: u32, addr: u64) {
-        write(&self.map, self.desc + (i & self.mask) as usize * 8, addr);
-    }
-
-    /// A descriptor ring's entry `i`: address and length, each read once.
-    fn desc(&self, i: u32) -> (u64, u32) {
-        let at = self.desc + (i & self.mask) as usize * 16;
-        let len = self
-            .map
-            .get_slice(at + 8, 4)
-            .and_then(|s| s.read_obj::<u32>(0))
-            .unwrap_or(0);
-        (read_u64(&self.map, at), len)
-    }
-
-    fn set_desc(&self, i: u32, addr: u64, len: u32) {
-        let at = self.desc + (i & self.mask) as usize * 16;
-        write(&self.map, at, addr);
-        write(&self.map, at + 8, len);
-        write(&self.map, at + 12, 0u32);
-    }
-}
-
-/// The `u64` at `at` (`u64::MAX`, outside every UMEM, if it is not mapped).
-fn read_u64(map: &MmapRegion<()>, at: usize) -> u64 {
-    map.get_slice(at, 8)
-        .and_then(|s| s.read_obj::<u64>(0))
-        .unwrap_or(u64::MAX)
-}
-
-fn write<T: vm_memory::ByteValued>(map: &MmapRegion<()>, at: usize, v: T) {
-    if let Ok(s) = map.get_slice(at, std::mem::size_of::<T>()) {
-        let _ = s.write_obj(v, 0);
-    }
-}
-
-/// Who holds a UMEM chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Holder {
-    /// On the fill ring or the receive ring: the kernel's until it is received.
-    KernelRx,
-    /// Free for a frame to transmit.
-    FreeTx,
-    /// On the transmit ring: the kernel's until it completes.
-    KernelTx,
-}
-
-/// What [`XdpRings::send`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XdpSend {
-    /// The frame is on the transmit ring, handed over at the next [`XdpRings::kick`].
-    Queued,
-    /// No transmit chunk is free.
-    Full,
-    /// The frame is larger than a chunk.
-    TooLong,
-}
-
-/// A domain's mapping of an AF_XDP socket: the UMEM and the four rings.
-#[derive(Debug)]
-pub struct XdpRings {
-    fd: OwnedFd,
-    umem: MmapRegion<()>,
-    rx: Ring,
-    tx: Ring,
-    fill: Ring,
-    completion: Ring,
-    geometry: XdpGeometry,
-    holders: Vec<Holder>,
-    free_tx: Vec<u32>,
-    rx_cons: u32,
-    fill_prod: u32,
-    tx_prod: u32,
-    comp_cons: u32,
-    tx_pending: u32,
-    bad: u64,
-}
-
-impl XdpRings {
-    /// Maps the UMEM and the rings of a socket from [`XdpProgram::open_socket`]
-    /// and gives the kernel the receive half of the UMEM.
-    pub fn map(socket: OwnedFd, umem: OwnedFd, layout: XdpLayout) -> Result<XdpRings, XdpError> {
-        let g = layout.geometry;
-        if !layout.is_valid() {
-            return Err(XdpError::Geometry(g));
-        }
-        let umem_map = MmapRegion::build(
-            Some(vm_memory::FileOffset::new(File::from(umem), 0)),
-            g.umem_len(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-        )
-        .map_err(|e| XdpError::Map("UMEM", e))?;
-        let n = g.ring_entries();
-        let rx = Ring::map(
-            &socket,
-            libc::XDP_PGOFF_RX_RING as u64,
-            layout.rx,
-            n,
-            16,
-            "receive ring",
-        )?;
-        let tx = Ring::map(
-            &socket,
-            libc::XDP_PGOFF_TX_RING as u64,
-            layout.tx,
-            n,
-            16,
-            "transmit ring",
-        )?;
-        let fill = Ring::map(
-            &socket,
+/// Maps the driver's space of an AF_XDP socket: one reservation of
+/// `layout.len` bytes, with the state memfd, the four rings (mappings of the
+/// socket) and the UMEM placed at the layout's offsets. The driver domain and
+/// the switch (for the twin) map the same pieces at the same offsets, so a
+/// driver address means the same in both. Dropping the mapping unmaps all of
+/// it.
+pub fn map_space(
+    layout: &XdpLayout,
+    state: BorrowedFd<'_>,
+    socket: BorrowedFd<'_>,
+    umem: BorrowedFd<'_>,
+) -> Result<MmapRegion<()>, XdpError> {
+    let len = usize::try_from(layout.len).map_err(|_| XdpError::Space("its size"))?;
+    let space = MmapRegion::<()>::build(
+        None,
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+    )
+    .map_err(|e| XdpError::Map("driver space", e))?;
+    let pieces = [
+        (0, layout.state_len, state, 0, "state"),
+        (
+            layout.fill.base,
+            layout.fill.len,
+            socket,
             libc::XDP_UMEM_PGOFF_FILL_RING,
-            layout.fill,
-            n,
-            8,
             "fill ring",
-        )?;
-        let completion = Ring::map(
-            &socket,
+        ),
+        (
+            layout.completion.base,
+            layout.completion.len,
+            socket,
             libc::XDP_UMEM_PGOFF_COMPLETION_RING,
-            layout.completion,
-            n,
-            8,
             "completion ring",
-        )?;
-        let half = g.frames / 2;
-        let mut holders = vec![Holder::KernelRx; half as usize];
-        holders.resize(g.frames as usize, Holder::FreeTx);
-        let mut r = XdpRings {
-            fd: socket,
-            umem: umem_map,
-            rx,
-            tx,
-            fill,
-            completion,
-            geometry: g,
-            holders,
-            // Taken from the end: the lowest chunk first.
-            free_tx: (half..g.frames).rev().collect(),
-            rx_cons: 0,
-            fill_prod: 0,
-            tx_prod: 0,
-            comp_cons: 0,
-            tx_pending: 0,
-            bad: 0,
+        ),
+        (
+            layout.rx.base,
+            layout.rx.len,
+            socket,
+            libc::XDP_PGOFF_RX_RING as u64,
+            "receive ring",
+        ),
+        (
+            layout.tx.base,
+            layout.tx.len,
+            socket,
+            libc::XDP_PGOFF_TX_RING as u64,
+            "transmit ring",
+        ),
+        (layout.umem, layout.umem_len(), umem, 0, "UMEM"),
+    ];
+    for (at, len, fd, file_offset, what) in pieces {
+        let (Ok(at), Ok(len)) = (usize::try_from(at), usize::try_from(len)) else {
+            return Err(XdpError::Space(what));
         };
-        r.rx_cons = r.rx.load(r.rx.consumer);
-        r.fill_prod = r.fill.load(r.fill.producer);
-        r.tx_prod = r.tx.load(r.tx.producer);
-        r.comp_cons = r.completion.load(r.completion.consumer);
-        for c in 0..half {
-            r.fill
-                .set_addr(r.fill_prod, u64::from(c) * u64::from(FRAME_SIZE));
-            r.fill_prod = r.fill_prod.wrapping_add(1);
-        }
-        r.fill.store(r.fill.producer, r.fill_prod);
-        Ok(r)
+        sys::map_shared_within(&space, at, len, fd, file_offset)
+            .map_err(|source| XdpError::Piece { what, source })?;
     }
+    Ok(space)
+}
 
-    /// The chunk an address is in, if it is inside the UMEM.
-    fn chunk_of(&self, addr: u64) -> Option<usize> {
-        let c = addr / u64::from(FRAME_SIZE);
-        (c < u64::from(self.geometry.frames)).then_some(c as usize)
+/// Whether the socket is still bound: a deleted interface unbinds it, and a read
+/// (of nothing: AF_XDP has no data to read) then says so. `Err` when it is gone.
+pub fn check_bound(socket: BorrowedFd<'_>) -> std::io::Result<()> {
+    let mut b = [0u8; 1];
+    match rustix::io::read(socket, &mut b) {
+        Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+        Err(e) => Err(e.into()),
     }
+}
 
-    /// Receives up to `max` frames: each is copied into `buf` and passed to `f`,
-    /// and its chunk goes back to the kernel. Returns the frames passed on.
-    pub fn recv(&mut self, buf: &mut [u8], max: usize, mut f: impl FnMut(&[u8])) -> usize {
-        let prod = self.rx.load(self.rx.producer);
-        let ready = prod.wrapping_sub(self.rx_cons);
-        if ready > self.rx.mask + 1 {
-            // The kernel's index ran past the ring: nothing of it is believed.
-            self.bad += 1;
-            return 0;
-        }
-        let n = (ready as usize).min(max) as u32;
-        // Room on the fill ring, read once per batch (the kernel's consumer only
-        // moves forward, so the room only grows meanwhile).
-        let queued = self
-            .fill_prod
-            .wrapping_sub(self.fill.load(self.fill.consumer));
-        let mut fill_room = (self.fill.mask + 1).saturating_sub(queued);
-        let mut got = 0;
-        for i in 0..n {
-            let (addr, len) = self.rx.desc(self.rx_cons.wrapping_add(i));
-            let Some(c) = self.chunk_of(addr) else {
-                self.bad += 1;
-                continue;
-            };
-            if self.holders[c] != Holder::KernelRx {
-                // Not a chunk the kernel may return: left where it is.
-                self.bad += 1;
-                continue;
-            }
-            let in_chunk = (addr % u64::from(FRAME_SIZE)) as usize;
-            let len = len as usize;
-            let fits = in_chunk + len <= FRAME_SIZE as usize && len <= buf.len();
-            match self.umem.get_slice(addr as usize, len) {
-                Ok(s) if fits && len >= twin_wire::ether::ETH_HLEN => {
-                    s.copy_to(&mut buf[..len]);
-                    f(&buf[..len]);
-                    got += 1;
-                }
-                _ => self.bad += 1,
-            }
-            // Back on the fill ring at the chunk's start, unless the ring is full
-            // (only a kernel that returned a chunk twice can make it so: the ring
-            // holds every receive chunk).
-            if fill_room == 0 {
-                self.bad += 1;
-                continue;
-            }
-            fill_room -= 1;
-            self.fill
-                .set_addr(self.fill_prod, c as u64 * u64::from(FRAME_SIZE));
-            self.fill_prod = self.fill_prod.wrapping_add(1);
-        }
-        if n > 0 {
-            self.rx_cons = self.rx_cons.wrapping_add(n);
-            self.rx.store(self.rx.consumer, self.rx_cons);
-            self.fill.store(self.fill.producer, self.fill_prod);
-        }
-        got
-    }
-
-    /// Takes back the chunks the kernel finished transmitting.
-    fn complete(&mut self) {
-        let prod = self.completion.load(self.completion.producer);
-        let done = prod.wrapping_sub(self.comp_cons);
-        if done > self.completion.mask + 1 {
-            self.bad += 1;
-            return;
-        }
-        for i in 0..done {
-            let addr = self.completion.addr(self.comp_cons.wrapping_add(i));
-            match self.chunk_of(addr) {
-                Some(c) if self.holders[c] == Holder::KernelTx => {
-                    self.holders[c] = Holder::FreeTx;
-                    self.free_tx.push(c as u32);
-                }
-                _ => self.bad += 1,
-            }
-        }
-        if done > 0 {
-            self.comp_cons = self.comp_cons.wrapping_add(done);
-            self.completion
-                .store(self.completion.consumer, self.comp_cons);
-        }
-    }
-
-    /// Puts `frame` on the transmit ring when a chunk is free.
-    pub fn send(&mut self, frame: &[u8]) -> XdpSend {
-        if frame.len() > FRAME_SIZE as usize {
-            return XdpSend::TooLong;
-        }
-        if self.free_tx.is_empty() {
-            self.complete();
-        }
-        let Some(c) = self.free_tx.pop() else {
-            return XdpSend::Full;
-        };
-        let addr = u64::from(c) * u64::from(FRAME_SIZE);
-        if let Ok(s) = self.umem.get_slice(addr as usize, frame.len()) {
-            s.copy_from(frame);
-        }
-        self.holders[c as usize] = Holder::KernelTx;
-        self.tx.set_desc(self.tx_prod, addr, frame.len() as u32);
-        self.tx_prod = self.tx_prod.wrapping_add(1);
-        self.tx_pending += 1;
-        XdpSend::Queued
-    }
-
-    /// Hands the queued frames to the kernel and, while it has not taken them all
-    /// and asks for it, wakes it (a `send` of nothing; in copy mode the kernel
-    /// transmits a bounded batch per call, so it may take several). An error
-    /// means the interface is gone or down.
-    pub fn kick(&mut self) -> std::io::Result<()> {
-        if self.tx_pending > 0 {
-            self.tx_pending = 0;
-            self.tx.store(self.tx.producer, self.tx_prod);
-        }
-        // At most one call per kernel batch (32 frames) of a full ring, and one more.
-        for _ in 0..(self.tx.mask + 1) / 32 + 2 {
-            let taken = self.tx.load(self.tx.consumer);
-            if taken == self.tx_prod || !self.tx.needs_wakeup() {
-                return Ok(());
-            }
-            match rustix::net::send(&self.fd, &[], rustix::net::SendFlags::DONTWAIT) {
-                // More to send: call again.
-                Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
-                // Busy or out of buffers: the frames stay queued for the next kick.
-                Err(rustix::io::Errno::BUSY) | Err(rustix::io::Errno::NOBUFS) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether frames wait on the transmit ring for the kernel (the next
-    /// [`XdpRings::kick`] should be made even without new ones).
-    pub fn tx_waiting(&self) -> bool {
-        self.tx.load(self.tx.consumer) != self.tx_prod
-    }
-
-    /// Whether the socket is still bound: a deleted interface unbinds it, and a
-    /// read (of nothing: AF_XDP has no data to read) then says so. `Err` when
-    /// it is gone.
-    pub fn check_bound(&self) -> std::io::Result<()> {
-        let mut b = [0u8; 1];
-        match rustix::io::read(&self.fd, &mut b) {
-            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Descriptors and indexes from the kernel that failed the checks.
-    pub fn bad_descriptors(&self) -> u64 {
-        self.bad
-    }
-
-    /// The socket, to wait on (readable when frames were received).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+/// Wakes the kernel to transmit what is on the socket's transmit ring (a `send`
+/// of nothing). Busy or out of buffers is not an error: the frames stay queued
+/// for the next wake-up.
+pub fn wake_tx(socket: BorrowedFd<'_>) -> std::io::Result<()> {
+    match rustix::net::send(socket, &[], rustix::net::SendFlags::DONTWAIT) {
+        Ok(_)
+        | Err(rustix::io::Errno::AGAIN)
+        | Err(rustix::io::Errno::BUSY)
+        | Err(rustix::io::Errno::NOBUFS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const FRAMES: u32 = 64;
-    const ENTRIES: u32 = FRAMES / 2;
-    /// Where the fake kernel keeps each ring's fields: producer, consumer,
-    /// descriptors, flags.
-    const OFFSETS: [u64; 4] = [0, 64, 256, 128];
-
-    /// Rings over a sparse memfd standing in for the socket (mapped at the same
-    /// page offsets), and the "kernel's" view of each ring.
-    struct Fake {
-        rings: XdpRings,
-        rx: Ring,
-        fill: Ring,
-        completion: Ring,
-    }
-
-    fn memfd(len: u64) -> OwnedFd {
-        let fd = rustix::fs::memfd_create("xdp-fake", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        rustix::fs::ftruncate(&fd, len).unwrap();
-        fd
-    }
-
-    fn fake() -> Fake {
-        let socket = memfd(libc::XDP_UMEM_PGOFF_COMPLETION_RING + (1 << 20));
-        let umem = memfd(u64::from(FRAMES * FRAME_SIZE));
-        let layout = XdpLayout {
-            geometry: XdpGeometry { frames: FRAMES },
-            rx: OFFSETS,
-            tx: OFFSETS,
-            fill: OFFSETS,
-            completion: OFFSETS,
-        };
-        let view =
-            |pgoff, size, what| Ring::map(&socket, pgoff, OFFSETS, ENTRIES, size, what).unwrap();
-        let rx = view(libc::XDP_PGOFF_RX_RING as u64, 16, "rx");
-        let fill = view(libc::XDP_UMEM_PGOFF_FILL_RING, 8, "fill");
-        let completion = view(libc::XDP_UMEM_PGOFF_COMPLETION_RING, 8, "completion");
-        let rings = XdpRings::map(socket, umem, layout).unwrap();
-        Fake {
-            rings,
-            rx,
-            fill,
-            completion,
-        }
-    }
-
-    impl Fake {
-        /// The kernel takes a chunk from the fill ring and receives a frame of
-        /// `len` at `addr`.
-        fn kernel_rx(&mut self, addr: u64, len: u32) {
-            let taken = self.fill.load(self.fill.consumer);
-            self.fill.store(self.fill.consumer, taken.wrapping_add(1));
-            let prod = self.rx.load(self.rx.producer);
-            self.rx.set_desc(prod, addr, len);
-            self.rx.store(self.rx.producer, prod.wrapping_add(1));
-        }
-
-        fn recv(&mut self) -> Vec<Vec<u8>> {
-            let mut buf = vec![0u8; FRAME_SIZE as usize];
-            let mut got = Vec::new();
-            self.rings.recv(&mut buf, 64, |f| got.push(f.to_vec()));
-            got
-        }
-    }
-
-    #[test]
-    fn the_receive_half_is_given_to_the_kernel_at_start() {
-        let f = fake();
-        assert_eq!(f.fill.load(f.fill.producer), ENTRIES);
-        let addrs: Vec<u64> = (0..ENTRIES).map(|i| f.fill.addr(i)).collect();
-        let want: Vec<u64> = (0..ENTRIES).map(|c| u64::from(c * FRAME_SIZE)).collect();
-        assert_eq!(addrs, want);
-    }
-
-    #[test]
-    fn a_received_frame_is_passed_on_and_its_chunk_refilled() {
-        let mut f = fake();
-        let frame: Vec<u8> = (0..60u8).collect();
-        // At an offset inside chunk 3, as the kernel puts frames after headroom.
-        let addr = u64::from(3 * FRAME_SIZE + 256);
-        f.rings
-            .umem
-            .get_slice(addr as usize, 60)
-            .unwrap()
-            .copy_from(&frame);
-        f.kernel_rx(addr, 60);
-        assert_eq!(f.recv(), vec![frame]);
-        assert_eq!(f.rx.load(f.rx.consumer), 1);
-        assert_eq!(f.fill.load(f.fill.producer), ENTRIES + 1);
-        assert_eq!(f.fill.addr(ENTRIES), u64::from(3 * FRAME_SIZE));
-        assert_eq!(f.rings.bad_descriptors(), 0);
-    }
-
-    #[test]
-    fn lies_in_receive_descriptors_are_counted_and_nothing_of_them_used() {
-        let mut f = fake();
-        let tx_chunk = u64::from(ENTRIES * FRAME_SIZE);
-        for (addr, len) in [
-            // Outside the UMEM.
-            (u64::from(FRAMES * FRAME_SIZE), 60),
-            (u64::MAX - 10, 60),
-            // A transmit chunk, never given to the kernel for receiving.
-            (tx_chunk, 60),
-            // Leaves its chunk.
-            (u64::from(FRAME_SIZE) - 30, 60),
-            // Shorter than an Ethernet header.
-            (0, 10),
-        ] {
-            f.kernel_rx(addr, len);
-        }
-        assert!(f.recv().is_empty());
-        assert_eq!(f.rings.bad_descriptors(), 5);
-        // Only the two in receive chunks went back to the kernel.
-        assert_eq!(f.fill.load(f.fill.producer), ENTRIES + 2);
-        // An index that runs more than a ring ahead: nothing is read.
-        let cons = f.rx.load(f.rx.consumer);
-        f.rx.store(f.rx.producer, cons.wrapping_add(ENTRIES + 1));
-        assert!(f.recv().is_empty());
-        assert_eq!(f.rings.bad_descriptors(), 6);
-        assert_eq!(f.rx.load(f.rx.consumer), cons, "nothing consumed");
-    }
-
-    #[test]
-    fn only_chunks_in_flight_complete() {
-        let mut f = fake();
-        let frame = [7u8; 60];
-        for _ in 0..ENTRIES {
-            assert_eq!(f.rings.send(&frame), XdpSend::Queued);
-        }
-        assert_eq!(f.rings.send(&frame), XdpSend::Full);
-        // The kernel completes a receive chunk (a lie), a chunk outside the UMEM
-        // (a lie) and the first transmit chunk.
-        let first_tx = u64::from(ENTRIES * FRAME_SIZE);
-        for (i, addr) in [0, u64::from(FRAMES * FRAME_SIZE), first_tx]
-            .into_iter()
-            .enumerate()
-        {
-            f.completion.set_addr(i as u32, addr);
-        }
-        f.completion.store(f.completion.producer, 3);
-        assert_eq!(f.rings.send(&frame), XdpSend::Queued, "the completed chunk");
-        assert_eq!(f.rings.bad_descriptors(), 2);
-        assert_eq!(f.rings.send(&frame), XdpSend::Full);
-        // Completed twice: the second is a lie.
-        f.completion.set_addr(3, first_tx);
-        f.completion.set_addr(4, first_tx);
-        f.completion.store(f.completion.producer, 5);
-        assert_eq!(f.rings.send(&frame), XdpSend::Queued);
-        assert_eq!(f.rings.bad_descriptors(), 3);
-        assert_eq!(f.rings.send(&[0u8; 4096]), XdpSend::TooLong);
-    }
 
     #[test]
     fn the_program_is_five_instructions_of_the_kernels_encoding() {

@@ -521,6 +521,14 @@ impl DriverMem for Svm {
     fn store_release_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
         Ok(self.store_u16(addr, val, Ordering::Release)?)
     }
+    #[inline]
+    fn load_acquire_u32(&self, addr: u64) -> Result<u32, MemFault> {
+        Ok(self.load_u32(addr, Ordering::Acquire)?)
+    }
+    #[inline]
+    fn store_release_u32(&self, addr: u64, val: u32) -> Result<(), MemFault> {
+        Ok(self.store_u32(addr, val, Ordering::Release)?)
+    }
     fn fence(&self) {
         Svm::fence(self);
     }

@@ -21,7 +21,7 @@ use driver_env::{
     Doorbell, DriverMem, FaultInjection, FaultKind, InjectedFault, MemFault, UpcallMsg,
     UpcallRoute, Upcalls,
 };
-use driver_host::env::UpcallSink;
+use driver_host::env::{Bell, UpcallSink};
 use driver_host::FrameMemory;
 use std::sync::atomic::Ordering;
 use svm::{Op, Svm, SvmFault};
@@ -49,7 +49,7 @@ pub enum EnvFault {
 #[derive(Debug)]
 pub struct SvmEnv {
     svm: Svm,
-    kick: Vec<EventFd>,
+    kick: Vec<Bell>,
     upcalls: Box<dyn UpcallSink>,
     budget: Cell<u32>,
     over_budget_since: Cell<Option<Instant>>,
@@ -61,9 +61,15 @@ impl SvmEnv {
     /// An environment over `svm`, kicking queue `i` through `kick[i]` and posting
     /// upcalls to `upcalls`.
     pub fn new(svm: Svm, kick: Vec<EventFd>, upcalls: Box<dyn UpcallSink>) -> Self {
+        Self::with_bells(svm, kick.into_iter().map(Bell::EventFd).collect(), upcalls)
+    }
+
+    /// An environment over `svm`, ringing queue `i`'s doorbell `bells[i]` and
+    /// posting upcalls to `upcalls`.
+    pub fn with_bells(svm: Svm, bells: Vec<Bell>, upcalls: Box<dyn UpcallSink>) -> Self {
         Self {
             svm,
-            kick,
+            kick: bells,
             upcalls,
             budget: Cell::new(ACCESS_BUDGET),
             over_budget_since: Cell::new(None),
@@ -168,6 +174,16 @@ impl DriverMem for SvmEnv {
         self.charge(addr, 2)?;
         self.svm_result(self.svm.store_u16(addr, val, Ordering::Release))
     }
+    #[inline(always)]
+    fn load_acquire_u32(&self, addr: u64) -> Result<u32, MemFault> {
+        self.charge(addr, 4)?;
+        self.svm_result(self.svm.load_u32(addr, Ordering::Acquire))
+    }
+    #[inline(always)]
+    fn store_release_u32(&self, addr: u64, val: u32) -> Result<(), MemFault> {
+        self.charge(addr, 4)?;
+        self.svm_result(self.svm.store_u32(addr, val, Ordering::Release))
+    }
     fn fence(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
     }
@@ -201,8 +217,8 @@ impl FrameMemory for SvmEnv {
 
 impl Doorbell for SvmEnv {
     fn kick(&self, queue: u16) {
-        if let Some(fd) = self.kick.get(usize::from(queue)) {
-            let _ = fd.write(1);
+        if let Some(bell) = self.kick.get(usize::from(queue)) {
+            bell.ring(queue);
         }
     }
 }

@@ -32,7 +32,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use driver_domain::launch::Send;
 use driver_domain::DomainLink;
 use driver_env::InjectedFault;
-use driver_host::env::DirectEnv;
+use driver_host::env::{Bell, DirectEnv};
 use driver_host::{DriverStats, FastPath, HostEnv};
 use twin_wire::Segments;
 use virtio_net_driver::{NetConfig, NetError, NetLayout};
@@ -265,7 +265,7 @@ impl SwitchInstance {
         let layout = expected_layout(link)?;
         let env = DirectEnv::with_upcalls(
             link.region().ok_or(AttachError::NotVhost)?.clone(),
-            kicks(link)?,
+            kicks(link)?.into_iter().map(Bell::EventFd).collect(),
             Box::new(link.upcall_sink()),
         );
         Ok(SwitchInstance::Inline(Box::new(attach_checked(

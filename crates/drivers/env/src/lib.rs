@@ -128,6 +128,10 @@ pub trait DriverMem {
     /// Writes a `u16` with release ordering: earlier writes are visible before it
     /// (the driver's `avail.idx`).
     fn store_release_u16(&self, addr: u64, val: u16) -> Result<(), MemFault>;
+    /// Reads a `u32` with acquire ordering (an AF_XDP ring's producer index).
+    fn load_acquire_u32(&self, addr: u64) -> Result<u32, MemFault>;
+    /// Writes a `u32` with release ordering (an AF_XDP ring's consumer index).
+    fn store_release_u32(&self, addr: u64, val: u32) -> Result<(), MemFault>;
     /// A full (sequentially consistent) fence, between publishing an index and
     /// reading the peer's event index.
     fn fence(&self);

@@ -168,159 +168,19 @@ fn hostile_rx_entries_are_dropped_and_counted() {
 // ---------------------------------------------------------------------------
 // Twin: upcalls, stubs, dispatcher, the access map.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use driver_env::test_env::MapEnv;
+use driver_env::{FaultInjection, FaultKind, InjectedFault, UpcallError, UpcallMsg, UpcallRoute};
 
-use driver_env::access::AccessRange;
-use driver_env::{
-    check_range, Doorbell, FaultInjection, FaultKind, InjectedFault, UpcallError, UpcallMsg,
-    UpcallRoute, Upcalls,
-};
-
-use crate::layout::ACCESS_RANGES;
-
-/// What a twin sees: the region through the layout's access map (every access
-/// checked and recorded per range), upcalls posted, a watchdog that refuses every
-/// access once a budget is spent. The fake device keeps using the raw `VecEnv`.
-struct TwinEnv<'a> {
-    mem: &'a VecEnv,
-    map: [AccessRange; ACCESS_RANGES],
-    /// Per range: (reads, writes).
-    touched: RefCell<BTreeMap<&'static str, (u64, u64)>>,
-    posted: RefCell<Vec<UpcallMsg>>,
-    fault: Cell<Option<InjectedFault>>,
-    budget: Cell<Option<u64>>,
+/// What a twin of `layout` sees of `env`.
+fn twin_env<'a>(env: &'a VecEnv, layout: &NetLayout) -> MapEnv<'a> {
+    MapEnv::new(env, &layout.twin_access_map())
 }
 
-impl<'a> TwinEnv<'a> {
-    fn new(mem: &'a VecEnv, layout: &NetLayout) -> Self {
-        Self {
-            mem,
-            map: layout.twin_access_map(),
-            touched: RefCell::default(),
-            posted: RefCell::default(),
-            fault: Cell::new(None),
-            budget: Cell::new(None),
-        }
-    }
-
-    fn take_posted(&self) -> Vec<VirtioNetUpcall> {
-        std::mem::take(&mut *self.posted.borrow_mut())
-            .iter()
-            .map(|m| VirtioNetUpcall::decode(m).unwrap())
-            .collect()
-    }
-
-    fn touched(&self, name: &str) -> (u64, u64) {
-        self.touched.borrow().get(name).copied().unwrap_or((0, 0))
-    }
-
-    fn check(&self, addr: u64, len: u64, write: bool) -> Result<(), MemFault> {
-        if let Some(left) = self.budget.get() {
-            if left == 0 {
-                return Err(MemFault::new(addr, len, FaultKind::Watchdog));
-            }
-            self.budget.set(Some(left - 1));
-        }
-        check_range(addr, len, 1, self.mem.region_len())?;
-        let end = addr + len;
-        let mut covered = 0;
-        for r in &self.map {
-            let (lo, hi) = (r.start.max(addr), r.end().min(end));
-            if lo >= hi {
-                continue;
-            }
-            let ok = if write {
-                r.access.can_write()
-            } else {
-                r.access.can_read()
-            };
-            if !ok {
-                return Err(MemFault::new(addr, len, FaultKind::Permission));
-            }
-            covered += hi - lo;
-            let mut t = self.touched.borrow_mut();
-            let e = t.entry(r.name).or_default();
-            if write {
-                e.1 += 1;
-            } else {
-                e.0 += 1;
-            }
-        }
-        if covered != len {
-            // Padding between ranges.
-            return Err(MemFault::new(addr, len, FaultKind::Permission));
-        }
-        Ok(())
-    }
-}
-
-impl DriverMem for TwinEnv<'_> {
-    fn region_len(&self) -> u64 {
-        self.mem.region_len()
-    }
-    fn read_u16(&self, addr: u64) -> Result<u16, MemFault> {
-        self.check(addr, 2, false)?;
-        self.mem.read_u16(addr)
-    }
-    fn read_u32(&self, addr: u64) -> Result<u32, MemFault> {
-        self.check(addr, 4, false)?;
-        self.mem.read_u32(addr)
-    }
-    fn read_u64(&self, addr: u64) -> Result<u64, MemFault> {
-        self.check(addr, 8, false)?;
-        self.mem.read_u64(addr)
-    }
-    fn write_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
-        self.check(addr, 2, true)?;
-        self.mem.write_u16(addr, val)
-    }
-    fn write_u32(&self, addr: u64, val: u32) -> Result<(), MemFault> {
-        self.check(addr, 4, true)?;
-        self.mem.write_u32(addr, val)
-    }
-    fn write_u64(&self, addr: u64, val: u64) -> Result<(), MemFault> {
-        self.check(addr, 8, true)?;
-        self.mem.write_u64(addr, val)
-    }
-    fn load_acquire_u16(&self, addr: u64) -> Result<u16, MemFault> {
-        self.check(addr, 2, false)?;
-        self.mem.load_acquire_u16(addr)
-    }
-    fn store_release_u16(&self, addr: u64, val: u16) -> Result<(), MemFault> {
-        self.check(addr, 2, true)?;
-        self.mem.store_release_u16(addr, val)
-    }
-    fn fence(&self) {
-        self.mem.fence();
-    }
-    fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemFault> {
-        self.check(addr, buf.len() as u64, false)?;
-        self.mem.read_bytes(addr, buf)
-    }
-    fn write_bytes(&self, addr: u64, buf: &[u8]) -> Result<(), MemFault> {
-        self.check(addr, buf.len() as u64, true)?;
-        self.mem.write_bytes(addr, buf)
-    }
-}
-
-impl Doorbell for TwinEnv<'_> {
-    fn kick(&self, queue: u16) {
-        self.mem.kick(queue);
-    }
-}
-
-impl Upcalls for TwinEnv<'_> {
-    fn upcall(&self, msg: UpcallMsg) -> UpcallRoute {
-        self.posted.borrow_mut().push(msg);
-        UpcallRoute::Posted
-    }
-}
-
-impl FaultInjection for TwinEnv<'_> {
-    fn take_injected_fault(&self) -> Option<InjectedFault> {
-        self.fault.take()
-    }
+fn decode_posted(tenv: &MapEnv<'_>) -> Vec<VirtioNetUpcall> {
+    tenv.take_posted()
+        .iter()
+        .map(|m| VirtioNetUpcall::decode(m).unwrap())
+        .collect()
 }
 
 const ALL: u64 = F_VERSION_1 | RING_F_EVENT_IDX | NET_F_MRG_RXBUF;
@@ -330,7 +190,7 @@ fn twin_fast_path_stays_inside_the_access_map() {
     for features in [ALL, F_VERSION_1, F_VERSION_1 | RING_F_EVENT_IDX] {
         let (env, dom, mut rx, mut tx) = setup(features);
         let layout = *dom.layout();
-        let tenv = TwinEnv::new(&env, &layout);
+        let tenv = twin_env(&env, &layout);
         // The map is enforced.
         assert_eq!(
             tenv.read_u64(layout.private).unwrap_err().kind,
@@ -348,7 +208,7 @@ fn twin_fast_path_stays_inside_the_access_map() {
             tenv.write_u16(layout.rx_buf(0), 0).unwrap_err().kind,
             FaultKind::Permission
         );
-        tenv.touched.borrow_mut().clear();
+        tenv.clear_touched();
 
         let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
         for round in 0..40u8 {
@@ -410,7 +270,7 @@ fn twin_fast_path_stays_inside_the_access_map() {
         }
         assert_eq!(tenv.touched("state-config").1, 0);
         assert_eq!(
-            tenv.take_posted(),
+            decode_posted(&tenv),
             vec![VirtioNetUpcall::DeviceError {
                 queue: RX_QUEUE,
                 count: 1
@@ -714,9 +574,9 @@ mod fault_injection {
         let (env, mut dom, mut rx, mut tx) = setup(ALL);
         let layout = *dom.layout();
         {
-            let tenv = TwinEnv::new(&env, &layout);
+            let tenv = twin_env(&env, &layout);
             let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
-            tenv.fault.set(Some(InjectedFault::ForbiddenRead));
+            tenv.inject(InjectedFault::ForbiddenRead);
             assert_eq!(
                 twin.rx_burst(&tenv, 64, |_| {}),
                 Err(NetError::Access(MemFault::new(
@@ -747,9 +607,9 @@ mod fault_injection {
         let past = MemFault::new(layout.region_len, 8, FaultKind::OutOfBounds);
         env.inject(InjectedFault::WildWrite);
         assert_eq!(dom.tx_flush(&env), Err(NetError::Access(past)));
-        let tenv = TwinEnv::new(&env, &layout);
+        let tenv = twin_env(&env, &layout);
         let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
-        tenv.fault.set(Some(InjectedFault::WildWrite));
+        tenv.inject(InjectedFault::WildWrite);
         assert_eq!(
             twin.rx_burst(&tenv, 64, |_| {}),
             Err(NetError::Access(past))
@@ -771,10 +631,10 @@ mod fault_injection {
     fn stuck_spins_until_the_watchdog_fires() {
         let (env, dom, _rx, _tx) = setup(ALL);
         let layout = *dom.layout();
-        let tenv = TwinEnv::new(&env, &layout);
+        let tenv = twin_env(&env, &layout);
         let mut twin = VirtioNetTwin::new(VirtioNet::attach(&tenv).unwrap());
-        tenv.budget.set(Some(10_000));
-        tenv.fault.set(Some(InjectedFault::Stuck));
+        tenv.set_budget(Some(10_000));
+        tenv.inject(InjectedFault::Stuck);
         assert_eq!(
             twin.tx_flush(&tenv),
             Err(NetError::Access(MemFault::new(
@@ -785,7 +645,7 @@ mod fault_injection {
         );
         assert_eq!(tenv.touched("rx-used").0, 10_000);
         // The host resets the watchdog; the next batch runs normally.
-        tenv.budget.set(None);
+        tenv.set_budget(None);
         assert_eq!(twin.tx_flush(&tenv), Ok(false));
     }
 }
