@@ -99,12 +99,15 @@ struct SwitchArgs {
     /// any other source address are dropped. Repeatable.
     #[arg(long = "client", value_name = "NAME=SOCKET[,mac=MAC]")]
     clients: Vec<ClientSpec>,
-    /// An uplink: NAME=NIC_SOCKET[,mode=inline|domain|twin]. Its driver domain
-    /// connects to the NIC's vhost-user socket (retrying until it appears); the mode
-    /// says who runs the driver's fast path (default inline). Repeatable.
+    /// An uplink: NAME=DEVICE[,mode=inline|domain|twin]. DEVICE is a NIC's
+    /// vhost-user socket (its driver domain connects, retrying until it appears),
+    /// tap:IFNAME, packet:IFNAME or xdp:IFNAME[,queue=N][,xdp-mode=native|generic].
+    /// The mode says who runs the driver's fast path: default inline for a NIC
+    /// socket, domain for a kernel interface (tap and packet: domain only).
+    /// Repeatable.
     #[arg(
         long = "uplink",
-        value_name = "NAME=NIC_SOCKET[,mode=inline|domain|twin]"
+        value_name = "NAME=DEVICE[,mode=inline|domain|twin]"
     )]
     uplinks: Vec<UplinkSpec>,
     /// Learned MAC addresses expire after this many seconds without traffic.

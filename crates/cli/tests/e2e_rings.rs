@@ -398,7 +398,6 @@ fn a_missing_interface_or_an_unserved_mode_is_an_error_at_start() {
         ("packet:nosuch0", 1, "no interface nosuch0"),
         ("xdp:nosuch0", 1, "no interface nosuch0"),
         ("packet:ps0,mode=twin", 2, "domain mode only"),
-        ("xdp:ps0,mode=inline", 2, "domain mode only"),
     ] {
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
         cmd.args([
@@ -413,4 +412,143 @@ fn a_missing_interface_or_an_unserved_mode_is_an_error_at_start() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{spec}: {err}");
     }
+}
+
+/// Waits until u0's fast path runs in `want` ("inline", "domain", "twin").
+fn wait_fast_path(ctl: &str, want: &str) -> Value {
+    wait_status(
+        ctl,
+        Duration::from_secs(15),
+        &format!("fast path {want}"),
+        |st| fast_path(st) == Some(want),
+    )
+}
+
+/// An AF_XDP uplink's fast path runs in the switch: as the twin (the AF_XDP
+/// driver derived, over the switch's own mapping of the driver's space, every
+/// access checked by the SVM) and inline, and moves between them and the
+/// domain while the client sends and the peer pings. No domain is killed, so
+/// every frame is accounted exactly against the kernel's counters.
+#[test]
+fn an_xdp_uplinks_fast_path_runs_in_the_switch_as_twin_and_inline() {
+    let _m = serial();
+    let s = Scratch::new("xdptwin");
+    let ns = Netns::new("xdptwin");
+    quiet(&ns);
+    veth_pair(&ns, "px0", "px1");
+    let (mut sw, c1_s, ctl) = ns.switch(&s, "xdp:px0,mode=twin", C1);
+    let st = wait_fast_path(&ctl, "twin");
+    let pid = n(&st, "/uplinks/u0/detail/driver/pid");
+    let peer_mac = ns.mac("px1");
+    let mut g = gen_event(&c1_s, C1, &peer_mac, "5", "5000");
+    wait_status(&ctl, Duration::from_secs(10), "c1 sending", |st| {
+        n(st, "/uplinks/u0/tx_packets") > 1000
+    });
+    let mut pings = 0;
+    for mode in ["twin", "inline", "domain", "twin"] {
+        let done = ctl_ok(&ctl, &["mode", "u0", mode]);
+        assert_eq!(str_at(&done, "/mode"), mode, "{done}");
+        wait_fast_path(&ctl, mode);
+        ping_client(&ns, 25);
+        pings += 25;
+    }
+    let st = ctl_status(&ctl);
+    let svm = &st["uplinks"]["u0"]["detail"]["driver"]["svm"];
+    assert!(n(svm, "/checks") > 10_000, "the twin's accesses: {svm}");
+    assert_eq!(n(svm, "/faults"), 0, "{svm}");
+    let g = g.report(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let (up_tx, up_rx) = (ns.stat("px0", "tx_packets"), ns.stat("px0", "rx_packets"));
+    let peer_tx = ns.stat("px1", "tx_packets");
+    let sw_r = sw.stop_report();
+    eprintln!("gen {g}\nswitch {sw_r}\npx0 tx {up_tx} rx {up_rx}, px1 tx {peer_tx}");
+    // One domain throughout: the fast path moved, the domain stayed.
+    assert_eq!(n(&sw_r, "/uplinks/u0/connects"), 1);
+    assert_eq!(n(&sw_r, "/uplinks/u0/detail/driver/pid"), pid);
+    assert_eq!(n(&sw_r, "/uplinks/u0/detail/twin_fault_count"), 0);
+    // Into twin at start, then inline, domain, twin (asking for twin while in
+    // twin changes nothing).
+    assert_eq!(n(&sw_r, "/uplinks/u0/detail/mode_changes"), 4);
+    let sent = n(&g, "/tx_packets");
+    assert!(sent > 10_000, "the generator sent {sent}");
+    let c1_d = &sw_r["clients"]["c1"]["drops"];
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/tx_packets")
+            + n(c1_d, "/no_destination")
+            + n(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
+        sent,
+        "c1's frames: to the uplink or counted"
+    );
+    // Exactly: every frame the uplink took left px0 or a domain counted it; every
+    // frame px0 received reached the client or was counted.
+    assert_eq!(
+        up_tx + domain_drops(&sw_r),
+        n(&sw_r, "/uplinks/u0/tx_packets"),
+        "px0 sent every frame the uplink took"
+    );
+    assert_eq!(
+        peer_tx, pings,
+        "px1 sent the echo requests and nothing else"
+    );
+    assert_eq!(up_rx, peer_tx);
+    assert_eq!(n(&sw_r, "/uplinks/u0/rx_packets"), up_rx);
+    assert_eq!(n(&g, "/rx_packets"), up_rx, "c1 got every echo request");
+    assert_eq!(domain_drops(&sw_r), 0, "{}", sw_r["uplinks"]["u0"]["drops"]);
+    let stats = &sw_r["uplinks"]["u0"]["detail"]["driver"]["switch_instance_stats"];
+    assert_eq!(
+        n(stats, "/kernel_errors") + n(stats, "/bad_state"),
+        0,
+        "{stats}"
+    );
+}
+
+/// Each misbehaviour a twin's driver can commit on request, in an AF_XDP
+/// uplink's twin: contained (the twin disabled, the fault reported, a fresh
+/// domain with a fresh socket), the switch and the client untouched, and the
+/// twin re-armed; the peer still reaches the client at the end.
+#[test]
+fn every_injected_fault_of_an_xdp_twin_is_contained() {
+    let _m = serial();
+    let s = Scratch::new("xdptwinfault");
+    let ns = Netns::new("xdptwinfault");
+    quiet(&ns);
+    veth_pair(&ns, "pf0", "pf1");
+    let (mut sw, c1_s, ctl) = ns.switch(&s, "xdp:pf0,mode=twin", C1);
+    let mut st = wait_fast_path(&ctl, "twin");
+    let peer_mac = ns.mac("pf1");
+    let mut g = gen_event(&c1_s, C1, &peer_mac, "60", "2000");
+    let kinds: [(&str, &[&str]); 4] = [
+        ("twin-forbidden-read", &["read", "private"]),
+        ("twin-wild-write", &["write", "unmapped"]),
+        ("twin-panic", &["panicked"]),
+        ("twin-stuck", &["stuck"]),
+    ];
+    for (faults, (kind, words)) in (1u64..).zip(kinds) {
+        let pid = n(&st, "/uplinks/u0/detail/driver/pid");
+        let done = ctl_ok(&ctl, &["fault", "u0", kind]);
+        assert_eq!(str_at(&done, "/fault"), kind);
+        st = wait_status(&ctl, Duration::from_secs(10), kind, |st| {
+            n(st, "/uplinks/u0/detail/twin_fault_count") == faults
+                && fast_path(st) == Some("domain")
+                && n(st, "/uplinks/u0/detail/driver/pid") != pid
+        });
+        let reported = array(&st, "/uplinks/u0/detail/twin_faults");
+        let text = str_at(reported.last().expect("a twin fault"), "/fault").to_lowercase();
+        for w in words {
+            assert!(text.contains(w), "{kind}: reported {text:?}, not {w:?}");
+        }
+        assert!(sw.running(), "{kind}: the switch died");
+        assert!(g.running(), "{kind}: the generator ended");
+        ctl_ok(&ctl, &["mode", "u0", "twin"]);
+        st = wait_fast_path(&ctl, "twin");
+    }
+    let before = n(&ctl_status(&ctl), "/clients/c1/tx_packets");
+    ping_client(&ns, 20);
+    let after = wait_status(&ctl, Duration::from_secs(5), "the echoes", |st| {
+        n(st, "/clients/c1/tx_packets") >= before + 20
+    });
+    assert_eq!(fast_path(&after), Some("twin"));
+    let sw_r = sw.stop_report();
+    assert_eq!(n(&sw_r, "/uplinks/u0/detail/twin_fault_count"), 4);
+    assert_eq!(n(&sw_r, "/clients/c1/connects"), 1);
 }

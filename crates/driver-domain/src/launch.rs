@@ -264,18 +264,55 @@ pub struct DomainLink {
 }
 
 /// What the switch keeps of an AF_XDP domain: the redirect program (attached
-/// while the domain lives) and its copies of the socket, the UMEM and the
-/// driver's state, over which a switch-side instance runs after a handover.
+/// while the domain lives), its copy of the socket, and its own mapping of the
+/// driver's space, over which a switch-side instance runs after a handover.
 #[derive(Debug)]
 pub struct XdpLink {
     _program: kernel_nic::xdp::XdpProgram,
-    handover: Box<kernel_nic::xdp::XdpHandover>,
+    socket: Arc<OwnedFd>,
+    space: Arc<Region>,
+    layout: kernel_nic::xdp::XdpLayout,
 }
 
 impl XdpLink {
-    /// The socket, the memfds and the driver's layout.
-    pub fn handover(&self) -> &kernel_nic::xdp::XdpHandover {
-        &self.handover
+    /// Maps the driver's space of `handover` (the same pieces at the same
+    /// offsets as the domain maps them).
+    fn new(
+        program: kernel_nic::xdp::XdpProgram,
+        handover: kernel_nic::xdp::XdpHandover,
+    ) -> Result<XdpLink, LaunchError> {
+        let h = handover;
+        let space = kernel_nic::xdp::map_space(
+            &h.layout,
+            h.state.as_fd(),
+            h.socket.as_fd(),
+            h.umem.as_fd(),
+        )
+        .map_err(LaunchError::Xdp)?;
+        let space = Region::from_mapping(std::fs::File::from(h.state), space)
+            .map_err(LaunchError::Region)?;
+        Ok(XdpLink {
+            _program: program,
+            socket: Arc::new(h.socket),
+            space: Arc::new(space),
+            layout: h.layout,
+        })
+    }
+
+    /// The socket (the transmit doorbell; readable when frames arrive).
+    pub fn socket(&self) -> &Arc<OwnedFd> {
+        &self.socket
+    }
+
+    /// The switch's mapping of the driver's space.
+    pub fn space(&self) -> &Arc<Region> {
+        &self.space
+    }
+
+    /// The driver's layout, from the kernel's ring offsets as the switch read
+    /// them (never from the space).
+    pub fn layout(&self) -> &kernel_nic::xdp::XdpLayout {
+        &self.layout
     }
 }
 
@@ -395,7 +432,10 @@ impl DomainLink {
             Vhost(UnixStream, VhostParts),
             Tap(OwnedFd),
             Packet(OwnedFd, kernel_nic::packet::RingGeometry),
-            Xdp(kernel_nic::xdp::XdpProgram, Box<kernel_nic::xdp::XdpHandover>),
+            Xdp(
+                kernel_nic::xdp::XdpProgram,
+                Box<kernel_nic::xdp::XdpHandover>,
+            ),
         }
         let dev = match &cfg.device {
             DomainDevice::Vhost(socket) => {
@@ -510,12 +550,8 @@ impl DomainLink {
                 };
                 bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
                 // The switch keeps the program attached for as long as the domain
-                // lives, and its own copies of the socket and the memfds: the
-                // driver's twin maps the same space.
-                xdp = Some(XdpLink {
-                    _program: program,
-                    handover,
-                });
+                // lives, and maps the same space for the driver's twin.
+                xdp = Some(XdpLink::new(program, *handover)?);
                 (None, None)
             }
         };
@@ -779,10 +815,15 @@ impl DomainLink {
         Some((|| Ok([pair(&v.queues[0])?, pair(&v.queues[1])?]))())
     }
 
-    /// The NIC's RX call eventfd (readable when frames arrive and the fast path's
-    /// owner asked for notifications); `None` for a TAP device's domain.
+    /// What a switch-side instance waits on for received frames: the NIC's RX
+    /// call eventfd (readable when frames arrive and the fast path's owner asked
+    /// for notifications), or an AF_XDP socket; `None` for the other kinds.
     pub fn nic_rx_call_fd(&self) -> Option<RawFd> {
-        self.vhost.as_ref().map(|v| v.queues[0].1.as_raw_fd())
+        match (&self.vhost, &self.xdp) {
+            (Some(v), _) => Some(v.queues[0].1.as_raw_fd()),
+            (None, Some(x)) => Some(x.socket.as_raw_fd()),
+            (None, None) => None,
+        }
     }
 
     /// Where a switch-side instance posts upcalls to this DD.

@@ -131,7 +131,7 @@ mod containment {
     use driver_env::InjectedFault;
     use twin_runtime::{Twin, TwinFault};
 
-    fn twin() -> Twin {
+    fn twin() -> Twin<FastPath<SvmEnv>> {
         Twin::new(rig().twin)
     }
 

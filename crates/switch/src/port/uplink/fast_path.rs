@@ -79,9 +79,10 @@ impl SwitchSide for SwitchInstance {
     }
 
     fn mode(&self) -> UplinkMode {
-        match self {
-            SwitchInstance::Inline(_) => UplinkMode::Inline,
-            SwitchInstance::Twin(_) => UplinkMode::Twin,
+        if self.is_twin() {
+            UplinkMode::Twin
+        } else {
+            UplinkMode::Inline
         }
     }
 }
@@ -142,7 +143,8 @@ impl UplinkDriver {
     /// The fd that becomes readable when frames arrive (event mode).
     pub fn rx_call_fd(&self) -> std::os::fd::RawFd {
         match &self.fast {
-            // A switch-side instance exists only over a vhost-user NIC's domain.
+            // A switch-side instance exists only over a vhost-user NIC's or an
+            // AF_XDP socket's domain.
             FastPath::Switch { .. } => self
                 .domain
                 .nic_rx_call_fd()
@@ -191,14 +193,13 @@ impl UplinkDriver {
             _ => None,
         };
         let svm = match &self.fast {
-            FastPath::Switch {
-                instance: SwitchInstance::Twin(t),
-                ..
-            } => Some(serde_json::json!({
-                "checks": t.svm().checks(),
-                "faults": t.svm().faults(),
-                "ranges": t.svm().map().len(),
-            })),
+            FastPath::Switch { instance, .. } => instance.svm().map(|svm| {
+                serde_json::json!({
+                    "checks": svm.checks(),
+                    "faults": svm.faults(),
+                    "ranges": svm.map().len(),
+                })
+            }),
             _ => None,
         };
         let upcalls: serde_json::Map<String, serde_json::Value> = self

@@ -21,7 +21,7 @@ use driver_domain::{DomainLink, LaunchConfig};
 use driver_host::DriverConfig;
 use serde::Serialize;
 use tracing::{info, warn};
-use twin_runtime::{SwitchInstance, TwinFault};
+use twin_runtime::TwinFault;
 
 use super::fast_path::{FastPath, UplinkDriver, HANDOVER_TIMEOUT};
 use super::handover::Step;
@@ -483,12 +483,9 @@ impl Uplink {
                 })
             }
             crate::ctl::FaultKind::InTwin(f) => match &d.fast {
-                FastPath::Switch {
-                    instance: SwitchInstance::Twin(t),
-                    ..
-                } => {
+                FastPath::Switch { instance, .. } if instance.is_twin() => {
                     warn!(uplink = %name, fault = ?f, "fault injection into the twin");
-                    t.inject(f);
+                    instance.inject(f);
                     Ok(())
                 }
                 _ => Err(PortCommandError::Refused(format!(
