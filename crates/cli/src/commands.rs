@@ -105,10 +105,7 @@ struct SwitchArgs {
     /// The mode says who runs the driver's fast path: default inline for a NIC
     /// socket, domain for a kernel interface (tap and packet: domain only).
     /// Repeatable.
-    #[arg(
-        long = "uplink",
-        value_name = "NAME=DEVICE[,mode=inline|domain|twin]"
-    )]
+    #[arg(long = "uplink", value_name = "NAME=DEVICE[,mode=inline|domain|twin]")]
     uplinks: Vec<UplinkSpec>,
     /// Learned MAC addresses expire after this many seconds without traffic.
     #[arg(long, default_value_t = 300)]

@@ -552,3 +552,50 @@ fn every_injected_fault_of_an_xdp_twin_is_contained() {
     assert_eq!(n(&sw_r, "/uplinks/u0/detail/twin_fault_count"), 4);
     assert_eq!(n(&sw_r, "/clients/c1/connects"), 1);
 }
+
+/// A compromised AF_XDP domain attacks the twin through the memory they share:
+/// while the switch runs the fast path, the domain overwrites every chunk-table
+/// word (who holds each UMEM chunk, the free stack) with nonsense. The twin
+/// believes none of it: a chunk the table names wrongly is never used (counted
+/// as `bad_state`, reported to the domain, which asks to be restarted), the
+/// switch keeps running, the client stays connected, and the next domain (a
+/// fresh socket, a fresh space) carries the traffic again.
+#[test]
+fn a_compromised_xdp_domain_scribbling_the_shared_state_cannot_harm_the_switch() {
+    let _m = serial();
+    let s = Scratch::new("xdpscribble");
+    let ns = Netns::new("xdpscribble");
+    quiet(&ns);
+    veth_pair(&ns, "pz0", "pz1");
+    let (mut sw, c1_s, ctl) = ns.switch(&s, "xdp:pz0,mode=twin", C1);
+    let st = wait_fast_path(&ctl, "twin");
+    let pid = n(&st, "/uplinks/u0/detail/driver/pid");
+    let peer_mac = ns.mac("pz1");
+    let mut g = gen_event(&c1_s, C1, &peer_mac, "8", "5000");
+    wait_status(&ctl, Duration::from_secs(10), "c1 sending", |st| {
+        n(st, "/uplinks/u0/tx_packets") > 1000
+    });
+    ctl_ok(&ctl, &["fault", "u0", "scribble-state"]);
+    let st = wait_status(&ctl, Duration::from_secs(10), "a restart", |st| {
+        outages(st).len() == 1 && fast_path(st) == Some("twin")
+    });
+    let reason = str_at(&outages(&st)[0], "/reason").to_string();
+    assert!(reason.contains("reset"), "outage: {reason}");
+    assert_ne!(n(&st, "/uplinks/u0/detail/driver/pid"), pid);
+    assert_eq!(
+        n(&st, "/uplinks/u0/detail/twin_fault_count"),
+        0,
+        "not a twin fault"
+    );
+    assert!(sw.running() && g.running());
+    // The new domain's space carries the traffic: the peer reaches the client.
+    let before = n(&st, "/clients/c1/tx_packets");
+    ping_client(&ns, 20);
+    wait_status(&ctl, Duration::from_secs(5), "the echoes", |st| {
+        n(st, "/clients/c1/tx_packets") >= before + 20
+    });
+    let g = g.report(Duration::from_secs(30));
+    let sw_r = sw.stop_report();
+    assert_eq!(n(&sw_r, "/clients/c1/connects"), 1);
+    assert!(n(&g, "/tx_packets") > 10_000);
+}

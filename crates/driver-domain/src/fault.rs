@@ -37,11 +37,16 @@ pub enum Fault {
     /// or the driver's region for a vhost-user NIC. A domain that tries to
     /// reconfigure its device (the sandbox kills the process).
     Ioctl = 8,
+    /// Overwrite the driver's state that a switch-side instance shares (an
+    /// AF_XDP driver's chunk tables) with nonsense, and keep running: a
+    /// compromised domain attacking the switch's twin through memory they
+    /// share. Only an AF_XDP domain carries it out (the others ignore it).
+    ScribbleState = 9,
 }
 
 impl Fault {
     /// Every fault the domain commits itself (kill -9 is the switch's own).
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Panic,
         Fault::Hang,
         Fault::Garbage,
@@ -50,6 +55,7 @@ impl Fault {
         Fault::OpenSocket,
         Fault::RefuseHandover,
         Fault::Ioctl,
+        Fault::ScribbleState,
     ];
 
     /// The fault's name in the domain's log: the name the switch's control
@@ -64,6 +70,7 @@ impl Fault {
             Fault::OpenSocket => "open-socket",
             Fault::RefuseHandover => "refuse-handover",
             Fault::Ioctl => "ioctl",
+            Fault::ScribbleState => "scribble-state",
         }
     }
 
@@ -82,9 +89,10 @@ pub fn requested(xr: &ExchangeRegion) -> Option<Fault> {
 }
 
 /// Commits `fault` (domain side), `from_nic` being the domain's producer handle.
-/// Returns only for a bogus length, for sandbox violations that were allowed, and
-/// for a refused handover (which the caller carries out: it stops answering
-/// ownership requests).
+/// Returns only for a bogus length, for sandbox violations that were allowed, for
+/// a refused handover (which the caller carries out: it stops answering
+/// ownership requests), and for scribbled state (the caller's: it knows the
+/// driver's state).
 pub fn commit(
     xr: &ExchangeRegion,
     from_nic: &mut exchange::Producer,
@@ -137,7 +145,7 @@ pub fn commit(
             let r = std::net::UdpSocket::bind("127.0.0.1:0");
             tracing::error!("socket succeeded?! {r:?}");
         }
-        Fault::RefuseHandover => {}
+        Fault::RefuseHandover | Fault::ScribbleState => {}
         Fault::Ioctl => {
             let r = rustix::net::netdevice::name_to_index(device, "lo");
             tracing::error!("ioctl succeeded?! {r:?}");

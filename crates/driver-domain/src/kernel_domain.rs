@@ -164,6 +164,9 @@ pub(crate) trait KernelQueue {
     /// Reports the counters a switch-side instance keeps in the shared state
     /// (called while the switch runs the fast path).
     fn report_shared(&mut self, _x: &Exchange) {}
+    /// Injected fault `scribble-state`: overwrites the state a switch-side
+    /// instance shares with nonsense (nothing, for a kind without any).
+    fn scribble_shared_state(&mut self) {}
 }
 
 /// Runs a domain over the queue `open` makes, until `stop` is set or the device
@@ -245,6 +248,9 @@ impl<Q: KernelQueue> Domain<Q> {
             self.x.xr.beat();
             if let Some(f) = crate::fault::requested(&self.x.xr) {
                 crate::fault::commit(&self.x.xr, &mut self.x.from_nic, self.queue.fd(), f);
+                if f == crate::Fault::ScribbleState {
+                    self.queue.scribble_shared_state();
+                }
             }
             if checked.elapsed() >= CHECK_EVERY {
                 self.queue.check(&self.x)?;

@@ -102,7 +102,9 @@ pub mod code {
             NIC_GONE => "the NIC hung up",
             EXCHANGE => "exchange ring failed",
             SANDBOX => "sandbox set-up failed",
-            NIC_RESET => "the driver asked for a device reset (a queue broke)",
+            NIC_RESET => {
+                "the driver asked for a restart (a queue broke, or its shared state is corrupt)"
+            }
             TX_TIMEOUT => "TX timeout: the NIC returned no TX buffer while the ring was full",
             DEVICE_IO => "TAP device I/O failed",
             _ => "unknown",

@@ -190,4 +190,17 @@ impl KernelQueue for XdpDomain {
         let s = self.fp.stats();
         self.report(x, &s);
     }
+
+    /// Every chunk-table word (holders and free stack) made nonsense.
+    fn scribble_shared_state(&mut self) {
+        use driver_env::DriverMem;
+        let l = *self.fp.layout();
+        let env = self.fp.env();
+        for c in 0..u64::from(l.cfg.frames) {
+            let _ = env.write_u32(l.holders + 4 * c, 0x5157_4e54);
+        }
+        for i in 0..u64::from(l.entries) {
+            let _ = env.write_u32(l.free_stack + 4 * i, u32::MAX - i as u32);
+        }
+    }
 }

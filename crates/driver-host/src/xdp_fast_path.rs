@@ -108,6 +108,11 @@ impl<E: HostEnv> XdpFastPath<E> {
         &self.env
     }
 
+    /// The driver's layout.
+    pub fn layout(&self) -> &XdpLayout {
+        self.xdp.layout()
+    }
+
     fn fail(&self, what: &'static str, e: XdpDriverError) {
         if self.first_failure.get().is_none() {
             tracing::error!(error = %e, cause = ?std::error::Error::source(&e), what, "AF_XDP data path failed");

@@ -186,6 +186,8 @@ pub enum Fault {
     RefuseHandover,
     /// The domain issues an ioctl on its device (its sandbox kills it).
     Ioctl,
+    /// The domain overwrites the driver state it shares with a twin.
+    ScribbleState,
     /// The twin reads the domain's private page.
     TwinForbiddenRead,
     /// The twin writes past the end of the domain's region.
@@ -198,7 +200,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order users read them.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Kill,
         Fault::Panic,
         Fault::Hang,
@@ -208,6 +210,7 @@ impl Fault {
         Fault::OpenSocket,
         Fault::RefuseHandover,
         Fault::Ioctl,
+        Fault::ScribbleState,
         Fault::TwinForbiddenRead,
         Fault::TwinWildWrite,
         Fault::TwinPanic,
@@ -228,6 +231,7 @@ impl Fault {
             Fault::OpenSocket => FaultKind::InDomain(D::OpenSocket),
             Fault::RefuseHandover => FaultKind::InDomain(D::RefuseHandover),
             Fault::Ioctl => FaultKind::InDomain(D::Ioctl),
+            Fault::ScribbleState => FaultKind::InDomain(D::ScribbleState),
             Fault::TwinForbiddenRead => FaultKind::InTwin(T::ForbiddenRead),
             Fault::TwinWildWrite => FaultKind::InTwin(T::WildWrite),
             Fault::TwinPanic => FaultKind::InTwin(T::Panic),
@@ -891,7 +895,7 @@ mod tests {
     #[test]
     fn every_request_round_trips_as_json_and_from_words() {
         let all = every_command();
-        assert_eq!(all.len(), 1 + 13 + 1 + 3);
+        assert_eq!(all.len(), 1 + Fault::ALL.len() + 1 + 3);
         for c in &all {
             let line = c.to_line();
             assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
