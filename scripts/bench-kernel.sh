@@ -9,6 +9,9 @@
 #                   of a veth pair (counted as received on the other end)
 #   xdp             twin switch, an AF_XDP uplink's driver domain (generic mode,
 #                   queue 0), out of one end of a veth pair
+#   xdp-twin        the same with the AF_XDP driver's twin in the switch (mode
+#                   twin: every access checked by the SVM; the domain idles)
+#   xdp-inline      the same with the driver inline in the switch (unchecked)
 #   testpmd-packet  DPDK testpmd `io` forwarding from `net_vhost` (the generator's
 #                   port) to `net_af_packet` on the same veth: the same kernel
 #                   interface reached by DPDK's own AF_PACKET driver, no switching
@@ -31,12 +34,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
 require_programs ip mktemp seq awk sed cat sleep mkfifo
-kind=${1:?usage: scripts/bench-kernel.sh tap|packet|xdp|testpmd-packet|testpmd-xdp [RUNS [DURATION [SIZE...]]]}
+kind=${1:?usage: scripts/bench-kernel.sh tap|packet|xdp|xdp-twin|xdp-inline|testpmd-packet|testpmd-xdp [RUNS [DURATION [SIZE...]]]}
 shift
 case "$kind" in
-  tap | packet | xdp) ;;
+  tap | packet | xdp | xdp-twin | xdp-inline) ;;
   testpmd-packet | testpmd-xdp) require_programs dpdk-testpmd ;;
-  *) echo "bench-kernel.sh: unknown kind $kind (tap, packet, xdp, testpmd-packet, testpmd-xdp)" >&2; exit 2 ;;
+  *) echo "bench-kernel.sh: unknown kind $kind (tap, packet, xdp, xdp-twin, xdp-inline, testpmd-packet, testpmd-xdp)" >&2; exit 2 ;;
 esac
 runs=${1:-3}
 duration=${2:-3}
@@ -85,13 +88,17 @@ kstat() { ip netns exec "$ns" cat "/sys/class/net/$counted/statistics/$1"; }
 
 sock=$scratch/c1.sock
 case "$kind" in
-  tap | packet | xdp)
+  tap | packet | xdp | xdp-twin | xdp-inline)
+    case "$kind" in
+      xdp-*) uplink="xdp:$dev,mode=${kind#xdp-}"; ready="\"fast_path\":\"${kind#xdp-}\"" ;;
+      *) uplink="$kind:$dev"; ready='"connected":true' ;;
+    esac
     ip netns exec "$ns" "$twin" switch --client "c1=$sock,mac=02:00:00:00:00:01" \
-      --uplink "u0=$kind:$dev" --control "$scratch/ctl.sock" --cpu 0 \
+      --uplink "u0=$uplink" --control "$scratch/ctl.sock" --cpu 0 \
       >/dev/null 2>"$scratch/fwd.log" &
     fwd_pid=$!
     for _ in $(seq 100); do
-      "$twin" ctl --control "$scratch/ctl.sock" status 2>/dev/null | grep -q '"connected":true' && break
+      "$twin" ctl --control "$scratch/ctl.sock" status 2>/dev/null | grep -q "$ready" && break
       sleep 0.1
     done
     # The domain: the switch's child (the reaper) and its child (the worker).

@@ -7,6 +7,13 @@
 //! descriptor when there is nothing to do. Each kind is a [`KernelQueue`]: one
 //! batch each way, and how it learns that its device went away.
 //!
+//! A kind whose driver state is shared memory (AF_XDP) can hand its fast path
+//! to the switch: the loop answers ownership requests (`crate::handover`),
+//! stops moving frames while the switch runs the driver, runs the slow-path
+//! upcalls the switch's instance posts, and reports the shared counters on its
+//! own. The other kinds leave such a request unanswered (the switch never
+//! sends one: their uplinks run in domain mode only).
+//!
 //! A frame from the kernel is taken only when a `from_nic` slot is free: while
 //! the switch is behind, frames wait on the kernel's side (which drops and counts
 //! beyond its own limit), not here.
