@@ -103,7 +103,7 @@ pub mod code {
             EXCHANGE => "exchange ring failed",
             SANDBOX => "sandbox set-up failed",
             NIC_RESET => {
-                "the driver asked for a restart (a queue broke, or its shared state is corrupt)"
+                "the driver asked for a device reset (a queue broke, or the state it shares is corrupt)"
             }
             TX_TIMEOUT => "TX timeout: the NIC returned no TX buffer while the ring was full",
             DEVICE_IO => "TAP device I/O failed",
