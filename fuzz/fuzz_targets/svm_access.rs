@@ -28,7 +28,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use driver_env::access::{Access, AccessRange};
 use driver_env::{UpcallMsg, UpcallRoute};
-use driver_host::env::{DirectEnv, UpcallSink};
+use driver_host::env::{Bell, DirectEnv, UpcallSink};
 use driver_host::region::Region;
 use driver_host::FastPath;
 use libfuzzer_sys::fuzz_target;
@@ -385,7 +385,8 @@ fn twin_case(c: TwinCase) {
         }
     }
     let instance = if c.inline {
-        let env = DirectEnv::with_upcalls(region.clone(), kicks(), Box::new(NoDomain));
+        let bells = kicks().into_iter().map(Bell::EventFd).collect();
+        let env = DirectEnv::with_upcalls(region.clone(), bells, Box::new(NoDomain));
         match FastPath::attach(env) {
             Ok(fp) => SwitchInstance::Inline(Box::new(fp)),
             Err(_) => return,

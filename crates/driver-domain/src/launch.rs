@@ -259,7 +259,7 @@ pub struct DomainLink {
     last_beat_at: Instant,
     watchdog: Duration,
     failure: Option<DomainFailure>,
-    /// An AF_XDP domain's program and socket.
+    /// An AF_XDP domain's program, socket and the switch's mapping of its space.
     xdp: Option<XdpLink>,
 }
 
@@ -783,8 +783,8 @@ impl DomainLink {
         crate::fault::request(&self.xr, fault)
     }
 
-    /// An AF_XDP domain's socket, memfds and driver layout, for a switch-side
-    /// instance; `None` for other kinds.
+    /// An AF_XDP domain's socket, the switch's mapping of the driver's space and
+    /// the driver's layout, for a switch-side instance; `None` for other kinds.
     pub fn xdp(&self) -> Option<&XdpLink> {
         self.xdp.as_ref()
     }
