@@ -451,9 +451,11 @@ fn a_twins_upcall_runs_in_its_driver_domain_once_per_event() {
     let up = |s: &Value, k: &str| n(s, &format!("/uplinks/u0/detail/upcalls_total/{k}"));
     // One RX used entry lies about its length: the twin's driver drops that frame
     // and, at the end of that batch, posts one device_error upcall; the domain
-    // runs it.
+    // runs it, and reports the driver's check counters at its next periodic
+    // look (a race the full suite lost once when only the upcall was awaited).
     let st = wait_status(&r.ctl, Duration::from_secs(20), "the upcall run", |s| {
         up(s, "run_by_domain") >= 1
+            && n(s, "/uplinks/u0/detail/device_errors/rx_len_too_large") >= 1
     });
     let pid = driver_pid(&st).expect("a domain");
     let st = wait_flow(&r.ctl, &st, pid, "traffic after the lie");
