@@ -473,11 +473,11 @@ pub(crate) fn map_shared_within(
     // SAFETY: `space.as_ptr() + at` is inside `space` (checked above), so the
     // pointer arithmetic stays in one allocation.
     let addr = unsafe { space.as_ptr().add(at) };
-    // SAFETY: MAP_FIXED replaces only pages of `space`, which this process
-    // mapped and `space` owns (it unmaps the whole range when dropped, pieces
-    // included); no other mapping can be clobbered. Nothing holds a Rust
-    // reference into those pages: the space is accessed only through volatile
-    // and atomic accessors, which see the new pages from now on.
+    // MAP_FIXED replaces only pages of `space`, which this process mapped and
+    // `space` owns (it unmaps the whole range when dropped, pieces included); no
+    // other mapping can be clobbered. Nothing holds a Rust reference into those
+    // pages: the space is accessed only through volatile and atomic accessors.
+    // SAFETY: the range is inside `space`, our own mapping (see above).
     let r = unsafe {
         libc::mmap(
             addr.cast(),
