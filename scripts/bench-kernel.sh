@@ -16,10 +16,22 @@
 #                   port) to `net_af_packet` on the same veth: the same kernel
 #                   interface reached by DPDK's own AF_PACKET driver, no switching
 #   testpmd-xdp     the same with DPDK's `net_af_xdp`
+#   kernel-bridge   the kernel's own forwarding: `trafgen` (netsniff-ng: an
+#                   AF_PACKET transmit ring) sends out of a second veth pair whose
+#                   far end is in a Linux bridge with the counted veth's near end;
+#                   the bridge forwards (no vhost-user client, no switch, no domain)
+#   trafgen-direct  `trafgen` straight out of the counted veth: what the generator
+#                   and the veth cost alone, to subtract from kernel-bridge
+#
+# XDP_MODE=native runs the xdp kinds with the program attached in the veth's
+# driver (`xdp-mode=native`) instead of generic mode.
 #
 # Per run: Mpps into the kernel, Gbit/s, and the CPU time (utime + stime from
 # /proc, every thread) per million frames that arrived, of the forwarder (the
-# switch or testpmd) and of the driver domain (none for testpmd).
+# switch or testpmd) and of the driver domain (none for testpmd). For the two
+# kernel kinds the generator and the kernel's forwarding share CPU 1 and cannot
+# be told apart per process: their "forwarder" figure is the busy time of both
+# CPUs (/proc/stat) per million frames, generation included.
 #
 # usage: scripts/bench-kernel.sh KIND [RUNS [DURATION [SIZE...]]]
 #        (defaults: 3 runs, 3 s, sizes 64 1500)
@@ -34,13 +46,17 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
 require_programs ip mktemp seq awk sed cat sleep mkfifo
-kind=${1:?usage: scripts/bench-kernel.sh tap|packet|xdp|xdp-twin|xdp-inline|testpmd-packet|testpmd-xdp [RUNS [DURATION [SIZE...]]]}
+kinds="tap|packet|xdp|xdp-twin|xdp-inline|testpmd-packet|testpmd-xdp|kernel-bridge|trafgen-direct"
+kind=${1:?usage: scripts/bench-kernel.sh $kinds [RUNS [DURATION [SIZE...]]]}
 shift
 case "$kind" in
   tap | packet | xdp | xdp-twin | xdp-inline) ;;
   testpmd-packet | testpmd-xdp) require_programs dpdk-testpmd ;;
-  *) echo "bench-kernel.sh: unknown kind $kind (tap, packet, xdp, xdp-twin, xdp-inline, testpmd-packet, testpmd-xdp)" >&2; exit 2 ;;
+  kernel-bridge | trafgen-direct) require_programs trafgen timeout taskset ;;
+  *) echo "bench-kernel.sh: unknown kind $kind ($kinds)" >&2; exit 2 ;;
 esac
+xdp_mode=${XDP_MODE:-generic}
+case "$xdp_mode" in generic | native) ;; *) echo "bench-kernel.sh: XDP_MODE is generic or native" >&2; exit 2 ;; esac
 runs=${1:-3}
 duration=${2:-3}
 shift $(($# > 2 ? 2 : $#))
@@ -72,12 +88,26 @@ cpu() {
   awk -v t="$t" 'BEGIN { printf "%.3f", t / 100 }'
 }
 children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+# busy: the busy time of every CPU (all but idle and iowait), in seconds.
+busy() {
+  awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { print ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat
+}
 
 ip netns add "$ns"
 ip netns exec "$ns" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6;
   echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
 if [ "$kind" = tap ]; then
   counted=$dev
+elif [ "$kind" = kernel-bridge ]; then
+  # trafgen -> gen -> genp (a bridge port) -> bridge -> dev -> peer (counted).
+  ip -n "$ns" link add "${dev}g" type veth peer name "${dev}q"
+  ip -n "$ns" link add "${dev}b" type bridge
+  ip -n "$ns" link add "$dev" type veth peer name "$peer"
+  ip -n "$ns" link set "${dev}q" master "${dev}b"
+  ip -n "$ns" link set "$dev" master "${dev}b"
+  for d in "${dev}g" "${dev}q" "${dev}b" "$dev" "$peer"; do ip -n "$ns" link set "$d" up; done
+  counted=$peer
+  out=${dev}g
 else
   ip -n "$ns" link add "$dev" type veth peer name "$peer"
   ip -n "$ns" link set "$dev" up
@@ -90,7 +120,8 @@ sock=$scratch/c1.sock
 case "$kind" in
   tap | packet | xdp | xdp-twin | xdp-inline)
     case "$kind" in
-      xdp-*) uplink="xdp:$dev,mode=${kind#xdp-}"; ready="\"fast_path\":\"${kind#xdp-}\"" ;;
+      xdp-*) uplink="xdp:$dev,xdp-mode=$xdp_mode,mode=${kind#xdp-}"; ready="\"fast_path\":\"${kind#xdp-}\"" ;;
+      xdp) uplink="xdp:$dev,xdp-mode=$xdp_mode"; ready='"connected":true' ;;
       *) uplink="$kind:$dev"; ready='"connected":true' ;;
     esac
     ip netns exec "$ns" "$twin" switch --client "c1=$sock,mac=02:00:00:00:00:01" \
@@ -125,20 +156,43 @@ case "$kind" in
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
     dd_pids=""
     ;;
+  kernel-bridge | trafgen-direct)
+    [ "$kind" = trafgen-direct ] && out=$dev
+    dd_pids=""
+    # The bridge learns nothing from the counted end (it sends nothing) and floods
+    # to its one other port; a frame type no netfilter hook looks at.
+    sleep 1
+    ;;
 esac
 [ "$kind" = tap ] && ip -n "$ns" link set "$dev" up
 mac=$(ip netns exec "$ns" cat "/sys/class/net/$counted/address")
 
-echo "$kind, per run: Mpps into the kernel, Gbit/s, CPU-s per Mpkt of the forwarder and of the domain"
+label=$kind
+case "$kind" in xdp | xdp-*) label="$kind ($xdp_mode)" ;; esac
+echo "$label, per run: Mpps into the kernel, Gbit/s, CPU-s per Mpkt of the forwarder and of the domain"
 for size in "${sizes[@]}"; do
   : >"$scratch/res.$size"
   for r in $(seq "$runs"); do
     k0=$(kstat rx_packets)
-    s0=$(cpu "$fwd_pid"); d0=$(cpu $dd_pids)
-    "$twin" gen --socket "$sock" --size "$size" --duration "$duration" \
-      --src-mac 02:00:00:00:00:01 --dst-mac "$mac" --cpu 1 >/dev/null 2>&1
-    k1=$(kstat rx_packets)
-    s1=$(cpu "$fwd_pid"); d1=$(cpu $dd_pids)
+    case "$kind" in
+      kernel-bridge | trafgen-direct)
+        echo "{ eth(da=$mac, sa=02:00:00:00:00:01, type=0x88b5), fill(0x00, $((size - 14))) }" >"$scratch/trafgen.cfg"
+        s0=$(busy); d0=0
+        # One process on CPU 1, the transmit ring past the qdisc (trafgen's
+        # default), the machine's socket memory settings left alone.
+        ip netns exec "$ns" timeout -s INT "$duration" taskset -c 1 trafgen -o "$out" \
+          -i "$scratch/trafgen.cfg" -P 1 --no-sock-mem >/dev/null 2>&1 || true
+        k1=$(kstat rx_packets)
+        s1=$(busy); d1=0
+        ;;
+      *)
+        s0=$(cpu "$fwd_pid"); d0=$(cpu $dd_pids)
+        "$twin" gen --socket "$sock" --size "$size" --duration "$duration" \
+          --src-mac 02:00:00:00:00:01 --dst-mac "$mac" --cpu 1 >/dev/null 2>&1
+        k1=$(kstat rx_packets)
+        s1=$(cpu "$fwd_pid"); d1=$(cpu $dd_pids)
+        ;;
+    esac
     n=$((k1 - k0))
     line=$(awk -v n="$n" -v d="$duration" -v size="$size" -v s="$(awk -v a="$s0" -v b="$s1" 'BEGIN{print b-a}')" \
       -v dd="$(awk -v a="$d0" -v b="$d1" 'BEGIN{print b-a}')" 'BEGIN {
@@ -148,7 +202,7 @@ for size in "${sizes[@]}"; do
     echo "$line" >>"$scratch/res.$size"
   done
   # The median run by Mpps (an insertion sort in awk).
-  awk -v s="$size" -v k="$kind" '{ v[NR] = $1; l[NR] = $0 } END {
+  awk -v s="$size" -v k="$label" '{ v[NR] = $1; l[NR] = $0 } END {
     for (i = 2; i <= NR; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) {
       t = v[j]; v[j] = v[j-1]; v[j-1] = t; t = l[j]; l[j] = l[j-1]; l[j-1] = t }
     split(l[int((NR + 1) / 2)], m, " ");

@@ -3,10 +3,12 @@
 # virtual machine on a `twin switch` client port reaches a host's kernel through
 # the uplink, whose driver domain moves the frames.
 #
-# usage: scripts/guest-kernel.sh [KIND]      KIND: tap (default), packet, xdp
+# usage: scripts/guest-kernel.sh [KIND [MODE]]
+#   KIND: tap (default), packet, xdp
+#   MODE: domain (default); twin or inline where the kind has a twin (xdp)
 #
 # In a network namespace it creates, it starts `twin switch` (client port a,
-# uplink u0 in domain mode) on
+# uplink u0 in MODE) on
 #
 #   tap     `tap:DEV`: a TAP device, the host's address 10.0.0.254/24 on it
 #   packet  `packet:DEV`: one end of a veth pair, the host's address on the other
@@ -19,7 +21,8 @@
 #   fault   the host kills the uplink's driver domain (`twin ctl fault u0 kill`)
 #           during a ping series: it restarts (with the same device, or a new
 #           socket), the guest keeps its port, and the loss is bounded by how
-#           long the domain was away
+#           long the domain was away (in twin mode the fast path runs in the
+#           switch, but a new socket needs the new domain all the same)
 #   host    the switch's report adds up with the kernel's own counters of DEV
 #
 # It exits 0 only when every expected check passed, and prints a summary. A missing
@@ -35,8 +38,10 @@ guest_dir=${TWIN_GUEST_DIR:-$repo/target/guest}
 timeout_s=${TWIN_GUEST_TIMEOUT:-300}
 
 kind=${1:-tap}
+mode=${2:-domain}
 case "$kind" in tap | packet | xdp) ;; *) echo "guest-kernel: unknown kind $kind (tap, packet, xdp)" >&2; exit 2 ;; esac
-die() { echo "guest-kernel ($kind): FAIL: $*" >&2; exit 1; }
+case "$kind/$mode" in */domain | xdp/twin | xdp/inline) ;; *) echo "guest-kernel: kind $kind has no mode $mode" >&2; exit 2 ;; esac
+die() { echo "guest-kernel ($kind, $mode): FAIL: $*" >&2; exit 1; }
 
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
@@ -50,7 +55,7 @@ fi
 [ -x "$TWIN_BIN" ] || die "twin binary $TWIN_BIN is missing"
 "$repo/scripts/guest/build.sh" || die "cannot build the guest (kernel + initramfs)"
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/twin-guest-$kind.XXXXXX")
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/twin-guest-$kind-$mode.XXXXXX")
 ns=twg-$$
 dev=twg$$
 dev=${dev:0:15}
@@ -124,12 +129,12 @@ if [ "$kind" != tap ]; then
 fi
 TWIN_LOG=info NO_COLOR=1 ip netns exec "$ns" "$TWIN_BIN" switch \
   --client "a=$scratch/a.sock,mac=52:54:00:00:00:0a" \
-  --uplink "u0=$kind:$dev" --control "$scratch/ctl.sock" --fault-injection --poll event \
+  --uplink "u0=$kind:$dev,mode=$mode" --control "$scratch/ctl.sock" --fault-injection --poll event \
   >"$scratch/switch.json" 2>"$scratch/switch.log" </dev/null &
 switch_pid=$!
 pids+=("$switch_pid")
 if pid0=$(uplink_up); then
-  hcheck switch-up PASS "uplink u0 = $kind:$dev, driver domain pid $pid0"
+  hcheck switch-up PASS "uplink u0 = $kind:$dev in $mode mode, driver domain pid $pid0"
 else
   hcheck switch-up FAIL "uplink u0 not up within 20 s: $(tail -3 "$scratch/switch.log" | tr '\n' ' ')"
 fi
@@ -228,9 +233,9 @@ results=$scratch/results
   sed -n 's/^TWIN-CHECK /host:/p' "$scratch/host.log" 2>/dev/null
 } >"$results"
 {
-  echo "guest-kernel ($kind) summary:"
+  echo "guest-kernel ($kind, $mode) summary:"
   summarize_checks "$results" "${expected[@]}"
-  echo "guest-kernel ($kind): $check_pass checks passed, $check_fail failed, $((SECONDS - t_start)) s"
+  echo "guest-kernel ($kind, $mode): $check_pass checks passed, $check_fail failed, $((SECONDS - t_start)) s"
 } >"$scratch/summary.log"
 fail=$check_fail
 if [ $fail -gt 0 ]; then

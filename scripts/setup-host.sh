@@ -21,6 +21,7 @@ packages=(
   dpdk-dev        # dpdk-testpmd (in bookworm's 22.11.11 it is no longer in `dpdk`)
   qemu-system-x86 # qemu-system-x86_64
   iperf3
+  netsniff-ng # trafgen: the kernel-forwarding rows of scripts/bench-kernel.sh
   busybox-static
   cpio
   kmod   # depmod, modprobe

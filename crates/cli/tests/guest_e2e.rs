@@ -142,3 +142,17 @@ fn a_linux_guest_through_a_packet_uplink() {
 fn a_linux_guest_through_an_xdp_uplink() {
     run_script("scripts/guest-kernel.sh", &["xdp"]);
 }
+
+/// The same with the AF_XDP driver's fast path running in the switch as a twin
+/// (checked through the SVM); the domain kill still needs a new domain, which
+/// brings the new socket.
+#[test]
+fn a_linux_guest_through_an_xdp_uplink_in_twin_mode() {
+    run_script("scripts/guest-kernel.sh", &["xdp", "twin"]);
+}
+
+/// The same with the fast path inline in the switch (unchecked).
+#[test]
+fn a_linux_guest_through_an_xdp_uplink_in_inline_mode() {
+    run_script("scripts/guest-kernel.sh", &["xdp", "inline"]);
+}
