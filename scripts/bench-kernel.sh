@@ -12,6 +12,8 @@
 #   xdp-twin        the same with the AF_XDP driver's twin in the switch (mode
 #                   twin: every access checked by the SVM; the domain idles)
 #   xdp-inline      the same with the driver inline in the switch (unchecked)
+#   packet-twin     the AF_PACKET driver's twin in the switch (mode twin)
+#   packet-inline   the AF_PACKET driver inline in the switch
 #   testpmd-packet  DPDK testpmd `io` forwarding from `net_vhost` (the generator's
 #                   port) to `net_af_packet` on the same veth: the same kernel
 #                   interface reached by DPDK's own AF_PACKET driver, no switching
@@ -46,11 +48,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
 require_programs ip mktemp seq awk sed cat sleep mkfifo
-kinds="tap|packet|xdp|xdp-twin|xdp-inline|testpmd-packet|testpmd-xdp|kernel-bridge|trafgen-direct"
+kinds="tap|packet|packet-twin|packet-inline|xdp|xdp-twin|xdp-inline|testpmd-packet|testpmd-xdp|kernel-bridge|trafgen-direct"
 kind=${1:?usage: scripts/bench-kernel.sh $kinds [RUNS [DURATION [SIZE...]]]}
 shift
 case "$kind" in
-  tap | packet | xdp | xdp-twin | xdp-inline) ;;
+  tap | packet | packet-twin | packet-inline | xdp | xdp-twin | xdp-inline) ;;
   testpmd-packet | testpmd-xdp) require_programs dpdk-testpmd ;;
   kernel-bridge | trafgen-direct) require_programs trafgen timeout taskset ;;
   *) echo "bench-kernel.sh: unknown kind $kind ($kinds)" >&2; exit 2 ;;
@@ -118,8 +120,9 @@ kstat() { ip netns exec "$ns" cat "/sys/class/net/$counted/statistics/$1"; }
 
 sock=$scratch/c1.sock
 case "$kind" in
-  tap | packet | xdp | xdp-twin | xdp-inline)
+  tap | packet | packet-twin | packet-inline | xdp | xdp-twin | xdp-inline)
     case "$kind" in
+      packet-*) uplink="packet:$dev,mode=${kind#packet-}"; ready="\"fast_path\":\"${kind#packet-}\"" ;;
       xdp-*) uplink="xdp:$dev,xdp-mode=$xdp_mode,mode=${kind#xdp-}"; ready="\"fast_path\":\"${kind#xdp-}\"" ;;
       xdp) uplink="xdp:$dev,xdp-mode=$xdp_mode"; ready='"connected":true' ;;
       *) uplink="$kind:$dev"; ready='"connected":true' ;;

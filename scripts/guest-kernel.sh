@@ -5,7 +5,7 @@
 #
 # usage: scripts/guest-kernel.sh [KIND [MODE]]
 #   KIND: tap (default), packet, xdp
-#   MODE: domain (default); twin or inline where the kind has a twin (xdp)
+#   MODE: domain (default); twin or inline where the kind has a twin (packet, xdp)
 #
 # In a network namespace it creates, it starts `twin switch` (client port a,
 # uplink u0 in MODE) on
@@ -40,7 +40,7 @@ timeout_s=${TWIN_GUEST_TIMEOUT:-300}
 kind=${1:-tap}
 mode=${2:-domain}
 case "$kind" in tap | packet | xdp) ;; *) echo "guest-kernel: unknown kind $kind (tap, packet, xdp)" >&2; exit 2 ;; esac
-case "$kind/$mode" in */domain | xdp/twin | xdp/inline) ;; *) echo "guest-kernel: kind $kind has no mode $mode" >&2; exit 2 ;; esac
+case "$kind/$mode" in */domain | xdp/twin | xdp/inline | packet/twin | packet/inline) ;; *) echo "guest-kernel: kind $kind has no mode $mode" >&2; exit 2 ;; esac
 die() { echo "guest-kernel ($kind, $mode): FAIL: $*" >&2; exit 1; }
 
 # shellcheck source=lib/programs.sh

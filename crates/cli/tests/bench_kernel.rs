@@ -67,6 +67,8 @@ fn every_kernel_kind_and_peer_of_the_benchmark_measures_frames_and_cpu() {
     let cells = [
         ("tap", "generic", true),
         ("packet", "generic", true),
+        ("packet-twin", "generic", false),
+        ("packet-inline", "generic", false),
         ("xdp", "generic", true),
         ("xdp", "native", true),
         ("xdp-twin", "generic", false),

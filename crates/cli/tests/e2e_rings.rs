@@ -75,8 +75,8 @@ fn domain_drops(sw_r: &Value) -> u64 {
 }
 
 /// Every process under the switch (the domain's reaper and worker) holds only
-/// its socket (and copies for its ring mappings), an AF_XDP socket's UMEM and
-/// driver state, the exchange region, eventfds and an epoll set above stdio, and
+/// its socket (and copies for its ring mappings), the driver's state memfd, an
+/// AF_XDP socket's UMEM, the exchange region, eventfds and an epoll set above stdio, and
 /// one end of the sandbox's pipe; one of them holds the socket.
 fn assert_domain_holds_only_its_descriptors(switch: u32, most_sockets: usize) {
     let procs = descendants(switch);
@@ -104,6 +104,7 @@ fn assert_domain_holds_only_its_descriptors(switch: u32, most_sockets: usize) {
                     "/memfd:twin-xchg-u0 ",
                     "/memfd:twin-umem ",
                     "/memfd:twin-xdp-state ",
+                    "/memfd:twin-packet-state ",
                 ]
                 .iter()
                 .any(|a| target.starts_with(a)),
@@ -397,7 +398,7 @@ fn a_missing_interface_or_an_unserved_mode_is_an_error_at_start() {
     for (spec, status, want) in [
         ("packet:nosuch0", 1, "no interface nosuch0"),
         ("xdp:nosuch0", 1, "no interface nosuch0"),
-        ("packet:ps0,mode=twin", 2, "domain mode only"),
+        ("tap:ps0,mode=twin", 2, "domain mode only"),
     ] {
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_twin"));
         cmd.args([
@@ -424,6 +425,14 @@ fn wait_fast_path(ctl: &str, want: &str) -> Value {
     )
 }
 
+/// The driver's own counters of the kernel's errors, for `kind`.
+fn kernel_error_counters(kind: &str) -> [&'static str; 2] {
+    match kind {
+        "xdp" => ["/kernel_errors", "/bad_state"],
+        _ => ["/rx_bad_blocks", "/bad_state"],
+    }
+}
+
 /// An AF_XDP uplink's fast path runs in the switch: as the twin (the AF_XDP
 /// driver derived, over the switch's own mapping of the driver's space, every
 /// access checked by the SVM) and inline, and moves between them and the
@@ -431,15 +440,27 @@ fn wait_fast_path(ctl: &str, want: &str) -> Value {
 /// every frame is accounted exactly against the kernel's counters.
 #[test]
 fn an_xdp_uplinks_fast_path_runs_in_the_switch_as_twin_and_inline() {
+    fast_path_runs_in_the_switch_as_twin_and_inline("xdp", "px");
+}
+
+/// The same for an AF_PACKET uplink: the AF_PACKET driver's twin over the
+/// socket's TPACKET_V3 rings mapped in the switch.
+#[test]
+fn a_packet_uplinks_fast_path_runs_in_the_switch_as_twin_and_inline() {
+    fast_path_runs_in_the_switch_as_twin_and_inline("packet", "pt");
+}
+
+fn fast_path_runs_in_the_switch_as_twin_and_inline(kind: &str, dev: &str) {
     let _m = serial();
-    let s = Scratch::new("xdptwin");
-    let ns = Netns::new("xdptwin");
+    let s = Scratch::new(&format!("{kind}twin"));
+    let ns = Netns::new(&format!("{kind}twin"));
     quiet(&ns);
-    veth_pair(&ns, "px0", "px1");
-    let (mut sw, c1_s, ctl) = ns.switch(&s, "xdp:px0,mode=twin", C1);
+    let (up, peer) = (format!("{dev}0"), format!("{dev}1"));
+    veth_pair(&ns, &up, &peer);
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:{up},mode=twin"), C1);
     let st = wait_fast_path(&ctl, "twin");
     let pid = n(&st, "/uplinks/u0/detail/driver/pid");
-    let peer_mac = ns.mac("px1");
+    let peer_mac = ns.mac(&peer);
     let mut g = gen_event(&c1_s, C1, &peer_mac, "5", "5000");
     wait_status(&ctl, Duration::from_secs(10), "c1 sending", |st| {
         n(st, "/uplinks/u0/tx_packets") > 1000
@@ -458,10 +479,10 @@ fn an_xdp_uplinks_fast_path_runs_in_the_switch_as_twin_and_inline() {
     assert_eq!(n(svm, "/faults"), 0, "{svm}");
     let g = g.report(Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
-    let (up_tx, up_rx) = (ns.stat("px0", "tx_packets"), ns.stat("px0", "rx_packets"));
-    let peer_tx = ns.stat("px1", "tx_packets");
+    let (up_tx, up_rx) = (ns.stat(&up, "tx_packets"), ns.stat(&up, "rx_packets"));
+    let peer_tx = ns.stat(&peer, "tx_packets");
     let sw_r = sw.stop_report();
-    eprintln!("gen {g}\nswitch {sw_r}\npx0 tx {up_tx} rx {up_rx}, px1 tx {peer_tx}");
+    eprintln!("gen {g}\nswitch {sw_r}\n{up} tx {up_tx} rx {up_rx}, {peer} tx {peer_tx}");
     // One domain throughout: the fast path moved, the domain stayed.
     assert_eq!(n(&sw_r, "/uplinks/u0/connects"), 1);
     assert_eq!(n(&sw_r, "/uplinks/u0/detail/driver/pid"), pid);
@@ -495,10 +516,11 @@ fn an_xdp_uplinks_fast_path_runs_in_the_switch_as_twin_and_inline() {
     assert_eq!(n(&g, "/rx_packets"), up_rx, "c1 got every echo request");
     assert_eq!(domain_drops(&sw_r), 0, "{}", sw_r["uplinks"]["u0"]["drops"]);
     let stats = &sw_r["uplinks"]["u0"]["detail"]["driver"]["switch_instance_stats"];
-    assert_eq!(
-        n(stats, "/kernel_errors") + n(stats, "/bad_state"),
-        0,
-        "{stats}"
+    let [a, b] = kernel_error_counters(kind);
+    assert_eq!(n(stats, a) + n(stats, b), 0, "{stats}");
+    assert!(
+        n(stats, "/tx_packets") > 0,
+        "the switch's instance sent: {stats}"
     );
 }
 
@@ -508,14 +530,25 @@ fn an_xdp_uplinks_fast_path_runs_in_the_switch_as_twin_and_inline() {
 /// twin re-armed; the peer still reaches the client at the end.
 #[test]
 fn every_injected_fault_of_an_xdp_twin_is_contained() {
+    every_injected_fault_of_a_ring_twin_is_contained("xdp", "pf");
+}
+
+/// The same in an AF_PACKET uplink's twin.
+#[test]
+fn every_injected_fault_of_a_packet_twin_is_contained() {
+    every_injected_fault_of_a_ring_twin_is_contained("packet", "pg");
+}
+
+fn every_injected_fault_of_a_ring_twin_is_contained(kind: &str, dev: &str) {
     let _m = serial();
-    let s = Scratch::new("xdptwinfault");
-    let ns = Netns::new("xdptwinfault");
+    let s = Scratch::new(&format!("{kind}twinfault"));
+    let ns = Netns::new(&format!("{kind}twinfault"));
     quiet(&ns);
-    veth_pair(&ns, "pf0", "pf1");
-    let (mut sw, c1_s, ctl) = ns.switch(&s, "xdp:pf0,mode=twin", C1);
+    let (up, peer) = (format!("{dev}0"), format!("{dev}1"));
+    veth_pair(&ns, &up, &peer);
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:{up},mode=twin"), C1);
     let mut st = wait_fast_path(&ctl, "twin");
-    let peer_mac = ns.mac("pf1");
+    let peer_mac = ns.mac(&peer);
     let mut g = gen_event(&c1_s, C1, &peer_mac, "60", "2000");
     let kinds: [(&str, &[&str]); 4] = [
         ("twin-forbidden-read", &["read", "private"]),
@@ -562,15 +595,28 @@ fn every_injected_fault_of_an_xdp_twin_is_contained() {
 /// fresh socket, a fresh space) carries the traffic again.
 #[test]
 fn a_compromised_xdp_domain_scribbling_the_shared_state_cannot_harm_the_switch() {
+    compromised_domain_scribbling_the_shared_state("xdp", "pz");
+}
+
+/// The same for an AF_PACKET domain, which writes into every transmit slot's
+/// status a value the kernel never writes: the twin uses no such slot (counted
+/// as `bad_state`, reported; the domain asks to be restarted).
+#[test]
+fn a_compromised_packet_domain_scribbling_the_shared_state_cannot_harm_the_switch() {
+    compromised_domain_scribbling_the_shared_state("packet", "py");
+}
+
+fn compromised_domain_scribbling_the_shared_state(kind: &str, dev: &str) {
     let _m = serial();
-    let s = Scratch::new("xdpscribble");
-    let ns = Netns::new("xdpscribble");
+    let s = Scratch::new(&format!("{kind}scribble"));
+    let ns = Netns::new(&format!("{kind}scribble"));
     quiet(&ns);
-    veth_pair(&ns, "pz0", "pz1");
-    let (mut sw, c1_s, ctl) = ns.switch(&s, "xdp:pz0,mode=twin", C1);
+    let (up, peer) = (format!("{dev}0"), format!("{dev}1"));
+    veth_pair(&ns, &up, &peer);
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:{up},mode=twin"), C1);
     let st = wait_fast_path(&ctl, "twin");
     let pid = n(&st, "/uplinks/u0/detail/driver/pid");
-    let peer_mac = ns.mac("pz1");
+    let peer_mac = ns.mac(&peer);
     let mut g = gen_event(&c1_s, C1, &peer_mac, "8", "5000");
     wait_status(&ctl, Duration::from_secs(10), "c1 sending", |st| {
         n(st, "/uplinks/u0/tx_packets") > 1000

@@ -137,6 +137,19 @@ fn a_linux_guest_through_a_packet_uplink() {
     run_script("scripts/guest-kernel.sh", &["packet"]);
 }
 
+/// The same with the AF_PACKET driver's fast path running in the switch as a
+/// twin (checked through the SVM).
+#[test]
+fn a_linux_guest_through_a_packet_uplink_in_twin_mode() {
+    run_script("scripts/guest-kernel.sh", &["packet", "twin"]);
+}
+
+/// The same with the fast path inline in the switch (unchecked).
+#[test]
+fn a_linux_guest_through_a_packet_uplink_in_inline_mode() {
+    run_script("scripts/guest-kernel.sh", &["packet", "inline"]);
+}
+
 /// The same through an AF_XDP uplink (queue 0, generic mode) on a veth pair.
 #[test]
 fn a_linux_guest_through_an_xdp_uplink() {

@@ -5,12 +5,13 @@
 //! are `sandbox::fdpass`'s; this module fixes what the message says.
 //!
 //! The message body is a small fixed header (magic, descriptor count, poll mode,
-//! device kind, and an AF_PACKET socket's ring shape); both ends refuse anything
-//! else. The descriptors depend on the kind of device the domain drives
+//! device kind, and a ring kind's driver configuration); both ends refuse
+//! anything else. The descriptors depend on the kind of device the domain drives
 //! ([`Device`]): a vhost-user NIC (its connected socket, the driver's region and
-//! the two queues' eventfds), a TAP device (its open descriptor) or an AF_PACKET
-//! socket (bound, its rings set up), then the exchange region and the two
-//! doorbells.
+//! the two queues' eventfds), a TAP device (its open descriptor), an AF_PACKET
+//! socket (bound, its rings set up, and the driver's state memfd) or an AF_XDP
+//! socket (bound, its UMEM, the driver's state memfd), then the exchange region
+//! and the two doorbells.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -19,8 +20,11 @@ use sandbox::fdpass::{self, FdPassError};
 
 /// Most descriptors handed to a DD (a vhost-user NIC's), in wire order.
 pub const FD_COUNT: usize = 9;
-/// Descriptors handed to a DD that drives a kernel interface (TAP, AF_PACKET).
+/// Descriptors handed to a DD that drives a TAP device.
 const KERNEL_FD_COUNT: usize = 4;
+/// Descriptors handed to a DD that drives an AF_PACKET socket: the socket, the
+/// driver's state, then the exchange region and the doorbells.
+const PACKET_FD_COUNT: usize = 5;
 const MAGIC: u32 = 0x5444_4434; // "TDD4"
 /// Header byte 9: the device kind.
 const KIND_VHOST: u8 = 0;
@@ -37,7 +41,7 @@ const XDP_HEADER_LEN: usize = HEADER_LEN + 16 * 8;
 /// AF_PACKET socket's ring shape (zero for other kinds).
 const HEADER_LEN: usize = 24;
 /// The largest AF_PACKET rings a domain maps (both rings).
-const MAX_PACKET_RINGS: usize = 256 << 20;
+const MAX_PACKET_RINGS: u64 = 256 << 20;
 
 /// Errors of the bootstrap channel.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +73,17 @@ pub enum Device {
     },
     /// A TAP device (`kernel_nic::Tap`), non-blocking, with the vnet header.
     Tap(OwnedFd),
-    /// An AF_PACKET socket (`kernel_nic::packet::PacketSocket`), bound to its
-    /// interface, with rings of this shape.
-    Packet(OwnedFd, kernel_nic::packet::RingGeometry),
+    /// An AF_PACKET socket bound to its interface, with its rings, the
+    /// driver's state, and the driver's layout
+    /// (`kernel_nic::packet::PacketHandover`).
+    Packet {
+        /// The socket.
+        socket: OwnedFd,
+        /// The driver's state (memfd).
+        state: OwnedFd,
+        /// The driver's layout.
+        layout: kernel_nic::packet::PacketLayout,
+    },
     /// An AF_XDP socket bound to its queue, its UMEM, the driver's state, and
     /// the driver's layout (`kernel_nic::xdp::XdpHandover`).
     Xdp {
@@ -105,7 +117,7 @@ impl Device {
         match self {
             Device::Vhost { .. } => DeviceKind::Vhost,
             Device::Tap(_) => DeviceKind::Tap,
-            Device::Packet(..) => DeviceKind::Packet,
+            Device::Packet { .. } => DeviceKind::Packet,
             Device::Xdp { .. } => DeviceKind::Xdp,
         }
     }
@@ -141,7 +153,14 @@ pub enum OutgoingDevice<'a> {
     /// See [`Device::Tap`].
     Tap(BorrowedFd<'a>),
     /// See [`Device::Packet`].
-    Packet(BorrowedFd<'a>, kernel_nic::packet::RingGeometry),
+    Packet {
+        /// The socket.
+        socket: BorrowedFd<'a>,
+        /// The driver's state.
+        state: BorrowedFd<'a>,
+        /// The driver's layout.
+        layout: &'a kernel_nic::packet::PacketLayout,
+    },
     /// See [`Device::Xdp`].
     Xdp {
         /// The socket.
@@ -179,11 +198,10 @@ fn header(busy_poll: bool, kind: u8, fds: usize) -> [u8; HEADER_LEN] {
     h
 }
 
-fn packet_header(busy_poll: bool, g: kernel_nic::packet::RingGeometry) -> [u8; HEADER_LEN] {
-    let mut h = header(busy_poll, KIND_PACKET, KERNEL_FD_COUNT);
-    h[12..16].copy_from_slice(&g.block_size.to_le_bytes());
-    h[16..20].copy_from_slice(&g.blocks.to_le_bytes());
-    h[20..24].copy_from_slice(&g.retire_ms.to_le_bytes());
+fn packet_header(busy_poll: bool, layout: &kernel_nic::packet::PacketLayout) -> [u8; HEADER_LEN] {
+    let mut h = header(busy_poll, KIND_PACKET, PACKET_FD_COUNT);
+    h[12..16].copy_from_slice(&layout.cfg.block_size.to_le_bytes());
+    h[16..20].copy_from_slice(&layout.cfg.blocks.to_le_bytes());
     h
 }
 
@@ -228,23 +246,20 @@ fn xdp_layout(h: &[u8]) -> Option<kernel_nic::xdp::XdpLayout> {
     .ok()
 }
 
-/// The ring shape in a packet header, if it is one a domain can map: blocks of
-/// whole pages that hold at least a transmit frame, at most [`MAX_PACKET_RINGS`]
-/// in all.
-fn ring_geometry(h: &[u8]) -> Option<kernel_nic::packet::RingGeometry> {
+/// The driver layout in a packet header, if the driver accepts it and a domain
+/// can map it: at most [`MAX_PACKET_RINGS`] bytes of rings.
+fn packet_layout(h: &[u8]) -> Option<kernel_nic::packet::PacketLayout> {
     let word = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
-    let g = kernel_nic::packet::RingGeometry {
+    if word(20) != 0 {
+        return None;
+    }
+    let cfg = kernel_nic::packet::PacketConfig {
         block_size: word(12),
         blocks: word(16),
-        retire_ms: word(20),
     };
-    let fits = g.block_size >= kernel_nic::packet::TX_FRAME_SIZE
-        && g.block_size.is_multiple_of(4096)
-        && g.blocks > 0
-        && g.ring_len()
-            .checked_mul(2)
-            .is_some_and(|l| l <= MAX_PACKET_RINGS);
-    fits.then_some(g)
+    kernel_nic::packet::PacketLayout::new(cfg)
+        .ok()
+        .filter(|l| l.ring_len * 2 <= MAX_PACKET_RINGS)
 }
 
 /// Sends the descriptors (switch side).
@@ -275,9 +290,13 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
             let h = header(out.busy_poll, KIND_TAP, fds.len());
             fdpass::send(sock, &h, &fds)
         }
-        OutgoingDevice::Packet(socket, geometry) => {
-            let fds = [socket, common[0], common[1], common[2]];
-            fdpass::send(sock, &packet_header(out.busy_poll, geometry), &fds)
+        OutgoingDevice::Packet {
+            socket,
+            state,
+            layout,
+        } => {
+            let fds = [socket, state, common[0], common[1], common[2]];
+            fdpass::send(sock, &packet_header(out.busy_poll, layout), &fds)
         }
         OutgoingDevice::Xdp {
             socket,
@@ -302,15 +321,15 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
     let (kind, want, len) = match h[9] {
         KIND_VHOST => (KIND_VHOST, FD_COUNT, HEADER_LEN),
         KIND_TAP => (KIND_TAP, KERNEL_FD_COUNT, HEADER_LEN),
-        KIND_PACKET => (KIND_PACKET, KERNEL_FD_COUNT, HEADER_LEN),
+        KIND_PACKET => (KIND_PACKET, PACKET_FD_COUNT, HEADER_LEN),
         KIND_XDP => (KIND_XDP, XDP_FD_COUNT, XDP_HEADER_LEN),
         _ => return Err(BootstrapError::BadMessage("unknown device kind")),
     };
     if h.len() != len {
         return Err(BootstrapError::BadMessage("wrong header"));
     }
-    let geometry = if kind == KIND_PACKET {
-        Some(ring_geometry(h).ok_or(BootstrapError::BadMessage("bad ring shape"))?)
+    let packet = if kind == KIND_PACKET {
+        Some(packet_layout(h).ok_or(BootstrapError::BadMessage("bad ring shape"))?)
     } else if kind != KIND_XDP && h[12..].iter().any(|&b| b != 0) {
         return Err(BootstrapError::BadMessage("wrong header"));
     } else {
@@ -350,13 +369,16 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
             layout: Box::new(layout),
         };
         (device, next()?, next()?, next()?)
-    } else {
-        let fd = next()?;
-        let device = match geometry {
-            Some(g) => Device::Packet(fd, g),
-            None => Device::Tap(fd),
+    } else if let Some(layout) = packet {
+        let (socket, state) = (next()?, next()?);
+        let device = Device::Packet {
+            socket,
+            state,
+            layout,
         };
         (device, next()?, next()?, next()?)
+    } else {
+        (Device::Tap(next()?), next()?, next()?, next()?)
     };
     Ok(DomainFds {
         device,
@@ -437,10 +459,17 @@ mod tests {
         assert_eq!(size(&got.exchange), 8192);
         assert_eq!(size(&got.doorbell_out), 4 * 4096);
 
-        // An AF_PACKET socket's, with its ring shape.
-        let g = kernel_nic::packet::RingGeometry::default();
+        // An AF_PACKET socket's, with its state and layout.
+        let layout = kernel_nic::packet::PacketLayout::new(
+            kernel_nic::packet::RingGeometry::default().config(),
+        )
+        .unwrap();
         let out = Outgoing {
-            device: OutgoingDevice::Packet(fd(6), g),
+            device: OutgoingDevice::Packet {
+                socket: fd(6),
+                state: fd(5),
+                layout: &layout,
+            },
             exchange: fd(1),
             doorbell_in: fd(2),
             doorbell_out: fd(3),
@@ -448,10 +477,18 @@ mod tests {
         };
         send(&a, &out).unwrap();
         let got = receive(&b).unwrap();
-        let Device::Packet(socket, got_g) = &got.device else {
+        let Device::Packet {
+            socket,
+            state,
+            layout: got_layout,
+        } = &got.device
+        else {
             panic!("not an AF_PACKET socket");
         };
-        assert_eq!((size(socket), *got_g), (7 * 4096, g));
+        assert_eq!(
+            (size(socket), size(state), *got_layout),
+            (7 * 4096, 6 * 4096, layout)
+        );
         assert_eq!(size(&got.doorbell_in), 3 * 4096);
     }
 
@@ -532,28 +569,26 @@ mod tests {
     fn a_ring_shape_a_domain_cannot_map_is_refused() {
         let (a, b) = UnixStream::pair().unwrap();
         let f = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        let ok = kernel_nic::packet::RingGeometry::default();
-        let bad = [
+        let bad: [(u32, u32); 7] = [
             (0, 64),
             (1000, 64),
             (4096 + 1, 64),
+            (3 << 12, 64),
             (1 << 16, 0),
-            (1 << 20, 1 << 12),
+            (1 << 22, 1 << 10),
             (!4095, u32::MAX),
         ];
         for (block_size, blocks) in bad {
-            let g = kernel_nic::packet::RingGeometry {
-                block_size,
-                blocks,
-                ..ok
-            };
-            fdpass::send(&a, &packet_header(false, g), &[f.as_fd(); KERNEL_FD_COUNT]).unwrap();
+            let mut h = header(false, KIND_PACKET, PACKET_FD_COUNT);
+            h[12..16].copy_from_slice(&block_size.to_le_bytes());
+            h[16..20].copy_from_slice(&blocks.to_le_bytes());
+            fdpass::send(&a, &h, &[f.as_fd(); PACKET_FD_COUNT]).unwrap();
             assert!(
                 matches!(
                     receive(&b),
                     Err(BootstrapError::BadMessage("bad ring shape"))
                 ),
-                "{g:?}"
+                "{block_size} x {blocks}"
             );
         }
         // A TAP header with a ring shape is not a TAP header.

@@ -7,12 +7,12 @@
 //! descriptor when there is nothing to do. Each kind is a [`KernelQueue`]: one
 //! batch each way, and how it learns that its device went away.
 //!
-//! A kind whose driver state is shared memory (AF_XDP) can hand its fast path
+//! A kind whose driver state is shared memory (AF_XDP, AF_PACKET) can hand its fast path
 //! to the switch: the loop answers ownership requests (`crate::handover`),
 //! stops moving frames while the switch runs the driver, runs the slow-path
 //! upcalls the switch's instance posts, and reports the shared counters on its
-//! own. The other kinds leave such a request unanswered (the switch never
-//! sends one: their uplinks run in domain mode only).
+//! own. A TAP leaves such a request unanswered (the switch never sends one: its
+//! uplinks run in domain mode only).
 //!
 //! A frame from the kernel is taken only when a `from_nic` slot is free: while
 //! the switch is behind, frames wait on the kernel's side (which drops and counts
@@ -79,32 +79,9 @@ pub(crate) struct RxDrops {
     pub ring_full: u64,
 }
 
-/// Copies a frame from the kernel into the next `from_nic` slot and commits it;
-/// `Ok(false)` when it was dropped (counted in `drops`).
-pub(crate) fn push_frame(
-    from_nic: &mut Producer,
-    frame: &[u8],
-    drops: &mut RxDrops,
-) -> Result<bool, exchange::ExchangeError> {
-    match from_nic.reserve()? {
-        Some(slot) if frame.len() <= slot.capacity() as usize => {
-            slot.frame().write_prefix(frame);
-            slot.commit(frame.len())?;
-            Ok(true)
-        }
-        Some(_) => {
-            drops.too_big += 1;
-            Ok(false)
-        }
-        None => {
-            drops.ring_full += 1;
-            Ok(false)
-        }
-    }
-}
-
-/// [`push_frame`] for a frame in shared memory (an AF_XDP chunk): copied once,
-/// straight into the slot.
+/// Copies a frame from the kernel (in a ring driver's space) into the next
+/// `from_nic` slot, once, and commits it; `Ok(false)` when it was dropped
+/// (counted in `drops`).
 pub(crate) fn push_segments(
     from_nic: &mut Producer,
     frame: &twin_wire::Segments<'_>,

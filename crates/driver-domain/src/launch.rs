@@ -131,11 +131,11 @@ pub enum DomainDevice {
     /// domain; each domain gets a copy, re-attached first if the device was
     /// deleted ([`kernel_nic::TapHandle::domain_fd`]).
     Tap(Arc<kernel_nic::TapHandle>),
-    /// An interface reached through an AF_PACKET socket with rings of this shape.
-    /// Each domain gets a socket of its own, opened (and bound) by the switch at
-    /// its launch: nothing a previous domain did to its rings carries over, and an
-    /// interface deleted and created again is found by name.
-    Packet(kernel_nic::IfName, kernel_nic::packet::RingGeometry),
+    /// An interface reached through an AF_PACKET socket set up with these
+    /// options. Each domain gets a socket of its own, opened (and bound) by the
+    /// switch at its launch: nothing a previous domain did to its rings carries
+    /// over, and an interface deleted and created again is found by name.
+    Packet(kernel_nic::IfName, kernel_nic::packet::PacketOptions),
     /// One queue of an interface reached through an AF_XDP socket. Each domain
     /// gets the redirect program attached anew (held by its [`DomainLink`], so it
     /// is detached when the domain is gone) and a socket and UMEM of its own.
@@ -259,25 +259,34 @@ pub struct DomainLink {
     last_beat_at: Instant,
     watchdog: Duration,
     failure: Option<DomainFailure>,
-    /// An AF_XDP domain's program, socket and the switch's mapping of its space.
+    /// An AF_XDP domain's socket, program and the switch's mapping of its space.
     xdp: Option<XdpLink>,
+    /// An AF_PACKET domain's socket and the switch's mapping of its space.
+    packet: Option<PacketLink>,
 }
 
-/// What the switch keeps of an AF_XDP domain: the redirect program (attached
-/// while the domain lives), its copy of the socket, and its own mapping of the
-/// driver's space, over which a switch-side instance runs after a handover.
+/// What the switch keeps of a domain whose driver runs over a kernel socket's
+/// shared rings (AF_XDP, AF_PACKET): its copy of the socket, its own mapping
+/// of the driver's space, over which a switch-side instance runs after a
+/// handover, the driver's layout, and (AF_XDP) the redirect program, attached
+/// while the domain lives.
 #[derive(Debug)]
-pub struct XdpLink {
-    _program: kernel_nic::xdp::XdpProgram,
+pub struct RingLink<L> {
+    _program: Option<kernel_nic::xdp::XdpProgram>,
     socket: Arc<OwnedFd>,
     space: Arc<Region>,
-    layout: kernel_nic::xdp::XdpLayout,
+    layout: L,
 }
+
+/// What the switch keeps of an AF_XDP domain.
+pub type XdpLink = RingLink<kernel_nic::xdp::XdpLayout>;
+/// What the switch keeps of an AF_PACKET domain.
+pub type PacketLink = RingLink<kernel_nic::packet::PacketLayout>;
 
 impl XdpLink {
     /// Maps the driver's space of `handover` (the same pieces at the same
     /// offsets as the domain maps them).
-    fn new(
+    fn xdp(
         program: kernel_nic::xdp::XdpProgram,
         handover: kernel_nic::xdp::XdpHandover,
     ) -> Result<XdpLink, LaunchError> {
@@ -289,13 +298,34 @@ impl XdpLink {
             h.umem.as_fd(),
         )
         .map_err(LaunchError::Xdp)?;
-        let space = Region::from_mapping(std::fs::File::from(h.state), space)
-            .map_err(LaunchError::Region)?;
-        Ok(XdpLink {
+        RingLink::new(Some(program), h.socket, h.state, space, h.layout)
+    }
+}
+
+impl PacketLink {
+    /// Maps the driver's space of `handover`.
+    fn packet(h: kernel_nic::packet::PacketHandover) -> Result<PacketLink, LaunchError> {
+        let space = kernel_nic::packet::map_space(&h.layout, h.state.as_fd(), h.socket.as_fd())
+            .map_err(LaunchError::Packet)?;
+        RingLink::new(None, h.socket, h.state, space, h.layout)
+    }
+}
+
+impl<L> RingLink<L> {
+    fn new(
+        program: Option<kernel_nic::xdp::XdpProgram>,
+        socket: OwnedFd,
+        state: OwnedFd,
+        space: vm_memory::MmapRegion<()>,
+        layout: L,
+    ) -> Result<Self, LaunchError> {
+        let space =
+            Region::from_mapping(std::fs::File::from(state), space).map_err(LaunchError::Region)?;
+        Ok(RingLink {
             _program: program,
-            socket: Arc::new(h.socket),
+            socket: Arc::new(socket),
             space: Arc::new(space),
-            layout: h.layout,
+            layout,
         })
     }
 
@@ -309,9 +339,10 @@ impl XdpLink {
         &self.space
     }
 
-    /// The driver's layout, from the kernel's ring offsets as the switch read
-    /// them (never from the space).
-    pub fn layout(&self) -> &kernel_nic::xdp::XdpLayout {
+    /// The driver's layout, from the switch's own configuration (and for
+    /// AF_XDP the kernel's ring offsets as the switch read them), never from
+    /// the space.
+    pub fn layout(&self) -> &L {
         &self.layout
     }
 }
@@ -431,7 +462,7 @@ impl DomainLink {
         enum Dev {
             Vhost(UnixStream, VhostParts),
             Tap(OwnedFd),
-            Packet(OwnedFd, kernel_nic::packet::RingGeometry),
+            Packet(kernel_nic::packet::PacketHandover),
             Xdp(
                 kernel_nic::xdp::XdpProgram,
                 Box<kernel_nic::xdp::XdpHandover>,
@@ -464,11 +495,10 @@ impl DomainLink {
                 }
                 Dev::Tap(fd)
             }
-            DomainDevice::Packet(name, geometry) => {
-                let socket = kernel_nic::packet::PacketSocket::open(name, *geometry)
-                    .map_err(LaunchError::Packet)?;
-                Dev::Packet(socket.into_fd(), *geometry)
-            }
+            DomainDevice::Packet(name, options) => Dev::Packet(
+                kernel_nic::packet::PacketSocket::open(name, *options)
+                    .map_err(LaunchError::Packet)?,
+            ),
             DomainDevice::Xdp {
                 name,
                 queue,
@@ -524,7 +554,7 @@ impl DomainLink {
                 what: "a doorbell copy",
                 source,
             })?;
-        let mut xdp = None;
+        let (mut xdp, mut packet) = (None, None);
         let (device, vhost) = match dev {
             Dev::Vhost(nic, parts) => (Some(nic), Some(parts)),
             Dev::Tap(fd) => {
@@ -534,11 +564,15 @@ impl DomainLink {
                 drop(fd);
                 (None, None)
             }
-            Dev::Packet(fd, geometry) => {
-                let out = bootstrap::OutgoingDevice::Packet(fd.as_fd(), geometry);
+            Dev::Packet(handover) => {
+                let out = bootstrap::OutgoingDevice::Packet {
+                    socket: handover.socket.as_fd(),
+                    state: handover.state.as_fd(),
+                    layout: &handover.layout,
+                };
                 bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
-                // The socket is the domain's alone: the switch keeps no copy.
-                drop(fd);
+                // The switch maps the same space for the driver's twin.
+                packet = Some(PacketLink::packet(handover)?);
                 (None, None)
             }
             Dev::Xdp(program, handover) => {
@@ -551,7 +585,7 @@ impl DomainLink {
                 bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
                 // The switch keeps the program attached for as long as the domain
                 // lives, and maps the same space for the driver's twin.
-                xdp = Some(XdpLink::new(program, *handover)?);
+                xdp = Some(XdpLink::xdp(program, *handover)?);
                 (None, None)
             }
         };
@@ -570,6 +604,7 @@ impl DomainLink {
             watchdog: cfg.watchdog,
             failure: None,
             xdp,
+            packet,
         };
         if let (Some(nic), Some(parts)) = (&device, &link.vhost) {
             let [(rx_kick, rx_call), (tx_kick, tx_call)] = &parts.queues;
@@ -789,6 +824,11 @@ impl DomainLink {
         self.xdp.as_ref()
     }
 
+    /// The same for an AF_PACKET domain; `None` for other kinds.
+    pub fn packet(&self) -> Option<&PacketLink> {
+        self.packet.as_ref()
+    }
+
     /// The driver's region (the DD's memory), for a switch-side instance; `None`
     /// for a TAP device's domain.
     pub fn region(&self) -> Option<&Arc<Region>> {
@@ -817,12 +857,13 @@ impl DomainLink {
 
     /// What a switch-side instance waits on for received frames: the NIC's RX
     /// call eventfd (readable when frames arrive and the fast path's owner asked
-    /// for notifications), or an AF_XDP socket; `None` for the other kinds.
+    /// for notifications), or a ring kind's socket; `None` for a TAP device.
     pub fn nic_rx_call_fd(&self) -> Option<RawFd> {
-        match (&self.vhost, &self.xdp) {
-            (Some(v), _) => Some(v.queues[0].1.as_raw_fd()),
-            (None, Some(x)) => Some(x.socket.as_raw_fd()),
-            (None, None) => None,
+        match (&self.vhost, &self.xdp, &self.packet) {
+            (Some(v), _, _) => Some(v.queues[0].1.as_raw_fd()),
+            (None, Some(x), _) => Some(x.socket.as_raw_fd()),
+            (None, None, Some(p)) => Some(p.socket.as_raw_fd()),
+            (None, None, None) => None,
         }
     }
 

@@ -9,10 +9,11 @@
 //!   exchange rings and the virtio-net driver, beats a heartbeat and reports its state;
 //!   for a kernel interface, the loop of `kernel_domain` around one of: a TAP
 //!   device (`tap_domain`), between the exchange rings and the kernel's TAP
-//!   queue (`readv`/`writev` on the one descriptor it is handed); for an AF_PACKET
-//!   socket (`packet_domain`), between the exchange rings and the socket's
-//!   TPACKET_V3 rings, which it maps; for an AF_XDP socket (`xdp_domain`), between
-//!   the exchange rings and the socket's UMEM and rings.
+//!   queue (`readv`/`writev` on the one descriptor it is handed); for a socket
+//!   with shared rings (`ring_domain`: AF_PACKET's TPACKET_V3 rings, AF_XDP's
+//!   UMEM and rings), between the exchange rings and the ring driver it runs
+//!   over the socket's mapped space (or, while the switch runs that driver as
+//!   a twin, only its slow paths).
 //! * [`fault`]: fault injection (panic, hang, ring garbage, bogus lengths, sandbox
 //!   violations) through a control word of the exchange region.
 //! * [`handover`]: who runs the uplink's fast path (the DD, or the switch as inline
@@ -38,10 +39,9 @@ pub mod fault;
 pub mod handover;
 mod kernel_domain;
 pub mod launch;
-mod packet_domain;
+mod ring_domain;
 mod tap_domain;
 pub mod worker;
-mod xdp_domain;
 
 pub use fault::Fault;
 pub use launch::{DomainLink, LaunchConfig, LaunchError};

@@ -145,6 +145,9 @@ pub enum WorkerError {
     /// The AF_XDP driver refused its own space (a bug or a broken mapping).
     #[error("the AF_XDP driver failed")]
     XdpDriver(#[source] af_xdp_driver::XdpDriverError),
+    /// The AF_PACKET driver refused its own space (a bug or a broken mapping).
+    #[error("the AF_PACKET driver failed")]
+    PacketDriver(#[source] af_packet_driver::PacketDriverError),
     /// The driver asked for a device reset (a queue broke); restarting the domain
     /// reconnects the NIC.
     #[error("the driver asked for a device reset")]
@@ -207,13 +210,12 @@ pub fn serve<E: std::error::Error + 'static>(
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
             return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
         }
-        bootstrap::Device::Packet(socket, geometry) => {
-            let slot = xr.geometry().slot_size as usize;
-            let open = || {
-                let rings = kernel_nic::packet::Rings::map(socket, geometry)
-                    .map_err(WorkerError::Packet)?;
-                Ok(crate::packet_domain::PacketDomain::new(rings, slot))
-            };
+        bootstrap::Device::Packet {
+            socket,
+            state,
+            layout,
+        } => {
+            let open = || crate::ring_domain::open_packet(socket, state, layout);
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
             return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
         }
@@ -223,7 +225,7 @@ pub fn serve<E: std::error::Error + 'static>(
             state,
             layout,
         } => {
-            let open = || crate::xdp_domain::XdpDomain::open(socket, umem, state, *layout);
+            let open = || crate::ring_domain::open_xdp(socket, umem, state, *layout);
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
             return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
         }

@@ -36,6 +36,9 @@ pub enum Bell {
     EventFd(EventFd),
     /// An AF_XDP socket: a `send` of nothing wakes the kernel to transmit.
     XdpSocket(Arc<std::os::fd::OwnedFd>),
+    /// An AF_PACKET socket: a `send` of nothing wakes the kernel to transmit,
+    /// and tells whether the interface is down.
+    PacketSocket(Arc<crate::PacketBell>),
 }
 
 impl Bell {
@@ -53,6 +56,7 @@ impl Bell {
                     Err(e) => Err(e.into()),
                 }
             }
+            Bell::PacketSocket(bell) => bell.ring(),
         };
         if let Err(e) = r {
             tracing::debug!(queue, error = %e, "doorbell failed");

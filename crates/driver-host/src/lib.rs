@@ -1,6 +1,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-//! Hosts a driver (virtio-net, AF_XDP) in a process.
+//! Hosts a driver (virtio-net, AF_XDP, AF_PACKET) in a process.
 //!
 //! * [`region`]: the driver's memory region: a memfd mapped once with vm-memory. Its
 //!   driver-domain addresses (offsets) are also the "guest physical" addresses the
@@ -13,9 +13,10 @@
 //! * [`fast_path`]: [`FastPath`], one driver instance's data path over any
 //!   environment (direct here, SVM in the twin): reserve/commit/flush on TX, bursts
 //!   on RX, stats, through the driver's fast-path entry table.
-//! * [`xdp_fast_path`]: [`XdpFastPath`], the same for the AF_XDP driver (crate
-//!   `af-xdp-driver`): an AF_XDP socket's space in a driver domain, or in the
-//!   switch for its inline instance and twin.
+//! * [`ring_fast_path`]: [`RingFastPath`], the same for the ring drivers of
+//!   kernel sockets (crates `af-xdp-driver`, `af-packet-driver`): a socket's
+//!   space in a driver domain, or in the switch for its inline instance and
+//!   twin.
 //! * [`hosted`]: [`HostedDriver`], a [`FastPath`] with its own NIC link: what a
 //!   driver domain and the traffic generator run; notification fds, hand-over.
 //! * `raw_frontend` (only with the `test-utils` feature, off by default):
@@ -34,8 +35,10 @@ pub mod link;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod raw_frontend;
 pub mod region;
-pub mod xdp_fast_path;
+pub mod ring_fast_path;
 
 pub use fast_path::{FastPath, FrameMemory, HostEnv, TxSlot, UpcallFailed};
 pub use hosted::{DriverConfig, DriverStats, Error, HostedDriver, UsedRingChecks};
-pub use xdp_fast_path::{TxOutcome, XdpDriverStats, XdpFastPath};
+pub use ring_fast_path::{
+    PacketBell, PacketFastPath, RingDriver, RingFastPath, RingStats, TxOutcome, XdpFastPath,
+};

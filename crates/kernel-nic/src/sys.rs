@@ -10,7 +10,7 @@
 //!   the device was deleted); a `struct ifreq` out.
 //! * `SIOCGIFFLAGS`: an interface's flags; a `struct ifreq` in and out.
 //! * AF_PACKET socket options (`PACKET_VERSION`, `PACKET_RX_RING`,
-//!   `PACKET_IGNORE_OUTGOING`) and `bind` to an interface (`struct sockaddr_ll`).
+//!   `PACKET_IGNORE_OUTGOING`, `PACKET_QDISC_BYPASS`) and `bind` to an interface (`struct sockaddr_ll`).
 //!
 //! * AF_XDP: the UMEM registration, ring sizes, ring offsets and `bind`
 //!   (`struct xdp_umem_reg`, `struct xdp_mmap_offsets`, `struct sockaddr_xdp`);
@@ -164,6 +164,7 @@ const PACKET_VERSION: libc::c_int = 10;
 const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_TX_RING: libc::c_int = 13;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
 /// `enum tpacket_versions`: TPACKET_V3.
 const TPACKET_V3: libc::c_int = 2;
 
@@ -198,9 +199,13 @@ pub(crate) fn packet_rings(
     ifindex: u32,
     rx: &TpacketReq3,
     tx: &TpacketReq3,
+    qdisc_bypass: bool,
 ) -> io::Result<()> {
     setsockopt(fd, PACKET_VERSION, &TPACKET_V3)?;
     setsockopt(fd, PACKET_IGNORE_OUTGOING, &1 as &libc::c_int)?;
+    if qdisc_bypass {
+        setsockopt(fd, PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
+    }
     setsockopt(fd, PACKET_RX_RING, rx)?;
     setsockopt(fd, PACKET_TX_RING, tx)?;
     // SAFETY: `sockaddr_ll` is plain data (integers, a byte array): all-zero is valid.

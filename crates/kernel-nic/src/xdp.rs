@@ -40,6 +40,7 @@ pub use af_xdp_driver::{XdpConfig, XdpLayout, FRAME_SIZE};
 use vm_memory::MmapRegion;
 
 use crate::ifname::IfName;
+use crate::space::{map_pieces, sealed_memfd, Piece, SpaceError};
 use crate::sys;
 
 /// How often `bind` is tried, 10 ms apart, while the queue is still the previous
@@ -131,18 +132,9 @@ pub enum XdpError {
     /// A ring or the UMEM could not be mapped.
     #[error("cannot map the {0}")]
     Map(&'static str, #[source] vm_memory::mmap::MmapRegionError),
-    /// A piece of the driver's space does not fit this process.
-    #[error("the driver space's {0} does not fit this process")]
-    Space(&'static str),
-    /// A piece could not be placed in the driver's space.
-    #[error("cannot place the {what} in the driver's space")]
-    Piece {
-        /// Which piece.
-        what: &'static str,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The driver's space could not be built.
+    #[error("cannot map the driver's space")]
+    Space(#[from] SpaceError),
     /// The kernel's ring offsets give no layout the driver accepts.
     #[error("the kernel's ring offsets give no usable layout")]
     Layout(#[source] af_xdp_driver::XdpLayoutError),
@@ -175,18 +167,6 @@ pub fn redirect_program(map_fd: i32) -> [u64; 6] {
         // return r0 (BPF_JMP | BPF_EXIT).
         insn(0x95, 0, 0, 0, 0),
     ]
-}
-
-/// A zeroed memfd of `len` bytes, close-on-exec, sealed against resizing: a
-/// domain holding it cannot truncate it under the switch's mapping.
-fn sealed_memfd(name: &str, len: u64) -> rustix::io::Result<OwnedFd> {
-    let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
-    let fd = rustix::fs::memfd_create(name, flags)?;
-    rustix::fs::ftruncate(&fd, len)?;
-    let seals =
-        rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
-    rustix::fs::fcntl_add_seals(&fd, seals)?;
-    Ok(fd)
 }
 
 fn ifindex(name: &IfName) -> Result<u32, XdpError> {
@@ -390,54 +370,46 @@ pub fn map_space(
     socket: BorrowedFd<'_>,
     umem: BorrowedFd<'_>,
 ) -> Result<MmapRegion<()>, XdpError> {
-    let len = usize::try_from(layout.len).map_err(|_| XdpError::Space("its size"))?;
-    let space = MmapRegion::<()>::build(
-        None,
+    let piece = |at, len, fd, file_offset, what| Piece {
+        at,
         len,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-    )
-    .map_err(|e| XdpError::Map("driver space", e))?;
+        fd,
+        file_offset,
+        what,
+    };
     let pieces = [
-        (0, layout.state_len, state, 0, "state"),
-        (
+        piece(0, layout.state_len, state, 0, "state"),
+        piece(
             layout.fill.base,
             layout.fill.len,
             socket,
             libc::XDP_UMEM_PGOFF_FILL_RING,
             "fill ring",
         ),
-        (
+        piece(
             layout.completion.base,
             layout.completion.len,
             socket,
             libc::XDP_UMEM_PGOFF_COMPLETION_RING,
             "completion ring",
         ),
-        (
+        piece(
             layout.rx.base,
             layout.rx.len,
             socket,
             libc::XDP_PGOFF_RX_RING as u64,
             "receive ring",
         ),
-        (
+        piece(
             layout.tx.base,
             layout.tx.len,
             socket,
             libc::XDP_PGOFF_TX_RING as u64,
             "transmit ring",
         ),
-        (layout.umem, layout.umem_len(), umem, 0, "UMEM"),
+        piece(layout.umem, layout.umem_len(), umem, 0, "UMEM"),
     ];
-    for (at, len, fd, file_offset, what) in pieces {
-        let (Ok(at), Ok(len)) = (usize::try_from(at), usize::try_from(len)) else {
-            return Err(XdpError::Space(what));
-        };
-        sys::map_shared_within(&space, at, len, fd, file_offset)
-            .map_err(|source| XdpError::Piece { what, source })?;
-    }
-    Ok(space)
+    Ok(map_pieces(layout.len, &pieces)?)
 }
 
 /// Whether the socket is still bound: a deleted interface unbinds it, and a read

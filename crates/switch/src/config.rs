@@ -143,11 +143,19 @@ pub enum UplinkDevice {
     /// exist; frames go to and from the kernel's network stack.
     Tap(kernel_nic::IfName),
     /// An existing interface of the host kernel reached through an AF_PACKET
-    /// socket with TPACKET_V3 rings (`packet:IFNAME`): frames go to and come from
-    /// the wire of that interface (its driver), not the host's stack. The switch
-    /// opens a socket per domain; a missing interface is an error at start, one
-    /// deleted later is bound again once it exists.
-    Packet(kernel_nic::IfName),
+    /// socket with TPACKET_V3 rings (`packet:IFNAME[,qdisc-bypass=on|off]`):
+    /// frames go to and come from the wire of that interface (its driver), not
+    /// the host's stack. The switch opens a socket per domain; a missing
+    /// interface is an error at start, one deleted later is bound again once it
+    /// exists.
+    Packet {
+        /// The interface.
+        name: kernel_nic::IfName,
+        /// Transmit past the interface's queueing discipline
+        /// (`PACKET_QDISC_BYPASS`; off by default: it also hides the frames from
+        /// `tc` and from the interface's packet taps).
+        qdisc_bypass: bool,
+    },
     /// One queue of an existing interface reached through an AF_XDP socket
     /// (`xdp:IFNAME[,queue=N][,xdp-mode=native|generic]`): the switch attaches a
     /// redirect program for each domain and opens its socket.
@@ -162,8 +170,8 @@ pub enum UplinkDevice {
 }
 
 impl UplinkDevice {
-    /// Whether the switch can take the fast path over (only for a vhost-user NIC
-    /// so far; see [`UplinkDevice::domain_only_because`]).
+    /// Whether the switch can take the fast path over (every kind but a TAP;
+    /// see [`UplinkDevice::domain_only_because`]).
     pub fn has_movable_fast_path(&self) -> bool {
         self.domain_only_because().is_none()
     }
@@ -176,10 +184,7 @@ impl UplinkDevice {
                 "a TAP's fast path is system calls, with no shared rings the switch \
                  could take over",
             ),
-            UplinkDevice::Packet(_) => {
-                Some("the switch cannot run an AF_PACKET socket's rings itself yet")
-            }
-            UplinkDevice::Xdp { .. } => None,
+            UplinkDevice::Packet { .. } | UplinkDevice::Xdp { .. } => None,
         }
     }
 }
@@ -189,7 +194,7 @@ impl std::fmt::Display for UplinkDevice {
         match self {
             UplinkDevice::Vhost(p) => write!(f, "{}", p.display()),
             UplinkDevice::Tap(n) => write!(f, "tap:{n}"),
-            UplinkDevice::Packet(n) => write!(f, "packet:{n}"),
+            UplinkDevice::Packet { name, .. } => write!(f, "packet:{name}"),
             UplinkDevice::Xdp { name, queue, .. } => write!(f, "xdp:{name},queue={queue}"),
         }
     }
@@ -303,7 +308,10 @@ impl FromStr for UplinkSpec {
         let device = if let Some(name) = text.strip_prefix("tap:") {
             UplinkDevice::Tap(ifname("tap", name)?)
         } else if let Some(name) = text.strip_prefix("packet:") {
-            UplinkDevice::Packet(ifname("packet", name)?)
+            UplinkDevice::Packet {
+                name: ifname("packet", name)?,
+                qdisc_bypass: false,
+            }
         } else if let Some(name) = text.strip_prefix("xdp:") {
             UplinkDevice::Xdp {
                 name: ifname("xdp", name)?,
@@ -344,14 +352,21 @@ impl FromStr for UplinkSpec {
                 ("xdp-mode", UplinkDevice::Xdp { mode, .. }) => {
                     *mode = v.parse().map_err(|reason| bad("xdp-mode", reason))?
                 }
+                ("qdisc-bypass", UplinkDevice::Packet { qdisc_bypass, .. }) => {
+                    *qdisc_bypass = match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("qdisc-bypass", format!("{v:?} is not on or off"))),
+                    }
+                }
                 _ => {
                     return Err(ConfigError::UnknownOption {
                         spec: spec.to_string(),
                         key: k.to_string(),
-                        allowed: if matches!(device, UplinkDevice::Xdp { .. }) {
-                            "mode, queue, xdp-mode"
-                        } else {
-                            "mode"
+                        allowed: match device {
+                            UplinkDevice::Xdp { .. } => "mode, queue, xdp-mode",
+                            UplinkDevice::Packet { .. } => "mode, qdisc-bypass",
+                            _ => "mode",
                         },
                     })
                 }
@@ -486,7 +501,7 @@ impl SwitchConfig {
             .iter()
             .map(|u| match &u.device {
                 UplinkDevice::Vhost(p) => p.clone(),
-                UplinkDevice::Tap(_) | UplinkDevice::Packet(_) | UplinkDevice::Xdp { .. } => {
+                UplinkDevice::Tap(_) | UplinkDevice::Packet { .. } | UplinkDevice::Xdp { .. } => {
                     PathBuf::from(u.device.to_string())
                 }
             })
@@ -526,26 +541,27 @@ mod tests {
     }
 
     #[test]
-    fn kernel_interface_uplinks_run_in_domain_mode_only() {
+    fn a_tap_uplink_runs_in_domain_mode_only() {
         let tw0: kernel_nic::IfName = "tw0".parse().unwrap();
-        for (kind, device) in [
-            ("tap", UplinkDevice::Tap(tw0.clone())),
-            ("packet", UplinkDevice::Packet(tw0.clone())),
-        ] {
-            let u: UplinkSpec = format!("up0={kind}:tw0").parse().unwrap();
-            assert_eq!(u.device, device);
-            assert_eq!(u.device.to_string(), format!("{kind}:tw0"));
-            assert_eq!(u.mode, UplinkMode::Domain);
-            let u: UplinkSpec = format!("up0={kind}:tw0,mode=domain").parse().unwrap();
-            assert_eq!(u.mode, UplinkMode::Domain);
-            for mode in ["inline", "twin"] {
-                let bad = format!("up0={kind}:tw0,mode={mode}");
-                let e = bad.parse::<UplinkSpec>().unwrap_err();
-                assert!(
-                    matches!(e, ConfigError::BadValue { key: "mode", .. }),
-                    "{bad}: {e}"
-                );
-            }
+        let u: UplinkSpec = "up0=tap:tw0".parse().unwrap();
+        assert_eq!(u.device, UplinkDevice::Tap(tw0));
+        assert_eq!(u.device.to_string(), "tap:tw0");
+        assert_eq!(u.mode, UplinkMode::Domain);
+        let u: UplinkSpec = "up0=tap:tw0,mode=domain".parse().unwrap();
+        assert_eq!(u.mode, UplinkMode::Domain);
+        for mode in ["inline", "twin"] {
+            let bad = format!("up0=tap:tw0,mode={mode}");
+            let e = bad.parse::<UplinkSpec>().unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadValue { key: "mode", .. }),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn kernel_interface_names_are_checked() {
+        for kind in ["tap", "packet", "xdp"] {
             for name in ["", "a/b", "x234567890123456"] {
                 let bad = format!("up0={kind}:{name}");
                 let e = bad.parse::<UplinkSpec>().unwrap_err();
@@ -555,6 +571,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_packet_uplink_has_every_mode_and_an_optional_qdisc_bypass() {
+        let u: UplinkSpec = "up0=packet:tw0".parse().unwrap();
+        assert_eq!(
+            u.device,
+            UplinkDevice::Packet {
+                name: "tw0".parse().unwrap(),
+                qdisc_bypass: false
+            }
+        );
+        assert_eq!(u.device.to_string(), "packet:tw0");
+        assert_eq!(u.mode, UplinkMode::Domain);
+        assert!(u.device.has_movable_fast_path());
+        for (mode, want) in [
+            ("inline", UplinkMode::Inline),
+            ("twin", UplinkMode::Twin),
+            ("domain", UplinkMode::Domain),
+        ] {
+            let u: UplinkSpec = format!("up0=packet:tw0,mode={mode},qdisc-bypass=on")
+                .parse()
+                .unwrap();
+            assert_eq!(u.mode, want);
+            assert!(matches!(
+                u.device,
+                UplinkDevice::Packet {
+                    qdisc_bypass: true,
+                    ..
+                }
+            ));
+        }
+        let e = "up0=packet:tw0,qdisc-bypass=yes"
+            .parse::<UplinkSpec>()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::BadValue {
+                    key: "qdisc-bypass",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = "up0=tap:tw0,qdisc-bypass=on"
+            .parse::<UplinkSpec>()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
     }
 
     #[test]

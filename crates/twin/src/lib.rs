@@ -18,12 +18,14 @@
 //!   falls back to the driver domain, restarting it since its state may be
 //!   corrupt.
 //!
-//! Two drivers have switch-side instances: the virtio-net driver of a vhost-user
-//! NIC's domain (`driver_host::FastPath` over `VirtioNetTwin`) and the AF_XDP
-//! driver of an AF_XDP socket's domain (`driver_host::XdpFastPath` over
-//! `AfXdpTwin`, in the switch's own mapping of the driver's space, the socket's
-//! `send` as its doorbell). Either is called only through its generated
-//! fast-path entry table ([`Instance`] is what the switch needs of both).
+//! Three drivers have switch-side instances: the virtio-net driver of a
+//! vhost-user NIC's domain (`driver_host::FastPath` over `VirtioNetTwin`) and the
+//! ring drivers of an AF_XDP or AF_PACKET socket's domain
+//! (`driver_host::RingFastPath` over `AfXdpTwin` or `AfPacketTwin`, in the
+//! switch's own mapping of the driver's space, the socket's `send` as its
+//! doorbell). Each is called only through its generated fast-path entry table
+//! ([`Instance`] is what the switch needs of all; the ring drivers' instances
+//! sit behind one [`RingInstance`] vtable).
 //!
 //! Limits: one queue pair; the watchdog sees only loops that touch driver memory;
 //! the switch's own code inside the receive callback runs under the same guard, so a
@@ -35,9 +37,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use driver_domain::launch::Send;
 use driver_domain::DomainLink;
+use driver_env::access::AccessRange;
 use driver_env::InjectedFault;
 use driver_host::env::{Bell, DirectEnv};
-use driver_host::{DriverStats, FastPath, HostEnv, TxOutcome, XdpDriverStats, XdpFastPath};
+use driver_host::{
+    DriverStats, FastPath, HostEnv, PacketBell, RingDriver, RingFastPath, RingStats, TxOutcome,
+};
 use twin_wire::Segments;
 use virtio_net_driver::{NetConfig, NetError, NetLayout};
 
@@ -58,15 +63,19 @@ pub enum AttachError {
     /// The driver state in the region is invalid.
     #[error("the driver domain's state cannot be attached")]
     Driver(#[source] NetError),
-    /// The AF_XDP driver's state in its space is invalid.
-    #[error("the AF_XDP driver's state cannot be attached")]
-    XdpDriver(#[source] af_xdp_driver::XdpDriverError),
+    /// A ring driver's state in its space is invalid.
+    #[error("the {driver} driver's state cannot be attached: {reason}")]
+    RingDriver {
+        /// Which driver.
+        driver: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The region holds a layout other than the one the switch configured.
     #[error("the driver domain's state describes another layout than the switch configured")]
     LayoutMismatch,
-    /// The domain drives neither a vhost-user NIC nor an AF_XDP socket (a TAP
-    /// device, an AF_PACKET socket): there is no driver state in shared memory a
-    /// switch-side instance could run over.
+    /// The domain drives a TAP device: there is no driver state in shared
+    /// memory a switch-side instance could run over.
     #[error("the driver domain's fast path cannot move (its state is not shared memory)")]
     NotVhost,
 }
@@ -156,11 +165,31 @@ pub enum InstanceStats {
     /// The virtio-net driver's.
     VirtioNet(DriverStats),
     /// The AF_XDP driver's.
-    AfXdp(XdpDriverStats),
+    AfXdp(RingStats<af_xdp_driver::XdpStats>),
+    /// The AF_PACKET driver's.
+    AfPacket(RingStats<af_packet_driver::PacketStats>),
 }
 
-/// What the switch needs of a driver instance (virtio-net's or AF_XDP's) in
-/// either environment.
+/// A ring driver whose counters a report can show.
+pub trait ReportedRing: RingDriver {
+    /// The counters as an [`InstanceStats`].
+    fn instance_stats(s: RingStats<Self::Stats>) -> InstanceStats;
+}
+
+impl ReportedRing for af_xdp_driver::AfXdpTwin {
+    fn instance_stats(s: RingStats<af_xdp_driver::XdpStats>) -> InstanceStats {
+        InstanceStats::AfXdp(s)
+    }
+}
+
+impl ReportedRing for af_packet_driver::AfPacketTwin {
+    fn instance_stats(s: RingStats<af_packet_driver::PacketStats>) -> InstanceStats {
+        InstanceStats::AfPacket(s)
+    }
+}
+
+/// What the switch needs of a driver instance (virtio-net's or a ring
+/// driver's) in either environment.
 pub trait Instance {
     /// The environment it runs in.
     type Env;
@@ -210,14 +239,14 @@ impl<E: HostEnv> Instance for FastPath<E> {
     }
 }
 
-impl<E: HostEnv> Instance for XdpFastPath<E> {
+impl<E: HostEnv, D: ReportedRing> Instance for RingFastPath<E, D> {
     type Env = E;
     fn env(&self) -> &E {
-        XdpFastPath::env(self)
+        RingFastPath::env(self)
     }
     #[inline]
     fn send(&mut self, frame: &Segments<'_>) -> Send {
-        match XdpFastPath::send(self, frame) {
+        match RingFastPath::send(self, frame) {
             TxOutcome::Queued => Send::Queued,
             TxOutcome::NoRoom => Send::RingFull,
             TxOutcome::TooBig => Send::TooBig,
@@ -226,26 +255,26 @@ impl<E: HostEnv> Instance for XdpFastPath<E> {
     }
     #[inline]
     fn flush(&mut self) {
-        XdpFastPath::flush(self);
+        RingFastPath::flush(self);
     }
     /// Also wakes the kernel for frames it left on the transmit ring (busy at
     /// the last flush): the switch polls this every round.
     #[inline]
     fn rx_burst<F: FnMut(&Segments<'_>)>(&mut self, max: usize, f: F) -> usize {
         if self.tx_waiting() {
-            XdpFastPath::flush(self);
+            RingFastPath::flush(self);
         }
-        XdpFastPath::rx_burst(self, max, f)
+        RingFastPath::rx_burst(self, max, f)
     }
     /// The socket is readable whenever frames wait: nothing to arm.
     fn set_rx_notify(&mut self, on: bool) -> bool {
         on && self.rx_pending()
     }
     fn sync(&mut self) {
-        XdpFastPath::sync(self);
+        RingFastPath::sync(self);
     }
     fn stats(&self) -> InstanceStats {
-        InstanceStats::AfXdp(XdpFastPath::stats(self))
+        D::instance_stats(RingFastPath::stats(self))
     }
 }
 
@@ -270,28 +299,89 @@ impl Twin<FastPath<SvmEnv>> {
     }
 }
 
-impl Twin<XdpFastPath<SvmEnv>> {
-    /// Attaches a twin to the AF_XDP driver state `link`'s domain left in the
+/// A ring kind's link, as the instances need it: the socket, the switch's
+/// mapping of the driver's space, the layout, and the access map of the switch's
+/// own layout (never read from the space).
+struct RingParts<L> {
+    socket: std::sync::Arc<std::os::fd::OwnedFd>,
+    space: std::sync::Arc<driver_host::region::Region>,
+    layout: L,
+    map: Vec<AccessRange>,
+    /// An AF_PACKET socket's bell (it hears of a down interface).
+    packet_bell: Option<std::sync::Arc<PacketBell>>,
+}
+
+impl<L> RingParts<L> {
+    /// The doorbells, one per queue (queue 1 transmits; queue 0 is never rung
+    /// in copy mode).
+    fn bells(&self) -> Vec<Bell> {
+        let bell = || match &self.packet_bell {
+            Some(b) => Bell::PacketSocket(b.clone()),
+            None => Bell::XdpSocket(self.socket.clone()),
+        };
+        vec![bell(), bell()]
+    }
+}
+
+fn xdp_parts(link: &DomainLink) -> Option<RingParts<af_xdp_driver::XdpLayout>> {
+    let x = link.xdp()?;
+    Some(RingParts {
+        socket: x.socket().clone(),
+        space: x.space().clone(),
+        layout: *x.layout(),
+        map: x.layout().twin_access_map().to_vec(),
+        packet_bell: None,
+    })
+}
+
+fn packet_parts(link: &DomainLink) -> Option<RingParts<af_packet_driver::PacketLayout>> {
+    let p = link.packet()?;
+    Some(RingParts {
+        socket: p.socket().clone(),
+        space: p.space().clone(),
+        layout: *p.layout(),
+        map: p.layout().twin_access_map().to_vec(),
+        packet_bell: Some(PacketBell::new(p.socket().clone())),
+    })
+}
+
+fn ring_attach_error<D: RingDriver>(e: D::Error) -> AttachError {
+    AttachError::RingDriver {
+        driver: D::WHAT,
+        reason: e.to_string(),
+    }
+}
+
+impl<D: ReportedRing> Twin<RingFastPath<SvmEnv, D>> {
+    /// Attaches a twin to the ring driver state `link`'s domain left in the
     /// driver's space (after it handed the fast path over), through the
     /// switch's own mapping, with the access map of the switch's own layout.
-    pub fn attach_xdp(link: &DomainLink) -> Result<Self, AttachError> {
-        let x = link.xdp().ok_or(AttachError::NotVhost)?;
-        let map = x.layout().twin_access_map();
-        let svm = svm::Svm::new(x.space().clone(), &map).map_err(AttachError::Svm)?;
-        let env = SvmEnv::with_bells(svm, xdp_bells(x), Box::new(link.upcall_sink()));
+    fn attach_ring(link: &DomainLink, parts: RingParts<D::Layout>) -> Result<Self, AttachError> {
+        let svm = svm::Svm::new(parts.space.clone(), &parts.map).map_err(AttachError::Svm)?;
+        let env = SvmEnv::with_bells(svm, parts.bells(), Box::new(link.upcall_sink()));
         env.enter();
-        let fp = XdpFastPath::attach(env, *x.layout()).map_err(AttachError::XdpDriver)?;
+        let fp = RingFastPath::attach(env, parts.layout, parts.packet_bell)
+            .map_err(ring_attach_error::<D>)?;
         Ok(Self::new(fp))
     }
 }
 
-/// The AF_XDP driver's doorbells: the socket for both queues (only transmit is
-/// rung in copy mode).
-fn xdp_bells(x: &driver_domain::launch::XdpLink) -> Vec<Bell> {
-    vec![
-        Bell::XdpSocket(x.socket().clone()),
-        Bell::XdpSocket(x.socket().clone()),
-    ]
+/// An inline instance of a ring driver over `parts`.
+fn inline_ring<D: ReportedRing>(
+    link: &DomainLink,
+    parts: RingParts<D::Layout>,
+) -> Result<Box<dyn RingInstance>, AttachError>
+where
+    RingFastPath<DirectEnv, D>: RingInstance,
+{
+    let env = DirectEnv::with_upcalls(
+        parts.space.clone(),
+        parts.bells(),
+        Box::new(link.upcall_sink()),
+    );
+    let fp = RingFastPath::<DirectEnv, D>::attach(env, parts.layout, parts.packet_bell)
+        .map_err(ring_attach_error::<D>)?;
+    Ok(Box::new(fp))
 }
 
 impl<F: Instance<Env = SvmEnv>> Twin<F> {
@@ -389,6 +479,108 @@ impl<F: Instance<Env = SvmEnv>> Twin<F> {
     }
 }
 
+/// A ring driver's instance in the switch (AF_XDP or AF_PACKET, inline or
+/// twin), behind one vtable. Its frames cost a system call per batch, so an
+/// indirect call per frame is noise there; and it keeps [`SwitchInstance`]'s
+/// virtio-net arms small enough to be inlined into the switch's delivery
+/// (with four inlined arms, virtio-net's twin transmit lost 7 % in five paired
+/// `twin bench` runs).
+pub trait RingInstance: std::fmt::Debug + std::marker::Send {
+    /// Copies `frame` toward the NIC.
+    fn send(&mut self, frame: &Segments<'_>) -> Send;
+    /// Wakes the kernel for what was sent.
+    fn flush(&mut self);
+    /// Received frames, up to `max`.
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&Segments<'_>)) -> usize;
+    /// Event mode: true when frames wait.
+    fn set_rx_notify(&mut self, on: bool) -> bool;
+    /// Writes everything back.
+    fn sync(&mut self);
+    /// The driver's counters.
+    fn stats(&self) -> InstanceStats;
+    /// Why a twin was disabled.
+    fn fault(&self) -> Option<&TwinFault>;
+    /// A twin's SVM.
+    fn svm(&self) -> Option<&svm::Svm>;
+    /// Asks a twin's driver to commit `fault`; false for an inline instance.
+    fn inject(&self, fault: InjectedFault) -> bool;
+    /// Whether it runs through the SVM.
+    fn is_twin(&self) -> bool;
+}
+
+impl<D: ReportedRing> RingInstance for RingFastPath<DirectEnv, D>
+where
+    RingFastPath<DirectEnv, D>: std::marker::Send,
+{
+    fn send(&mut self, frame: &Segments<'_>) -> Send {
+        Instance::send(self, frame)
+    }
+    fn flush(&mut self) {
+        Instance::flush(self)
+    }
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&Segments<'_>)) -> usize {
+        Instance::rx_burst(self, max, f)
+    }
+    fn set_rx_notify(&mut self, on: bool) -> bool {
+        Instance::set_rx_notify(self, on)
+    }
+    fn sync(&mut self) {
+        Instance::sync(self)
+    }
+    fn stats(&self) -> InstanceStats {
+        Instance::stats(self)
+    }
+    fn fault(&self) -> Option<&TwinFault> {
+        None
+    }
+    fn svm(&self) -> Option<&svm::Svm> {
+        None
+    }
+    fn inject(&self, _fault: InjectedFault) -> bool {
+        false
+    }
+    fn is_twin(&self) -> bool {
+        false
+    }
+}
+
+impl<D: ReportedRing> RingInstance for Twin<RingFastPath<SvmEnv, D>>
+where
+    Twin<RingFastPath<SvmEnv, D>>: std::marker::Send,
+{
+    fn send(&mut self, frame: &Segments<'_>) -> Send {
+        Twin::send(self, frame)
+    }
+    fn flush(&mut self) {
+        Twin::flush(self)
+    }
+    fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&Segments<'_>)) -> usize {
+        Twin::rx_burst(self, max, f)
+    }
+    fn set_rx_notify(&mut self, on: bool) -> bool {
+        Twin::set_rx_notify(self, on)
+    }
+    fn sync(&mut self) {
+        Twin::sync(self)
+    }
+    fn stats(&self) -> InstanceStats {
+        Twin::stats(self)
+    }
+    fn fault(&self) -> Option<&TwinFault> {
+        Twin::fault(self)
+    }
+    fn svm(&self) -> Option<&svm::Svm> {
+        Some(Twin::svm(self))
+    }
+    fn inject(&self, fault: InjectedFault) -> bool {
+        Twin::inject(self, fault);
+        true
+    }
+    fn is_twin(&self) -> bool {
+        true
+    }
+}
+
 /// The fast path of an uplink, run in the switch.
 #[derive(Debug)]
 pub enum SwitchInstance {
@@ -396,27 +588,19 @@ pub enum SwitchInstance {
     Inline(Box<FastPath<DirectEnv>>),
     /// The virtio-net driver through the SVM; contained.
     Twin(Box<Twin<FastPath<SvmEnv>>>),
-    /// The AF_XDP driver, direct access; unprotected.
-    XdpInline(Box<XdpFastPath<DirectEnv>>),
-    /// The AF_XDP driver through the SVM; contained.
-    XdpTwin(Box<Twin<XdpFastPath<SvmEnv>>>),
+    /// A ring driver (AF_XDP, AF_PACKET), inline or twin.
+    Ring(Box<dyn RingInstance>),
 }
 
-/// Runs `f` as a call of its own (see [`SwitchInstance::send`]).
-#[inline(never)]
-fn out_of_line<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-/// Evaluates `$inline` with `$i` bound to an inline instance, or `$twin` with
-/// `$t` bound to a twin, whichever `$self` holds (either driver).
+/// Evaluates `$inline` with `$i` bound to a virtio-net inline instance, `$twin`
+/// with `$t` bound to a virtio-net twin, or `$ring` with `$r` bound to a ring
+/// driver's instance, whichever `$self` holds.
 macro_rules! each {
-    ($self:expr, $i:ident => $inline:expr, $t:ident => $twin:expr) => {
+    ($self:expr, $i:ident => $inline:expr, $t:ident => $twin:expr, $r:ident => $ring:expr) => {
         match $self {
             SwitchInstance::Inline($i) => $inline,
-            SwitchInstance::XdpInline($i) => $inline,
             SwitchInstance::Twin($t) => $twin,
-            SwitchInstance::XdpTwin($t) => $twin,
+            SwitchInstance::Ring($r) => $ring,
         }
     };
 }
@@ -424,14 +608,15 @@ macro_rules! each {
 impl SwitchInstance {
     /// Attaches an inline instance to `link`'s driver state.
     pub fn inline(link: &DomainLink) -> Result<Self, AttachError> {
-        if let Some(x) = link.xdp() {
-            let env = DirectEnv::with_upcalls(
-                x.space().clone(),
-                xdp_bells(x),
-                Box::new(link.upcall_sink()),
-            );
-            let fp = XdpFastPath::attach(env, *x.layout()).map_err(AttachError::XdpDriver)?;
-            return Ok(SwitchInstance::XdpInline(Box::new(fp)));
+        if let Some(parts) = xdp_parts(link) {
+            return Ok(SwitchInstance::Ring(
+                inline_ring::<af_xdp_driver::AfXdpTwin>(link, parts)?,
+            ));
+        }
+        if let Some(parts) = packet_parts(link) {
+            return Ok(SwitchInstance::Ring(inline_ring::<
+                af_packet_driver::AfPacketTwin,
+            >(link, parts)?));
         }
         let layout = expected_layout(link)?;
         let env = DirectEnv::with_upcalls(
@@ -446,79 +631,67 @@ impl SwitchInstance {
 
     /// Attaches a twin to `link`'s driver state.
     pub fn twin(link: &DomainLink) -> Result<Self, AttachError> {
-        if link.xdp().is_some() {
-            return Ok(SwitchInstance::XdpTwin(Box::new(Twin::attach_xdp(link)?)));
+        if let Some(parts) = xdp_parts(link) {
+            let t =
+                Twin::<RingFastPath<SvmEnv, af_xdp_driver::AfXdpTwin>>::attach_ring(link, parts)?;
+            return Ok(SwitchInstance::Ring(Box::new(t)));
+        }
+        if let Some(parts) = packet_parts(link) {
+            let t = Twin::<RingFastPath<SvmEnv, af_packet_driver::AfPacketTwin>>::attach_ring(
+                link, parts,
+            )?;
+            return Ok(SwitchInstance::Ring(Box::new(t)));
         }
         Ok(SwitchInstance::Twin(Box::new(Twin::attach(link)?)))
     }
 
     /// Whether it runs through the SVM.
     pub fn is_twin(&self) -> bool {
-        matches!(self, SwitchInstance::Twin(_) | SwitchInstance::XdpTwin(_))
+        each!(self, _i => false, _t => true, r => r.is_twin())
     }
 
     /// Copies `frame` toward the NIC.
-    ///
-    /// The per-frame calls keep the AF_XDP arms out of line: inlined, all four
-    /// made this function too large to be inlined into the switch's delivery,
-    /// and virtio-net's twin transmit lost 7 % (five paired `twin bench`
-    /// runs); AF_XDP's path pays a call next to a system call per batch.
     #[inline]
     pub fn send(&mut self, frame: &Segments<'_>) -> Send {
-        match self {
-            SwitchInstance::Inline(fp) => send_frame(fp, frame),
-            SwitchInstance::Twin(t) => t.send(frame),
-            SwitchInstance::XdpInline(fp) => out_of_line(|| Instance::send(&mut **fp, frame)),
-            SwitchInstance::XdpTwin(t) => out_of_line(|| t.send(frame)),
-        }
+        each!(self, fp => send_frame(fp, frame), t => t.send(frame), r => r.send(frame))
     }
 
     /// Publishes what was sent this iteration.
     #[inline]
     pub fn flush(&mut self) {
-        match self {
-            SwitchInstance::Inline(fp) => fp.tx_flush(),
-            SwitchInstance::Twin(t) => t.flush(),
-            SwitchInstance::XdpInline(fp) => out_of_line(|| Instance::flush(&mut **fp)),
-            SwitchInstance::XdpTwin(t) => out_of_line(|| t.flush()),
-        }
+        each!(self, fp => fp.tx_flush(), t => t.flush(), r => r.flush())
     }
 
     /// Received frames, up to `max`.
     #[inline]
-    pub fn rx_burst(&mut self, max: usize, f: impl FnMut(&Segments<'_>)) -> usize {
-        match self {
-            SwitchInstance::Inline(fp) => fp.rx_burst(max, f),
-            SwitchInstance::Twin(t) => t.rx_burst(max, f),
-            SwitchInstance::XdpInline(fp) => out_of_line(|| Instance::rx_burst(&mut **fp, max, f)),
-            SwitchInstance::XdpTwin(t) => out_of_line(|| t.rx_burst(max, f)),
-        }
+    pub fn rx_burst(&mut self, max: usize, mut f: impl FnMut(&Segments<'_>)) -> usize {
+        each!(self, fp => fp.rx_burst(max, f), t => t.rx_burst(max, f), r => r.rx_burst(max, &mut f))
     }
 
     /// Event mode: RX notifications on or off; true when frames raced in.
     pub fn set_rx_notify(&mut self, on: bool) -> bool {
-        each!(self, fp => Instance::set_rx_notify(&mut **fp, on), t => t.set_rx_notify(on))
+        each!(self, fp => Instance::set_rx_notify(&mut **fp, on), t => t.set_rx_notify(on), r => r.set_rx_notify(on))
     }
 
     /// Writes everything back to the region (a batch boundary another instance can
     /// continue from). Only meaningful for a healthy instance.
     pub fn sync(&mut self) {
-        each!(self, fp => Instance::sync(&mut **fp), t => t.sync())
+        each!(self, fp => Instance::sync(&mut **fp), t => t.sync(), r => r.sync())
     }
 
     /// Why a twin was disabled.
     pub fn fault(&self) -> Option<&TwinFault> {
-        each!(self, _fp => None, t => t.fault())
+        each!(self, _fp => None, t => t.fault(), r => r.fault())
     }
 
     /// The driver's counters.
     pub fn stats(&self) -> InstanceStats {
-        each!(self, fp => Instance::stats(&**fp), t => t.stats())
+        each!(self, fp => Instance::stats(&**fp), t => t.stats(), r => r.stats())
     }
 
     /// A twin's SVM (its checks, faults and map), for reports.
     pub fn svm(&self) -> Option<&svm::Svm> {
-        each!(self, _fp => None, t => Some(t.svm()))
+        each!(self, _fp => None, t => Some(t.svm()), r => r.svm())
     }
 
     /// Asks a twin's driver to commit `fault` in its next fast-path call
@@ -527,6 +700,6 @@ impl SwitchInstance {
         each!(self, _fp => false, t => {
             t.inject(fault);
             true
-        })
+        }, r => r.inject(fault))
     }
 }

@@ -38,6 +38,7 @@
 //! [`driver_env::InjectedFault`].
 
 use driver_env::{DriverEnv, DriverMem, MemFault};
+pub use driver_env::{RxFrame, TxChunk};
 
 use crate::layout::{
     XdpLayout, XdpLayoutError, FRAME_SIZE, PRIVATE_PAGE, STATE_CONFIG_LEN, STATE_PAGE,
@@ -126,29 +127,8 @@ pub enum XdpDriverError {
     NotReserved(u32),
 }
 
-/// A reserved transmit chunk: the host copies at most `capacity` bytes to
-/// `addr`, then commits or cancels it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TxChunk {
-    /// The chunk's number.
-    pub chunk: u32,
-    /// Driver address of its first byte.
-    pub addr: u64,
-    /// Bytes a frame may have.
-    pub capacity: u32,
-}
-
-/// A received frame in its chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RxFrame {
-    /// Driver address of the first byte.
-    pub addr: u64,
-    /// Frame length.
-    pub len: u32,
-}
-
 /// Counters of one driver (the region's, shared by every instance).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct XdpStats {
     /// Frames received and handed on.
     pub rx_packets: u64,
@@ -702,24 +682,14 @@ impl AfXdp {
         env: &E,
         fault: driver_env::InjectedFault,
     ) -> Result<(), XdpDriverError> {
-        use driver_env::InjectedFault;
-        match fault {
-            InjectedFault::ForbiddenRead => {
-                env.read_u64(self.layout.private + V_RESET_REQUESTED)?;
-                Ok(())
-            }
-            InjectedFault::WildWrite => {
-                env.write_u64(env.region_len().next_multiple_of(8), 0x5457_494e_4641_554c)?;
-                Ok(())
-            }
-            InjectedFault::Panic => {
-                panic!("injected fault: the AF_XDP fast path panics on request")
-            }
-            InjectedFault::Stuck => loop {
-                env.load_acquire_u32(self.layout.rx.producer)?;
-                std::hint::spin_loop();
-            },
-        }
+        driver_env::commit_injected_fault(
+            env,
+            fault,
+            "AF_XDP",
+            self.layout.private + V_RESET_REQUESTED,
+            self.layout.rx.producer,
+        )?;
+        Ok(())
     }
 }
 

@@ -234,6 +234,54 @@ pub trait FaultInjection {
     }
 }
 
+/// A received frame in driver memory, as a ring driver (AF_XDP, AF_PACKET)
+/// hands it to its host: the host reads `len` bytes at `addr` during the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxFrame {
+    /// Driver address of the first byte.
+    pub addr: u64,
+    /// Frame length.
+    pub len: u32,
+}
+
+/// A transmit buffer a ring driver reserved for its host: the host copies at
+/// most `capacity` bytes to `addr`, then commits or cancels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxChunk {
+    /// The buffer's number (a UMEM chunk, a ring slot).
+    pub chunk: u32,
+    /// Driver address of its first byte.
+    pub addr: u64,
+    /// Bytes a frame may have.
+    pub capacity: u32,
+}
+
+/// Commits an injected fault the same way in every driver (their
+/// `fault-injection` feature): `ForbiddenRead` reads the u64 at `forbidden` (an
+/// address a twin may not read: the private page), `WildWrite` writes past the
+/// region's end, `Panic` panics naming `driver`, and `Stuck` spins reading the
+/// u32 at `spin_on` (an address a twin may read) until the environment refuses
+/// an access (a twin's watchdog).
+pub fn commit_injected_fault<E: DriverMem>(
+    env: &E,
+    fault: InjectedFault,
+    driver: &str,
+    forbidden: u64,
+    spin_on: u64,
+) -> Result<(), MemFault> {
+    match fault {
+        InjectedFault::ForbiddenRead => env.read_u64(forbidden).map(drop),
+        InjectedFault::WildWrite => {
+            env.write_u64(env.region_len().next_multiple_of(8), 0x5457_494e_4641_554c)
+        }
+        InjectedFault::Panic => panic!("injected fault: the {driver} fast path panics on request"),
+        InjectedFault::Stuck => loop {
+            env.load_acquire_u32(spin_on)?;
+            std::hint::spin_loop();
+        },
+    }
+}
+
 /// Everything a driver is written against.
 pub trait DriverEnv: DriverMem + Doorbell + Upcalls + FaultInjection {}
 

@@ -739,24 +739,15 @@ impl VirtioNet {
         env: &E,
         fault: driver_env::InjectedFault,
     ) -> Result<(), NetError> {
-        use driver_env::InjectedFault;
-        match fault {
-            InjectedFault::ForbiddenRead => {
-                env.read_u64(self.layout.private + V_RESET_REQUESTED)?;
-                Ok(())
-            }
-            InjectedFault::WildWrite => {
-                env.write_u64(env.region_len().next_multiple_of(8), 0x5457_494e_4641_554c)?;
-                Ok(())
-            }
-            InjectedFault::Panic => {
-                panic!("injected fault: the virtio-net fast path panics on request")
-            }
-            InjectedFault::Stuck => loop {
-                env.load_acquire_u16(self.layout.rx.used + 2)?;
-                std::hint::spin_loop();
-            },
-        }
+        // Spinning on the receive queue's used ring (flags and index).
+        driver_env::commit_injected_fault(
+            env,
+            fault,
+            "virtio-net",
+            self.layout.private + V_RESET_REQUESTED,
+            self.layout.rx.used,
+        )?;
+        Ok(())
     }
 }
 

@@ -623,7 +623,7 @@ mod fault_injection {
         env.inject(InjectedFault::Panic);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dom.tx_flush(&env)))
             .unwrap_err();
-        let msg = caught.downcast_ref::<&str>().copied().unwrap_or_default();
+        let msg = caught.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains("injected fault"), "{msg:?}");
     }
 
@@ -638,8 +638,8 @@ mod fault_injection {
         assert_eq!(
             twin.tx_flush(&tenv),
             Err(NetError::Access(MemFault::new(
-                layout.rx.used + 2,
-                2,
+                layout.rx.used,
+                4,
                 FaultKind::Watchdog
             )))
         );

@@ -178,7 +178,8 @@ impl Uplink {
         poll: PollMode,
         restart_budget: usize,
     ) -> Result<Self, UplinkError> {
-        if let UplinkDevice::Packet(ifname) | UplinkDevice::Xdp { name: ifname, .. } = &spec.device
+        if let UplinkDevice::Packet { name: ifname, .. } | UplinkDevice::Xdp { name: ifname, .. } =
+            &spec.device
         {
             // An existing interface: a missing one is an error now, a down one is
             // said once (traffic starts when it comes up).
@@ -206,9 +207,13 @@ impl Uplink {
                 info!(uplink = %spec.name, device = %spec.device, "TAP device open");
                 DomainDevice::Tap(Arc::new(tap))
             }
-            UplinkDevice::Packet(ifname) => {
-                DomainDevice::Packet(ifname.clone(), kernel_nic::packet::RingGeometry::default())
-            }
+            UplinkDevice::Packet { name, qdisc_bypass } => DomainDevice::Packet(
+                name.clone(),
+                kernel_nic::packet::PacketOptions {
+                    qdisc_bypass: *qdisc_bypass,
+                    ..Default::default()
+                },
+            ),
             UplinkDevice::Xdp { name, queue, mode } => DomainDevice::Xdp {
                 name: name.clone(),
                 queue: *queue,

@@ -68,8 +68,9 @@ impl Uplink {
 impl Uplink {
     fn kernel_link(&self) -> serde_json::Value {
         use crate::config::UplinkDevice;
-        let (UplinkDevice::Tap(name) | UplinkDevice::Packet(name) | UplinkDevice::Xdp { name, .. }) =
-            &self.spec.device
+        let (UplinkDevice::Tap(name)
+        | UplinkDevice::Packet { name, .. }
+        | UplinkDevice::Xdp { name, .. }) = &self.spec.device
         else {
             return serde_json::Value::Null;
         };

@@ -363,8 +363,9 @@ impl Uplink {
     /// a link that flaps as fast as it can).
     fn watch_kernel_link(&mut self) {
         use crate::config::UplinkDevice;
-        let (UplinkDevice::Tap(name) | UplinkDevice::Packet(name) | UplinkDevice::Xdp { name, .. }) =
-            &self.spec.device
+        let (UplinkDevice::Tap(name)
+        | UplinkDevice::Packet { name, .. }
+        | UplinkDevice::Xdp { name, .. }) = &self.spec.device
         else {
             return;
         };
