@@ -101,9 +101,10 @@ struct SwitchArgs {
     clients: Vec<ClientSpec>,
     /// An uplink: NAME=DEVICE[,mode=inline|domain|twin]. DEVICE is a NIC's
     /// vhost-user socket (its driver domain connects, retrying until it appears),
-    /// tap:IFNAME, packet:IFNAME or xdp:IFNAME[,queue=N][,xdp-mode=native|generic].
-    /// The mode says who runs the driver's fast path: default inline for a NIC
-    /// socket, domain for a kernel interface (tap and packet: domain only).
+    /// tap:IFNAME, packet:IFNAME[,qdisc-bypass=on|off] or
+    /// xdp:IFNAME[,queue=N][,xdp-mode=native|generic]. The mode says who runs the
+    /// driver's fast path: default inline for a NIC socket, domain for a kernel
+    /// interface (tap: domain only).
     /// Repeatable.
     #[arg(long = "uplink", value_name = "NAME=DEVICE[,mode=inline|domain|twin]")]
     uplinks: Vec<UplinkSpec>,

@@ -645,3 +645,75 @@ fn compromised_domain_scribbling_the_shared_state(kind: &str, dev: &str) {
     assert_eq!(n(&sw_r, "/clients/c1/connects"), 1);
     assert!(n(&g, "/tx_packets") > 10_000);
 }
+
+/// A ring kind's domain that never answers the request to hand its fast path
+/// over (injected fault `refuse-handover`) is replaced after the handover
+/// timeout: the request stays pending while frames keep crossing the domain,
+/// then the domain is restarted (outage "did not hand the fast path over") and
+/// the new domain hands over as asked; the switch and the client go on.
+#[test]
+fn a_packet_domain_that_keeps_its_fast_path_is_replaced_after_the_timeout() {
+    domain_that_keeps_its_fast_path_is_replaced("packet", "ph");
+}
+
+/// The same for an AF_XDP domain.
+#[test]
+fn an_xdp_domain_that_keeps_its_fast_path_is_replaced_after_the_timeout() {
+    domain_that_keeps_its_fast_path_is_replaced("xdp", "pw");
+}
+
+fn domain_that_keeps_its_fast_path_is_replaced(kind: &str, dev: &str) {
+    let _m = serial();
+    let s = Scratch::new(&format!("{kind}refuse"));
+    let ns = Netns::new(&format!("{kind}refuse"));
+    quiet(&ns);
+    let (up, peer) = (format!("{dev}0"), format!("{dev}1"));
+    veth_pair(&ns, &up, &peer);
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:{up}"), C1);
+    let pid = wait_domain(&ctl, 0);
+    let mut g = gen_event(&c1_s, C1, &ns.mac(&peer), "20", "2000");
+    ctl_ok(&ctl, &["fault", "u0", "refuse-handover"]);
+    // The domain takes the fault within a loop round; the request comes after.
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = std::time::Instant::now();
+    ctl_ok(&ctl, &["mode", "u0", "twin"]);
+    let pending = wait_status(&ctl, Duration::from_secs(5), "handing over", |st| {
+        fast_path(st) == Some("handing-over")
+    });
+    // Frames keep crossing the domain while the request is pending (50 frames
+    // take 25 ms at this rate).
+    let before = n(&pending, "/uplinks/u0/tx_packets");
+    let moving = wait_status(&ctl, Duration::from_secs(5), "frames while pending", |st| {
+        n(st, "/uplinks/u0/tx_packets") > before + 50
+    });
+    assert_eq!(fast_path(&moving), Some("handing-over"), "{moving}");
+    assert!(asked.elapsed() < HANDOVER_TIMEOUT, "too slow to tell");
+    let st = wait_status(&ctl, Duration::from_secs(10), "a new domain", |st| {
+        outages(st).len() == 1 && fast_path(st) == Some("twin")
+    });
+    assert!(
+        asked.elapsed() >= HANDOVER_TIMEOUT,
+        "replaced after {:?}",
+        asked.elapsed()
+    );
+    let why = str_at(&outages(&st)[0], "/reason").to_string();
+    assert!(
+        why.contains("did not hand the fast path over"),
+        "outage reason {why:?}"
+    );
+    assert_ne!(n(&st, "/uplinks/u0/detail/driver/pid"), pid);
+    assert!(sw.running() && g.running());
+    // The twin carries the traffic: the peer reaches the client.
+    let c1_before = n(&st, "/clients/c1/tx_packets");
+    ping_client(&ns, 20);
+    wait_status(&ctl, Duration::from_secs(5), "the echoes", |st| {
+        n(st, "/clients/c1/tx_packets") >= c1_before + 20
+    });
+    let _ = g.report(Duration::from_secs(30));
+    let sw_r = sw.stop_report();
+    assert_eq!(n(&sw_r, "/clients/c1/connects"), 1);
+    assert_eq!(n(&sw_r, "/uplinks/u0/detail/twin_fault_count"), 0);
+}
+
+/// `switch::port::uplink::HANDOVER_TIMEOUT`.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);

@@ -177,6 +177,7 @@ pub(crate) fn serve<Q: KernelQueue>(
             handled_request: 0,
             upcalls_run: 0,
             upcalls_refused: 0,
+            refuse_handover: false,
         };
         xr.set_status(DdStatus {
             state: DdState::Running,
@@ -214,6 +215,8 @@ struct Domain<Q> {
     handled_request: u64,
     upcalls_run: u64,
     upcalls_refused: u64,
+    /// Injected fault `refuse-handover`: ownership requests go unanswered.
+    refuse_handover: bool,
 }
 
 impl<Q: KernelQueue> Domain<Q> {
@@ -235,6 +238,7 @@ impl<Q: KernelQueue> Domain<Q> {
                 if f == crate::Fault::ScribbleState {
                     self.queue.scribble_shared_state();
                 }
+                self.refuse_handover |= f == crate::Fault::RefuseHandover;
             }
             if checked.elapsed() >= CHECK_EVERY {
                 self.queue.check(&self.x)?;
@@ -243,7 +247,9 @@ impl<Q: KernelQueue> Domain<Q> {
                 }
                 checked = Instant::now();
             }
-            self.follow_ownership_request()?;
+            if !self.refuse_handover {
+                self.follow_ownership_request()?;
+            }
             let slow = self.run_upcalls()?;
             if self.queue.reset_requested() {
                 return Err(WorkerError::ResetRequested);
