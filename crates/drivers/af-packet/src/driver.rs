@@ -36,7 +36,9 @@
 //! [`AfPacket::rx_burst`] and [`AfPacket::tx_flush`] first commit a pending
 //! [`driver_env::InjectedFault`].
 
-use driver_env::{DriverEnv, DriverMem, MemFault, RxFrame, TxChunk};
+use driver_env::ring_record;
+pub use driver_env::ring_record::DomainErrors;
+use driver_env::{DriverEnv, MemFault, RxFrame, TxChunk};
 
 use crate::block::{self, BlockCursor, Packet, BLOCK_STATUS};
 use crate::layout::{
@@ -76,16 +78,9 @@ const S_TX_PENDING: u64 = 188;
 const _: () = assert!(P_LEN + 8 <= STATE_CONFIG_LEN && C_RX_PACKETS == STATE_CONFIG_LEN);
 const _: () = assert!(S_TX_PENDING + 4 <= STATE_CONFIG_LEN + STATE_RW_LEN);
 
-// Private page (offsets from `PacketLayout::private`; driver domain only).
-/// u64: malformed blocks and packets reported by fast paths.
-const V_KERNEL_ERRORS: u64 = 0;
-/// u64: the last batch's count of them.
-const V_LAST_KERNEL_ERRORS: u64 = 8;
-/// u64: transmit slots found in an impossible state.
-const V_BAD_STATE: u64 = 16;
-/// u64: 1 once a restart was requested.
-const V_RESET_REQUESTED: u64 = 24;
-const _: () = assert!(V_RESET_REQUESTED + 8 <= PRIVATE_PAGE);
+// Private page (from the layout's `private`; driver domain only): the
+// slow paths' record, `driver_env::ring_record`.
+const _: () = assert!(ring_record::LEN <= PRIVATE_PAGE);
 
 /// Offsets in a transmit slot's `tpacket3_hdr`.
 const TP_NEXT_OFFSET: u64 = 0;
@@ -159,19 +154,6 @@ pub struct PacketStats {
     pub bad_state: u64,
 }
 
-/// What the driver domain's slow paths recorded ([`AfPacket::domain_errors`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DomainErrors {
-    /// Malformed blocks and packets reported by fast paths.
-    pub kernel_errors: u64,
-    /// The last batch's count.
-    pub last_kernel_errors: u64,
-    /// Impossible slot states reported.
-    pub bad_state: u64,
-    /// A restart was requested.
-    pub reset_requested: bool,
-}
-
 /// Counter increments not yet written to the state page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Pending {
@@ -206,13 +188,6 @@ impl Pending {
             (C_BAD_STATE, self.bad_state),
         ]
     }
-}
-
-fn bump<E: DriverMem>(env: &E, off: u64, by: u64) -> Result<(), MemFault> {
-    if by == 0 {
-        return Ok(());
-    }
-    env.write_u64(off, env.read_u64(off)?.wrapping_add(by))
 }
 
 /// An AF_PACKET driver instance. The handle caches the layout (computed by the
@@ -553,6 +528,8 @@ impl AfPacket {
             n += 1;
         }
         self.tx_pending = 0;
+        // A reservation named a slot the walk may have moved past.
+        self.reserved = None;
         self.pending.tx_link_down += u64::from(n);
         self.sync(env)?;
         Ok(n)
@@ -580,7 +557,7 @@ impl AfPacket {
         }
         let p = self.pending;
         for (off, by) in p.fields() {
-            bump(env, off, by)?;
+            ring_record::add_u64(env, off, by)?;
         }
         self.pending = Pending::default();
         let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
@@ -619,9 +596,7 @@ impl AfPacket {
     /// Slow path: a batch dropped `count` malformed blocks or packets.
     #[slow_path]
     fn kernel_error<E: DriverEnv>(&self, env: &E, count: u32) -> Result<(), PacketDriverError> {
-        let private = self.layout.private;
-        bump(env, private + V_KERNEL_ERRORS, u64::from(count))?;
-        env.write_u64(private + V_LAST_KERNEL_ERRORS, u64::from(count))?;
+        ring_record::kernel_errors(env, self.layout.private, count)?;
         Ok(())
     }
 
@@ -630,26 +605,18 @@ impl AfPacket {
     /// and requests a restart.
     #[slow_path]
     fn state_corrupt<E: DriverEnv>(&self, env: &E, count: u32) -> Result<(), PacketDriverError> {
-        let private = self.layout.private;
-        bump(env, private + V_BAD_STATE, u64::from(count))?;
-        env.write_u64(private + V_RESET_REQUESTED, 1)?;
+        ring_record::state_corrupt(env, self.layout.private, count)?;
         Ok(())
     }
 
     /// Whether a slow path requested a restart (driver domain only).
     pub fn reset_requested<E: DriverEnv>(&self, env: &E) -> Result<bool, PacketDriverError> {
-        Ok(env.read_u64(self.layout.private + V_RESET_REQUESTED)? != 0)
+        Ok(ring_record::reset_requested(env, self.layout.private)?)
     }
 
     /// What the slow paths recorded (driver domain only).
     pub fn domain_errors<E: DriverEnv>(&self, env: &E) -> Result<DomainErrors, PacketDriverError> {
-        let private = self.layout.private;
-        Ok(DomainErrors {
-            kernel_errors: env.read_u64(private + V_KERNEL_ERRORS)?,
-            last_kernel_errors: env.read_u64(private + V_LAST_KERNEL_ERRORS)?,
-            bad_state: env.read_u64(private + V_BAD_STATE)?,
-            reset_requested: env.read_u64(private + V_RESET_REQUESTED)? != 0,
-        })
+        Ok(ring_record::read(env, self.layout.private)?)
     }
 
     /// Commits an injected fault (feature `fault-injection`).
@@ -663,7 +630,7 @@ impl AfPacket {
             env,
             fault,
             "AF_PACKET",
-            self.layout.private + V_RESET_REQUESTED,
+            self.layout.private + ring_record::RESET_REQUESTED,
             self.layout.block_addr(self.rx_next) + BLOCK_STATUS,
         )?;
         Ok(())

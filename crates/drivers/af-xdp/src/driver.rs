@@ -37,7 +37,9 @@
 //! [`AfXdp::rx_burst`] and [`AfXdp::tx_flush`] first commit a pending
 //! [`driver_env::InjectedFault`].
 
-use driver_env::{DriverEnv, DriverMem, MemFault};
+use driver_env::ring_record;
+pub use driver_env::ring_record::DomainErrors;
+use driver_env::{DriverEnv, MemFault};
 pub use driver_env::{RxFrame, TxChunk};
 
 use crate::layout::{
@@ -69,16 +71,9 @@ const S_FREE_TOP: u64 = 184;
 const _: () = assert!(P_LEN + 8 <= STATE_CONFIG_LEN && C_RX_PACKETS == STATE_CONFIG_LEN);
 const _: () = assert!(S_FREE_TOP + 4 <= STATE_CONFIG_LEN + STATE_RW_LEN);
 
-// Private page (offsets from `XdpLayout::private`; driver domain only).
-/// u64: kernel errors reported by fast paths.
-const V_KERNEL_ERRORS: u64 = 0;
-/// u64: the last batch's count of kernel errors.
-const V_LAST_KERNEL_ERRORS: u64 = 8;
-/// u64: chunk-table entries reported as corrupt.
-const V_BAD_STATE: u64 = 16;
-/// u64: 1 once a restart was requested.
-const V_RESET_REQUESTED: u64 = 24;
-const _: () = assert!(V_RESET_REQUESTED + 8 <= PRIVATE_PAGE);
+// Private page (from the layout's `private`; driver domain only): the
+// slow paths' record, `driver_env::ring_record`.
+const _: () = assert!(ring_record::LEN <= PRIVATE_PAGE);
 
 /// `XDP_RING_NEED_WAKEUP`.
 const NEED_WAKEUP: u32 = 1;
@@ -152,19 +147,6 @@ pub struct XdpStats {
     pub bad_state: u64,
 }
 
-/// What the driver domain's slow paths recorded ([`AfXdp::domain_errors`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DomainErrors {
-    /// Kernel errors reported by fast paths.
-    pub kernel_errors: u64,
-    /// The last batch's count.
-    pub last_kernel_errors: u64,
-    /// Corrupt chunk-table entries reported.
-    pub bad_state: u64,
-    /// A restart was requested.
-    pub reset_requested: bool,
-}
-
 /// Counter increments not yet written to the state page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Pending {
@@ -195,13 +177,6 @@ impl Pending {
             (C_BAD_STATE, self.bad_state),
         ]
     }
-}
-
-fn bump<E: DriverMem>(env: &E, off: u64, by: u64) -> Result<(), MemFault> {
-    if by == 0 {
-        return Ok(());
-    }
-    env.write_u64(off, env.read_u64(off)?.wrapping_add(by))
 }
 
 /// An AF_XDP driver instance. The handle caches the layout (computed by the
@@ -604,7 +579,7 @@ impl AfXdp {
         }
         let p = self.pending;
         for (off, by) in p.fields() {
-            bump(env, off, by)?;
+            ring_record::add_u64(env, off, by)?;
         }
         self.pending = Pending::default();
         let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
@@ -642,9 +617,7 @@ impl AfXdp {
     /// kernel.
     #[slow_path]
     fn kernel_error<E: DriverEnv>(&self, env: &E, count: u32) -> Result<(), XdpDriverError> {
-        let private = self.layout.private;
-        bump(env, private + V_KERNEL_ERRORS, u64::from(count))?;
-        env.write_u64(private + V_LAST_KERNEL_ERRORS, u64::from(count))?;
+        ring_record::kernel_errors(env, self.layout.private, count)?;
         Ok(())
     }
 
@@ -653,26 +626,18 @@ impl AfXdp {
     /// a restart.
     #[slow_path]
     fn state_corrupt<E: DriverEnv>(&self, env: &E, count: u32) -> Result<(), XdpDriverError> {
-        let private = self.layout.private;
-        bump(env, private + V_BAD_STATE, u64::from(count))?;
-        env.write_u64(private + V_RESET_REQUESTED, 1)?;
+        ring_record::state_corrupt(env, self.layout.private, count)?;
         Ok(())
     }
 
     /// Whether a slow path requested a restart (driver domain only).
     pub fn reset_requested<E: DriverEnv>(&self, env: &E) -> Result<bool, XdpDriverError> {
-        Ok(env.read_u64(self.layout.private + V_RESET_REQUESTED)? != 0)
+        Ok(ring_record::reset_requested(env, self.layout.private)?)
     }
 
     /// What the slow paths recorded (driver domain only).
     pub fn domain_errors<E: DriverEnv>(&self, env: &E) -> Result<DomainErrors, XdpDriverError> {
-        let private = self.layout.private;
-        Ok(DomainErrors {
-            kernel_errors: env.read_u64(private + V_KERNEL_ERRORS)?,
-            last_kernel_errors: env.read_u64(private + V_LAST_KERNEL_ERRORS)?,
-            bad_state: env.read_u64(private + V_BAD_STATE)?,
-            reset_requested: env.read_u64(private + V_RESET_REQUESTED)? != 0,
-        })
+        Ok(ring_record::read(env, self.layout.private)?)
     }
 
     /// Commits an injected fault (feature `fault-injection`).
@@ -686,7 +651,7 @@ impl AfXdp {
             env,
             fault,
             "AF_XDP",
-            self.layout.private + V_RESET_REQUESTED,
+            self.layout.private + ring_record::RESET_REQUESTED,
             self.layout.rx.producer,
         )?;
         Ok(())

@@ -39,6 +39,7 @@
 use std::fmt;
 
 pub mod access;
+pub mod ring_record;
 pub mod test_env;
 
 /// What went wrong with a memory access.

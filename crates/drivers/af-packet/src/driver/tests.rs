@@ -6,7 +6,7 @@ use super::*;
 use crate::block::{BLOCK_HEADER_LEN, PACKET_HEADER_LEN, TPACKET_V3_BLOCK_VERSION, TP_STATUS_USER};
 use crate::layout::{PacketConfig, TX_FRAME_SIZE};
 use driver_env::test_env::{MapEnv, VecEnv};
-use driver_env::{FaultKind, UpcallRoute};
+use driver_env::{DriverMem, FaultKind, UpcallRoute};
 
 const BLOCK: u32 = 4096;
 const BLOCKS: u32 = 4;

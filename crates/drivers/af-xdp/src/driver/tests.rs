@@ -4,7 +4,7 @@
 use super::*;
 use crate::layout::{XdpConfig, LINUX_OFFSETS};
 use driver_env::test_env::{MapEnv, VecEnv};
-use driver_env::{FaultKind, UpcallRoute};
+use driver_env::{DriverMem, FaultKind, UpcallRoute};
 
 const FRAMES: u32 = 64;
 const ENTRIES: u32 = FRAMES / 2;
