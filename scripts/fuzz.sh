@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 require_programs g++ grep sed awk find mktemp date
 
 CARGO_FUZZ_VERSION=0.13.2
-ALL_TARGETS=(vhost_user_messages device_rings exchange_rings driver_used_ring svm_access)
+ALL_TARGETS=(vhost_user_messages device_rings exchange_rings driver_used_ring svm_access packet_rings)
 
 mode=smoke
 targets=()

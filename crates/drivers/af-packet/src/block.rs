@@ -8,7 +8,7 @@
 //!
 //! * the block header: version 3, a used length (`blk_len`) inside the block and
 //!   past its header, no more packets than the used length can hold;
-//! * each packet: its header inside the used length, its frame (`tp_mac`,
+//! * each packet: its header inside the used length and 4-aligned, its frame (`tp_mac`,
 //!   `tp_snaplen`) inside the used length and after its header, the next
 //!   packet's offset moving forward past the frame.
 //!
@@ -170,8 +170,11 @@ impl BlockCursor {
         base: u64,
     ) -> Result<Result<Packet, Malformed>, MemFault> {
         let (at, blk_len) = (self.at, self.blk_len);
-        // The header inside the used length, at or after the block header.
+        // The header inside the used length, at or after the block header, and
+        // aligned for its words (the kernel aligns every packet to 8 bytes or
+        // more; found by fuzzing: a misaligned offset was a failed access).
         let hdr_ok = at >= BLOCK_HEADER_LEN
+            && at.is_multiple_of(4)
             && at
                 .checked_add(PACKET_HEADER_LEN)
                 .is_some_and(|e| e <= blk_len);

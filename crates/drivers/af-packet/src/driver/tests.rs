@@ -161,7 +161,7 @@ fn lies_in_a_block_are_counted_and_keep_what_was_good_before() {
     let good = frames(2, 1);
     let first = BLOCK_HEADER_LEN;
     // (what, offset, value, frames handed on)
-    let cases: [(&str, u32, u32, usize); 10] = [
+    let cases: [(&str, u32, u32, usize); 12] = [
         ("too many packets", 12, 1000, 0),
         ("used length past the block", 20, BLOCK + 1, 0),
         ("used length inside the block header", 20, 8, 0),
@@ -171,6 +171,13 @@ fn lies_in_a_block_are_counted_and_keep_what_was_good_before() {
         ("a next offset of 0 before the last", first, 0, 0),
         ("a next offset back into the frame", first, 16, 0),
         ("a next offset that wraps", first, u32::MAX, 0),
+        ("a misaligned first packet", 16, BLOCK_HEADER_LEN + 2, 0),
+        (
+            "a misaligned next offset",
+            first,
+            SECOND - BLOCK_HEADER_LEN + 1,
+            1,
+        ),
         ("not version 3", 0, 1, 0),
     ];
     for (what, off, v, want) in cases {
