@@ -12,7 +12,7 @@
 //! Checked: no panic, no hang; every frame handed over lies inside the block it
 //! came from and is at least an Ethernet header long; a burst hands over at most
 //! its limit; a reserved slot's area lies inside the transmit ring; an attach
-//! either refuses the state or continues with counters that only grow.
+//! over scribbled positions either refuses them or continues without a panic.
 #![no_main]
 
 use af_packet_driver::{AfPacket, PacketConfig, PacketLayout};
@@ -130,14 +130,9 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Sync => d.sync(&env).expect("sync"),
             Op::Reattach { offset, value } => {
                 d.sync(&env).expect("sync");
-                let before = d.stats(&env).expect("stats");
                 let off = u64::from(offset) & !3;
                 let _ = env.write_u32(off, value);
                 if let Ok(next) = AfPacket::attach(&env, layout) {
-                    let after = next.stats(&env).expect("stats");
-                    // A scribbled counter may say anything; only the positions
-                    // were checked, and the driver goes on from them.
-                    let _ = (before, after);
                     d = next;
                 }
             }
