@@ -101,10 +101,12 @@ struct SwitchArgs {
     clients: Vec<ClientSpec>,
     /// An uplink: NAME=DEVICE[,mode=inline|domain|twin]. DEVICE is a NIC's
     /// vhost-user socket (its driver domain connects, retrying until it appears),
-    /// tap:IFNAME, packet:IFNAME[,qdisc-bypass=on|off] or
+    /// tap:IFNAME, packet:IFNAME[,qdisc-bypass=on|off][,queues=N] or
     /// xdp:IFNAME[,queue=N][,xdp-mode=native|generic]. The mode says who runs the
     /// driver's fast path: default inline for a NIC socket, domain for a kernel
-    /// interface (tap: domain only).
+    /// interface (tap: domain only). With queues=N a packet: uplink has N sockets
+    /// in a fanout group, each with its own driver domain (queue i is NAME:i in
+    /// `twin ctl`).
     /// Repeatable.
     #[arg(long = "uplink", value_name = "NAME=DEVICE[,mode=inline|domain|twin]")]
     uplinks: Vec<UplinkSpec>,
@@ -148,8 +150,9 @@ struct SwitchArgs {
     /// gives up, and stays down until `twin ctl revive UPLINK`.
     #[arg(long, default_value_t = switch::port::uplink::RESTART_BUDGET)]
     restart_budget: usize,
-    /// Run as root, the switch runs uplink i's driver domain as user and group id
-    /// BASE+i outside its namespaces, an id nothing else on the host should use.
+    /// Run as root, the switch runs the driver domains of its uplinks' queues as
+    /// user and group ids BASE, BASE+1... (one per queue, uplinks in order)
+    /// outside their namespaces, ids nothing else on the host should use.
     #[arg(long, value_name = "BASE", default_value_t = 3_000_000_000)]
     domain_id_base: u32,
     #[command(flatten)]

@@ -717,3 +717,149 @@ fn domain_that_keeps_its_fast_path_is_replaced(kind: &str, dev: &str) {
 
 /// `switch::port::uplink::HANDOVER_TIMEOUT`.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `count` UDP datagrams from the peer's stack to the client, each from a socket
+/// of its own (bash's `/dev/udp`): each a flow of its own, by source port.
+fn udp_flows(ns: &Netns, count: u32) {
+    let script = format!("for i in $(seq {count}); do echo x > /dev/udp/{C1_IP}/7; done");
+    let out = ns
+        .command("bash")
+        .args(["-c", &script])
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Queue `q`'s part of u0's report.
+fn queue(st: &Value, q: usize) -> &Value {
+    &st["uplinks"]["u0"]["detail"]["queues"][q]
+}
+
+#[test]
+fn a_packet_uplink_with_two_queues_shares_the_wire_in_domain_mode() {
+    queues_share_the_wire_and_fail_alone("domain");
+}
+
+#[test]
+fn a_packet_uplink_with_two_queues_shares_the_wire_in_twin_mode() {
+    queues_share_the_wire_and_fail_alone("twin");
+}
+
+/// `packet:pq0,queues=2` in `mode`: two sockets in a fanout group, a domain (and
+/// a fast path) each. The peer sends datagrams of many flows to the client: the
+/// kernel gives each to one queue (the uplink counts exactly what pq0 received:
+/// two sockets outside a group would each get every frame, twice the count),
+/// and both queues get some. Queue 1's domain is killed while the client sends:
+/// queue 0 keeps its domain, queue 1 gets a new one with a socket that joins the
+/// same group, and again every frame crosses once.
+fn queues_share_the_wire_and_fail_alone(mode: &str) {
+    let _m = serial();
+    let tag = format!("pq{mode}");
+    let s = Scratch::new(&tag);
+    let ns = Netns::new(&tag);
+    quiet(&ns);
+    veth_pair(&ns, "pq0", "pq1");
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("packet:pq0,queues=2,mode={mode}"), C1);
+    let ready = |st: &Value| {
+        (0..2).all(|q| {
+            queue(st, q)["connected"] == Value::Bool(true)
+                && maybe_str(queue(st, q), "/driver/fast_path") == Some(mode)
+        })
+    };
+    let st0 = wait_status(&ctl, Duration::from_secs(20), "both queues up", ready);
+    let group = n(&st0, "/uplinks/u0/detail/fanout_group");
+    let pid = |st: &Value, q: usize| n(queue(st, q), "/driver/pid");
+    let (q0, q1) = (pid(&st0, 0), pid(&st0, 1));
+    assert_ne!(q0, q1, "a domain each");
+    let received = |st: &Value, q: usize| n(queue(st, q), "/rx_packets");
+
+    let mut g = gen_event(&c1_s, C1, &ns.mac("pq1"), "5", "3000");
+    wait_status(&ctl, Duration::from_secs(10), "c1 sending", |st| {
+        n(st, "/uplinks/u0/tx_packets") > 1000
+    });
+    udp_flows(&ns, 200);
+    let st1 = wait_status(&ctl, Duration::from_secs(5), "the flows reach c1", |st| {
+        n(st, "/clients/c1/tx_packets") >= 200
+    });
+    assert!(
+        received(&st1, 0) > 0 && received(&st1, 1) > 0,
+        "both queues receive: {} and {}",
+        received(&st1, 0),
+        received(&st1, 1)
+    );
+
+    ctl_ok(&ctl, &["fault", "u0:1", "kill"]);
+    let st2 = wait_status(&ctl, Duration::from_secs(20), "queue 1 back", |st| {
+        ready(st) && pid(st, 1) != q1
+    });
+    assert_eq!(pid(&st2, 0), q0, "queue 0 kept its domain");
+    assert_eq!(
+        n(&st2, "/uplinks/u0/detail/fanout_group"),
+        group,
+        "the new socket joined the same group"
+    );
+    let base = [received(&st2, 0), received(&st2, 1)];
+    udp_flows(&ns, 200);
+    let st3 = wait_status(&ctl, Duration::from_secs(5), "the flows reach c1", |st| {
+        n(st, "/clients/c1/tx_packets") >= 400
+    });
+    assert!(
+        received(&st3, 0) > base[0] && received(&st3, 1) > base[1],
+        "both queues receive again: {st3}"
+    );
+    let g = g.report(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let (up_tx, up_rx) = (ns.stat("pq0", "tx_packets"), ns.stat("pq0", "rx_packets"));
+    let (peer_rx, peer_tx) = (ns.stat("pq1", "rx_packets"), ns.stat("pq1", "tx_packets"));
+    let st = ctl_status(&ctl);
+    let sw_r = sw.stop_report();
+    eprintln!("gen {g}\nswitch {sw_r}\npq0 tx {up_tx} rx {up_rx}, pq1 rx {peer_rx} tx {peer_tx}");
+
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/connects"),
+        3,
+        "two queues, one restart"
+    );
+    assert_eq!(n(&sw_r, "/uplinks/u0/disconnects"), 1);
+    assert_eq!(
+        array(queue(&st, 0), "/outages").len(),
+        0,
+        "queue 0: no outage"
+    );
+    assert_eq!(array(queue(&st, 1), "/outages").len(), 1, "queue 1: one");
+    // The wire, and pq1 -> pq0 -> queues -> c1: each datagram once.
+    assert_eq!(up_tx, peer_rx, "pq0 -> pq1");
+    assert_eq!(peer_tx, up_rx, "pq1 -> pq0");
+    assert_eq!(peer_tx, 400, "pq1 sent the 400 datagrams and nothing else");
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/rx_packets") + domain_drops(&sw_r),
+        up_rx,
+        "every frame pq0 received reached the switch once, or a domain counted it"
+    );
+    assert_eq!(n(&g, "/rx_packets"), n(&sw_r, "/clients/c1/tx_packets"));
+    // c1 -> switch -> a queue -> pq0: to the uplink or counted; out of pq0 or
+    // counted by a domain, or lost in the killed one.
+    let sent = n(&g, "/tx_packets");
+    assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), sent);
+    let c1_d = &sw_r["clients"]["c1"]["drops"];
+    assert_eq!(
+        n(&sw_r, "/uplinks/u0/tx_packets")
+            + n(c1_d, "/uplink_down")
+            + n(c1_d, "/no_destination")
+            + n(&sw_r, "/uplinks/u0/drops/uplink_ring_full"),
+        sent,
+        "c1's frames: to the uplink or counted"
+    );
+    let lost_in_kill: u64 = array(queue(&st, 1), "/outages")
+        .iter()
+        .map(|o| n(o, "/frames_in_flight_lost"))
+        .sum();
+    let to_wire = n(&sw_r, "/uplinks/u0/tx_packets");
+    let accounted = up_tx + domain_drops(&sw_r);
+    assert!(
+        accounted <= to_wire && to_wire <= accounted + lost_in_kill,
+        "pq0 sent every frame the uplink took, or one is counted: pq0 {up_tx} + \
+         domain drops {} + lost in the kill {lost_in_kill}, uplink {to_wire}",
+        domain_drops(&sw_r)
+    );
+}

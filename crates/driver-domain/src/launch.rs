@@ -135,7 +135,14 @@ pub enum DomainDevice {
     /// options. Each domain gets a socket of its own, opened (and bound) by the
     /// switch at its launch: nothing a previous domain did to its rings carries
     /// over, and an interface deleted and created again is found by name.
-    Packet(kernel_nic::IfName, kernel_nic::packet::PacketOptions),
+    Packet {
+        /// The interface.
+        name: kernel_nic::IfName,
+        /// How its sockets are set up.
+        options: kernel_nic::packet::PacketOptions,
+        /// The group the socket joins, when the uplink has several queues.
+        fanout: Option<Arc<kernel_nic::packet::Fanout>>,
+    },
     /// One queue of an interface reached through an AF_XDP socket. Each domain
     /// gets the redirect program attached anew (held by its [`DomainLink`], so it
     /// is detached when the domain is gone) and a socket and UMEM of its own.
@@ -495,8 +502,12 @@ impl DomainLink {
                 }
                 Dev::Tap(fd)
             }
-            DomainDevice::Packet(name, options) => Dev::Packet(
-                kernel_nic::packet::PacketSocket::open(name, *options)
+            DomainDevice::Packet {
+                name,
+                options,
+                fanout,
+            } => Dev::Packet(
+                kernel_nic::packet::PacketSocket::open(name, *options, fanout.as_deref())
                     .map_err(LaunchError::Packet)?,
             ),
             DomainDevice::Xdp {

@@ -19,13 +19,27 @@
 //! packet taps (`tcpdump` sees none of them); a veth or a TAP has no queue
 //! (`noqueue`), so there it changes nothing (docs/evaluation.md).
 //!
-//! Limits: one socket (no fanout); a transmit frame holds at most
-//! [`TX_FRAME_SIZE`] less its header.
+//! Several sockets on one interface share its received frames through a
+//! [`Fanout`] group: the kernel hands each frame to one of them by its flow hash
+//! (`PACKET_FANOUT_HASH`), so a flow's frames keep their order. In a group the
+//! socket's own `PACKET_IGNORE_OUTGOING` has no effect (the kernel taps the
+//! interface once, for the group), so each member carries a classic BPF filter
+//! that drops outgoing frames instead ([`DROP_OUTGOING`]); and a socket joins
+//! its group behind a filter that drops everything ([`DROP_ALL`]), so that in
+//! the moment between `bind` and the join it takes no frame the group's other
+//! members also get. Fragments are not reassembled before hashing (the switch
+//! forwards the wire's frames as they are): a fragmented datagram's later
+//! pieces may reach another member than its first.
+//!
+//! Limits: a transmit frame holds at most [`TX_FRAME_SIZE`] less its header; a
+//! fanout member can only join while its interface is up (the kernel refuses
+//! a socket that is not receiving), so a queue's domain starts once it is.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, PoisonError};
 
 pub use af_packet_driver::{PacketConfig, PacketLayout, TX_FRAME_SIZE};
-use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use vm_memory::MmapRegion;
 
 use crate::ifname::IfName;
@@ -75,6 +89,88 @@ pub struct PacketOptions {
     pub qdisc_bypass: bool,
 }
 
+/// Classic BPF: `ret #0`, every frame dropped.
+pub const DROP_ALL: [libc::sock_filter; 1] = [bpf_stmt(BPF_RET_K, 0)];
+
+/// Classic BPF: drop the frames the interface sends (`skb->pkt_type ==
+/// PACKET_OUTGOING`), take the others whole.
+pub const DROP_OUTGOING: [libc::sock_filter; 4] = [
+    // A = skb->pkt_type (an ancillary load: `SKF_AD_OFF + SKF_AD_PKTTYPE`).
+    bpf_stmt(BPF_LD_W_ABS, (SKF_AD_OFF + SKF_AD_PKTTYPE) as u32),
+    // if A == PACKET_OUTGOING goto drop
+    libc::sock_filter {
+        code: BPF_JMP_JEQ_K,
+        jt: 0,
+        jf: 1,
+        k: libc::PACKET_OUTGOING as u32,
+    },
+    bpf_stmt(BPF_RET_K, 0),
+    bpf_stmt(BPF_RET_K, u32::MAX),
+];
+
+const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_JMP_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const SKF_AD_OFF: i32 = -0x1000;
+const SKF_AD_PKTTYPE: i32 = 4;
+
+const fn bpf_stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// `PACKET_FANOUT_HASH`: a frame goes to the member its flow hash picks.
+const FANOUT_HASH: u32 = 0;
+/// `PACKET_FANOUT_FLAG_UNIQUEID`: the kernel picks an id no group has.
+const FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+
+/// A fanout group: the AF_PACKET sockets of one uplink's queues, among which
+/// the kernel spreads the interface's received frames by flow. The first
+/// socket creates it with an id the kernel picks; the others (and every
+/// socket opened again for a restarted domain) join that id. While one of its
+/// sockets lives the group stays; once its interface was deleted, the next
+/// socket (bound to the interface of that name now) starts a new group, which
+/// the others join as their domains are restarted.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    id: Mutex<Option<u16>>,
+}
+
+impl Fanout {
+    /// A group no socket has joined yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The group's id, once a socket created it.
+    pub fn id(&self) -> Option<u16> {
+        *self.id.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts the bound socket `socket` into the group (creating the group when
+    /// there is none) and returns the group's id.
+    fn join(&self, socket: BorrowedFd<'_>) -> std::io::Result<u16> {
+        let mut id = self.id.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(group) = *id {
+            match sys::packet_fanout(socket, u32::from(group) | FANOUT_HASH << 16) {
+                Ok(()) => return Ok(group),
+                // The group's members are bound to an interface that was deleted
+                // (they see no frames any more): start a new group.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        sys::packet_fanout(socket, (FANOUT_HASH | FANOUT_FLAG_UNIQUEID) << 16)?;
+        let group = (sys::packet_fanout_of(socket)? & 0xffff) as u16;
+        *id = Some(group);
+        Ok(group)
+    }
+}
+
 /// Why a packet socket could not be opened or mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum PacketError {
@@ -118,9 +214,13 @@ pub struct PacketSocket;
 
 impl PacketSocket {
     /// Opens a socket on `name` (needs `CAP_NET_RAW`) with rings of the
-    /// options' geometry, close-on-exec and non-blocking from the start, and
-    /// the driver's state memfd.
-    pub fn open(name: &IfName, options: PacketOptions) -> Result<PacketHandover, PacketError> {
+    /// options' geometry, close-on-exec and non-blocking from the start, in
+    /// the `fanout` group when given, and the driver's state memfd.
+    pub fn open(
+        name: &IfName,
+        options: PacketOptions,
+        fanout: Option<&Fanout>,
+    ) -> Result<PacketHandover, PacketError> {
         let geometry = options.geometry;
         let layout =
             PacketLayout::new(geometry.config()).map_err(|_| PacketError::Geometry(geometry))?;
@@ -131,15 +231,14 @@ impl PacketSocket {
                 source: e.into(),
             }
         };
-        let all = Protocol::from_raw(
-            rustix::net::RawProtocol::new((libc::ETH_P_ALL as u16).to_be() as u32)
-                .expect("ETH_P_ALL is not 0"),
-        );
+        // Protocol 0: the socket takes no frame at all until it is bound to its
+        // interface, below, after its rings exist (with `ETH_P_ALL` here it would
+        // take every interface's frames meanwhile).
         let fd = rustix::net::socket_with(
             AddressFamily::PACKET,
             SocketType::RAW,
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            Some(all),
+            None,
         )
         .map_err(sys_err("socket"))?;
         let ifindex = match rustix::net::netdevice::name_to_index(&fd, name.as_str()) {
@@ -164,13 +263,23 @@ impl PacketSocket {
             frame_nr: layout.tx_frames,
             ..Default::default()
         };
-        sys::packet_rings(fd.as_fd(), ifindex, &rx, &tx, options.qdisc_bypass).map_err(
-            |source| PacketError::Sys {
+        let io_err = |what| {
+            move |source: std::io::Error| PacketError::Sys {
                 name: name.clone(),
-                what: "rings",
+                what,
                 source,
-            },
-        )?;
+            }
+        };
+        sys::packet_rings(fd.as_fd(), &rx, &tx, options.qdisc_bypass).map_err(io_err("rings"))?;
+        match fanout {
+            None => sys::packet_bind(fd.as_fd(), ifindex).map_err(io_err("bind"))?,
+            Some(group) => {
+                sys::socket_filter(fd.as_fd(), &DROP_ALL).map_err(io_err("filter"))?;
+                sys::packet_bind(fd.as_fd(), ifindex).map_err(io_err("bind"))?;
+                group.join(fd.as_fd()).map_err(io_err("fanout"))?;
+                sys::socket_filter(fd.as_fd(), &DROP_OUTGOING).map_err(io_err("filter"))?;
+            }
+        }
         let state = sealed_memfd("twin-packet-state", layout.state_len)
             .map_err(sys_err("the driver's state memfd"))?;
         Ok(PacketHandover {

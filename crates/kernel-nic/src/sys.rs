@@ -10,7 +10,9 @@
 //!   the device was deleted); a `struct ifreq` out.
 //! * `SIOCGIFFLAGS`: an interface's flags; a `struct ifreq` in and out.
 //! * AF_PACKET socket options (`PACKET_VERSION`, `PACKET_RX_RING`,
-//!   `PACKET_IGNORE_OUTGOING`, `PACKET_QDISC_BYPASS`) and `bind` to an interface (`struct sockaddr_ll`).
+//!   `PACKET_IGNORE_OUTGOING`, `PACKET_QDISC_BYPASS`, `PACKET_FANOUT` set and
+//!   read), `bind` to an interface (`struct sockaddr_ll`), and a classic BPF
+//!   socket filter (`SO_ATTACH_FILTER`, `struct sock_fprog`).
 //!
 //! * AF_XDP: the UMEM registration, ring sizes, ring offsets and `bind`
 //!   (`struct xdp_umem_reg`, `struct xdp_mmap_offsets`, `struct sockaddr_xdp`);
@@ -192,11 +194,10 @@ fn setsockopt_at<T>(
 }
 
 /// Makes `fd` (an AF_PACKET socket) a TPACKET_V3 socket with receive ring `rx`
-/// and transmit ring `tx` that does not see its own interface's outgoing frames,
-/// bound to `ifindex`.
+/// and transmit ring `tx` that does not see its own interface's outgoing frames
+/// (while it is in no fanout group: see `packet.rs`).
 pub(crate) fn packet_rings(
     fd: BorrowedFd<'_>,
-    ifindex: u32,
     rx: &TpacketReq3,
     tx: &TpacketReq3,
     qdisc_bypass: bool,
@@ -207,7 +208,12 @@ pub(crate) fn packet_rings(
         setsockopt(fd, PACKET_QDISC_BYPASS, &1 as &libc::c_int)?;
     }
     setsockopt(fd, PACKET_RX_RING, rx)?;
-    setsockopt(fd, PACKET_TX_RING, tx)?;
+    setsockopt(fd, PACKET_TX_RING, tx)
+}
+
+/// Binds the AF_PACKET socket `fd` to every protocol on `ifindex`: from here on
+/// it receives that interface's frames.
+pub(crate) fn packet_bind(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
     // SAFETY: `sockaddr_ll` is plain data (integers, a byte array): all-zero is valid.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -223,6 +229,46 @@ pub(crate) fn packet_rings(
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     })
+}
+
+/// Attaches the classic BPF program `insns` to the socket `fd`
+/// (`SO_ATTACH_FILTER`), replacing the one it had: the kernel runs it on every
+/// frame before the socket takes it, and drops those it returns 0 for.
+pub(crate) fn socket_filter(fd: BorrowedFd<'_>, insns: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        // The kernel copies the instructions in during the call and never
+        // writes through this pointer.
+        filter: insns.as_ptr().cast_mut(),
+    };
+    setsockopt_at(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+}
+
+const PACKET_FANOUT: libc::c_int = 18;
+
+/// Joins the socket `fd` to a fanout group (`PACKET_FANOUT`): `arg` is the
+/// group's id in the low 16 bits, its type and flags above.
+pub(crate) fn packet_fanout(fd: BorrowedFd<'_>, arg: u32) -> io::Result<()> {
+    setsockopt(fd, PACKET_FANOUT, &arg)
+}
+
+/// The fanout group the socket `fd` is in: its id in the low 16 bits (0 when
+/// in none).
+pub(crate) fn packet_fanout_of(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut value: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `value`, a live local
+    // of that size, and the length it wrote into `len`.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_PACKET,
+            PACKET_FANOUT,
+            (&mut value as *mut u32).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
 }
 
 // ---- AF_XDP and the BPF objects that feed it ----

@@ -133,6 +133,9 @@ pub struct ClientSpec {
 /// own).
 pub const MAX_XDP_QUEUE: u32 = 64;
 
+/// Queues (fanout members) a `packet:` uplink may have.
+pub const MAX_PACKET_QUEUES: u32 = 16;
+
 /// What an uplink's driver domain drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UplinkDevice {
@@ -143,11 +146,14 @@ pub enum UplinkDevice {
     /// exist; frames go to and from the kernel's network stack.
     Tap(kernel_nic::IfName),
     /// An existing interface of the host kernel reached through an AF_PACKET
-    /// socket with TPACKET_V3 rings (`packet:IFNAME[,qdisc-bypass=on|off]`):
-    /// frames go to and come from the wire of that interface (its driver), not
-    /// the host's stack. The switch opens a socket per domain; a missing
-    /// interface is an error at start, one deleted later is bound again once it
-    /// exists.
+    /// socket with TPACKET_V3 rings
+    /// (`packet:IFNAME[,qdisc-bypass=on|off][,queues=N]`): frames go to and
+    /// come from the wire of that interface (its driver), not the host's stack.
+    /// The switch opens a socket per domain; a missing interface is an error at
+    /// start, one deleted later is bound again once it exists. With `queues=N`
+    /// the uplink has N sockets in a fanout group, each with a driver domain
+    /// (and fast path) of its own, and the kernel spreads the received frames
+    /// over them by flow.
     Packet {
         /// The interface.
         name: kernel_nic::IfName,
@@ -155,6 +161,8 @@ pub enum UplinkDevice {
         /// (`PACKET_QDISC_BYPASS`; off by default: it also hides the frames from
         /// `tc` and from the interface's packet taps).
         qdisc_bypass: bool,
+        /// Sockets in the fanout group (1: one socket, no group).
+        queues: u32,
     },
     /// One queue of an existing interface reached through an AF_XDP socket
     /// (`xdp:IFNAME[,queue=N][,xdp-mode=native|generic]`): the switch attaches a
@@ -194,6 +202,9 @@ impl std::fmt::Display for UplinkDevice {
         match self {
             UplinkDevice::Vhost(p) => write!(f, "{}", p.display()),
             UplinkDevice::Tap(n) => write!(f, "tap:{n}"),
+            UplinkDevice::Packet { name, queues, .. } if *queues > 1 => {
+                write!(f, "packet:{name},queues={queues}")
+            }
             UplinkDevice::Packet { name, .. } => write!(f, "packet:{name}"),
             UplinkDevice::Xdp { name, queue, .. } => write!(f, "xdp:{name},queue={queue}"),
         }
@@ -311,6 +322,7 @@ impl FromStr for UplinkSpec {
             UplinkDevice::Packet {
                 name: ifname("packet", name)?,
                 qdisc_bypass: false,
+                queues: 1,
             }
         } else if let Some(name) = text.strip_prefix("xdp:") {
             UplinkDevice::Xdp {
@@ -352,6 +364,18 @@ impl FromStr for UplinkSpec {
                 ("xdp-mode", UplinkDevice::Xdp { mode, .. }) => {
                     *mode = v.parse().map_err(|reason| bad("xdp-mode", reason))?
                 }
+                ("queues", UplinkDevice::Packet { queues, .. }) => {
+                    *queues = v
+                        .parse()
+                        .ok()
+                        .filter(|q| (1..=MAX_PACKET_QUEUES).contains(q))
+                        .ok_or_else(|| {
+                            bad(
+                                "queues",
+                                format!("{v:?} is not a count from 1 to {MAX_PACKET_QUEUES}"),
+                            )
+                        })?
+                }
                 ("qdisc-bypass", UplinkDevice::Packet { qdisc_bypass, .. }) => {
                     *qdisc_bypass = match v {
                         "on" => true,
@@ -365,7 +389,7 @@ impl FromStr for UplinkSpec {
                         key: k.to_string(),
                         allowed: match device {
                             UplinkDevice::Xdp { .. } => "mode, queue, xdp-mode",
-                            UplinkDevice::Packet { .. } => "mode, qdisc-bypass",
+                            UplinkDevice::Packet { .. } => "mode, qdisc-bypass, queues",
                             _ => "mode",
                         },
                     })
@@ -459,8 +483,9 @@ pub struct SwitchConfig {
     /// Driver-domain restarts an uplink may make within a minute before it gives
     /// up (until `twin ctl revive`).
     pub restart_budget: usize,
-    /// A switch running as root runs uplink `i`'s driver domain as user and group
-    /// `domain_id_base + i` outside its namespaces (never as root).
+    /// A switch running as root runs the driver domains of its uplinks' queues
+    /// as users and groups `domain_id_base`, `domain_id_base + 1`... (one per
+    /// queue, in order) outside their namespaces (never as root).
     pub domain_id_base: u32,
 }
 
@@ -580,7 +605,8 @@ mod tests {
             u.device,
             UplinkDevice::Packet {
                 name: "tw0".parse().unwrap(),
-                qdisc_bypass: false
+                qdisc_bypass: false,
+                queues: 1,
             }
         );
         assert_eq!(u.device.to_string(), "packet:tw0");
@@ -620,6 +646,28 @@ mod tests {
             .parse::<UplinkSpec>()
             .unwrap_err();
         assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_packet_uplink_may_have_several_queues() {
+        let u: UplinkSpec = "up0=packet:tw0,queues=4,mode=twin".parse().unwrap();
+        assert!(matches!(u.device, UplinkDevice::Packet { queues: 4, .. }));
+        assert_eq!(u.device.to_string(), "packet:tw0,queues=4");
+        for bad in ["0", "17", "x", ""] {
+            let e = format!("up0=packet:tw0,queues={bad}")
+                .parse::<UplinkSpec>()
+                .unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadValue { key: "queues", .. }),
+                "{bad}: {e}"
+            );
+        }
+        for kind in ["tap", "xdp"] {
+            let e = format!("up0={kind}:tw0,queues=2")
+                .parse::<UplinkSpec>()
+                .unwrap_err();
+            assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
+        }
     }
 
     #[test]

@@ -398,13 +398,17 @@ impl DataPath {
                 Command::Revive { uplink } => (uplink, PortCommand::Revive),
                 Command::Mode { uplink, mode } => (uplink, PortCommand::Mode(*mode)),
             };
+            // `u0` is the uplink, `u0:1` its queue 1.
+            let (name, queue) = match uplink.split_once(':') {
+                None => (uplink.as_str(), Ok(None)),
+                Some((name, q)) => (name, q.parse::<u32>().map(Some)),
+            };
             let target = self
                 .ports
                 .iter_mut()
-                .find(|e| e.kind == PortKind::Uplink && e.port.name() == uplink.as_str());
-            let answer = match target {
-                None => no_uplink(uplink),
-                Some(e) => match e.port.command(cmd, now) {
+                .find(|e| e.kind == PortKind::Uplink && e.port.name() == name);
+            let answer = match (target, queue) {
+                (Some(e), Ok(queue)) => match e.port.command(cmd, queue, now) {
                     Ok(done) => {
                         changed |= done.fds_changed;
                         Response::ok(&r.command)
@@ -413,6 +417,7 @@ impl DataPath {
                         Response::error(ErrorKind::Rejected, crate::port::error_chain(&err))
                     }
                 },
+                _ => no_uplink(uplink),
             };
             let _ = r.reply.try_send(answer);
         }

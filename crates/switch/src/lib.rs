@@ -13,7 +13,8 @@
 //! * [`counters`]: per-port counters, drop reasons and the final report;
 //! * [`ctl`]: the control socket (status, fault injection into driver domains).
 //!
-//! Limits: one queue pair per port; no VLANs, offloads or jumbo frames.
+//! Limits: one queue pair per port but for a `packet:` uplink's fanout queues;
+//! no VLANs, offloads or jumbo frames.
 
 #![deny(missing_docs)]
 
@@ -27,12 +28,12 @@ pub mod port;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
-use config::{ConfigError, SwitchConfig};
+use config::{ConfigError, SwitchConfig, UplinkDevice};
 use counters::SwitchReport;
 use datapath::{DataPath, DataPathError};
 use fdb::Fdb;
 use port::client::{ClientPort, ClientPortError};
-use port::uplink::{Uplink, UplinkError};
+use port::uplink::{MultiQueueUplink, Uplink, UplinkError};
 use port::{Port, PortKind};
 
 /// Errors of the switch.
@@ -64,12 +65,27 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         let c = ClientPort::listen(c.clone(), cfg.max_client_memory, budget.clone())?;
         ports.push(Box::new(c));
     }
-    for (i, u) in cfg.uplinks.iter().enumerate() {
+    // Each queue's domains run as an id of their own.
+    let mut next_domain_id = cfg.domain_id_base;
+    for u in &cfg.uplinks {
         let mut u = u.clone();
+        let queues = match u.device {
+            UplinkDevice::Packet { queues, .. } => queues.max(1),
+            _ => 1,
+        };
         if rustix::process::geteuid().is_root() {
-            u.domain_id = Some(cfg.domain_id_base.saturating_add(i as u32));
+            u.domain_id = Some(next_domain_id);
+            next_domain_id = next_domain_id.saturating_add(queues);
         }
-        ports.push(Box::new(Uplink::new(u, cfg.poll, cfg.restart_budget)?));
+        if queues > 1 {
+            ports.push(Box::new(MultiQueueUplink::new(
+                u,
+                cfg.poll,
+                cfg.restart_budget,
+            )?));
+        } else {
+            ports.push(Box::new(Uplink::new(u, cfg.poll, cfg.restart_budget)?));
+        }
     }
     let mut fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms, cfg.fdb_port_quota);
     // Client ports come first in the table: client i is port i.

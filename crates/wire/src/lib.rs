@@ -6,6 +6,7 @@
 //! * [`segments`]: a frame's bytes scattered over guest or driver memory, as
 //!   [`vm_memory::VolatileSlice`]s, and the copy between two such lists.
 //! * [`digest`]: an order-sensitive digest of a frame sequence (for equivalence tests).
+//! * [`flow`]: a frame's flow hash, to pick one of several queues.
 //!
 //! Nothing here allocates; everything is checked before use and never panics on
 //! short or hostile input.
@@ -15,6 +16,7 @@
 pub mod digest;
 pub mod ether;
 pub mod features;
+pub mod flow;
 pub mod net_hdr;
 pub mod segments;
 

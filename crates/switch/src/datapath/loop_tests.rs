@@ -170,6 +170,7 @@ impl Port for FakePort {
     fn command(
         &mut self,
         cmd: PortCommand,
+        _queue: Option<u32>,
         _now: Instant,
     ) -> Result<CommandDone, PortCommandError> {
         if self.kind == PortKind::Client {

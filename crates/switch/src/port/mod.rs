@@ -8,7 +8,7 @@
 //! table, and adding a kind touches no forwarding code: implement [`Port`] and hand
 //! the data path a `Box<dyn Port>`.
 //!
-//! Limits: one queue pair per port; a port is driven by the data-path thread only
+//! Limits: a port is driven by the data-path thread only
 //! (its control-plane threads talk to it through its own channels, taken in
 //! [`Port::maintain`]).
 
@@ -175,9 +175,15 @@ pub trait Port: std::fmt::Debug + Send {
     /// Takes control-plane news (connects, disconnects, link checks), once per loop.
     fn maintain(&mut self, cx: &MaintainContext) -> Result<PortNews, PortError>;
 
-    /// Carries out an operator's command.
-    fn command(&mut self, cmd: PortCommand, now: Instant) -> Result<CommandDone, PortCommandError> {
-        let _ = (cmd, now);
+    /// Carries out an operator's command, on one of the port's queues when
+    /// `queue` says which (`twin ctl fault u0:1 kill`), else on the port.
+    fn command(
+        &mut self,
+        cmd: PortCommand,
+        queue: Option<u32>,
+        now: Instant,
+    ) -> Result<CommandDone, PortCommandError> {
+        let _ = (cmd, queue, now);
         Err(PortCommandError::Unsupported {
             port: self.name().to_string(),
         })

@@ -29,6 +29,7 @@
 
 mod fast_path;
 mod handover;
+mod multi_queue;
 mod report;
 mod supervision;
 
@@ -53,6 +54,7 @@ use crate::port::{
 };
 
 pub use fast_path::{UplinkDriver, HANDOVER_TIMEOUT};
+pub use multi_queue::MultiQueueUplink;
 use supervision::{spawn_connector, OutageLog, RestartBudget};
 pub use supervision::{Outage, BUDGET_WINDOW, LINK_CHECK_INTERVAL, RESTART_BUDGET};
 
@@ -172,11 +174,23 @@ impl std::fmt::Debug for Uplink {
 use crate::port::error_chain;
 
 impl Uplink {
-    /// Starts connecting to the uplink's NIC in the background.
+    /// Starts connecting to the uplink's NIC in the background. A `packet:`
+    /// uplink of several queues is a [`MultiQueueUplink`] instead.
     pub fn new(
         spec: UplinkSpec,
         poll: PollMode,
         restart_budget: usize,
+    ) -> Result<Self, UplinkError> {
+        Self::start(spec, poll, restart_budget, None)
+    }
+
+    /// [`Uplink::new`], for one queue of a [`MultiQueueUplink`] when `fanout`
+    /// is the group its sockets join.
+    fn start(
+        spec: UplinkSpec,
+        poll: PollMode,
+        restart_budget: usize,
+        fanout: Option<Arc<kernel_nic::packet::Fanout>>,
     ) -> Result<Self, UplinkError> {
         if let UplinkDevice::Packet { name: ifname, .. } | UplinkDevice::Xdp { name: ifname, .. } =
             &spec.device
@@ -207,13 +221,16 @@ impl Uplink {
                 info!(uplink = %spec.name, device = %spec.device, "TAP device open");
                 DomainDevice::Tap(Arc::new(tap))
             }
-            UplinkDevice::Packet { name, qdisc_bypass } => DomainDevice::Packet(
-                name.clone(),
-                kernel_nic::packet::PacketOptions {
+            UplinkDevice::Packet {
+                name, qdisc_bypass, ..
+            } => DomainDevice::Packet {
+                name: name.clone(),
+                options: kernel_nic::packet::PacketOptions {
                     qdisc_bypass: *qdisc_bypass,
                     ..Default::default()
                 },
-            ),
+                fanout,
+            },
             UplinkDevice::Xdp { name, queue, mode } => DomainDevice::Xdp {
                 name: name.clone(),
                 queue: *queue,
@@ -323,7 +340,18 @@ impl Port for Uplink {
         })
     }
 
-    fn command(&mut self, cmd: PortCommand, now: Instant) -> Result<CommandDone, PortCommandError> {
+    fn command(
+        &mut self,
+        cmd: PortCommand,
+        queue: Option<u32>,
+        now: Instant,
+    ) -> Result<CommandDone, PortCommandError> {
+        if queue.is_some_and(|q| q != 0) {
+            return Err(PortCommandError::Refused(format!(
+                "uplink {} has one queue, 0",
+                self.spec.name
+            )));
+        }
         let fds_changed = match cmd {
             PortCommand::Fault(kind) => {
                 self.inject(kind)?;
@@ -348,15 +376,9 @@ impl Port for Uplink {
     }
 
     fn report(&self, counters: &PortCounters) -> PortReport {
-        let extra = self.domain_drops().chain(std::iter::once((
-            crate::counters::DropReason::UplinkRingFull
-                .as_str()
-                .to_string(),
-            self.handover_ring_full,
-        )));
         PortReport::new(
             counters,
-            extra,
+            self.own_drops(),
             self.connects,
             self.disconnects,
             self.detail(),

@@ -19,6 +19,17 @@ impl Uplink {
         all.into_iter().map(|(k, v)| (k.to_string(), v))
     }
 
+    /// The drops the uplink counted itself, by reason: its driver domains' and
+    /// the frames a handover had no room for.
+    pub fn own_drops(&self) -> impl Iterator<Item = (String, u64)> {
+        self.domain_drops().chain(std::iter::once((
+            crate::counters::DropReason::UplinkRingFull
+                .as_str()
+                .to_string(),
+            self.handover_ring_full,
+        )))
+    }
+
     /// `past` plus the current driver domain's `now`, by name.
     fn over_all_domains(
         &self,
