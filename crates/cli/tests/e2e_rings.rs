@@ -737,29 +737,76 @@ fn queue(st: &Value, q: usize) -> &Value {
 
 #[test]
 fn a_packet_uplink_with_two_queues_shares_the_wire_in_domain_mode() {
-    queues_share_the_wire_and_fail_alone("domain");
+    queues_share_the_wire_and_fail_alone("packet", "domain");
 }
 
 #[test]
 fn a_packet_uplink_with_two_queues_shares_the_wire_in_twin_mode() {
-    queues_share_the_wire_and_fail_alone("twin");
+    queues_share_the_wire_and_fail_alone("packet", "twin");
 }
 
-/// `packet:pq0,queues=2` in `mode`: two sockets in a fanout group, a domain (and
-/// a fast path) each. The peer sends datagrams of many flows to the client: the
-/// kernel gives each to one queue (the uplink counts exactly what pq0 received:
+#[test]
+fn an_xdp_uplink_with_two_queues_shares_the_wire_in_domain_mode() {
+    queues_share_the_wire_and_fail_alone("xdp", "domain");
+}
+
+#[test]
+fn an_xdp_uplink_with_two_queues_shares_the_wire_in_twin_mode() {
+    queues_share_the_wire_and_fail_alone("xdp", "twin");
+}
+
+/// A `kind` uplink with two queues (`queues=2`) on `pq0` in `mode`: a domain
+/// (and a fast path) per queue. For `packet:` the queues' sockets are one
+/// fanout group; for `xdp:` each socket is on one of the veth's two receive
+/// queues, behind one program. The peer sends datagrams of many flows to the
+/// client: each reaches one queue (the uplink counts exactly what pq0 received:
 /// two sockets outside a group would each get every frame, twice the count),
 /// and both queues get some. Queue 1's domain is killed while the client sends:
-/// queue 0 keeps its domain, queue 1 gets a new one with a socket that joins the
-/// same group, and again every frame crosses once.
-fn queues_share_the_wire_and_fail_alone(mode: &str) {
+/// queue 0 keeps its domain, queue 1 gets a new one with a socket that joins
+/// the same group (or map), and again every frame crosses once.
+fn queues_share_the_wire_and_fail_alone(kind: &str, mode: &str) {
     let _m = serial();
-    let tag = format!("pq{mode}");
+    let tag = format!("q{kind}{mode}");
     let s = Scratch::new(&tag);
     let ns = Netns::new(&tag);
     quiet(&ns);
-    veth_pair(&ns, "pq0", "pq1");
-    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("packet:pq0,queues=2,mode={mode}"), C1);
+    // Two queues each way: the peer's transmit queue (by its flow hash) is
+    // pq0's receive queue.
+    ip(&[
+        "-n",
+        &ns.0,
+        "link",
+        "add",
+        "pq0",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "pq1",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+    ]);
+    ip(&["-n", &ns.0, "link", "set", "pq0", "up"]);
+    ip(&["-n", &ns.0, "addr", "add", "10.79.0.1/24", "dev", "pq1"]);
+    ip(&["-n", &ns.0, "link", "set", "pq1", "up"]);
+    ip(&[
+        "-n", &ns.0, "neigh", "add", C1_IP, "lladdr", C1, "dev", "pq1",
+    ]);
+    // In generic mode the veth hands every frame to the program as queue 0's;
+    // in its driver (native mode) each frame as the receive queue it is on.
+    let native = if kind == "xdp" {
+        ",xdp-mode=native"
+    } else {
+        ""
+    };
+    let (mut sw, c1_s, ctl) =
+        ns.switch(&s, &format!("{kind}:pq0,queues=2,mode={mode}{native}"), C1);
     let ready = |st: &Value| {
         (0..2).all(|q| {
             queue(st, q)["connected"] == Value::Bool(true)
@@ -767,7 +814,8 @@ fn queues_share_the_wire_and_fail_alone(mode: &str) {
         })
     };
     let st0 = wait_status(&ctl, Duration::from_secs(20), "both queues up", ready);
-    let group = n(&st0, "/uplinks/u0/detail/fanout_group");
+    let group = st0.pointer("/uplinks/u0/detail/fanout_group").cloned();
+    assert_eq!(group.is_some(), kind == "packet", "a fanout group: {st0}");
     let pid = |st: &Value, q: usize| n(queue(st, q), "/driver/pid");
     let (q0, q1) = (pid(&st0, 0), pid(&st0, 1));
     assert_ne!(q0, q1, "a domain each");
@@ -794,7 +842,7 @@ fn queues_share_the_wire_and_fail_alone(mode: &str) {
     });
     assert_eq!(pid(&st2, 0), q0, "queue 0 kept its domain");
     assert_eq!(
-        n(&st2, "/uplinks/u0/detail/fanout_group"),
+        st2.pointer("/uplinks/u0/detail/fanout_group").cloned(),
         group,
         "the new socket joined the same group"
     );

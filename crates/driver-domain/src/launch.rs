@@ -144,40 +144,17 @@ pub enum DomainDevice {
         fanout: Option<Arc<kernel_nic::packet::Fanout>>,
     },
     /// One queue of an interface reached through an AF_XDP socket. Each domain
-    /// gets the redirect program attached anew (held by its [`DomainLink`], so it
-    /// is detached when the domain is gone) and a socket and UMEM of its own.
+    /// gets a socket and UMEM of its own and holds the uplink's redirect
+    /// program (its [`DomainLink`] does), which stays attached while a domain of
+    /// one of the uplink's queues lives.
     Xdp {
-        /// The interface.
-        name: kernel_nic::IfName,
-        /// Its queue.
+        /// The uplink's program (and the interface it is for).
+        attachment: Arc<kernel_nic::xdp::XdpAttachment>,
+        /// The queue.
         queue: u32,
-        /// Where the program runs.
-        mode: kernel_nic::xdp::XdpMode,
         /// The UMEM's shape.
         geometry: kernel_nic::xdp::XdpGeometry,
     },
-}
-
-/// Attaches the redirect program for `queue` of `name`. The previous domain's
-/// program (its link dropped with its `DomainLink`) may still be going away:
-/// while the interface says it is busy, try again for up to two seconds.
-fn attach_xdp(
-    name: &kernel_nic::IfName,
-    queue: u32,
-    mode: kernel_nic::xdp::XdpMode,
-) -> Result<kernel_nic::xdp::XdpProgram, LaunchError> {
-    let mut tries = 0;
-    loop {
-        match kernel_nic::xdp::XdpProgram::attach(name, queue + 1, mode) {
-            Err(kernel_nic::xdp::XdpError::Sys { source, .. })
-                if source.kind() == std::io::ErrorKind::ResourceBusy && tries < 200 =>
-            {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            r => return r.map_err(LaunchError::Xdp),
-        }
-    }
 }
 
 /// How to start a driver domain.
@@ -279,7 +256,7 @@ pub struct DomainLink {
 /// while the domain lives.
 #[derive(Debug)]
 pub struct RingLink<L> {
-    _program: Option<kernel_nic::xdp::XdpProgram>,
+    _program: Option<Arc<kernel_nic::xdp::XdpProgram>>,
     socket: Arc<OwnedFd>,
     space: Arc<Region>,
     layout: L,
@@ -294,7 +271,7 @@ impl XdpLink {
     /// Maps the driver's space of `handover` (the same pieces at the same
     /// offsets as the domain maps them).
     fn xdp(
-        program: kernel_nic::xdp::XdpProgram,
+        program: Arc<kernel_nic::xdp::XdpProgram>,
         handover: kernel_nic::xdp::XdpHandover,
     ) -> Result<XdpLink, LaunchError> {
         let h = handover;
@@ -320,7 +297,7 @@ impl PacketLink {
 
 impl<L> RingLink<L> {
     fn new(
-        program: Option<kernel_nic::xdp::XdpProgram>,
+        program: Option<Arc<kernel_nic::xdp::XdpProgram>>,
         socket: OwnedFd,
         state: OwnedFd,
         space: vm_memory::MmapRegion<()>,
@@ -471,7 +448,7 @@ impl DomainLink {
             Tap(OwnedFd),
             Packet(kernel_nic::packet::PacketHandover),
             Xdp(
-                kernel_nic::xdp::XdpProgram,
+                Arc<kernel_nic::xdp::XdpProgram>,
                 Box<kernel_nic::xdp::XdpHandover>,
             ),
         }
@@ -511,12 +488,11 @@ impl DomainLink {
                     .map_err(LaunchError::Packet)?,
             ),
             DomainDevice::Xdp {
-                name,
+                attachment,
                 queue,
-                mode,
                 geometry,
             } => {
-                let program = attach_xdp(name, *queue, *mode)?;
+                let program = attachment.program().map_err(LaunchError::Xdp)?;
                 let handover = program
                     .open_socket(*queue, *geometry)
                     .map_err(LaunchError::Xdp)?;

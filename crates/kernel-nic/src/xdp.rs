@@ -7,7 +7,8 @@
 //! The work is split by privilege:
 //!
 //! * the switch attaches the redirect program with its XSKMAP to the interface
-//!   ([`XdpProgram::attach`]; it stays attached while the switch holds it), and
+//!   ([`XdpProgram::attach`]; it stays attached while the switch holds it: one
+//!   per uplink, shared by its queues' domains through an [`XdpAttachment`]), and
 //!   for each driver domain opens a socket ([`XdpProgram::open_socket`]): a UMEM
 //!   in a memfd it registers, the ring sizes, `bind` to the queue, its entry in
 //!   the map, and a sealed memfd for the driver's state. It hands the domain the
@@ -29,11 +30,13 @@
 //! the kernel's to return, a frame that leaves its chunk).
 //!
 //! Limits: copy mode (`XDP_COPY`: no driver here supports zero copy, and copy mode
-//! works on every interface); one socket per queue; chunks of [`FRAME_SIZE`] with
+//! works on every interface); one socket per queue, and the queues of one
+//! interface belong to one uplink (one program per interface); chunks of [`FRAME_SIZE`] with
 //! the frame at the start of its chunk on transmit.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use af_xdp_driver::RingOffsets;
 pub use af_xdp_driver::{XdpConfig, XdpLayout, FRAME_SIZE};
@@ -43,8 +46,9 @@ use crate::ifname::IfName;
 use crate::space::{map_pieces, sealed_memfd, Piece, SpaceError};
 use crate::sys;
 
-/// How often `bind` is tried, 10 ms apart, while the queue is still the previous
-/// socket's (two seconds).
+/// How often `bind` (or attaching the program) is tried, 10 ms apart, while the
+/// queue (or the interface) is still the previous socket's (program's): two
+/// seconds.
 const BIND_TRIES: u32 = 200;
 /// `XDP_PASS`: what the program does with a frame of a queue without a socket.
 const XDP_PASS: i32 = 2;
@@ -341,6 +345,65 @@ impl XdpProgram {
             state,
             layout,
         })
+    }
+}
+
+/// One uplink's redirect program, shared by the domains of its queues: attached
+/// when the first of them starts ([`XdpAttachment::program`]), kept while one
+/// of them holds it, detached after the last is gone, and attached anew to an
+/// interface deleted and created again under the same name. The kernel takes
+/// one program per interface, so every AF_XDP queue of an interface must come
+/// through one attachment.
+#[derive(Debug)]
+pub struct XdpAttachment {
+    name: IfName,
+    queues: u32,
+    mode: XdpMode,
+    current: Mutex<Weak<XdpProgram>>,
+}
+
+impl XdpAttachment {
+    /// The program for queues `0..queues` of `name`, in `mode`, not attached yet.
+    pub fn new(name: IfName, queues: u32, mode: XdpMode) -> Self {
+        XdpAttachment {
+            name,
+            queues,
+            mode,
+            current: Mutex::new(Weak::new()),
+        }
+    }
+
+    /// The interface.
+    pub fn name(&self) -> &IfName {
+        &self.name
+    }
+
+    /// The program, attached: the one a queue's domain holds now, if it is on the
+    /// interface of that name now, or else a new one. A previous program
+    /// (dropped with the last domain that held it) may still be going away:
+    /// while the interface says it is busy, this tries again for up to two
+    /// seconds.
+    pub fn program(&self) -> Result<Arc<XdpProgram>, XdpError> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = current.upgrade() {
+            if ifindex(&self.name).ok() == Some(p.ifindex) {
+                return Ok(p);
+            }
+        }
+        let mut tries = 0;
+        let p = loop {
+            match XdpProgram::attach(&self.name, self.queues, self.mode) {
+                Err(XdpError::Sys { source, .. })
+                    if source.kind() == std::io::ErrorKind::ResourceBusy && tries < BIND_TRIES =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break Arc::new(r?),
+            }
+        };
+        *current = Arc::downgrade(&p);
+        Ok(p)
     }
 }
 

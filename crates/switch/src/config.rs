@@ -133,8 +133,8 @@ pub struct ClientSpec {
 /// own).
 pub const MAX_XDP_QUEUE: u32 = 64;
 
-/// Queues (fanout members) a `packet:` uplink may have.
-pub const MAX_PACKET_QUEUES: u32 = 16;
+/// Queues a `packet:` (fanout members) or `xdp:` uplink may have.
+pub const MAX_QUEUES: u32 = 16;
 
 /// What an uplink's driver domain drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,20 +164,34 @@ pub enum UplinkDevice {
         /// Sockets in the fanout group (1: one socket, no group).
         queues: u32,
     },
-    /// One queue of an existing interface reached through an AF_XDP socket
-    /// (`xdp:IFNAME[,queue=N][,xdp-mode=native|generic]`): the switch attaches a
-    /// redirect program for each domain and opens its socket.
+    /// Queues of an existing interface reached through AF_XDP sockets
+    /// (`xdp:IFNAME[,queue=N][,queues=M][,xdp-mode=native|generic]`: queues N
+    /// to N+M-1, default queue 0 alone): the switch attaches the uplink's
+    /// redirect program and opens a socket per domain, a domain (and fast path)
+    /// per queue.
     Xdp {
         /// The interface.
         name: kernel_nic::IfName,
-        /// Its queue.
+        /// Its first queue.
         queue: u32,
+        /// How many queues from `queue` on.
+        queues: u32,
         /// Where the program runs.
         mode: kernel_nic::xdp::XdpMode,
     },
 }
 
 impl UplinkDevice {
+    /// How many queues the uplink has: a driver domain (and fast path) each.
+    pub fn queues(&self) -> u32 {
+        match self {
+            UplinkDevice::Packet { queues, .. } | UplinkDevice::Xdp { queues, .. } => {
+                (*queues).max(1)
+            }
+            UplinkDevice::Vhost(_) | UplinkDevice::Tap(_) => 1,
+        }
+    }
+
     /// Whether the switch can take the fast path over (every kind but a TAP;
     /// see [`UplinkDevice::domain_only_because`]).
     pub fn has_movable_fast_path(&self) -> bool {
@@ -206,6 +220,12 @@ impl std::fmt::Display for UplinkDevice {
                 write!(f, "packet:{name},queues={queues}")
             }
             UplinkDevice::Packet { name, .. } => write!(f, "packet:{name}"),
+            UplinkDevice::Xdp {
+                name,
+                queue,
+                queues,
+                ..
+            } if *queues > 1 => write!(f, "xdp:{name},queue={queue},queues={queues}"),
             UplinkDevice::Xdp { name, queue, .. } => write!(f, "xdp:{name},queue={queue}"),
         }
     }
@@ -328,6 +348,7 @@ impl FromStr for UplinkSpec {
             UplinkDevice::Xdp {
                 name: ifname("xdp", name)?,
                 queue: 0,
+                queues: 1,
                 mode: kernel_nic::xdp::XdpMode::default(),
             }
         } else {
@@ -364,15 +385,18 @@ impl FromStr for UplinkSpec {
                 ("xdp-mode", UplinkDevice::Xdp { mode, .. }) => {
                     *mode = v.parse().map_err(|reason| bad("xdp-mode", reason))?
                 }
-                ("queues", UplinkDevice::Packet { queues, .. }) => {
+                (
+                    "queues",
+                    UplinkDevice::Packet { queues, .. } | UplinkDevice::Xdp { queues, .. },
+                ) => {
                     *queues = v
                         .parse()
                         .ok()
-                        .filter(|q| (1..=MAX_PACKET_QUEUES).contains(q))
+                        .filter(|q| (1..=MAX_QUEUES).contains(q))
                         .ok_or_else(|| {
                             bad(
                                 "queues",
-                                format!("{v:?} is not a count from 1 to {MAX_PACKET_QUEUES}"),
+                                format!("{v:?} is not a count from 1 to {MAX_QUEUES}"),
                             )
                         })?
                 }
@@ -388,12 +412,24 @@ impl FromStr for UplinkSpec {
                         spec: spec.to_string(),
                         key: k.to_string(),
                         allowed: match device {
-                            UplinkDevice::Xdp { .. } => "mode, queue, xdp-mode",
+                            UplinkDevice::Xdp { .. } => "mode, queue, queues, xdp-mode",
                             UplinkDevice::Packet { .. } => "mode, qdisc-bypass, queues",
                             _ => "mode",
                         },
                     })
                 }
+            }
+        }
+        if let UplinkDevice::Xdp { queue, queues, .. } = device {
+            if queue + queues > MAX_XDP_QUEUE {
+                return Err(ConfigError::BadValue {
+                    spec: spec.to_string(),
+                    key: "queues",
+                    reason: format!(
+                        "queues {queue} to {} are not all below {MAX_XDP_QUEUE}",
+                        queue + queues - 1
+                    ),
+                });
             }
         }
         if let Some(why) = device.domain_only_because() {
@@ -662,12 +698,33 @@ mod tests {
                 "{bad}: {e}"
             );
         }
-        for kind in ["tap", "xdp"] {
-            let e = format!("up0={kind}:tw0,queues=2")
-                .parse::<UplinkSpec>()
-                .unwrap_err();
-            assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
-        }
+        let e = "up0=tap:tw0,queues=2".parse::<UplinkSpec>().unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_xdp_uplink_may_have_several_queues_below_the_last() {
+        let u: UplinkSpec = "up0=xdp:tw0,queue=2,queues=4".parse().unwrap();
+        assert!(matches!(
+            u.device,
+            UplinkDevice::Xdp {
+                queue: 2,
+                queues: 4,
+                ..
+            }
+        ));
+        assert_eq!(u.device.queues(), 4);
+        assert_eq!(u.device.to_string(), "xdp:tw0,queue=2,queues=4");
+        assert!("up0=xdp:tw0,queue=48,queues=16"
+            .parse::<UplinkSpec>()
+            .is_ok());
+        let e = "up0=xdp:tw0,queue=49,queues=16"
+            .parse::<UplinkSpec>()
+            .unwrap_err();
+        assert!(
+            matches!(e, ConfigError::BadValue { key: "queues", .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -679,6 +736,7 @@ mod tests {
             UplinkDevice::Xdp {
                 name: "eth1".parse().unwrap(),
                 queue: 3,
+                queues: 1,
                 mode: XdpMode::Native
             }
         );

@@ -13,8 +13,8 @@
 //! * [`counters`]: per-port counters, drop reasons and the final report;
 //! * [`ctl`]: the control socket (status, fault injection into driver domains).
 //!
-//! Limits: one queue pair per port but for a `packet:` uplink's fanout queues;
-//! no VLANs, offloads or jumbo frames.
+//! Limits: one queue pair per port but for the queues of a `packet:` or `xdp:`
+//! uplink; no VLANs, offloads or jumbo frames.
 
 #![deny(missing_docs)]
 
@@ -28,7 +28,7 @@ pub mod port;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
-use config::{ConfigError, SwitchConfig, UplinkDevice};
+use config::{ConfigError, SwitchConfig};
 use counters::SwitchReport;
 use datapath::{DataPath, DataPathError};
 use fdb::Fdb;
@@ -69,10 +69,7 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
     let mut next_domain_id = cfg.domain_id_base;
     for u in &cfg.uplinks {
         let mut u = u.clone();
-        let queues = match u.device {
-            UplinkDevice::Packet { queues, .. } => queues.max(1),
-            _ => 1,
-        };
+        let queues = u.device.queues();
         if rustix::process::geteuid().is_root() {
             u.domain_id = Some(next_domain_id);
             next_domain_id = next_domain_id.saturating_add(queues);

@@ -55,6 +55,7 @@ use crate::port::{
 
 pub use fast_path::{UplinkDriver, HANDOVER_TIMEOUT};
 pub use multi_queue::MultiQueueUplink;
+use multi_queue::QueueGroup;
 use supervision::{spawn_connector, OutageLog, RestartBudget};
 pub use supervision::{Outage, BUDGET_WINDOW, LINK_CHECK_INTERVAL, RESTART_BUDGET};
 
@@ -184,13 +185,13 @@ impl Uplink {
         Self::start(spec, poll, restart_budget, None)
     }
 
-    /// [`Uplink::new`], for one queue of a [`MultiQueueUplink`] when `fanout`
-    /// is the group its sockets join.
+    /// [`Uplink::new`], for one queue of a [`MultiQueueUplink`] when `group` is
+    /// what its queues share.
     fn start(
         spec: UplinkSpec,
         poll: PollMode,
         restart_budget: usize,
-        fanout: Option<Arc<kernel_nic::packet::Fanout>>,
+        group: Option<QueueGroup>,
     ) -> Result<Self, UplinkError> {
         if let UplinkDevice::Packet { name: ifname, .. } | UplinkDevice::Xdp { name: ifname, .. } =
             &spec.device
@@ -229,12 +230,23 @@ impl Uplink {
                     qdisc_bypass: *qdisc_bypass,
                     ..Default::default()
                 },
-                fanout,
+                fanout: match group {
+                    Some(QueueGroup::Fanout(f)) => Some(f),
+                    _ => None,
+                },
             },
-            UplinkDevice::Xdp { name, queue, mode } => DomainDevice::Xdp {
-                name: name.clone(),
+            UplinkDevice::Xdp {
+                name, queue, mode, ..
+            } => DomainDevice::Xdp {
+                attachment: match group {
+                    Some(QueueGroup::Xdp(a)) => a,
+                    _ => Arc::new(kernel_nic::xdp::XdpAttachment::new(
+                        name.clone(),
+                        queue + 1,
+                        *mode,
+                    )),
+                },
                 queue: *queue,
-                mode: *mode,
                 geometry: kernel_nic::xdp::XdpGeometry::default(),
             },
         };

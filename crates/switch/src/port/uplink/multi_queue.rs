@@ -1,9 +1,12 @@
-//! An uplink of several queues (`packet:IFNAME,queues=N`): one [`Port`] to the
-//! data path, N [`Uplink`]s inside, one per queue. Each queue is an uplink of its
-//! own in everything but its name (`u0:1`): its own AF_PACKET socket, driver
-//! domain, fast path, mode, restarts and outages. The queues' sockets are one
-//! fanout group ([`Fanout`]), so the kernel gives each frame the interface
-//! receives to one queue, by flow.
+//! An uplink of several queues (`packet:IFNAME,queues=N`,
+//! `xdp:IFNAME,queues=N`): one [`Port`] to the data path, N [`Uplink`]s inside,
+//! one per queue. Each queue is an uplink of its own in everything but its name
+//! (`u0:1`): its own socket, driver domain, fast path, mode, restarts and
+//! outages. What they share is the [`QueueGroup`]: the `packet:` sockets are
+//! one fanout group ([`Fanout`]), so the kernel gives each frame the interface
+//! receives to one queue, by flow; the `xdp:` sockets sit in one program's map
+//! ([`XdpAttachment`]), each on its own receive queue of the interface, where
+//! the interface's own receive-side scaling spreads the flows.
 //!
 //! Toward the network a frame leaves by the queue its flow hash picks
 //! ([`twin_wire::flow`]), so a conversation keeps its order on the wire; while
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kernel_nic::packet::Fanout;
+use kernel_nic::xdp::XdpAttachment;
 use twin_wire::flow::{flow_hash, FLOW_PREFIX};
 use twin_wire::Segments;
 
@@ -39,12 +43,21 @@ use crate::port::{
     PortKind, PortNews,
 };
 
+/// What the queues of one uplink share.
+#[derive(Debug, Clone)]
+pub(super) enum QueueGroup {
+    /// The `packet:` sockets' fanout group.
+    Fanout(Arc<Fanout>),
+    /// The `xdp:` uplink's redirect program.
+    Xdp(Arc<XdpAttachment>),
+}
+
 /// An uplink of several queues, each an [`Uplink`].
 #[derive(Debug)]
 pub struct MultiQueueUplink {
     name: String,
     queues: Vec<Uplink>,
-    fanout: Arc<Fanout>,
+    group: QueueGroup,
     /// Frames taken from and delivered to each queue.
     counts: Vec<QueueCounts>,
     /// The queue the next [`Port::receive`] starts with.
@@ -59,31 +72,42 @@ struct QueueCounts {
 }
 
 impl MultiQueueUplink {
-    /// Starts every queue of `spec` (a `packet:` uplink with `queues` > 1): queue
-    /// `i` is named `NAME:i` and its domains run as `spec.domain_id + i`.
+    /// Starts every queue of `spec` (a `packet:` or `xdp:` uplink): queue `i`
+    /// is named `NAME:i` (an `xdp:` uplink's queue `i` is the interface's
+    /// `queue + i`) and its domains run as `spec.domain_id + i`.
     pub fn new(
         spec: UplinkSpec,
         poll: PollMode,
         restart_budget: usize,
     ) -> Result<Self, UplinkError> {
-        let count = match spec.device {
-            UplinkDevice::Packet { queues, .. } => queues.max(1),
-            _ => 1,
+        let count = spec.device.queues();
+        let group = match &spec.device {
+            UplinkDevice::Xdp {
+                name, queue, mode, ..
+            } => QueueGroup::Xdp(Arc::new(XdpAttachment::new(
+                name.clone(),
+                queue + count,
+                *mode,
+            ))),
+            _ => QueueGroup::Fanout(Arc::new(Fanout::new())),
         };
-        let fanout = Arc::new(Fanout::new());
         let queues = (0..count)
             .map(|i| {
                 let mut q = spec.clone();
                 q.name = format!("{}:{i}", spec.name);
                 q.domain_id = spec.domain_id.map(|id| id.saturating_add(i));
-                Uplink::start(q, poll, restart_budget, Some(Arc::clone(&fanout)))
+                if let UplinkDevice::Xdp { queue, queues, .. } = &mut q.device {
+                    *queue += i;
+                    *queues = 1;
+                }
+                Uplink::start(q, poll, restart_budget, Some(group.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(MultiQueueUplink {
             name: spec.name,
             counts: vec![QueueCounts::default(); queues.len()],
             queues,
-            fanout,
+            group,
             next_rx: 0,
         })
     }
@@ -230,11 +254,13 @@ impl Port for MultiQueueUplink {
                 d
             })
             .collect();
-        let detail = serde_json::json!({
-            "fanout_group": self.fanout.id(),
+        let mut detail = serde_json::json!({
             "queues_connected": self.queues.iter().filter(|q| q.driver().is_some()).count(),
             "queues": queues,
         });
+        if let (QueueGroup::Fanout(f), Some(d)) = (&self.group, detail.as_object_mut()) {
+            d.insert("fanout_group".into(), f.id().into());
+        }
         PortReport::new(
             counters,
             drops,
