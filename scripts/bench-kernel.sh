@@ -26,7 +26,10 @@
 #                   and the veth cost alone, to subtract from kernel-bridge
 #
 # XDP_MODE=native runs the xdp kinds with the program attached in the veth's
-# driver (`xdp-mode=native`) instead of generic mode.
+# driver (`xdp-mode=native`) instead of generic mode. QUEUES=N gives the packet
+# and xdp kinds' uplink N queues (`queues=N`: a socket, domain and fast path
+# each) on a veth of N queues each way; the generator's one flow leaves by one
+# of them, so this measures what the queues cost a flow, not what they spread.
 #
 # Per run: Mpps into the kernel, Gbit/s, and the CPU time (utime + stime from
 # /proc, every thread) per million frames that arrived, of the forwarder (the
@@ -47,7 +50,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib/programs.sh
 . "$repo/scripts/lib/programs.sh"
-require_programs ip mktemp seq awk sed cat sleep mkfifo
+require_programs ip mktemp seq awk sed cat sleep mkfifo grep wc
 kinds="tap|packet|packet-twin|packet-inline|xdp|xdp-twin|xdp-inline|testpmd-packet|testpmd-xdp|kernel-bridge|trafgen-direct"
 kind=${1:?usage: scripts/bench-kernel.sh $kinds [RUNS [DURATION [SIZE...]]]}
 shift
@@ -59,6 +62,8 @@ case "$kind" in
 esac
 xdp_mode=${XDP_MODE:-generic}
 case "$xdp_mode" in generic | native) ;; *) echo "bench-kernel.sh: XDP_MODE is generic or native" >&2; exit 2 ;; esac
+queues=${QUEUES:-1}
+case "$queues" in [1-9] | 1[0-6]) ;; *) echo "bench-kernel.sh: QUEUES is 1 to 16" >&2; exit 2 ;; esac
 runs=${1:-3}
 duration=${2:-3}
 shift $(($# > 2 ? 2 : $#))
@@ -111,7 +116,8 @@ elif [ "$kind" = kernel-bridge ]; then
   counted=$peer
   out=${dev}g
 else
-  ip -n "$ns" link add "$dev" type veth peer name "$peer"
+  ip -n "$ns" link add "$dev" numtxqueues "$queues" numrxqueues "$queues" type veth \
+    peer name "$peer" numtxqueues "$queues" numrxqueues "$queues"
   ip -n "$ns" link set "$dev" up
   ip -n "$ns" link set "$peer" up
   counted=$peer
@@ -127,12 +133,20 @@ case "$kind" in
       xdp) uplink="xdp:$dev,xdp-mode=$xdp_mode"; ready='"connected":true' ;;
       *) uplink="$kind:$dev"; ready='"connected":true' ;;
     esac
+    if [ "$queues" -gt 1 ]; then
+      case "$kind" in
+        packet* | xdp*) uplink="$uplink,queues=$queues" ;;
+        *) echo "bench-kernel.sh: QUEUES is for the packet and xdp kinds" >&2; exit 2 ;;
+      esac
+    fi
     ip netns exec "$ns" "$twin" switch --client "c1=$sock,mac=02:00:00:00:00:01" \
       --uplink "u0=$uplink" --control "$scratch/ctl.sock" --cpu 0 \
       >/dev/null 2>"$scratch/fwd.log" &
     fwd_pid=$!
+    # Ready once every queue is (a queue's status says it once).
     for _ in $(seq 100); do
-      "$twin" ctl --control "$scratch/ctl.sock" status 2>/dev/null | grep -q "$ready" && break
+      up=$("$twin" ctl --control "$scratch/ctl.sock" status 2>/dev/null | grep -o "$ready" | wc -l) || up=0
+      [ "$up" -ge "$queues" ] && break
       sleep 0.1
     done
     # The domain: the switch's child (the reaper) and its child (the worker).
@@ -172,6 +186,7 @@ mac=$(ip netns exec "$ns" cat "/sys/class/net/$counted/address")
 
 label=$kind
 case "$kind" in xdp | xdp-*) label="$kind ($xdp_mode)" ;; esac
+[ "$queues" -gt 1 ] && label="$label, $queues queues"
 echo "$label, per run: Mpps into the kernel, Gbit/s, CPU-s per Mpkt of the forwarder and of the domain"
 for size in "${sizes[@]}"; do
   : >"$scratch/res.$size"
