@@ -13,9 +13,13 @@
 //!   drivers (crates `af-packet-driver`, `af-xdp-driver`) run over, in the
 //!   domain or as twins in the switch. No `open`, no `socket`, no `ioctl`.
 //!
-//! Not done yet: several queues (fanout), and offloads (the TAP is opened with
-//! the vnet header but with every offload off, so the kernel hands over whole,
-//! checksummed frames and a header that must be all zeroes).
+//! An uplink of several queues has a socket per queue: AF_PACKET sockets in one
+//! fanout group ([`packet::Fanout`]), AF_XDP sockets behind one program
+//! ([`xdp::XdpAttachment`]).
+//!
+//! Not done yet: offloads (the TAP is opened with the vnet header but with every
+//! offload off, so the kernel hands over whole, checksummed frames and a header
+//! that must be all zeroes).
 //!
 //! Everything read from the kernel side is checked before use ([`TapQueue::recv`],
 //! the ring drivers): a short read, a frame longer than the buffer, a header

@@ -1,4 +1,5 @@
-//! An uplink: a NIC driven by the project's virtio-net driver. Every uplink has a
+//! An uplink: a NIC driven by one of the project's drivers (virtio-net for a
+//! vhost-user NIC, AF_PACKET, AF_XDP; a TAP's frame loop). Every uplink has a
 //! driver domain ([`DomainLink`]: the NIC connection, the slow path, supervision);
 //! its mode says who runs the fast path:
 //!
@@ -26,6 +27,8 @@
 //! on the real domain and instance), `supervision` (connector, health checks,
 //! restart budget, outage log, operators' commands) and `report`. As a [`Port`], an
 //! uplink receives what its driver received and delivers toward the NIC.
+//! `multi_queue` is the port of a `packet:` or `xdp:` uplink of several queues:
+//! an uplink per queue behind one port.
 
 mod fast_path;
 mod handover;
@@ -175,8 +178,9 @@ impl std::fmt::Debug for Uplink {
 use crate::port::error_chain;
 
 impl Uplink {
-    /// Starts connecting to the uplink's NIC in the background. A `packet:`
-    /// uplink of several queues is a [`MultiQueueUplink`] instead.
+    /// Starts connecting to the uplink's NIC in the background. A `packet:` or
+    /// `xdp:` uplink of several queues is a [`MultiQueueUplink`] instead (here
+    /// only the first queue would be driven).
     pub fn new(
         spec: UplinkSpec,
         poll: PollMode,
