@@ -45,6 +45,7 @@ packages=(
   findutils
   coreutils
   g++ # libFuzzer's runtime for scripts/fuzz.sh
+  prometheus # promtool: checks the switch's metrics endpoint (crates/cli/tests/metrics.rs)
 )
 
 if [ "${1:-}" = --list-packages ]; then

@@ -129,6 +129,11 @@ struct SwitchArgs {
     /// Serve the control socket (`twin ctl`) at this path (mode 0600).
     #[arg(long)]
     control: Option<PathBuf>,
+    /// Serve metrics in the Prometheus text format (HTTP `GET /metrics`) on this
+    /// loopback ADDRESS:PORT (port 0: any free one, logged) or unix:PATH (mode
+    /// 0600).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<switch::metrics::MetricsAddr>,
     /// A user id allowed on the control socket (checked with SO_PEERCRED).
     /// Repeatable; without it only the switch's own effective uid is.
     #[arg(long = "control-uid", value_name = "UID")]
@@ -287,6 +292,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 fdb_port_quota: a.fdb_port_quota,
                 flood_limit_pps: a.flood_limit,
                 control: a.control,
+                metrics: a.metrics,
                 control_access: switch::ctl::Access {
                     uids: a.control_uids,
                     fault_injection: a.fault_injection,

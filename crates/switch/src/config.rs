@@ -509,6 +509,9 @@ pub struct SwitchConfig {
     pub flood_limit_pps: u64,
     /// The control socket (`twin ctl`), if any.
     pub control: Option<PathBuf>,
+    /// Where the metrics endpoint listens, if anywhere.
+    #[serde(skip)]
+    pub metrics: Option<crate::metrics::MetricsAddr>,
     /// Who may use the control socket, and whether it injects faults.
     #[serde(skip)]
     pub control_access: crate::ctl::Access,
@@ -816,6 +819,7 @@ mod tests {
             fdb_port_quota: 1024,
             flood_limit_pps: 0,
             control: None,
+            metrics: None,
             control_access: Default::default(),
             max_client_memory: 1 << 30,
             max_total_client_memory: 4 << 30,

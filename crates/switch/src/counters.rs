@@ -193,6 +193,23 @@ pub struct SwitchReport {
     pub client_memory: u64,
     /// The switch's client memory budget.
     pub client_memory_limit: u64,
+    /// How the data-path thread spent its time.
+    pub datapath: LoopReport,
+}
+
+/// How the data-path thread spent its time since the switch started.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LoopReport {
+    /// Rounds of the loop (each takes a batch from every port).
+    pub rounds: u64,
+    /// Rounds that delivered at least one frame.
+    pub work_rounds: u64,
+    /// Seconds since the data path started.
+    pub seconds: f64,
+    /// Seconds it spent waiting for work (polling empty rounds before a sleep,
+    /// yielding, sleeping in epoll); the rest it was forwarding or looking at
+    /// its ports.
+    pub idle_seconds: f64,
 }
 
 impl SwitchReport {
@@ -218,6 +235,7 @@ impl SwitchReport {
             fdb_quota_full: 0,
             client_memory: 0,
             client_memory_limit: 0,
+            datapath: LoopReport::default(),
         }
     }
 }

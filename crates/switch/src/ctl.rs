@@ -676,7 +676,7 @@ fn read_request(r: impl Read) -> Result<Command, Failure> {
 }
 
 /// Removes a stale socket at `path`; refuses anything else.
-fn clear_path(path: &Path) -> Result<(), CtlError> {
+pub(crate) fn clear_path(path: &Path) -> Result<(), CtlError> {
     let taken = |why| CtlError::PathTaken {
         path: path.to_owned(),
         why,
@@ -700,7 +700,7 @@ fn clear_path(path: &Path) -> Result<(), CtlError> {
 
 /// Binds a socket that appears at `path` with mode 0600 already: bound in a private
 /// directory next to it, given its mode, then renamed into place.
-fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+pub(crate) fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

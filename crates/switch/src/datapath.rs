@@ -165,6 +165,18 @@ pub struct DataPath {
     ctl: Option<std::sync::mpsc::Receiver<crate::ctl::Request>>,
     /// The client memory budget shared by the client ports (for the report).
     pub memory_budget: Option<std::sync::Arc<vhost_device::MemoryBudget>>,
+    /// Scrapes from the metrics endpoint.
+    metrics: Option<std::sync::mpsc::Receiver<crate::metrics::Scrape>>,
+    /// How the loop spent its time.
+    loop_stats: LoopStats,
+}
+
+/// What [`DataPath::run`] counts of itself.
+#[derive(Debug, Default)]
+struct LoopStats {
+    rounds: u64,
+    work_rounds: u64,
+    idle: Duration,
 }
 
 /// Every port but the ingress one, as destinations: the ports before it and the
@@ -351,6 +363,39 @@ impl DataPath {
             poll,
             ctl: None,
             memory_budget: None,
+            metrics: None,
+            loop_stats: LoopStats::default(),
+        }
+    }
+
+    /// Answers scrapes from `metrics` between batches.
+    pub fn set_metrics(&mut self, metrics: std::sync::mpsc::Receiver<crate::metrics::Scrape>) {
+        self.metrics = Some(metrics);
+    }
+
+    /// How the loop spent its time so far.
+    pub fn loop_report(&self) -> crate::counters::LoopReport {
+        crate::counters::LoopReport {
+            rounds: self.loop_stats.rounds,
+            work_rounds: self.loop_stats.work_rounds,
+            seconds: self.core.start.elapsed().as_secs_f64(),
+            idle_seconds: self.loop_stats.idle.as_secs_f64(),
+        }
+    }
+
+    /// Answers the metrics endpoint's scrapes with the report.
+    fn serve_metrics(&self) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        // At most a few a round: the endpoint serves one connection at a time.
+        for _ in 0..4 {
+            match metrics.try_recv() {
+                Ok(scrape) => {
+                    let _ = scrape.reply.try_send(crate::report(self));
+                }
+                Err(_) => return,
+            }
         }
     }
 
@@ -436,6 +481,7 @@ impl DataPath {
     /// Takes control-plane news. Returns true when the set of wait fds changed.
     fn control(&mut self, now: Instant) -> Result<bool, DataPathError> {
         let mut changed = self.serve_control(now);
+        self.serve_metrics();
         let now_ms = self.now_ms(now);
         let cx = MaintainContext {
             now,
@@ -518,6 +564,7 @@ impl DataPath {
         let mut waiter = Waiter::new(self.poll.into(), Policy::new(IDLE_WAIT));
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            self.loop_stats.rounds += 1;
             // Drain the rings before taking control news: a client that kicks and
             // then stops its rings gets the frames it posted before the stop.
             let work = self.forward_once(self.now_ms(now));
@@ -529,14 +576,19 @@ impl DataPath {
             // them (every destination full) counts as idle, so that a busy poller
             // sharing its core with the consumer of those frames yields it.
             if work.delivered > 0 {
+                self.loop_stats.work_rounds += 1;
                 waiter.work();
                 continue;
             }
-            if waiter.idle(&mut self.ports)? == Idle::Raced {
+            // An idle round counts as idle from its start: its look at the ports
+            // found nothing to deliver.
+            let raced = waiter.idle(&mut self.ports)? == Idle::Raced;
+            if raced {
                 // Frames are waiting but the last rounds delivered nothing (their
                 // destinations are full): let whoever shares the core drain them.
                 std::thread::yield_now();
             }
+            self.loop_stats.idle += now.elapsed();
         }
         Ok(())
     }

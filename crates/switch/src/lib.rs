@@ -11,7 +11,8 @@
 //! * [`datapath`]: the loop that moves frames between ports, batched, busy-polling
 //!   or event-driven;
 //! * [`counters`]: per-port counters, drop reasons and the final report;
-//! * [`ctl`]: the control socket (status, fault injection into driver domains).
+//! * [`ctl`]: the control socket (status, fault injection into driver domains);
+//! * [`metrics`]: the report as Prometheus metrics over HTTP.
 //!
 //! Limits: one queue pair per port but for the queues of a `packet:` or `xdp:`
 //! uplink; no VLANs, offloads or jumbo frames.
@@ -23,6 +24,7 @@ pub mod counters;
 pub mod ctl;
 pub mod datapath;
 pub mod fdb;
+pub mod metrics;
 pub mod port;
 
 use std::collections::BTreeMap;
@@ -54,6 +56,9 @@ pub enum Error {
     /// The control socket failed.
     #[error(transparent)]
     Ctl(#[from] ctl::CtlError),
+    /// The metrics endpoint could not listen.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// Runs the switch until `stop` is set, then returns its counters.
@@ -97,9 +102,17 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
     if let Some(path) = &cfg.control {
         dp.set_control(ctl::serve(path, cfg.control_access.clone())?);
     }
+    if let Some(addr) = &cfg.metrics {
+        let (scrapes, bound) = metrics::serve(addr)?;
+        tracing::info!(%bound, "metrics endpoint listening");
+        dp.set_metrics(scrapes);
+    }
     let result = dp.run(stop);
     if let Some(path) = &cfg.control {
         // Ours: a live socket is never replaced (ctl::serve).
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(metrics::MetricsAddr::Unix(path)) = &cfg.metrics {
         let _ = std::fs::remove_file(path);
     }
     result?;
@@ -119,6 +132,7 @@ pub fn report(dp: &DataPath) -> SwitchReport {
     }
     let mut r = SwitchReport::new(clients, uplinks, dp.fdb().len(), dp.fdb_full());
     r.fdb_quota_full = dp.fdb().quota_refusals();
+    r.datapath = dp.loop_report();
     if let Some(b) = &dp.memory_budget {
         r.client_memory = b.used();
         r.client_memory_limit = b.limit();
