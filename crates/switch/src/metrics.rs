@@ -274,7 +274,8 @@ fn scrape(tx: &SyncSender<Scrape>) -> Option<SwitchReport> {
 struct Family {
     help: &'static str,
     kind: &'static str,
-    samples: Vec<(String, f64)>,
+    /// Each sample's labels and value, as written.
+    samples: Vec<(String, String)>,
 }
 
 /// The metric families of one scrape, in the order first used.
@@ -292,7 +293,7 @@ impl Families {
         kind: &'static str,
         help: &'static str,
         labels: &[(&str, &str)],
-        value: f64,
+        value: impl std::fmt::Display,
     ) {
         let family = self.by_name.entry(name).or_insert_with(|| {
             self.order.push(name);
@@ -306,11 +307,12 @@ impl Families {
         for (i, (k, v)) in labels.iter().enumerate() {
             let _ = write!(l, "{}{k}=\"{}\"", if i == 0 { "" } else { "," }, escape(v));
         }
-        family.samples.push((l, value));
+        family.samples.push((l, value.to_string()));
     }
 
     fn counter(&mut self, name: &'static str, help: &'static str, labels: &[(&str, &str)], v: u64) {
-        self.add(name, "counter", help, labels, v as f64);
+        // Integers exactly (an f64 would round past 2^53).
+        self.add(name, "counter", help, labels, v);
     }
 
     fn gauge(&mut self, name: &'static str, help: &'static str, labels: &[(&str, &str)], v: f64) {
