@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use switch::config::{ClientSpec, PollMode, SwitchConfig, UplinkSpec};
+use switch::config::PollMode;
 use twin_wire::MacAddr;
 
+use crate::switch_args::SwitchArgs;
 use crate::{affinity, bench, demo};
 
 /// TwinDrivers: a host-side network I/O plane for VMs. Clients attach over vhost-user,
@@ -71,13 +72,14 @@ struct CtlArgs {
 }
 
 /// Options every long-running command shares.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
     /// How the data path waits for work: `busy` (spin, one full core), `event`
     /// (epoll), or `adaptive` (busy while there is work, epoll when idle; switch and
     /// nic only).
-    #[arg(long, default_value = "busy", value_parser = parse_poll)]
-    pub poll: PollMode,
+    /// [default: busy]
+    #[arg(long, value_parser = parse_poll)]
+    pub poll: Option<PollMode>,
     /// Pin the data path to this CPU.
     #[arg(long)]
     pub cpu: Option<usize>,
@@ -90,78 +92,6 @@ fn parse_poll(s: &str) -> Result<PollMode, String> {
 fn parse_attack(s: &str) -> Result<soft_nic::Attack, String> {
     s.parse()
         .map_err(|e: soft_nic::hostile::Error| e.to_string())
-}
-
-#[derive(Debug, Args)]
-struct SwitchArgs {
-    /// A client port: NAME=SOCKET[,mac=MAC]. The switch listens on SOCKET as a vhost-user
-    /// virtio-net device. With mac=, that MAC is offered to the client and frames from
-    /// any other source address are dropped. Repeatable.
-    #[arg(long = "client", value_name = "NAME=SOCKET[,mac=MAC]")]
-    clients: Vec<ClientSpec>,
-    /// An uplink: NAME=DEVICE[,mode=inline|domain|twin]. DEVICE is a NIC's
-    /// vhost-user socket (its driver domain connects, retrying until it appears),
-    /// tap:IFNAME, packet:IFNAME[,qdisc-bypass=on|off][,queues=N] or
-    /// xdp:IFNAME[,queue=N][,xdp-mode=native|generic]. The mode says who runs the
-    /// driver's fast path: default inline for a NIC socket, domain for a kernel
-    /// interface (tap: domain only). With queues=N a packet: uplink has N sockets
-    /// in a fanout group, each with its own driver domain (queue i is NAME:i in
-    /// `twin ctl`).
-    /// Repeatable.
-    #[arg(long = "uplink", value_name = "NAME=DEVICE[,mode=inline|domain|twin]")]
-    uplinks: Vec<UplinkSpec>,
-    /// Learned MAC addresses expire after this many seconds without traffic.
-    #[arg(long, default_value_t = 300)]
-    fdb_max_age: u64,
-    /// At most this many learned MAC addresses.
-    #[arg(long, default_value_t = 4096)]
-    fdb_capacity: usize,
-    /// At most this many learned MAC addresses per port (clients and uplinks), so
-    /// that no port can fill the table.
-    #[arg(long, default_value_t = 1024)]
-    fdb_port_quota: u32,
-    /// Most flooded frames (broadcast, multicast, unknown unicast) a second that one
-    /// port may send; the rest are dropped and counted (`flood_limited`). 0: no
-    /// limit (the default: a NIC that never answers, as in benchmarks with a sink,
-    /// makes every frame to it an unknown unicast).
-    #[arg(long, default_value_t = 0)]
-    flood_limit: u64,
-    /// Serve the control socket (`twin ctl`) at this path (mode 0600).
-    #[arg(long)]
-    control: Option<PathBuf>,
-    /// Serve metrics in the Prometheus text format (HTTP `GET /metrics`) on this
-    /// loopback ADDRESS:PORT (port 0: any free one, logged) or unix:PATH (mode
-    /// 0600).
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<switch::metrics::MetricsAddr>,
-    /// A user id allowed on the control socket (checked with SO_PEERCRED).
-    /// Repeatable; without it only the switch's own effective uid is.
-    #[arg(long = "control-uid", value_name = "UID")]
-    control_uids: Vec<u32>,
-    /// Carry out `twin ctl fault` commands: kill or corrupt driver domains and make
-    /// twins misbehave on request. For tests and fault campaigns; off by default.
-    #[arg(long)]
-    fault_injection: bool,
-    /// Most memory one client may share with the switch (its whole vhost-user
-    /// memory table, e.g. a VM's RAM): a larger table is refused. Bytes, or with a
-    /// K, M, G or T suffix (binary).
-    #[arg(long, default_value = "64G", value_parser = switch::config::parse_bytes)]
-    max_client_memory: u64,
-    /// Most client memory the switch maps for all clients together; a table that
-    /// does not fit in what is left is refused.
-    #[arg(long, default_value = "256G", value_parser = switch::config::parse_bytes)]
-    max_total_client_memory: u64,
-    /// Driver-domain restarts an uplink may make within a minute; past them it
-    /// gives up, and stays down until `twin ctl revive UPLINK`.
-    #[arg(long, default_value_t = switch::port::uplink::RESTART_BUDGET)]
-    restart_budget: usize,
-    /// Run as root, the switch runs the driver domains of its uplinks' queues as
-    /// user and group ids BASE, BASE+1... (one per queue, uplinks in order)
-    /// outside their namespaces, ids nothing else on the host should use.
-    #[arg(long, value_name = "BASE", default_value_t = 3_000_000_000)]
-    domain_id_base: u32,
-    #[command(flatten)]
-    run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +192,13 @@ fn print_json<T: serde::Serialize>(report: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl RunArgs {
+    /// How the data path waits (busy unless told).
+    pub fn poll(&self) -> PollMode {
+        self.poll.unwrap_or_default()
+    }
+}
+
 fn pin(run: &RunArgs) -> anyhow::Result<()> {
     if let Some(cpu) = run.cpu {
         affinity::pin_current_thread(cpu)?;
@@ -283,27 +220,9 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Switch(a) => {
-            let cfg = SwitchConfig {
-                clients: a.clients,
-                uplinks: a.uplinks,
-                poll: a.run.poll,
-                fdb_max_age_ms: a.fdb_max_age.saturating_mul(1000),
-                fdb_capacity: a.fdb_capacity,
-                fdb_port_quota: a.fdb_port_quota,
-                flood_limit_pps: a.flood_limit,
-                control: a.control,
-                metrics: a.metrics,
-                control_access: switch::ctl::Access {
-                    uids: a.control_uids,
-                    fault_injection: a.fault_injection,
-                },
-                max_client_memory: a.max_client_memory,
-                max_total_client_memory: a.max_total_client_memory,
-                restart_budget: a.restart_budget,
-                domain_id_base: a.domain_id_base,
-            };
+            let (cfg, run) = a.into_config()?;
             cfg.validate()?;
-            pin(&a.run)?;
+            pin(&run)?;
             let stop = stop_flag()?;
             let report = switch::run(&cfg, &stop)?;
             print_json(&report)
@@ -328,8 +247,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             pin(&a.run)?;
             let stop = stop_flag()?;
             let mut cfg = soft_nic::NicConfig::new(a.socket, mode);
-            cfg.busy_poll = a.run.poll == PollMode::Busy;
-            cfg.adaptive = a.run.poll == PollMode::Adaptive;
+            cfg.busy_poll = a.run.poll() == PollMode::Busy;
+            cfg.adaptive = a.run.poll() == PollMode::Adaptive;
             cfg.digest = a.digest;
             let dflt = soft_nic::SourceConfig::default();
             cfg.source = soft_nic::SourceConfig {
@@ -363,7 +282,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.digest = a.digest;
             cfg.src_mac = a.src_mac;
             cfg.dst_mac = a.dst_mac.unwrap_or(MacAddr::BROADCAST);
-            cfg.mode = match a.run.poll {
+            cfg.mode = match a.run.poll() {
                 PollMode::Busy => traffic_gen::PollMode::BusyPoll,
                 PollMode::Event => traffic_gen::PollMode::EventDriven,
                 PollMode::Adaptive => {

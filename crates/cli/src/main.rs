@@ -7,6 +7,7 @@ mod affinity;
 mod bench;
 mod commands;
 mod demo;
+mod switch_args;
 
 use clap::Parser;
 

@@ -451,7 +451,7 @@ impl FromStr for UplinkSpec {
 }
 
 /// How the data-path thread waits for work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PollMode {
     /// Spin on the rings; peers are asked never to notify. Lowest latency, one core.
