@@ -46,6 +46,7 @@ packages=(
   coreutils
   g++ # libFuzzer's runtime for scripts/fuzz.sh
   prometheus # promtool: checks the switch's metrics endpoint (crates/cli/tests/metrics.rs)
+  tcpdump # reads back a port's capture (crates/cli/tests/capture.rs)
 )
 
 if [ "${1:-}" = --list-packages ]; then

@@ -206,6 +206,70 @@ fn pin(run: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `words` without `--output FILE`, and the file.
+fn take_output(words: Vec<String>) -> (Vec<String>, Option<PathBuf>) {
+    let mut rest = Vec::with_capacity(words.len());
+    let mut output = None;
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        if w == "--output" {
+            output = it.next().map(PathBuf::from);
+        } else {
+            rest.push(w);
+        }
+    }
+    (rest, output)
+}
+
+/// `twin ctl capture`: streams the capture into `output` (created with mode
+/// 0600: frames are the clients' data), then prints the answer with the frames
+/// the file holds.
+fn capture(
+    control: &std::path::Path,
+    command: &switch::ctl::Command,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(output) = output else {
+        bail!("capture needs --output FILE");
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let (answer, bytes) = switch::ctl::capture(control, command, &mut out)?;
+    out.flush().context("cannot write the capture")?;
+    if let switch::ctl::Response::Err(f) = answer.response {
+        writeln!(std::io::stdout().lock(), "{}", answer.line)?;
+        bail!("the switch refused the command: {f}");
+    }
+    let frames = pcap_records(&std::fs::read(&output)?);
+    let summary = serde_json::json!({"ok": true, "result": {
+        "output": output, "bytes": bytes, "frames": frames,
+    }});
+    writeln!(std::io::stdout().lock(), "{summary}")?;
+    Ok(())
+}
+
+/// The whole records of a pcap file.
+fn pcap_records(bytes: &[u8]) -> u64 {
+    let mut at = 24;
+    let mut n = 0;
+    while let Some(h) = bytes.get(at..at + 16) {
+        let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        if bytes.len() < at + 16 + len {
+            break;
+        }
+        at += 16 + len;
+        n += 1;
+    }
+    n
+}
+
 /// The exit status for a run that failed: 2 when `twin ctl` got no response
 /// from the switch (like clap's for bad arguments), 1 otherwise (an error
 /// response included).
@@ -295,7 +359,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Ctl(a) => {
-            let command = switch::ctl::Command::from_words(&a.command).unwrap_or_else(|f| {
+            // `capture ... --output FILE`: the file is this side's.
+            let (words, output) = take_output(a.command);
+            let command = switch::ctl::Command::from_words(&words).unwrap_or_else(|f| {
                 // Bad arguments: clap's own error (exit status 2).
                 let mut cli = <Cli as clap::CommandFactory>::command();
                 cli.build();
@@ -305,6 +371,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ctl.error(clap::error::ErrorKind::InvalidValue, f.message)
                     .exit()
             });
+            if let switch::ctl::Command::Capture { .. } = command {
+                return capture(&a.control, &command, output);
+            }
             // No response: exit status 2 (see `exit_status`).
             let answer = switch::ctl::call(&a.control, &command)?;
             writeln!(std::io::stdout().lock(), "{}", answer.line)

@@ -85,6 +85,11 @@ pub struct PortCounters {
     pub tx_packets: u64,
     /// Bytes sent to the port.
     pub tx_bytes: u64,
+    /// Frames taken into packet captures of the port (`twin ctl capture`).
+    pub captured: u64,
+    /// Frames left out of captures (the capture's reader was behind; the
+    /// frames themselves went on).
+    pub capture_missed: u64,
     drops: [u64; DropReason::ALL.len()],
     /// The sum of `drops`, kept as they are counted: the data path reads the
     /// switch's running total every round (outage accounting), so it costs one
@@ -135,6 +140,12 @@ pub struct PortReport {
     /// level. Every reason the port can count is listed, zeros included, so a
     /// reader can tell "none" from "not reported".
     pub drops: BTreeMap<String, u64>,
+    /// Frames taken into packet captures of the port.
+    pub captured: u64,
+    /// Frames left out of captures (not dropped: they went on).
+    pub capture_missed: u64,
+    /// Whether a capture of the port runs now.
+    pub capturing: bool,
     /// Times the peer connected.
     pub connects: u64,
     /// Times the peer went away.
@@ -166,6 +177,9 @@ impl PortReport {
             rx_bytes: c.rx_bytes,
             tx_packets: c.tx_packets,
             tx_bytes: c.tx_bytes,
+            captured: c.captured,
+            capture_missed: c.capture_missed,
+            capturing: false,
             drops,
             connects,
             disconnects,

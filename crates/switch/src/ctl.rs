@@ -15,7 +15,12 @@
 //!   that gave up (its restart budget spent), with a fresh budget;
 //! * `{"command":"mode","uplink":"u0","mode":"twin"}`: move the uplink's fast path
 //!   to `inline`, `domain` or `twin` at run time (a handover: no reordering, no
-//!   duplicates); answered once the change is under way.
+//!   duplicates); answered once the change is under way;
+//! * `{"command":"capture","port":"c1","direction":"tx","count":100}`: capture
+//!   the port's frames (`rx`, `tx` or `both`; `count` optional): the answer line
+//!   is followed by the capture as pcap on the same connection, streamed by a
+//!   thread of its own (at most [`MAX_CAPTURES`] at once), until the count is
+//!   taken or the client stops reading ([`crate::capture`]).
 //!
 //! Responses: `{"ok":true,"result":R}` or
 //! `{"ok":false,"error":{"kind":K,"message":"..."}}`, `K` one of [`ErrorKind`]
@@ -49,7 +54,9 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -285,15 +292,18 @@ pub enum CommandName {
     Revive,
     /// [`Command::Mode`].
     Mode,
+    /// [`Command::Capture`].
+    Capture,
 }
 
 impl CommandName {
     /// Every command, in the order users read them.
-    pub const ALL: [CommandName; 4] = [
+    pub const ALL: [CommandName; 5] = [
         CommandName::Status,
         CommandName::Fault,
         CommandName::Revive,
         CommandName::Mode,
+        CommandName::Capture,
     ];
 
     /// The command's fields after `command`, in their order on `twin ctl`'s command
@@ -304,6 +314,7 @@ impl CommandName {
             CommandName::Fault => &["uplink", "fault"],
             CommandName::Revive => &["uplink"],
             CommandName::Mode => &["uplink", "mode"],
+            CommandName::Capture => &["port", "direction", "count"],
         }
     }
 
@@ -314,6 +325,9 @@ impl CommandName {
 
     /// `fault UPLINK FAULT`.
     pub fn usage(self) -> String {
+        if self == CommandName::Capture {
+            return "capture PORT [--direction rx|tx|both] [--count N] --output FILE".into();
+        }
         let mut s = self.name();
         for a in self.args() {
             s.push(' ');
@@ -364,6 +378,19 @@ pub enum Command {
         /// Where to.
         mode: UplinkMode,
     },
+    /// Capture a port's frames: the answer line is followed by the capture as
+    /// pcap on the same connection, until `count` frames or until the client
+    /// hangs up.
+    Capture {
+        /// Port name (a client or an uplink).
+        port: String,
+        /// Which frames.
+        #[serde(default)]
+        direction: crate::capture::Direction,
+        /// How many (none: until the client hangs up).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
 }
 
 impl Command {
@@ -374,6 +401,7 @@ impl Command {
             Command::Fault { .. } => CommandName::Fault,
             Command::Revive { .. } => CommandName::Revive,
             Command::Mode { .. } => CommandName::Mode,
+            Command::Capture { .. } => CommandName::Capture,
         }
     }
 
@@ -396,6 +424,9 @@ impl Command {
             ));
         };
         let name: CommandName = first.as_ref().parse()?;
+        if name == CommandName::Capture {
+            return Command::capture_from_words(rest);
+        }
         if rest.len() != name.args().len() {
             return Err(Failure::new(
                 ErrorKind::BadRequest,
@@ -408,6 +439,47 @@ impl Command {
             fields.insert((*field).into(), Value::from(word.as_ref()));
         }
         Command::from_value(Value::Object(fields))
+    }
+
+    /// `capture PORT [--direction D] [--count N]` (the words after `capture`;
+    /// `--output FILE` is `twin ctl`'s, taken off before).
+    fn capture_from_words<S: AsRef<str>>(words: &[S]) -> Result<Command, Failure> {
+        let usage = || {
+            Failure::new(
+                ErrorKind::BadRequest,
+                format!("usage: {}", CommandName::Capture.usage()),
+            )
+        };
+        let mut words = words.iter().map(AsRef::as_ref);
+        let port = words
+            .next()
+            .filter(|p| !p.starts_with('-'))
+            .ok_or_else(usage)?;
+        let (mut direction, mut count) = (crate::capture::Direction::default(), None);
+        while let Some(flag) = words.next() {
+            let value = words.next().ok_or_else(usage)?;
+            match flag {
+                "--direction" => {
+                    direction = value
+                        .parse()
+                        .map_err(|e: String| Failure::new(ErrorKind::BadRequest, e))?
+                }
+                "--count" => {
+                    count = Some(value.parse().map_err(|_| {
+                        Failure::new(
+                            ErrorKind::BadRequest,
+                            format!("--count {value:?} is not a number"),
+                        )
+                    })?)
+                }
+                _ => return Err(usage()),
+            }
+        }
+        Ok(Command::Capture {
+            port: port.to_string(),
+            direction,
+            count,
+        })
     }
 
     /// Checks a JSON value as a request; the error says what is wrong as precisely
@@ -493,6 +565,8 @@ pub enum ErrorKind {
     FaultInjectionDisabled,
     /// No uplink of that name.
     NoSuchUplink,
+    /// No port of that name.
+    NoSuchPort,
     /// The uplink cannot do it now (not up, not given up, no twin to fault...).
     Rejected,
     /// The data path did not answer (the switch is stopping or stuck).
@@ -636,6 +710,8 @@ pub struct Request {
     pub command: Command,
     /// The answer goes here.
     pub reply: SyncSender<Response>,
+    /// A capture's data-path end, for [`Command::Capture`].
+    pub tap: Option<crate::capture::Tap>,
 }
 
 /// Reads one request line from `r` (at most [`MAX_REQUEST`] bytes, newline
@@ -733,10 +809,15 @@ pub fn serve(path: &Path, access: Access) -> Result<Receiver<Request>, CtlError>
         .name("ctl".into())
         .spawn(move || {
             let mut denied_logged = None;
+            let captures = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming().flatten() {
-                let (response, go_on) = answer(&conn, &access, &tx, &mut denied_logged);
+                let (response, go_on, sink) =
+                    answer(&conn, &access, &tx, &captures, &mut denied_logged);
                 let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-                let _ = (&conn).write_all(response.to_line().as_bytes());
+                let sent = (&conn).write_all(response.to_line().as_bytes());
+                if let (Some(sink), Ok(())) = (sink, sent) {
+                    stream_capture(conn, sink, &captures);
+                }
                 if !go_on {
                     return;
                 }
@@ -746,14 +827,38 @@ pub fn serve(path: &Path, access: Access) -> Result<Receiver<Request>, CtlError>
     Ok(rx)
 }
 
-/// The answer to one connection, and whether to serve more (not once the data
-/// path is gone).
+/// Captures that may stream at once.
+pub const MAX_CAPTURES: usize = 4;
+/// A capture's reader that takes nothing for this long ends it.
+const CAPTURE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Streams a started capture to `conn` on a thread of its own (the listener
+/// goes on serving), counted in `captures`.
+fn stream_capture(conn: UnixStream, sink: crate::capture::Sink, captures: &Arc<AtomicUsize>) {
+    let done = Arc::clone(captures);
+    let _ = conn.set_write_timeout(Some(CAPTURE_WRITE_TIMEOUT));
+    let spawned = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            // Ends with the capture's count, or when the reader stops reading.
+            let _ = sink.write_to(std::io::BufWriter::new(&conn));
+            done.fetch_sub(1, Ordering::Relaxed);
+        });
+    if spawned.is_err() {
+        // The sink went with the closure: the tap closes at its next frame.
+        captures.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The answer to one connection, whether to serve more (not once the data path
+/// is gone), and a started capture's writer end.
 fn answer(
     conn: &UnixStream,
     access: &Access,
     tx: &SyncSender<Request>,
+    captures: &AtomicUsize,
     denied_logged: &mut Option<Instant>,
-) -> (Response, bool) {
+) -> (Response, bool, Option<crate::capture::Sink>) {
     let peer = rustix::net::sockopt::socket_peercred(conn).ok();
     if !peer.is_some_and(|p| access.allows(p.uid.as_raw())) {
         if denied_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -771,12 +876,13 @@ fn answer(
         return (
             Response::error(ErrorKind::PermissionDenied, "permission denied"),
             true,
+            None,
         );
     }
     let _ = conn.set_read_timeout(Some(REQUEST_TIMEOUT));
     let command = match read_request(conn) {
         Ok(c) => c,
-        Err(f) => return (f.into(), true),
+        Err(f) => return (f.into(), true, None),
     };
     if matches!(command, Command::Fault { .. }) && !access.fault_injection {
         return (
@@ -785,21 +891,66 @@ fn answer(
                 "fault injection is disabled (start the switch with --fault-injection)",
             ),
             true,
+            None,
         );
     }
+    let (tap, mut sink) = match &command {
+        Command::Capture {
+            direction, count, ..
+        } => {
+            if captures.fetch_add(1, Ordering::Relaxed) >= MAX_CAPTURES {
+                captures.fetch_sub(1, Ordering::Relaxed);
+                return (
+                    Response::error(
+                        ErrorKind::Rejected,
+                        format!("{MAX_CAPTURES} captures run already"),
+                    ),
+                    true,
+                    None,
+                );
+            }
+            let (tap, sink) = crate::capture::capture(*direction, *count);
+            (Some(tap), Some(sink))
+        }
+        _ => (None, None),
+    };
+    // A capture that does not start gives its place back.
+    let give_back = |sink: &mut Option<crate::capture::Sink>| {
+        if sink.take().is_some() {
+            captures.fetch_sub(1, Ordering::Relaxed);
+        }
+    };
     let (reply, answer) = mpsc::sync_channel(1);
-    if tx.send(Request { command, reply }).is_err() {
+    if tx
+        .send(Request {
+            command,
+            reply,
+            tap,
+        })
+        .is_err()
+    {
+        give_back(&mut sink);
         return (
             Response::error(ErrorKind::Unavailable, "the switch is stopping"),
             false,
+            None,
         );
     }
     match answer.recv_timeout(DATA_PATH_TIMEOUT) {
-        Ok(r) => (r, true),
-        Err(_) => (
-            Response::error(ErrorKind::Unavailable, "the data path did not answer"),
-            true,
-        ),
+        Ok(r) => {
+            if matches!(r, Response::Err(_)) {
+                give_back(&mut sink);
+            }
+            (r, true, sink)
+        }
+        Err(_) => {
+            give_back(&mut sink);
+            (
+                Response::error(ErrorKind::Unavailable, "the data path did not answer"),
+                true,
+                None,
+            )
+        }
     }
 }
 
@@ -847,6 +998,52 @@ pub fn call(path: &Path, command: &Command) -> Result<Answer, CtlError> {
     }
 }
 
+/// Sends a [`Command::Capture`] to the switch at `path` and, once it is
+/// accepted, copies the capture (pcap) it streams into `out` until the switch
+/// ends it (its count taken). Returns the answer and the bytes copied; an
+/// error answer copies nothing.
+pub fn capture(
+    path: &Path,
+    command: &Command,
+    out: &mut impl Write,
+) -> Result<(Answer, u64), CtlError> {
+    let no_answer = |source| CtlError::NoAnswer {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = UnixStream::connect(path).map_err(|source| CtlError::Unreachable {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.set_read_timeout(Some(CALL_TIMEOUT))
+        .map_err(no_answer)?;
+    conn.write_all(command.to_line().as_bytes())
+        .map_err(no_answer)?;
+    let mut reader = BufReader::new(&conn);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(no_answer)?;
+    if line.is_empty() {
+        return Err(no_answer(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the switch closed the connection",
+        )));
+    }
+    let line = line.trim_end().to_string();
+    let response: Response = serde_json::from_str(&line).map_err(|source| CtlError::BadAnswer {
+        path: path.to_owned(),
+        line: line.clone(),
+        source,
+    })?;
+    let answer = Answer { line, response };
+    if matches!(answer.response, Response::Err(_)) {
+        return Ok((answer, 0));
+    }
+    // The capture runs as long as it takes.
+    conn.set_read_timeout(None).map_err(no_answer)?;
+    let copied = std::io::copy(&mut reader, out).map_err(no_answer)?;
+    Ok((answer, copied))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,6 +1066,11 @@ mod tests {
                 mode,
             });
         }
+        all.push(Command::Capture {
+            port: "c1".into(),
+            direction: crate::capture::Direction::Tx,
+            count: Some(10),
+        });
         all
     }
 
@@ -880,6 +1082,22 @@ mod tests {
             Command::Fault { uplink, fault } => w.extend([uplink.clone(), fault.name()]),
             Command::Revive { uplink } => w.push(uplink.clone()),
             Command::Mode { uplink, mode } => w.extend([uplink.clone(), mode.to_string()]),
+            Command::Capture {
+                port,
+                direction,
+                count,
+            } => {
+                w.extend([port.clone(), "--direction".into()]);
+                w.push(
+                    serde_json::to_value(direction)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                );
+                if let Some(n) = count {
+                    w.extend(["--count".into(), n.to_string()]);
+                }
+            }
         }
         w
     }
@@ -895,7 +1113,7 @@ mod tests {
     #[test]
     fn every_request_round_trips_as_json_and_from_words() {
         let all = every_command();
-        assert_eq!(all.len(), 1 + Fault::ALL.len() + 1 + 3);
+        assert_eq!(all.len(), 1 + Fault::ALL.len() + 1 + 3 + 1);
         for c in &all {
             let line = c.to_line();
             assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
@@ -1127,6 +1345,7 @@ mod tests {
             for r in rx.iter().take(n) {
                 let response = match &r.command {
                     Command::Status => Response::ok(&serde_json::json!({"clients": {}})),
+                    Command::Capture { .. } => Response::ok(&r.command),
                     Command::Fault { uplink, .. }
                     | Command::Revive { uplink }
                     | Command::Mode { uplink, .. } => {

@@ -77,6 +77,8 @@ pub struct PortEntry {
     pub counters: PortCounters,
     /// Its learning memo as an ingress port.
     pub memo: Memo,
+    /// A packet capture of the port, while one runs.
+    pub capture: Option<crate::capture::Tap>,
 }
 
 impl PortEntry {
@@ -88,6 +90,7 @@ impl PortEntry {
             port,
             counters: PortCounters::default(),
             memo: Memo::default(),
+            capture: None,
         }
     }
 }
@@ -239,6 +242,9 @@ impl Ports for Egress<'_> {
             Delivery::Delivered => {
                 e.counters.tx_packets += 1;
                 e.counters.tx_bytes += frame.len() as u64;
+                if let Some(tap) = &mut e.capture {
+                    tap.frame(frame, crate::capture::Direction::Tx);
+                }
                 self.delivered += 1;
             }
             Delivery::Dropped(why) => e.counters.drop(why),
@@ -433,10 +439,18 @@ impl DataPath {
         use crate::ctl::{Command, ErrorKind, Response};
         let no_uplink =
             |name: &str| Response::error(ErrorKind::NoSuchUplink, format!("no uplink {name:?}"));
-        for r in requests {
+        for mut r in requests {
             let (uplink, cmd) = match &r.command {
                 Command::Status => {
                     let _ = r.reply.try_send(Response::ok(&crate::report(self)));
+                    continue;
+                }
+                Command::Capture { port, .. } => {
+                    let answer = match self.start_capture(port, r.tap.take()) {
+                        Ok(()) => Response::ok(&r.command),
+                        Err(e) => e,
+                    };
+                    let _ = r.reply.try_send(answer);
                     continue;
                 }
                 Command::Fault { uplink, fault } => (uplink, PortCommand::Fault(fault.kind())),
@@ -469,6 +483,50 @@ impl DataPath {
         changed
     }
 
+    /// Puts `tap` on port `name`.
+    fn start_capture(
+        &mut self,
+        name: &str,
+        tap: Option<crate::capture::Tap>,
+    ) -> Result<(), crate::ctl::Response> {
+        use crate::ctl::{ErrorKind, Response};
+        let Some(e) = self.ports.iter_mut().find(|e| e.port.name() == name) else {
+            return Err(Response::error(
+                ErrorKind::NoSuchPort,
+                format!("no port {name:?}"),
+            ));
+        };
+        if e.capture.is_some() {
+            return Err(Response::error(
+                ErrorKind::Rejected,
+                format!("port {name} is being captured already"),
+            ));
+        }
+        let Some(tap) = tap else {
+            return Err(Response::error(
+                ErrorKind::Internal,
+                "a capture without its tap",
+            ));
+        };
+        e.capture = Some(tap);
+        Ok(())
+    }
+
+    /// Takes the taps of finished captures off their ports, keeping their counts.
+    fn end_captures(&mut self) {
+        for e in self.ports.iter_mut() {
+            if e.capture
+                .as_ref()
+                .is_some_and(crate::capture::Tap::finished)
+            {
+                if let Some(t) = e.capture.take() {
+                    e.counters.captured += t.captured;
+                    e.counters.capture_missed += t.missed;
+                }
+            }
+        }
+    }
+
     fn now_ms(&self, now: Instant) -> u64 {
         now.duration_since(self.core.start).as_millis() as u64
     }
@@ -482,6 +540,7 @@ impl DataPath {
     fn control(&mut self, now: Instant) -> Result<bool, DataPathError> {
         let mut changed = self.serve_control(now);
         self.serve_metrics();
+        self.end_captures();
         let now_ms = self.now_ms(now);
         let cx = MaintainContext {
             now,
@@ -538,7 +597,11 @@ impl DataPath {
             counters: &mut src.counters,
             memo: &mut src.memo,
         };
+        let capture = &mut src.capture;
         let taken = src.port.receive(BATCH, &mut |frame| {
+            if let Some(tap) = capture {
+                tap.frame(frame, crate::capture::Direction::Rx);
+            }
             switch_frame(frame, &mut ingress, &mut table, &mut egress)
         });
         Moved {

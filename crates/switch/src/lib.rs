@@ -12,13 +12,15 @@
 //!   or event-driven;
 //! * [`counters`]: per-port counters, drop reasons and the final report;
 //! * [`ctl`]: the control socket (status, fault injection into driver domains);
-//! * [`metrics`]: the report as Prometheus metrics over HTTP.
+//! * [`metrics`]: the report as Prometheus metrics over HTTP;
+//! * [`capture`]: packet capture of a port as pcap.
 //!
 //! Limits: one queue pair per port but for the queues of a `packet:` or `xdp:`
 //! uplink; no VLANs, offloads or jumbo frames.
 
 #![deny(missing_docs)]
 
+pub mod capture;
 pub mod config;
 pub mod counters;
 pub mod ctl;
@@ -128,7 +130,19 @@ pub fn report(dp: &DataPath) -> SwitchReport {
             PortKind::Client => &mut clients,
             PortKind::Uplink => &mut uplinks,
         };
-        section.insert(e.port.name().to_string(), e.port.report(&e.counters));
+        // A running capture's counts so far.
+        let report = match &e.capture {
+            None => e.port.report(&e.counters),
+            Some(t) => {
+                let mut c = e.counters.clone();
+                c.captured += t.captured;
+                c.capture_missed += t.missed;
+                let mut r = e.port.report(&c);
+                r.capturing = true;
+                r
+            }
+        };
+        section.insert(e.port.name().to_string(), report);
     }
     let mut r = SwitchReport::new(clients, uplinks, dp.fdb().len(), dp.fdb_full());
     r.fdb_quota_full = dp.fdb().quota_refusals();

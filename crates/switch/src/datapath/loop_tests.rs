@@ -367,6 +367,7 @@ fn operators_commands_reach_the_named_uplink_only() {
         tx.send(crate::ctl::Request {
             command: cmd,
             reply,
+            tap: None,
         })
         .unwrap();
         answer
