@@ -470,6 +470,18 @@ fn port(f: &mut Families, name: &str, kind: &str, p: &PortReport) {
         );
     }
     f.counter(
+        "twin_port_captured_packets_total",
+        "Frames taken into packet captures of the port.",
+        &l,
+        p.captured,
+    );
+    f.counter(
+        "twin_port_capture_missed_packets_total",
+        "Frames left out of captures of the port (its reader was behind; the frames went on).",
+        &l,
+        p.capture_missed,
+    );
+    f.counter(
         "twin_port_connects_total",
         "Times the port's peer connected (a client, a NIC, a driver domain started).",
         &l,
