@@ -20,7 +20,12 @@
 //!   the port's frames (`rx`, `tx` or `both`; `count` optional): the answer line
 //!   is followed by the capture as pcap on the same connection, streamed by a
 //!   thread of its own (at most [`MAX_CAPTURES`] at once), until the count is
-//!   taken or the client stops reading ([`crate::capture`]).
+//!   taken or the client stops reading ([`crate::capture`]);
+//! * `{"command":"add","kind":"client","spec":"vm3=/run/twin/vm3.sock"}` (or
+//!   `"kind":"uplink"` with an `--uplink` specification): add a port while the
+//!   switch runs; `{"command":"remove","port":"vm3"}`: remove one, releasing
+//!   everything it held (its memory maps, descriptors, learned addresses, its
+//!   driver domain). Other ports go on forwarding throughout.
 //!
 //! Responses: `{"ok":true,"result":R}` or
 //! `{"ok":false,"error":{"kind":K,"message":"..."}}`, `K` one of [`ErrorKind`]
@@ -294,16 +299,22 @@ pub enum CommandName {
     Mode,
     /// [`Command::Capture`].
     Capture,
+    /// [`Command::Add`].
+    Add,
+    /// [`Command::Remove`].
+    Remove,
 }
 
 impl CommandName {
     /// Every command, in the order users read them.
-    pub const ALL: [CommandName; 5] = [
+    pub const ALL: [CommandName; 7] = [
         CommandName::Status,
         CommandName::Fault,
         CommandName::Revive,
         CommandName::Mode,
         CommandName::Capture,
+        CommandName::Add,
+        CommandName::Remove,
     ];
 
     /// The command's fields after `command`, in their order on `twin ctl`'s command
@@ -315,6 +326,8 @@ impl CommandName {
             CommandName::Revive => &["uplink"],
             CommandName::Mode => &["uplink", "mode"],
             CommandName::Capture => &["port", "direction", "count"],
+            CommandName::Add => &["kind", "spec"],
+            CommandName::Remove => &["port"],
         }
     }
 
@@ -391,6 +404,28 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         count: Option<u64>,
     },
+    /// Add a port while the switch runs.
+    Add {
+        /// A client or an uplink.
+        kind: AddKind,
+        /// Its specification, as `--client` or `--uplink` takes it.
+        spec: String,
+    },
+    /// Remove a port while the switch runs: everything it held is released.
+    Remove {
+        /// Port name.
+        port: String,
+    },
+}
+
+/// What [`Command::Add`] adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddKind {
+    /// A client port (`--client`).
+    Client,
+    /// An uplink (`--uplink`).
+    Uplink,
 }
 
 impl Command {
@@ -402,6 +437,8 @@ impl Command {
             Command::Revive { .. } => CommandName::Revive,
             Command::Mode { .. } => CommandName::Mode,
             Command::Capture { .. } => CommandName::Capture,
+            Command::Add { .. } => CommandName::Add,
+            Command::Remove { .. } => CommandName::Remove,
         }
     }
 
@@ -507,6 +544,11 @@ impl Command {
         }
         if let Some(Value::String(f)) = fields.get("fault") {
             f.parse::<Fault>()?;
+        }
+        if let (CommandName::Add, Some(Value::String(k))) = (name, fields.get("kind")) {
+            if k != "client" && k != "uplink" {
+                return Err(bad(format!("add a \"client\" or an \"uplink\", not {k:?}")));
+            }
         }
         if let Some(Value::String(m)) = fields.get("mode") {
             m.parse::<UplinkMode>()
@@ -1071,6 +1113,15 @@ mod tests {
             direction: crate::capture::Direction::Tx,
             count: Some(10),
         });
+        all.push(Command::Add {
+            kind: AddKind::Client,
+            spec: "c9=/tmp/c9.sock,mac=02:00:00:00:00:09".into(),
+        });
+        all.push(Command::Add {
+            kind: AddKind::Uplink,
+            spec: "u9=packet:eth0,mode=twin".into(),
+        });
+        all.push(Command::Remove { port: "c9".into() });
         all
     }
 
@@ -1098,6 +1149,14 @@ mod tests {
                     w.extend(["--count".into(), n.to_string()]);
                 }
             }
+            Command::Add { kind, spec } => w.extend([
+                match kind {
+                    AddKind::Client => "client".to_string(),
+                    AddKind::Uplink => "uplink".to_string(),
+                },
+                spec.clone(),
+            ]),
+            Command::Remove { port } => w.push(port.clone()),
         }
         w
     }
@@ -1113,7 +1172,7 @@ mod tests {
     #[test]
     fn every_request_round_trips_as_json_and_from_words() {
         let all = every_command();
-        assert_eq!(all.len(), 1 + Fault::ALL.len() + 1 + 3 + 1);
+        assert_eq!(all.len(), 1 + Fault::ALL.len() + 1 + 3 + 1 + 3);
         for c in &all {
             let line = c.to_line();
             assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
@@ -1345,7 +1404,9 @@ mod tests {
             for r in rx.iter().take(n) {
                 let response = match &r.command {
                     Command::Status => Response::ok(&serde_json::json!({"clients": {}})),
-                    Command::Capture { .. } => Response::ok(&r.command),
+                    Command::Capture { .. } | Command::Add { .. } | Command::Remove { .. } => {
+                        Response::ok(&r.command)
+                    }
                     Command::Fault { uplink, .. }
                     | Command::Revive { uplink }
                     | Command::Mode { uplink, .. } => {

@@ -79,6 +79,8 @@ pub struct PortEntry {
     pub memo: Memo,
     /// A packet capture of the port, while one runs.
     pub capture: Option<crate::capture::Tap>,
+    /// The place of a removed port ([`crate::port::factory::Vacant`]).
+    pub vacant: bool,
 }
 
 impl PortEntry {
@@ -91,6 +93,15 @@ impl PortEntry {
             counters: PortCounters::default(),
             memo: Memo::default(),
             capture: None,
+            vacant: false,
+        }
+    }
+
+    /// The place of a removed port.
+    pub fn vacant() -> Self {
+        PortEntry {
+            vacant: true,
+            ..PortEntry::new(Box::new(crate::port::factory::Vacant))
         }
     }
 }
@@ -170,6 +181,8 @@ pub struct DataPath {
     pub memory_budget: Option<std::sync::Arc<vhost_device::MemoryBudget>>,
     /// Scrapes from the metrics endpoint.
     metrics: Option<std::sync::mpsc::Receiver<crate::metrics::Scrape>>,
+    /// Makes the ports `twin ctl add` asks for.
+    factory: Option<crate::port::factory::PortFactory>,
     /// How the loop spent its time.
     loop_stats: LoopStats,
 }
@@ -370,8 +383,15 @@ impl DataPath {
             ctl: None,
             memory_budget: None,
             metrics: None,
+            factory: None,
             loop_stats: LoopStats::default(),
         }
+    }
+
+    /// Lets `twin ctl add` and `remove` change the ports, making new ones with
+    /// `factory` (which knows the ports there are).
+    pub fn set_factory(&mut self, factory: crate::port::factory::PortFactory) {
+        self.factory = Some(factory);
     }
 
     /// Answers scrapes from `metrics` between batches.
@@ -445,6 +465,28 @@ impl DataPath {
                     let _ = r.reply.try_send(Response::ok(&crate::report(self)));
                     continue;
                 }
+                Command::Add { kind, spec } => {
+                    let answer = match self.add_port(*kind, spec) {
+                        Ok(()) => {
+                            changed = true;
+                            Response::ok(&r.command)
+                        }
+                        Err(e) => e,
+                    };
+                    let _ = r.reply.try_send(answer);
+                    continue;
+                }
+                Command::Remove { port } => {
+                    let answer = match self.remove_port(port) {
+                        Ok(()) => {
+                            changed = true;
+                            Response::ok(&r.command)
+                        }
+                        Err(e) => e,
+                    };
+                    let _ = r.reply.try_send(answer);
+                    continue;
+                }
                 Command::Capture { port, .. } => {
                     let answer = match self.start_capture(port, r.tap.take()) {
                         Ok(()) => Response::ok(&r.command),
@@ -483,6 +525,88 @@ impl DataPath {
         changed
     }
 
+    /// Makes a port of `spec` and puts it in the first free place of the table.
+    fn add_port(
+        &mut self,
+        kind: crate::ctl::AddKind,
+        spec: &str,
+    ) -> Result<(), crate::ctl::Response> {
+        use crate::ctl::{AddKind, ErrorKind, Response};
+        let refused = |e: &dyn std::error::Error| {
+            Response::error(ErrorKind::Rejected, crate::port::error_chain(e))
+        };
+        let Some(factory) = self.factory.as_mut() else {
+            return Err(Response::error(
+                ErrorKind::Rejected,
+                "this switch cannot add ports",
+            ));
+        };
+        let slot = self.ports.entries.iter().position(|e| e.vacant);
+        if slot.is_none() && self.ports.entries.len() > usize::from(PortId::MAX) {
+            return Err(Response::error(ErrorKind::Rejected, "too many ports"));
+        }
+        let id = slot.unwrap_or(self.ports.entries.len());
+        let (port, pin) = match kind {
+            AddKind::Client => {
+                let spec: crate::config::ClientSpec = spec.parse().map_err(|e| refused(&e))?;
+                // A configured MAC belongs to one port: a new one cannot take it.
+                if let Some(owner) = spec.mac.and_then(|m| self.core.fdb.pinned_to(m)) {
+                    let owner = self.ports.entries.get(usize::from(owner));
+                    return Err(Response::error(
+                        ErrorKind::Rejected,
+                        format!(
+                            "MAC {} belongs to port {}",
+                            spec.mac.map(|m| m.to_string()).unwrap_or_default(),
+                            owner.map(|e| e.port.name()).unwrap_or("?")
+                        ),
+                    ));
+                }
+                let mac = spec.mac;
+                (factory.client(spec).map_err(|e| refused(&e))?, mac)
+            }
+            AddKind::Uplink => {
+                let spec: crate::config::UplinkSpec = spec.parse().map_err(|e| refused(&e))?;
+                (factory.uplink(spec).map_err(|e| refused(&e))?, None)
+            }
+        };
+        tracing::info!(port = %port.name(), id, "port added");
+        let entry = PortEntry::new(port);
+        match self.ports.entries.get_mut(id) {
+            Some(place) => *place = entry,
+            None => self.ports.entries.push(entry),
+        }
+        if let Some(mac) = pin {
+            self.core.fdb.pin(mac, id as PortId);
+        }
+        Ok(())
+    }
+
+    /// Removes port `name`: its place becomes vacant, its addresses are
+    /// forgotten, and dropping it releases what it held (a client's memory maps
+    /// and descriptors, an uplink's driver domains, a capture).
+    fn remove_port(&mut self, name: &str) -> Result<(), crate::ctl::Response> {
+        use crate::ctl::{ErrorKind, Response};
+        let Some(id) = self
+            .ports
+            .entries
+            .iter()
+            .position(|e| !e.vacant && e.port.name() == name)
+        else {
+            return Err(Response::error(
+                ErrorKind::NoSuchPort,
+                format!("no port {name:?}"),
+            ));
+        };
+        self.core.fdb.remove_port(id as PortId);
+        let gone = std::mem::replace(&mut self.ports.entries[id], PortEntry::vacant());
+        drop(gone);
+        if let Some(f) = &mut self.factory {
+            f.forget(name);
+        }
+        tracing::info!(port = %name, id, "port removed");
+        Ok(())
+    }
+
     /// Puts `tap` on port `name`.
     fn start_capture(
         &mut self,
@@ -490,7 +614,11 @@ impl DataPath {
         tap: Option<crate::capture::Tap>,
     ) -> Result<(), crate::ctl::Response> {
         use crate::ctl::{ErrorKind, Response};
-        let Some(e) = self.ports.iter_mut().find(|e| e.port.name() == name) else {
+        let Some(e) = self
+            .ports
+            .iter_mut()
+            .find(|e| !e.vacant && e.port.name() == name)
+        else {
             return Err(Response::error(
                 ErrorKind::NoSuchPort,
                 format!("no port {name:?}"),

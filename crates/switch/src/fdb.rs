@@ -296,6 +296,23 @@ impl Fdb {
         before - self.entries.len()
     }
 
+    /// The port `mac` is pinned to, if it is.
+    pub fn pinned_to(&self, mac: MacAddr) -> Option<PortId> {
+        self.entries.get(&mac).filter(|e| e.pinned).map(|e| e.port)
+    }
+
+    /// Forgets every address of `port`, its pinned ones included (the port was
+    /// removed; its number may be given to a new port).
+    pub fn remove_port(&mut self, port: PortId) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.port != port);
+        if let Some(o) = self.owned.get_mut(usize::from(port)) {
+            *o = 0;
+        }
+        self.generation += 1;
+        before - self.entries.len()
+    }
+
     /// Forgets every address learned on `port` (the client went away); its pinned
     /// address stays.
     pub fn forget_port(&mut self, port: PortId) -> usize {

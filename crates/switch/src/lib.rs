@@ -36,8 +36,9 @@ use config::{ConfigError, SwitchConfig};
 use counters::SwitchReport;
 use datapath::{DataPath, DataPathError};
 use fdb::Fdb;
-use port::client::{ClientPort, ClientPortError};
-use port::uplink::{MultiQueueUplink, Uplink, UplinkError};
+use port::client::ClientPortError;
+use port::factory::PortFactory;
+use port::uplink::UplinkError;
 use port::{Port, PortKind};
 
 /// Errors of the switch.
@@ -52,6 +53,9 @@ pub enum Error {
     /// An uplink could not be started.
     #[error(transparent)]
     Uplink(#[from] UplinkError),
+    /// A port could not be made.
+    #[error(transparent)]
+    Port(#[from] port::factory::FactoryError),
     /// The data path failed.
     #[error(transparent)]
     DataPath(#[from] DataPathError),
@@ -67,29 +71,23 @@ pub enum Error {
 pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error> {
     cfg.validate()?;
     let budget = vhost_device::MemoryBudget::new(cfg.max_total_client_memory);
+    // Each uplink queue's domains run as an id of their own.
+    let domain_ids = rustix::process::geteuid()
+        .is_root()
+        .then_some(cfg.domain_id_base);
+    let mut factory = PortFactory::new(
+        cfg.poll,
+        cfg.restart_budget,
+        cfg.max_client_memory,
+        budget.clone(),
+        domain_ids,
+    );
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     for c in &cfg.clients {
-        let c = ClientPort::listen(c.clone(), cfg.max_client_memory, budget.clone())?;
-        ports.push(Box::new(c));
+        ports.push(factory.client(c.clone())?);
     }
-    // Each queue's domains run as an id of their own.
-    let mut next_domain_id = cfg.domain_id_base;
     for u in &cfg.uplinks {
-        let mut u = u.clone();
-        let queues = u.device.queues();
-        if rustix::process::geteuid().is_root() {
-            u.domain_id = Some(next_domain_id);
-            next_domain_id = next_domain_id.saturating_add(queues);
-        }
-        if queues > 1 {
-            ports.push(Box::new(MultiQueueUplink::new(
-                u,
-                cfg.poll,
-                cfg.restart_budget,
-            )?));
-        } else {
-            ports.push(Box::new(Uplink::new(u, cfg.poll, cfg.restart_budget)?));
-        }
+        ports.push(factory.uplink(u.clone())?);
     }
     let mut fdb = Fdb::new(cfg.fdb_capacity, cfg.fdb_max_age_ms, cfg.fdb_port_quota);
     // Client ports come first in the table: client i is port i.
@@ -99,6 +97,7 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
         }
     }
     let mut dp = DataPath::new(ports, fdb, cfg.poll);
+    dp.set_factory(factory);
     dp.set_flood_limit(cfg.flood_limit_pps);
     dp.memory_budget = Some(budget);
     if let Some(path) = &cfg.control {
@@ -125,7 +124,7 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
 pub fn report(dp: &DataPath) -> SwitchReport {
     let mut clients = BTreeMap::new();
     let mut uplinks = BTreeMap::new();
-    for e in dp.ports.iter() {
+    for e in dp.ports.iter().filter(|e| !e.vacant) {
         let section = match e.kind {
             PortKind::Client => &mut clients,
             PortKind::Uplink => &mut uplinks,

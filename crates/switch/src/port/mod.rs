@@ -13,6 +13,7 @@
 //! [`Port::maintain`]).
 
 pub mod client;
+pub mod factory;
 pub mod uplink;
 
 use std::os::fd::RawFd;
