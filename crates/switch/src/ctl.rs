@@ -338,8 +338,12 @@ impl CommandName {
 
     /// `fault UPLINK FAULT`.
     pub fn usage(self) -> String {
-        if self == CommandName::Capture {
-            return "capture PORT [--direction rx|tx|both] [--count N] --output FILE".into();
+        match self {
+            CommandName::Capture => {
+                return "capture PORT [--direction rx|tx|both] [--count N] --output FILE".into()
+            }
+            CommandName::Add => return "add client|uplink SPEC".into(),
+            _ => {}
         }
         let mut s = self.name();
         for a in self.args() {
@@ -574,7 +578,7 @@ pub fn usage() -> String {
         of.map(Fault::name).collect::<Vec<_>>().join(", ")
     };
     format!(
-        "Commands: {}\nFAULT (only when the switch runs with --fault-injection): in the driver domain {}; in the twin {}\nMODE: {}\nPrints the switch's JSON response on one line ({{\"ok\":true,\"result\":...}} or {{\"ok\":false,\"error\":{{\"kind\":...,\"message\":...}}}}); status's result is the switch's report. Exit status: 0 ok, 1 an error response, 2 bad arguments or no response.",
+        "Commands: {}\nUPLINK may name one queue of an uplink of several: UPLINK:QUEUE. SPEC is what --client or --uplink takes.\nFAULT (only when the switch runs with --fault-injection): in the driver domain {}; in the twin {}\nMODE: {}\nPrints the switch's JSON response on one line ({{\"ok\":true,\"result\":...}} or {{\"ok\":false,\"error\":{{\"kind\":...,\"message\":...}}}}); status's result is the switch's report. Exit status: 0 ok, 1 an error response, 2 bad arguments or no response.",
         CommandName::usages(),
         faults(false),
         faults(true),
