@@ -240,9 +240,9 @@ fn capture(
         .mode(0o600)
         .open(&output)
         .with_context(|| format!("cannot create {}", output.display()))?;
-    let mut out = std::io::BufWriter::new(file);
+    // Unbuffered: what arrived is in the file even if a Ctrl-C ends the copy.
+    let mut out = file;
     let (answer, bytes) = switch::ctl::capture(control, command, &mut out)?;
-    out.flush().context("cannot write the capture")?;
     if let switch::ctl::Response::Err(f) = answer.response {
         writeln!(std::io::stdout().lock(), "{}", answer.line)?;
         bail!("the switch refused the command: {f}");

@@ -204,8 +204,21 @@ impl Sink {
     pub fn write_to(&self, mut out: impl Write) -> std::io::Result<u64> {
         out.write_all(&file_header())?;
         let mut written = 0;
-        // Ends when the tap is dropped (after the last record it sent).
-        while let Ok(r) = self.filled.recv() {
+        loop {
+            // What waits is written out before the writer sleeps, so a reader
+            // sees a slow trickle of frames as they come.
+            let r = match self.filled.try_recv() {
+                Ok(r) => r,
+                Err(TryRecvError::Empty) => {
+                    out.flush()?;
+                    match self.filled.recv() {
+                        Ok(r) => r,
+                        // The tap was dropped (after the last record it sent).
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
             let mut h = [0u8; 16];
             h[0..4].copy_from_slice(&((r.at_ns / 1_000_000_000) as u32).to_le_bytes());
             h[4..8].copy_from_slice(&((r.at_ns % 1_000_000_000) as u32).to_le_bytes());
