@@ -130,7 +130,8 @@ case "$kind" in
     case "$kind" in
       packet-*) uplink="packet:$dev,mode=${kind#packet-}"; ready="\"fast_path\":\"${kind#packet-}\"" ;;
       xdp-*) uplink="xdp:$dev,xdp-mode=$xdp_mode,mode=${kind#xdp-}"; ready="\"fast_path\":\"${kind#xdp-}\"" ;;
-      xdp) uplink="xdp:$dev,xdp-mode=$xdp_mode"; ready='"connected":true' ;;
+      xdp) uplink="xdp:$dev,xdp-mode=$xdp_mode,mode=domain"; ready='"connected":true' ;;
+      packet) uplink="packet:$dev,mode=domain"; ready='"connected":true' ;;
       *) uplink="$kind:$dev"; ready='"connected":true' ;;
     esac
     if [ "$queues" -gt 1 ]; then

@@ -159,7 +159,7 @@ pub(crate) fn serve<Q: KernelQueue>(
     open: impl FnOnce() -> Result<Q, WorkerError>,
     xr: Arc<ExchangeRegion>,
     doorbells: (OwnedFd, OwnedFd),
-    busy_poll: bool,
+    poll: PollMode,
     stop: &AtomicBool,
 ) -> Result<(), WorkerError> {
     let result = open().and_then(|queue| {
@@ -184,7 +184,7 @@ pub(crate) fn serve<Q: KernelQueue>(
             code: 0,
         });
         tracing::info!("driver domain running ({})", Q::WHAT);
-        d.run(stop, busy_poll)
+        d.run(stop, poll)
     });
     let failed = match &result {
         Ok(()) => None,
@@ -220,13 +220,8 @@ struct Domain<Q> {
 }
 
 impl<Q: KernelQueue> Domain<Q> {
-    fn run(&mut self, stop: &AtomicBool, busy_poll: bool) -> Result<(), WorkerError> {
-        let mode = if busy_poll {
-            PollMode::Busy
-        } else {
-            PollMode::Event
-        };
-        let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP).without_spin_hint());
+    fn run(&mut self, stop: &AtomicBool, poll: PollMode) -> Result<(), WorkerError> {
+        let mut waiter = Waiter::new(poll, Policy::new(MAX_SLEEP).without_spin_hint());
         let mut checked = Instant::now();
         // The owner when the wake-up fds were handed out (the device's
         // descriptor is waited on only while this domain runs the fast path).

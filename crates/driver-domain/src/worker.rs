@@ -208,7 +208,7 @@ pub fn serve<E: std::error::Error + 'static>(
             let slot = xr.geometry().slot_size as usize;
             let open = || Ok(crate::tap_domain::TapDomain::new(q, slot));
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
-            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.poll, stop);
         }
         bootstrap::Device::Packet {
             socket,
@@ -217,7 +217,7 @@ pub fn serve<E: std::error::Error + 'static>(
         } => {
             let open = || crate::ring_domain::open_packet(socket, state, layout);
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
-            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.poll, stop);
         }
         bootstrap::Device::Xdp {
             socket,
@@ -227,14 +227,14 @@ pub fn serve<E: std::error::Error + 'static>(
         } => {
             let open = || crate::ring_domain::open_xdp(socket, umem, state, *layout);
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
-            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.poll, stop);
         }
     };
     let device = Path::new("nic");
     let link =
         NicLink::over(nic, device).map_err(|e| WorkerError::Driver(driver_host::Error::Link(e)))?;
     let cfg = DriverConfig {
-        rx_notify: !fds.busy_poll,
+        rx_notify: fds.poll == PollMode::Event,
         ..DriverConfig::default()
     };
     let [(rx_kick, rx_call), (tx_kick, tx_call)] = queues;
@@ -259,7 +259,7 @@ pub fn serve<E: std::error::Error + 'static>(
         drv,
         doorbell_in: fds.doorbell_in,
         doorbell_out: fds.doorbell_out,
-        busy_poll: fds.busy_poll,
+        poll: fds.poll,
         owns_fast_path: true,
         handled_request: 0,
         refuse_handover: false,
@@ -340,7 +340,7 @@ struct Domain {
     upcalls: Consumer,
     doorbell_in: OwnedFd,
     doorbell_out: OwnedFd,
-    busy_poll: bool,
+    poll: PollMode,
     /// Whether this instance runs the fast path (see `crate::handover`).
     owns_fast_path: bool,
     /// Sequence number of the last ownership request carried out.
@@ -353,14 +353,10 @@ struct Domain {
 
 impl Domain {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), WorkerError> {
-        // Owning the fast path: busy (spin, then yield; never sleep) or event (a
-        // few empty rounds, then sleep). Not owning it: sleep at every empty round.
-        let mode = if self.busy_poll {
-            PollMode::Busy
-        } else {
-            PollMode::Event
-        };
-        let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP).without_spin_hint());
+        // Owning the fast path: as the switch's mode says (busy: spin, then yield,
+        // never sleep; event: a few empty rounds, then sleep; adaptive: poll a
+        // while, then sleep). Not owning it: sleep at every empty round.
+        let mut waiter = Waiter::new(self.poll, Policy::new(MAX_SLEEP).without_spin_hint());
         // The fast path's owner when the wake-up fds were handed out (the NIC's
         // call fd is waited on only while this DD owns the fast path).
         let mut registered_owner = self.owns_fast_path;

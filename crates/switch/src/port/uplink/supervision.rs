@@ -237,7 +237,7 @@ fn launch_config(
     LaunchConfig {
         device: device.clone(),
         exe,
-        busy_poll: poll == PollMode::Busy,
+        poll: poll.into(),
         geometry: exchange::Geometry {
             slots: EXCHANGE_SLOTS,
             ..exchange::Geometry::default()
@@ -557,7 +557,7 @@ mod tests {
         let device = DomainDevice::Vhost("/tmp/nic.sock".into());
         let cfg = launch_config(&spec, &device, PollMode::Event, "/bin/twin".into());
         assert_eq!(cfg.geometry.slots, EXCHANGE_SLOTS);
-        assert!(!cfg.busy_poll);
+        assert_eq!(cfg.poll, twin_poll::PollMode::Event);
         assert_eq!(cfg.name, "u0");
         assert_eq!(cfg.memory_limit, driver_domain::launch::DOMAIN_MEMORY_LIMIT);
     }
