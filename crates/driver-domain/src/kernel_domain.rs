@@ -183,7 +183,7 @@ pub(crate) fn serve<Q: KernelQueue>(
             state: DdState::Running,
             code: 0,
         });
-        tracing::info!("driver domain running ({})", Q::WHAT);
+        twin_log::info_local!("driver domain running ({})", Q::WHAT);
         d.run(stop, poll)
     });
     let failed = match &result {
@@ -298,21 +298,21 @@ impl<Q: KernelQueue> Domain<Q> {
             (Owner::Switch, true) => {
                 if !self.queue.release()? {
                     self.handled_request = req.seq;
-                    tracing::warn!(
+                    twin_log::warn_limited!(
                         seq = req.seq,
                         "the switch asked for a fast path this kind cannot hand over"
                     );
                     return Ok(());
                 }
                 self.owns_fast_path = false;
-                tracing::info!(seq = req.seq, "fast path handed to the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path handed to the switch");
             }
             (Owner::Domain, false) => {
                 self.queue.reacquire()?;
                 self.x.to_nic = Consumer::resume(self.x.xr.clone(), RingId::ToNic)
                     .map_err(WorkerError::Ring)?;
                 self.owns_fast_path = true;
-                tracing::info!(seq = req.seq, "fast path taken back from the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path taken back from the switch");
             }
             // Already so (a repeated request after a switch-side retry).
             _ => {}
@@ -341,12 +341,12 @@ impl<Q: KernelQueue> Domain<Q> {
                 match queue.dispatch_upcall(&msg) {
                     Ok(routine) => {
                         *run += 1;
-                        tracing::debug!(routine, "upcall");
+                        twin_log::debug_limited!(routine, "upcall");
                     }
                     Err(e) => {
                         *refused += 1;
                         if refused.is_power_of_two() {
-                            tracing::warn!(error = %e, refused = *refused, "upcall refused");
+                            twin_log::warn_limited!(error = %e, refused = *refused, "upcall refused");
                         }
                     }
                 }

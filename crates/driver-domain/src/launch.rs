@@ -392,7 +392,7 @@ fn relay_stderr(uplink: &str, pid: u32, err: std::process::ChildStderr) {
                     lines += 1;
                     let text = String::from_utf8_lossy(&buf[..cut]);
                     let text = text.trim_end_matches('\n').escape_debug().to_string();
-                    tracing::info!(%uplink, pid, suppressed, output = %text, "driver domain wrote to stderr");
+                    twin_log::info_limited!(%uplink, pid, suppressed, output = %text, "driver domain wrote to stderr");
                     suppressed = 0;
                 } else {
                     suppressed += 1;
@@ -406,7 +406,7 @@ fn relay_stderr(uplink: &str, pid: u32, err: std::process::ChildStderr) {
         .name("dd-stderr".into())
         .spawn(relay)
     {
-        tracing::warn!(error = %e, "cannot relay a driver domain's stderr");
+        twin_log::warn_limited!(error = %e, "cannot relay a driver domain's stderr");
     }
 }
 
@@ -475,7 +475,7 @@ impl DomainLink {
             DomainDevice::Tap(tap) => {
                 let (fd, reattached) = tap.domain_fd().map_err(LaunchError::Tap)?;
                 if reattached {
-                    tracing::warn!(device = %tap.name(), "the TAP device was deleted: created it again (unconfigured)");
+                    twin_log::warn_limited!(device = %tap.name(), "the TAP device was deleted: created it again (unconfigured)");
                 }
                 Dev::Tap(fd)
             }

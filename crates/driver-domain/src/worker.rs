@@ -187,7 +187,7 @@ pub fn serve<E: std::error::Error + 'static>(
     });
     if let Err(e) = before_loop(fds.device.kind()) {
         // Recorded as an error value: the log line carries its causes too.
-        tracing::error!(
+        twin_log::error_local!(
             error = &e as &dyn std::error::Error,
             "driver domain set-up failed"
         );
@@ -270,7 +270,7 @@ pub fn serve<E: std::error::Error + 'static>(
         state: DdState::Running,
         code: 0,
     });
-    tracing::info!("driver domain running");
+    twin_log::info_local!("driver domain running");
     let result = domain.run(stop);
     let code = match &result {
         Ok(()) => None,
@@ -476,7 +476,7 @@ impl Domain {
         let stuck = self.tx_watch.stuck(now, s.tx_completed, s.tx_ring_full);
         if stuck {
             self.counts.tx_timeouts += 1;
-            tracing::warn!(
+            twin_log::warn_limited!(
                 completed = s.tx_completed,
                 ring_full = s.tx_ring_full,
                 "TX timeout: the NIC keeps the TX buffers; ending for a NIC reset"
@@ -541,7 +541,7 @@ impl Domain {
                 // The NIC's call fd leaves the wake-up set (`run` rebuilds it).
                 self.drv.release();
                 self.owns_fast_path = false;
-                tracing::info!(seq = req.seq, "fast path handed to the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path handed to the switch");
             }
             (Owner::Domain, false) => {
                 self.drv.reacquire().map_err(WorkerError::Driver)?;
@@ -549,7 +549,7 @@ impl Domain {
                     Consumer::resume(self.xr.clone(), RingId::ToNic).map_err(WorkerError::Ring)?;
                 self.drv.set_rx_notify(false);
                 self.owns_fast_path = true;
-                tracing::info!(seq = req.seq, "fast path taken back from the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path taken back from the switch");
             }
             // Already so (a repeated request after a switch-side retry).
             _ => {}
@@ -574,12 +574,12 @@ impl Domain {
                 match drv.dispatch_upcall(&msg) {
                     Ok(routine) => {
                         c.upcalls_run += 1;
-                        tracing::debug!(routine, "upcall");
+                        twin_log::debug_limited!(routine, "upcall");
                     }
                     Err(e) => {
                         c.upcalls_refused += 1;
                         if c.upcalls_refused.is_power_of_two() {
-                            tracing::warn!(error = %e, refused = c.upcalls_refused, "upcall refused");
+                            twin_log::warn_limited!(error = %e, refused = c.upcalls_refused, "upcall refused");
                         }
                     }
                 }

@@ -325,7 +325,7 @@ fn connect(cfg: &GenConfig, stop: &AtomicBool) -> Result<HostedDriver, GenError>
                     source: e,
                 })
             }
-            Err(e) => tracing::debug!(error = %e, "connect failed, retrying"),
+            Err(e) => twin_log::debug_limited!(error = %e, "connect failed, retrying"),
         }
         if stop.load(Ordering::Relaxed) {
             return Err(GenError::Stopped);
@@ -395,7 +395,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         iter += 1;
         if iter.is_multiple_of(4096) && !d.is_connected() {
             report.nic_disconnected = true;
-            tracing::warn!("NIC hung up");
+            twin_log::warn_limited!("NIC hung up");
             break;
         }
         let grant = match bucket.as_mut() {
@@ -519,7 +519,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             report.rtt_max_us = us(h.max());
         }
     }
-    tracing::info!(
+    twin_log::info_local!(
         tx = report.tx_packets,
         rx = report.rx_packets,
         mpps = report.mpps,
