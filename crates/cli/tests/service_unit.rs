@@ -17,8 +17,8 @@ fn verify(unit: &Path) -> (bool, String) {
         .arg(unit)
         .output()
         .expect("run systemd-analyze (package systemd)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -38,7 +38,10 @@ fn the_service_unit_is_one_systemd_accepts() {
     let good = dir.join("twin-switch.service");
     std::fs::write(&good, &here).expect("write the unit");
     let (ok, said) = verify(&good);
-    assert!(ok && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
 
     let bad = dir.join("twin-switch-typo.service");
     std::fs::write(&bad, here.replace("ProtectHome=", "ProtectHomes=")).expect("write");
