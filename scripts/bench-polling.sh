@@ -11,8 +11,9 @@
 #     each of switch, driver domain, NIC and idle generator used over DURATION;
 #   * full rate: `twin gen` on c1 sends 64 B frames as fast as it can for
 #     DURATION to an address behind the uplink; the NIC reflects them back to c1:
-#     Mpps sent, and the share of the frames sent that came back (the rest are
-#     counted by the switch and the NIC under their drop reasons);
+#     Mpps sent, Mpps that came back (the chain's throughput), and the share of
+#     the frames sent that came back (the rest are counted by the switch and the
+#     NIC under their drop reasons; a faster sender overflows more rings);
 #   * fixed rate: the same at RATE frames a second (the README's 100 000): the
 #     share that came back. This is the three-busy-processes-on-two-cores case
 #     of issue 16 (48 % to 92 % delivered under the old busy default).
@@ -102,10 +103,11 @@ for mode in $modes; do
     pids=()
     back() { jq -r 'if .tx_packets > 0 then 100 * .rx_packets / .tx_packets else 0 end | . * 10 | round / 10' <<<"$1"; }
     full_mpps=$(jq -r '.mpps * 1000 | round / 1000' <<<"$full")
+    back_mpps=$(jq -r '.rx_mpps * 1000 | round / 1000' <<<"$full")
     line="idle CPU % switch $idle_sw domain $idle_dd nic $idle_nic gen $idle_gen_cpu;"
-    line+=" full rate $full_mpps Mpps, back $(back "$full") %; $rate pps back $(back "$fixed") %"
+    line+=" full rate $full_mpps Mpps, back $back_mpps Mpps ($(back "$full") %); $rate pps back $(back "$fixed") %"
     printf '%-8s run %d: %s\n' "$mode" "$run" "$line"
-    echo "$mode $idle_sw $idle_dd $idle_nic $idle_gen_cpu $full_mpps $(back "$full") $(back "$fixed")" >>"$results"
+    echo "$mode $idle_sw $idle_dd $idle_nic $idle_gen_cpu $full_mpps $(back "$full") $(back "$fixed") $back_mpps" >>"$results"
   done
 done
 
@@ -116,6 +118,6 @@ for mode in $modes; do
     grep "^$mode " "$results" | awk -v c="$1" '{ print $c }' | sort -g \
       | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
   }
-  printf '%-8s median of %d: idle CPU %% switch %s domain %s nic %s gen %s; full rate %s Mpps, back %s %%; %s pps back %s %%\n' \
-    "$mode" "$runs" "$(med 2)" "$(med 3)" "$(med 4)" "$(med 5)" "$(med 6)" "$(med 7)" "$rate" "$(med 8)"
+  printf '%-8s median of %d: idle CPU %% switch %s domain %s nic %s gen %s; full rate %s Mpps, back %s Mpps (%s %%); %s pps back %s %%\n' \
+    "$mode" "$runs" "$(med 2)" "$(med 3)" "$(med 4)" "$(med 5)" "$(med 6)" "$(med 9)" "$(med 7)" "$rate" "$(med 8)"
 done

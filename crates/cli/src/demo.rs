@@ -25,7 +25,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Packets per second per generator (the demo runs five processes on two cores,
-    /// so it runs them event-driven at a moderate rate).
+    /// at a moderate rate; every process polls adaptively, the default).
     #[arg(long, default_value_t = 200_000)]
     rate: u64,
 }
@@ -50,20 +50,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         "twin demo: NIC (reflect) <- uplink u0 <- switch -> clients c1, c2 in {}",
         dir.display()
     );
-    let mut nic = Proc::twin(
-        "nic",
-        &[
-            "nic", "--socket", &nic_s, "--mode", "reflect", "--poll", "event",
-        ],
-    )?;
+    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "reflect"])?;
     let c1 = format!("c1={c1_s},mac={C1_MAC}");
     let c2 = format!("c2={c2_s},mac={C2_MAC}");
     let up = format!("u0={nic_s}");
     let mut sw = Proc::twin(
         "switch",
-        &[
-            "switch", "--client", &c1, "--client", &c2, "--uplink", &up, "--poll", "event",
-        ],
+        &["switch", "--client", &c1, "--client", &c2, "--uplink", &up],
     )?;
     wait_for_path(&c1_s, Duration::from_secs(10))?;
     wait_for_path(&c2_s, Duration::from_secs(10))?;
@@ -86,8 +79,6 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                 dst,
                 "--id",
                 id,
-                "--poll",
-                "event",
             ],
         )
     };

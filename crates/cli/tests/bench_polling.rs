@@ -35,7 +35,7 @@ fn the_poll_mode_benchmark_measures_every_mode() {
             .lines()
             .find(|l| l.starts_with(mode) && l.contains("median of 1:"))
             .unwrap_or_else(|| panic!("no median line for {mode}:\n{stdout}\n{stderr}"));
-        // "... full rate M Mpps, back F %; R pps back X %"
+        // "... full rate M Mpps, back B Mpps (F %); R pps back X %"
         let number_after = |key: &str| -> f64 {
             let rest = line
                 .split_once(key)
@@ -53,6 +53,10 @@ fn the_poll_mode_benchmark_measures_every_mode() {
         assert!(
             number_after("Mpps, back ") > 0.0,
             "{mode}: nothing came back: {line}"
+        );
+        assert!(
+            number_after("Mpps (") > 0.0,
+            "{mode}: no share came back: {line}"
         );
         assert!(
             number_after("pps back ") > 0.0,
