@@ -121,6 +121,10 @@ impl Port for ClientPort {
         self.spec.mac
     }
 
+    fn vlan(&self) -> crate::vlan::PortVlan {
+        self.spec.vlan
+    }
+
     #[inline]
     fn receive(&mut self, max: usize, sink: &mut dyn FnMut(&Segments<'_>)) -> usize {
         if !self.handle.is_ready() {

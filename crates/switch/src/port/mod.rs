@@ -148,6 +148,15 @@ pub trait Port: std::fmt::Debug + Send {
         None
     }
 
+    /// Its VLANs: a client port's from its spec; by default, a client port is
+    /// untagged (native VLAN) and an uplink a trunk of every VLAN.
+    fn vlan(&self) -> crate::vlan::PortVlan {
+        match self.kind() {
+            PortKind::Client => crate::vlan::PortVlan::Untagged,
+            PortKind::Uplink => crate::vlan::PortVlan::Uplink,
+        }
+    }
+
     /// Takes up to `max` frames from the port's peer, in order, handing each to
     /// `sink`. Returns how many it took.
     fn receive(&mut self, max: usize, sink: &mut dyn FnMut(&Segments<'_>)) -> usize;
