@@ -451,9 +451,7 @@ fn fill_untagged_by_the_kernel(
     b: u32,
     f: &[u8],
     mac: u32,
-    status: u32,
-    tci: u32,
-    tpid: u16,
+    (status, tci, tpid): (u32, u32, u16),
 ) {
     k.fill(env, b, &[f]);
     let base = k.l.block_addr(b);
@@ -478,9 +476,11 @@ fn a_tag_the_kernel_took_off_is_put_back_and_the_packet_header_says_so() {
         0,
         &f,
         82,
-        TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID,
-        0x200a,
-        0x8100,
+        (
+            TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID,
+            0x200a,
+            0x8100,
+        ),
     );
     assert_eq!(
         recv(&mut d, &env, &env, 64),
@@ -509,7 +509,7 @@ fn a_tag_the_kernel_took_off_is_put_back_and_the_packet_header_says_so() {
     env.store_release_u32(base + BLOCK_STATUS, 0).unwrap();
     let mut again = d;
     // Without a TPID, 0x8100; with another one (802.1ad), that one.
-    fill_untagged_by_the_kernel(&k, &env, 1, &f, 82, TP_STATUS_VLAN_VALID, 20, 0x88a8);
+    fill_untagged_by_the_kernel(&k, &env, 1, &f, 82, (TP_STATUS_VLAN_VALID, 20, 0x88a8));
     assert_eq!(
         recv(&mut again, &env, &env, 64),
         [tagged([0x81, 0], [0, 20])]
@@ -520,9 +520,7 @@ fn a_tag_the_kernel_took_off_is_put_back_and_the_packet_header_says_so() {
         2,
         &f,
         82,
-        TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID,
-        30,
-        0x88a8,
+        (TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID, 30, 0x88a8),
     );
     assert_eq!(
         recv(&mut again, &env, &env, 64),
@@ -535,9 +533,7 @@ fn a_tag_the_kernel_took_off_is_put_back_and_the_packet_header_says_so() {
         3,
         &f,
         PACKET_HEADER_LEN + 2,
-        TP_STATUS_VLAN_VALID,
-        10,
-        0,
+        (TP_STATUS_VLAN_VALID, 10, 0),
     );
     assert!(recv(&mut again, &env, &env, 64).is_empty());
     let s = again.stats(&env).unwrap();
