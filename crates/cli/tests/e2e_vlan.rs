@@ -23,6 +23,15 @@
 //!    off), so the kernel's side is `tcpdump` and `trafgen` on the veth, not a
 //!    `vl1.10` device.
 //!
+//! 3. A trunk client, and clients that tag to hop VLANs (`twin gen --vlan`):
+//!    t1, added at run time as a trunk of VLANs 10 and 30 (`twin ctl add client
+//!    ...,trunk=10;30`); c1 (access 10) sending frames tagged 20 and c4
+//!    (untagged) sending frames tagged 10 reach no one, every frame counted as
+//!    `vlan_tagged`; c1's untagged frames reach t1 tagged 10 (68 bytes); t1's
+//!    frames tagged 10 reach c1 untagged (60 bytes), tagged 30 no one
+//!    (`no_destination`), tagged 20 and untagged are refused
+//!    (`vlan_not_member`); c2 (access 20) gets nothing throughout.
+//!
 //! Needs root, `ip` (iproute2), `tcpdump`, `trafgen` (netsniff-ng) and `sh`.
 
 mod common;
@@ -302,4 +311,114 @@ fn frames_leave_tagged_toward_the_kernel_and_its_tagged_frames_come_back_untagge
     // Out, as the switch counted it: tagged, 68 bytes each.
     assert_eq!(n(&sw_r, "/uplinks/u0/tx_packets"), 1600);
     assert_eq!(n(&sw_r, "/uplinks/u0/tx_bytes"), 1600 * 68);
+}
+
+/// [`send_exactly`] with frames tagged `vid`.
+fn send_tagged(sock: &str, src: &str, dst: &str, id: &str, count: u64, vid: &str) -> Value {
+    let c = count.to_string();
+    let r = gen_event_with(
+        sock,
+        src,
+        dst,
+        "20",
+        "2000",
+        &["--id", id, "--count", &c, "--vlan", vid],
+    )
+    .report(Duration::from_secs(40));
+    assert_eq!(n(&r, "/tx_packets"), count, "{r}");
+    assert_eq!(n(&r, "/tx_bytes"), count * 64, "{r}");
+    r
+}
+
+#[test]
+fn a_trunk_client_gets_its_vlans_tagged_and_no_client_hops_vlans_by_tagging() {
+    let _m = serial();
+    let s = Scratch::new("vlan-trunk");
+    let sock = |c: &str| s.path(&format!("{c}.sock"));
+    let ctl = s.path("ctl.sock");
+    const T1: &str = "02:00:00:00:00:71";
+    const BCAST: &str = "ff:ff:ff:ff:ff:ff";
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch",
+            "--client",
+            &format!("c1={},mac={C1},vlan=10", sock("c1")),
+            "--client",
+            &format!("c2={},mac={C2},vlan=20", sock("c2")),
+            "--client",
+            &format!("c4={},mac={C4}", sock("c4")),
+            "--poll",
+            "event",
+            "--control",
+            &ctl,
+        ],
+    );
+    wait_for_path(&ctl, Duration::from_secs(10));
+    // A trunk added at run time: the spec syntax is the same as --client's.
+    ctl_ok(
+        &ctl,
+        &[
+            "add",
+            "client",
+            &format!("t1={},mac={T1},trunk=10;30", sock("t1")),
+        ],
+    );
+    let (kind, msg) = ctl_err(
+        &ctl,
+        &["add", "client", &format!("t2={},trunk=10;4095", sock("t2"))],
+    );
+    assert!(msg.contains("trunk"), "{kind}: {msg}");
+    wait_for_path(&sock("t1"), Duration::from_secs(5));
+    assert_eq!(str_at(&ctl_status(&ctl), "/clients/t1/vlan"), "trunk 10;30");
+
+    let mut r2 = receiver(&sock("c2"), C2, "2", "60");
+    let mut rt = receiver(&sock("t1"), T1, "7", "60");
+    wait_connected(&ctl, "c2", 1);
+    wait_connected(&ctl, "t1", 1);
+    // Hops: c1 (VLAN 10) tags 20, c4 (native) tags 10.
+    send_tagged(&sock("c1"), C1, BCAST, "1", 500, "20");
+    send_tagged(&sock("c4"), C4, BCAST, "4", 300, "10");
+    // c1's own frames, untagged: to t1, tagged 10.
+    send_exactly(&sock("c1"), C1, BCAST, "1", 400);
+    wait_status(&ctl, Duration::from_secs(10), "t1 got c1's frames", |st| {
+        n(st, "/clients/t1/tx_packets") >= 400
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let rt = rt.stop_report();
+    assert_eq!(n(&rt, "/rx_packets"), 400, "t1 received: {rt}");
+    assert_eq!(n(&rt, "/rx_bytes"), 400 * 68, "t1's frames are tagged");
+    assert_eq!(n(&rt, "/rx_foreign"), 400, "and read as generator frames");
+
+    // t1 sends: tagged 10 (to c1), 30 (no member), 20 and untagged (refused).
+    let mut r1 = receiver(&sock("c1"), C1, "1", "60");
+    wait_connected(&ctl, "c1", 3);
+    send_tagged(&sock("t1"), T1, BCAST, "7", 200, "10");
+    send_tagged(&sock("t1"), T1, BCAST, "7", 100, "30");
+    send_tagged(&sock("t1"), T1, BCAST, "7", 150, "20");
+    send_exactly(&sock("t1"), T1, BCAST, "7", 50);
+    wait_status(&ctl, Duration::from_secs(10), "c1 got t1's frames", |st| {
+        n(st, "/clients/c1/tx_packets") >= 200
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let r1 = r1.stop_report();
+    let r2 = r2.stop_report();
+    let sw_r = sw.stop_report();
+    eprintln!("switch {sw_r}\nc1 {r1}\nc2 {r2}\nt1 {rt}");
+    assert_eq!(n(&r1, "/rx_packets"), 200, "c1 received");
+    assert_eq!(n(&r1, "/rx_bytes"), 200 * 60, "c1's frames are untagged");
+    assert_eq!(n(&r2, "/rx_packets"), 0, "c2 (VLAN 20) received");
+    assert_eq!(n(&sw_r, "/clients/c2/tx_packets"), 0);
+    assert_eq!(n(&sw_r, "/clients/c4/tx_packets"), 0);
+    // Every refused frame counted once, under its reason, on its ingress.
+    assert_eq!(n(&sw_r, "/clients/c1/drops/vlan_tagged"), 500);
+    assert_eq!(drops(&sw_r, "/clients/c1/drops"), 500);
+    assert_eq!(n(&sw_r, "/clients/c4/drops/vlan_tagged"), 300);
+    assert_eq!(drops(&sw_r, "/clients/c4/drops"), 300);
+    assert_eq!(n(&sw_r, "/clients/t1/drops/vlan_not_member"), 200);
+    assert_eq!(n(&sw_r, "/clients/t1/drops/no_destination"), 100);
+    assert_eq!(drops(&sw_r, "/clients/t1/drops"), 300);
+    assert_eq!(n(&sw_r, "/clients/t1/rx_packets"), 500);
+    assert_eq!(n(&sw_r, "/clients/t1/tx_bytes"), 400 * 68);
+    assert_eq!(n(&sw_r, "/drops/vlan_unsupported"), 0);
 }
