@@ -130,7 +130,8 @@ case "$kind" in
     case "$kind" in
       packet-*) uplink="packet:$dev,mode=${kind#packet-}"; ready="\"fast_path\":\"${kind#packet-}\"" ;;
       xdp-*) uplink="xdp:$dev,xdp-mode=$xdp_mode,mode=${kind#xdp-}"; ready="\"fast_path\":\"${kind#xdp-}\"" ;;
-      xdp) uplink="xdp:$dev,xdp-mode=$xdp_mode"; ready='"connected":true' ;;
+      xdp) uplink="xdp:$dev,xdp-mode=$xdp_mode,mode=domain"; ready='"connected":true' ;;
+      packet) uplink="packet:$dev,mode=domain"; ready='"connected":true' ;;
       *) uplink="$kind:$dev"; ready='"connected":true' ;;
     esac
     if [ "$queues" -gt 1 ]; then
@@ -140,7 +141,7 @@ case "$kind" in
       esac
     fi
     ip netns exec "$ns" "$twin" switch --client "c1=$sock,mac=02:00:00:00:00:01" \
-      --uplink "u0=$uplink" --control "$scratch/ctl.sock" --cpu 0 \
+      --uplink "u0=$uplink" --control "$scratch/ctl.sock" --cpu 0 --poll busy \
       >/dev/null 2>"$scratch/fwd.log" &
     fwd_pid=$!
     # Ready once every queue is (a queue's status says it once).
@@ -206,7 +207,7 @@ for size in "${sizes[@]}"; do
       *)
         s0=$(cpu "$fwd_pid"); d0=$(cpu $dd_pids)
         "$twin" gen --socket "$sock" --size "$size" --duration "$duration" \
-          --src-mac 02:00:00:00:00:01 --dst-mac "$mac" --cpu 1 >/dev/null 2>&1
+          --src-mac 02:00:00:00:00:01 --dst-mac "$mac" --cpu 1 --poll busy >/dev/null 2>&1
         k1=$(kstat rx_packets)
         s1=$(cpu "$fwd_pid"); d1=$(cpu $dd_pids)
         ;;

@@ -74,10 +74,10 @@ struct CtlArgs {
 /// Options every long-running command shares.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
-    /// How the data path waits for work: `busy` (spin, one full core), `event`
-    /// (epoll), or `adaptive` (busy while there is work, epoll when idle; switch and
-    /// nic only).
-    /// [default: busy]
+    /// How the data path waits for work: `adaptive` (busy while there is work,
+    /// epoll when idle), `busy` (spin, one full core, never sleep) or `event`
+    /// (epoll soon after the work stops).
+    /// [default: adaptive]
     #[arg(long, value_parser = parse_poll)]
     pub poll: Option<PollMode>,
     /// Pin the data path to this CPU.
@@ -197,7 +197,7 @@ fn print_json<T: serde::Serialize>(report: &T) -> anyhow::Result<()> {
 }
 
 impl RunArgs {
-    /// How the data path waits (busy unless told).
+    /// How the data path waits (adaptive unless told).
     pub fn poll(&self) -> PollMode {
         self.poll.unwrap_or_default()
     }
@@ -354,9 +354,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.mode = match a.run.poll() {
                 PollMode::Busy => traffic_gen::PollMode::BusyPoll,
                 PollMode::Event => traffic_gen::PollMode::EventDriven,
-                PollMode::Adaptive => {
-                    anyhow::bail!("--poll adaptive applies to twin switch and twin nic only")
-                }
+                PollMode::Adaptive => traffic_gen::PollMode::Adaptive,
             };
             let report = traffic_gen::run(&cfg, &stop)?;
             print_json(&report)

@@ -1,6 +1,7 @@
 //! `twin demo`: the main job, on the built-in parts only. It starts, as separate
 //! processes of this same binary, a software NIC in reflect mode, the switch with two
-//! client ports and one inline uplink, and two traffic generators, then prints every
+//! client ports and one uplink in the default mode (twin: the driver's fast path in
+//! the switch, checked by the SVM), and two traffic generators, then prints every
 //! process's counters.
 //!
 //! Traffic: client `c1` sends to an address behind the uplink (the NIC reflects it
@@ -57,7 +58,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     )?;
     let c1 = format!("c1={c1_s},mac={C1_MAC}");
     let c2 = format!("c2={c2_s},mac={C2_MAC}");
-    let up = format!("u0={nic_s},mode=inline");
+    let up = format!("u0={nic_s}");
     let mut sw = Proc::twin(
         "switch",
         &[

@@ -45,8 +45,9 @@ pub struct SwitchArgs {
     /// vhost-user socket (its driver domain connects, retrying until it appears),
     /// tap:IFNAME, packet:IFNAME[,qdisc-bypass=on|off][,queues=N] or
     /// xdp:IFNAME[,queue=N][,queues=M][,xdp-mode=native|generic]. The mode says
-    /// who runs the driver's fast path: default inline for a NIC socket, domain
-    /// for a kernel interface (tap: domain only). With queues=N a packet: or xdp:
+    /// who runs the driver's fast path: default twin (checked, in the switch),
+    /// domain for tap: (its only mode); inline is unsafe (a driver bug takes
+    /// the switch down) and only by name. With queues=N a packet: or xdp:
     /// uplink has N sockets, each with its own driver domain (queue i is NAME:i
     /// in `twin ctl`).
     /// Repeatable.

@@ -1,21 +1,24 @@
-//! End to end with `twin switch --poll adaptive`: a client (`twin gen`), the
-//! switch with an inline uplink, a reflecting `twin nic`. An adaptive switch
-//! forwards exactly (every counter agrees hop by hop, as in `e2e_builtin.rs`)
-//! when traffic comes at full rate, and sleeps when it does not: its CPU time over
-//! two idle seconds, before and after the traffic, stays under a bound.
+//! End to end on the defaults (no `--poll`, no uplink mode): adaptive polling in
+//! every process, a twin uplink. A client (`twin gen`), the switch with an uplink
+//! whose driver domain runs beside it, a reflecting `twin nic`, and a second,
+//! idle client (`twin gen --rate 0`). The chain forwards exactly (every counter
+//! agrees hop by hop, as in `e2e_builtin.rs`) when traffic comes at full rate,
+//! and every process sleeps when it does not: the CPU time of the switch, the
+//! driver domain, the NIC and the idle generator over two idle seconds, before and
+//! after the traffic, stays under a bound each.
 //!
-//! The bound, [`IDLE_CPU_MAX`]: 10 % of one core. An idle adaptive switch wakes
-//! from epoll at its timeout (50 ms, 20 times a second), runs one round (a poll of
-//! every port, uplink supervision, control news) and sleeps again; its control
-//! threads sleep in epoll. That is tens of microseconds a wake-up: well under 1 %
-//! of a core. After traffic it polls at most `twin_poll::waiter::ADAPTIVE_ROUNDS`
-//! empty rounds (under a millisecond) before the first sleep. A switch that
-//! polls (busy mode: it spins, then yields a core nobody else wants and goes on)
-//! takes a whole core, or on a loaded 2-core machine at least its fair share, a
-//! third of a core or more. 10 % sits an order of magnitude above the expected
-//! idle cost (room for the 10 ms granularity of /proc's utime and stime: one
-//! tick is 0.5 % of two seconds, and for a loaded machine) and several times below
-//! any polling switch.
+//! The bound, [`IDLE_CPU_MAX`]: 10 % of one core. An idle adaptive loop wakes
+//! from epoll at its timeout (the switch every 50 ms, the driver domain, NIC and
+//! generator every 10 ms at most), runs one round and sleeps again; control
+//! threads sleep in epoll. That is tens of microseconds a wake-up: around 1 % of
+//! a core or less. After traffic a loop polls at most
+//! `twin_poll::waiter::ADAPTIVE_ROUNDS` empty rounds (under a millisecond) before
+//! its first sleep. A loop that polls (busy mode: it spins, then yields a core
+//! nobody else wants and goes on) takes a whole core, or on a loaded 2-core
+//! machine at least its fair share, a third of a core or more. 10 % sits an order
+//! of magnitude above the expected idle cost (room for the 10 ms granularity of
+//! /proc's utime and stime: one tick is 0.5 % of two seconds, and for a loaded
+//! machine) and several times below any polling process.
 
 mod common;
 
@@ -26,8 +29,8 @@ use common::*;
 const C1: &str = "02:00:00:00:00:01";
 const OUTSIDE: &str = "02:00:00:00:00:fe";
 
-/// Most CPU an idle adaptive switch may use, as a share of one core (see the
-/// module documentation).
+/// Most CPU an idle process may use, as a share of one core (see the module
+/// documentation).
 const IDLE_CPU_MAX: f64 = 0.10;
 /// /proc reports utime and stime in USER_HZ ticks, 100 a second on Linux.
 const USER_HZ: f64 = 100.0;
@@ -58,53 +61,113 @@ fn run_seconds(pid: u32) -> f64 {
     ns as f64 / 1e9
 }
 
-/// The share of one core `pid` used over `span`: from stat (asserted) and from
-/// schedstat (logged).
-fn cpu_share(pid: u32, span: Duration) -> (f64, f64) {
-    let (c0, r0, t0) = (cpu_seconds(pid), run_seconds(pid), Instant::now());
-    std::thread::sleep(span);
-    let (c1, r1, t1) = (cpu_seconds(pid), run_seconds(pid), Instant::now());
-    let secs = (t1 - t0).as_secs_f64();
-    ((c1 - c0) / secs, (r1 - r0) / secs)
+/// The idle share of a core of each process, over the same two seconds.
+fn idle_shares(procs: &[(&str, u32)]) -> Vec<(String, f64, f64)> {
+    let before: Vec<_> = procs
+        .iter()
+        .map(|&(_, pid)| (cpu_seconds(pid), run_seconds(pid)))
+        .collect();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let secs = t0.elapsed().as_secs_f64();
+    procs
+        .iter()
+        .zip(before)
+        .map(|(&(who, pid), (c0, r0))| {
+            let c = (cpu_seconds(pid) - c0) / secs;
+            let r = (run_seconds(pid) - r0) / secs;
+            (who.to_string(), c, r)
+        })
+        .collect()
+}
+
+fn assert_idle(when: &str, shares: &[(String, f64, f64)]) {
+    for (who, stat, fine) in shares {
+        eprintln!(
+            "idle {when}: {who} {:.1} % of a core (stat), {:.3} % (schedstat)",
+            stat * 100.0,
+            fine * 100.0
+        );
+    }
+    for (who, stat, _) in shares {
+        assert!(
+            *stat < IDLE_CPU_MAX,
+            "idle {when}: {who} used {:.1} % of a core (bound {:.0} %)",
+            stat * 100.0,
+            IDLE_CPU_MAX * 100.0
+        );
+    }
 }
 
 #[test]
-fn an_adaptive_switch_forwards_exactly_and_sleeps_when_idle() {
+fn on_the_defaults_every_process_forwards_exactly_and_sleeps_when_idle() {
     let _m = serial();
     let s = Scratch::new("adaptive");
     let nic_s = s.path("nic.sock");
-    let mut nic = nic_reflect(&nic_s, false);
-    let c1_s = s.path("c1.sock");
+    let mut nic = Proc::twin("nic", &["nic", "--socket", &nic_s, "--mode", "reflect"]);
+    let (c1_s, c2_s) = (s.path("c1.sock"), s.path("c2.sock"));
     let ctl = s.path("ctl.sock");
-    let client = format!("c1={c1_s},mac={C1}");
-    let uplink = format!("u0={nic_s},mode=inline");
+    let (c1, c2) = (format!("c1={c1_s},mac={C1}"), format!("c2={c2_s}"));
+    let uplink = format!("u0={nic_s}");
     let mut sw = Proc::twin(
         "switch",
         &[
             "switch",
             "--client",
-            &client,
+            &c1,
+            "--client",
+            &c2,
             "--uplink",
             &uplink,
-            "--poll",
-            "adaptive",
             "--control",
             &ctl,
         ],
     );
     wait_for_path(&c1_s, Duration::from_secs(10));
     wait_for_path(&ctl, Duration::from_secs(10));
-    // (An unknown --poll value would have stopped the switch at its command line.)
-    wait_status(
+    // The default mode is twin: the fast path runs in the switch, the driver
+    // domain holds the NIC connection and its slow path.
+    let st = wait_status(
         &ctl,
         Duration::from_secs(20),
-        "the uplink connected",
-        |st| n(st, "/uplinks/u0/connects") == 1,
+        "the uplink's twin running",
+        |st| {
+            n(st, "/uplinks/u0/connects") == 1
+                && st.pointer("/uplinks/u0/detail/driver/fast_path")
+                    == Some(&serde_json::json!("twin"))
+        },
     );
+    let domain = u32::try_from(n(&st, "/uplinks/u0/detail/driver/pid")).expect("a pid");
+    // An idle client: connected, receiving only, for longer than the test.
+    let mut idle_gen = Proc::twin(
+        "idle-gen",
+        &[
+            "gen",
+            "--socket",
+            &c2_s,
+            "--size",
+            "64",
+            "--rate",
+            "0",
+            "--duration",
+            "60",
+            "--src-mac",
+            "02:00:00:00:00:02",
+        ],
+    );
+    wait_status(&ctl, Duration::from_secs(10), "c2 connected", |st| {
+        n(st, "/clients/c2/connects") == 1
+    });
+    let procs = [
+        ("switch", sw.pid()),
+        ("driver domain", domain),
+        ("nic", nic.pid()),
+        ("idle gen", idle_gen.pid()),
+    ];
 
-    // Idle: nothing connected to the client port, the NIC idle.
+    // Idle: nothing sent anywhere.
     std::thread::sleep(Duration::from_millis(500));
-    let (idle_before, idle_before_fine) = cpu_share(sw.pid(), Duration::from_secs(2));
+    let before = idle_shares(&procs);
 
     // Full rate: the generator sends as fast as it can (no --rate), a fixed count.
     let sent_want = 300_000u64;
@@ -125,8 +188,6 @@ fn an_adaptive_switch_forwards_exactly_and_sleeps_when_idle() {
             C1,
             "--dst-mac",
             OUTSIDE,
-            "--poll",
-            "event",
         ],
     );
     let (c0, t0) = (cpu_seconds(sw.pid()), Instant::now());
@@ -135,34 +196,26 @@ fn an_adaptive_switch_forwards_exactly_and_sleeps_when_idle() {
 
     // Idle again: back to sleep after the traffic.
     std::thread::sleep(Duration::from_millis(500));
-    let (idle_after, idle_after_fine) = cpu_share(sw.pid(), Duration::from_secs(2));
+    let after = idle_shares(&procs);
 
     let sw_r = sw.stop_report();
     let nic_r = nic.stop_report();
-    eprintln!("gen {g}\nswitch {sw_r}\nnic {nic_r}");
+    let idle_r = idle_gen.stop_report();
+    eprintln!("gen {g}\nswitch {sw_r}\nnic {nic_r}\nidle gen {idle_r}");
     eprintln!(
-        "adaptive switch CPU (stat; schedstat): idle before {:.1} %; {:.3} %, \
-         while the generator ran {:.1} % ({:.3} Mpps sent), idle after {:.1} %; {:.3} % \
-         (bound {:.0} %)",
-        idle_before * 100.0,
-        idle_before_fine * 100.0,
+        "switch while the generator ran: {:.1} % of a core ({:.3} Mpps sent)",
         busy * 100.0,
         g["mpps"].as_f64().unwrap_or(0.0),
-        idle_after * 100.0,
-        idle_after_fine * 100.0,
-        IDLE_CPU_MAX * 100.0
     );
 
     // Asleep when idle, before and after the traffic.
-    assert!(
-        idle_before < IDLE_CPU_MAX,
-        "idle adaptive switch used {:.1} % of a core",
-        idle_before * 100.0
-    );
-    assert!(
-        idle_after < IDLE_CPU_MAX,
-        "adaptive switch idle after traffic used {:.1} % of a core",
-        idle_after * 100.0
+    assert_idle("before the traffic", &before);
+    assert_idle("after the traffic", &after);
+    // The switch still had its twin: the traffic went through the default mode.
+    assert_eq!(
+        sw_r.pointer("/uplinks/u0/detail/driver/fast_path"),
+        Some(&serde_json::json!("twin")),
+        "the uplink left twin mode"
     );
 
     // Exact forwarding, hop by hop (as e2e_builtin's reflect test).
@@ -194,4 +247,12 @@ fn an_adaptive_switch_forwards_exactly_and_sleeps_when_idle() {
         }
     }
     assert!(n(&g, "/rx_packets") > 0, "no frame came back");
+    // The idle client, asleep, still took every frame the switch gave it (c1's
+    // first frames, flooded until the NIC's reflection taught the switch where
+    // OUTSIDE lives).
+    assert_eq!(
+        n(&idle_r, "/rx_packets"),
+        n(&sw_r, "/clients/c2/tx_packets"),
+        "the sleeping client lost frames"
+    );
 }

@@ -24,7 +24,7 @@ fn dpdk_virtio_user_client_through_switch_to_builtin_nic() {
         ],
     );
     let c1 = format!("c1={c1_s}");
-    let up = format!("u0={nic_s}");
+    let up = format!("u0={nic_s},mode=inline");
     let mut sw = Proc::twin(
         "switch",
         &[

@@ -43,9 +43,9 @@ fn veth_pair(ns: &Netns, up: &str, peer: &str) {
 }
 
 /// The switch, in `ns`, with client c1 and uplink u0 of `kind` (`packet`,
-/// `xdp`) on `dev`.
+/// `xdp`) on `dev`, in domain mode.
 fn ring_switch(s: &Scratch, ns: &Netns, kind: &str, dev: &str) -> (Proc, String, String) {
-    ns.switch(s, &format!("{kind}:{dev}"), C1)
+    ns.switch(s, &format!("{kind}:{dev},mode=domain"), C1)
 }
 
 /// `ping` in `ns` to the client: `count` echo requests, 10 ms apart.
@@ -150,7 +150,7 @@ fn reaches_the_wire_and_survives_its_domain_being_killed(
     let ns = Netns::new(&tag);
     quiet(&ns);
     veth_pair(&ns, "pk0", "pk1");
-    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:pk0{options}"), C1);
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:pk0{options},mode=domain"), C1);
     let pid0 = wait_domain(&ctl, 0);
     let peer_mac = ns.mac("pk1");
 
@@ -669,7 +669,7 @@ fn domain_that_keeps_its_fast_path_is_replaced(kind: &str, dev: &str) {
     quiet(&ns);
     let (up, peer) = (format!("{dev}0"), format!("{dev}1"));
     veth_pair(&ns, &up, &peer);
-    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:{up}"), C1);
+    let (mut sw, c1_s, ctl) = ns.switch(&s, &format!("{kind}:{up},mode=domain"), C1);
     let pid = wait_domain(&ctl, 0);
     let mut g = gen_event(&c1_s, C1, &ns.mac(&peer), "20", "2000");
     ctl_ok(&ctl, &["fault", "u0", "refuse-handover"]);

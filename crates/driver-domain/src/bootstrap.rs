@@ -17,6 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use sandbox::fdpass::{self, FdPassError};
+use twin_poll::PollMode;
 
 /// Most descriptors handed to a DD (a vhost-user NIC's), in wire order.
 pub const FD_COUNT: usize = 9;
@@ -134,8 +135,8 @@ pub struct DomainFds {
     pub doorbell_in: OwnedFd,
     /// The DD rings it when the switch has work or space (DD -> switch).
     pub doorbell_out: OwnedFd,
-    /// Busy-poll (true) or event-driven.
-    pub busy_poll: bool,
+    /// How the DD's loop waits for work.
+    pub poll: PollMode,
 }
 
 /// The device's descriptors as the switch sends them, borrowed.
@@ -185,29 +186,47 @@ pub struct Outgoing<'a> {
     pub doorbell_in: BorrowedFd<'a>,
     /// DD -> switch doorbell.
     pub doorbell_out: BorrowedFd<'a>,
-    /// Busy-poll (true) or event-driven.
-    pub busy_poll: bool,
+    /// How the DD's loop waits for work.
+    pub poll: PollMode,
 }
 
-fn header(busy_poll: bool, kind: u8, fds: usize) -> [u8; HEADER_LEN] {
+/// The poll mode's byte in the header.
+fn poll_byte(poll: PollMode) -> u8 {
+    match poll {
+        PollMode::Event => 0,
+        PollMode::Busy => 1,
+        PollMode::Adaptive => 2,
+    }
+}
+
+fn poll_of(byte: u8) -> Option<PollMode> {
+    match byte {
+        0 => Some(PollMode::Event),
+        1 => Some(PollMode::Busy),
+        2 => Some(PollMode::Adaptive),
+        _ => None,
+    }
+}
+
+fn header(poll: PollMode, kind: u8, fds: usize) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&MAGIC.to_le_bytes());
     h[4..8].copy_from_slice(&(fds as u32).to_le_bytes());
-    h[8] = u8::from(busy_poll);
+    h[8] = poll_byte(poll);
     h[9] = kind;
     h
 }
 
-fn packet_header(busy_poll: bool, layout: &kernel_nic::packet::PacketLayout) -> [u8; HEADER_LEN] {
-    let mut h = header(busy_poll, KIND_PACKET, PACKET_FD_COUNT);
+fn packet_header(poll: PollMode, layout: &kernel_nic::packet::PacketLayout) -> [u8; HEADER_LEN] {
+    let mut h = header(poll, KIND_PACKET, PACKET_FD_COUNT);
     h[12..16].copy_from_slice(&layout.cfg.block_size.to_le_bytes());
     h[16..20].copy_from_slice(&layout.cfg.blocks.to_le_bytes());
     h
 }
 
-fn xdp_header(busy_poll: bool, layout: &kernel_nic::xdp::XdpLayout) -> [u8; XDP_HEADER_LEN] {
+fn xdp_header(poll: PollMode, layout: &kernel_nic::xdp::XdpLayout) -> [u8; XDP_HEADER_LEN] {
     let mut h = [0u8; XDP_HEADER_LEN];
-    h[..HEADER_LEN].copy_from_slice(&header(busy_poll, KIND_XDP, XDP_FD_COUNT));
+    h[..HEADER_LEN].copy_from_slice(&header(poll, KIND_XDP, XDP_FD_COUNT));
     let c = &layout.cfg;
     h[12..16].copy_from_slice(&c.frames.to_le_bytes());
     let rings = [c.fill, c.completion, c.rx, c.tx];
@@ -282,12 +301,12 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
                 tx_kick,
                 tx_call,
             ];
-            let h = header(out.busy_poll, KIND_VHOST, fds.len());
+            let h = header(out.poll, KIND_VHOST, fds.len());
             fdpass::send(sock, &h, &fds)
         }
         OutgoingDevice::Tap(tap) => {
             let fds = [tap, common[0], common[1], common[2]];
-            let h = header(out.busy_poll, KIND_TAP, fds.len());
+            let h = header(out.poll, KIND_TAP, fds.len());
             fdpass::send(sock, &h, &fds)
         }
         OutgoingDevice::Packet {
@@ -296,7 +315,7 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
             layout,
         } => {
             let fds = [socket, state, common[0], common[1], common[2]];
-            fdpass::send(sock, &packet_header(out.busy_poll, layout), &fds)
+            fdpass::send(sock, &packet_header(out.poll, layout), &fds)
         }
         OutgoingDevice::Xdp {
             socket,
@@ -305,7 +324,7 @@ pub fn send(sock: &UnixStream, out: &Outgoing<'_>) -> Result<(), BootstrapError>
             layout,
         } => {
             let fds = [socket, umem, state, common[0], common[1], common[2]];
-            fdpass::send(sock, &xdp_header(out.busy_poll, layout), &fds)
+            fdpass::send(sock, &xdp_header(out.poll, layout), &fds)
         }
     }
     .map_err(BootstrapError::Send)
@@ -343,7 +362,7 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
     if h[4..8] != (want as u32).to_le_bytes() || msg.fds.len() != want {
         return Err(BootstrapError::BadMessage("wrong number of descriptors"));
     }
-    let busy_poll = h[8] != 0;
+    let poll = poll_of(h[8]).ok_or(BootstrapError::BadMessage("unknown poll mode"))?;
     let mut it = msg.fds.into_iter();
     let mut next = || {
         it.next()
@@ -385,7 +404,7 @@ pub fn receive(sock: &UnixStream) -> Result<DomainFds, BootstrapError> {
         exchange,
         doorbell_in,
         doorbell_out,
-        busy_poll,
+        poll,
     })
 }
 
@@ -416,11 +435,11 @@ mod tests {
             exchange: fd(1),
             doorbell_in: fd(2),
             doorbell_out: fd(3),
-            busy_poll: true,
+            poll: PollMode::Busy,
         };
         send(&a, &out).unwrap();
         let got = receive(&b).unwrap();
-        assert!(got.busy_poll);
+        assert_eq!(got.poll, PollMode::Busy);
         let size = |fd: &OwnedFd| rustix::fs::fstat(fd).unwrap().st_size;
         assert_eq!(size(&got.exchange), 8192);
         assert_eq!(size(&got.doorbell_in), 3 * 4096);
@@ -447,11 +466,11 @@ mod tests {
             exchange: fd(1),
             doorbell_in: fd(2),
             doorbell_out: fd(3),
-            busy_poll: false,
+            poll: PollMode::Adaptive,
         };
         send(&a, &out).unwrap();
         let got = receive(&b).unwrap();
-        assert!(!got.busy_poll);
+        assert_eq!(got.poll, PollMode::Adaptive);
         let Device::Tap(tap) = &got.device else {
             panic!("not a TAP device");
         };
@@ -473,7 +492,7 @@ mod tests {
             exchange: fd(1),
             doorbell_in: fd(2),
             doorbell_out: fd(3),
-            busy_poll: false,
+            poll: PollMode::Event,
         };
         send(&a, &out).unwrap();
         let got = receive(&b).unwrap();
@@ -527,7 +546,7 @@ mod tests {
             exchange: files[3].as_fd(),
             doorbell_in: files[4].as_fd(),
             doorbell_out: files[5].as_fd(),
-            busy_poll: false,
+            poll: PollMode::Event,
         };
         send(&a, &out).unwrap();
         let got = receive(&b).unwrap();
@@ -550,14 +569,14 @@ mod tests {
         // A layout the driver refuses: descriptors past the first page.
         let mut bad = layout;
         bad.cfg.fill.desc = 1 << 20;
-        let mut h = xdp_header(false, &bad);
+        let mut h = xdp_header(PollMode::Event, &bad);
         fdpass::send(&a, &h, &[files[0].as_fd(); XDP_FD_COUNT]).unwrap();
         assert!(matches!(
             receive(&b),
             Err(BootstrapError::BadMessage("bad ring layout"))
         ));
         // Cut short.
-        h = xdp_header(false, &layout);
+        h = xdp_header(PollMode::Event, &layout);
         fdpass::send(&a, &h[..HEADER_LEN + 8], &[files[0].as_fd(); XDP_FD_COUNT]).unwrap();
         assert!(matches!(
             receive(&b),
@@ -579,7 +598,7 @@ mod tests {
             (!4095, u32::MAX),
         ];
         for (block_size, blocks) in bad {
-            let mut h = header(false, KIND_PACKET, PACKET_FD_COUNT);
+            let mut h = header(PollMode::Event, KIND_PACKET, PACKET_FD_COUNT);
             h[12..16].copy_from_slice(&block_size.to_le_bytes());
             h[16..20].copy_from_slice(&blocks.to_le_bytes());
             fdpass::send(&a, &h, &[f.as_fd(); PACKET_FD_COUNT]).unwrap();
@@ -592,12 +611,28 @@ mod tests {
             );
         }
         // A TAP header with a ring shape is not a TAP header.
-        let mut h = header(false, KIND_TAP, KERNEL_FD_COUNT);
+        let mut h = header(PollMode::Event, KIND_TAP, KERNEL_FD_COUNT);
         h[16] = 1;
         fdpass::send(&a, &h, &[f.as_fd(); KERNEL_FD_COUNT]).unwrap();
         assert!(matches!(
             receive(&b),
             Err(BootstrapError::BadMessage("wrong header"))
+        ));
+    }
+
+    #[test]
+    fn every_poll_mode_crosses_and_an_unknown_one_is_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let f = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        for poll in [PollMode::Busy, PollMode::Event, PollMode::Adaptive] {
+            assert_eq!(poll_of(poll_byte(poll)), Some(poll));
+        }
+        let mut h = header(PollMode::Event, KIND_TAP, KERNEL_FD_COUNT);
+        h[8] = 3;
+        fdpass::send(&a, &h, &[f.as_fd(); KERNEL_FD_COUNT]).unwrap();
+        assert!(matches!(
+            receive(&b),
+            Err(BootstrapError::BadMessage("unknown poll mode"))
         ));
     }
 
@@ -608,21 +643,21 @@ mod tests {
         // A TAP header with a vhost-user NIC's count, and the other way round.
         fdpass::send(
             &a,
-            &header(false, KIND_TAP, FD_COUNT),
+            &header(PollMode::Event, KIND_TAP, FD_COUNT),
             &[f.as_fd(); FD_COUNT],
         )
         .unwrap();
         assert!(matches!(receive(&b), Err(BootstrapError::BadMessage(_))));
         fdpass::send(
             &a,
-            &header(false, KIND_VHOST, KERNEL_FD_COUNT),
+            &header(PollMode::Event, KIND_VHOST, KERNEL_FD_COUNT),
             &[f.as_fd(); KERNEL_FD_COUNT],
         )
         .unwrap();
         assert!(matches!(receive(&b), Err(BootstrapError::BadMessage(_))));
         fdpass::send(
             &a,
-            &header(false, 7, KERNEL_FD_COUNT),
+            &header(PollMode::Event, 7, KERNEL_FD_COUNT),
             &[f.as_fd(); KERNEL_FD_COUNT],
         )
         .unwrap();
@@ -632,7 +667,7 @@ mod tests {
     #[test]
     fn a_message_without_descriptors_is_refused() {
         let (a, b) = UnixStream::pair().unwrap();
-        fdpass::send(&a, &header(false, KIND_VHOST, FD_COUNT), &[]).unwrap();
+        fdpass::send(&a, &header(PollMode::Event, KIND_VHOST, FD_COUNT), &[]).unwrap();
         assert!(matches!(receive(&b), Err(BootstrapError::BadMessage(_))));
     }
 }

@@ -100,7 +100,7 @@ pub fn commit(
     fault: Fault,
 ) {
     let _ = xr.set_control(CONTROL_FAULT, 0);
-    tracing::warn!(fault = fault.as_str(), "driver domain: injected fault");
+    twin_log::warn_local!(fault = fault.as_str(), "driver domain: injected fault");
     let prod_at = xr.layout().ring(RingId::FromNic) + OFF_PROD_IDX;
     let load_prod = || {
         xr.region()
@@ -139,16 +139,16 @@ pub fn commit(
         }
         Fault::OpenFile => {
             let r = std::fs::File::open("/etc/hostname");
-            tracing::error!("open succeeded?! {r:?}");
+            twin_log::error_local!("open succeeded?! {r:?}");
         }
         Fault::OpenSocket => {
             let r = std::net::UdpSocket::bind("127.0.0.1:0");
-            tracing::error!("socket succeeded?! {r:?}");
+            twin_log::error_local!("socket succeeded?! {r:?}");
         }
         Fault::RefuseHandover | Fault::ScribbleState => {}
         Fault::Ioctl => {
             let r = rustix::net::netdevice::name_to_index(device, "lo");
-            tracing::error!("ioctl succeeded?! {r:?}");
+            twin_log::error_local!("ioctl succeeded?! {r:?}");
         }
     }
 }

@@ -159,7 +159,7 @@ pub(crate) fn serve<Q: KernelQueue>(
     open: impl FnOnce() -> Result<Q, WorkerError>,
     xr: Arc<ExchangeRegion>,
     doorbells: (OwnedFd, OwnedFd),
-    busy_poll: bool,
+    poll: PollMode,
     stop: &AtomicBool,
 ) -> Result<(), WorkerError> {
     let result = open().and_then(|queue| {
@@ -183,8 +183,8 @@ pub(crate) fn serve<Q: KernelQueue>(
             state: DdState::Running,
             code: 0,
         });
-        tracing::info!("driver domain running ({})", Q::WHAT);
-        d.run(stop, busy_poll)
+        twin_log::info_local!("driver domain running ({})", Q::WHAT);
+        d.run(stop, poll)
     });
     let failed = match &result {
         Ok(()) => None,
@@ -220,13 +220,8 @@ struct Domain<Q> {
 }
 
 impl<Q: KernelQueue> Domain<Q> {
-    fn run(&mut self, stop: &AtomicBool, busy_poll: bool) -> Result<(), WorkerError> {
-        let mode = if busy_poll {
-            PollMode::Busy
-        } else {
-            PollMode::Event
-        };
-        let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP).without_spin_hint());
+    fn run(&mut self, stop: &AtomicBool, poll: PollMode) -> Result<(), WorkerError> {
+        let mut waiter = Waiter::new(poll, Policy::new(MAX_SLEEP).without_spin_hint());
         let mut checked = Instant::now();
         // The owner when the wake-up fds were handed out (the device's
         // descriptor is waited on only while this domain runs the fast path).
@@ -303,21 +298,21 @@ impl<Q: KernelQueue> Domain<Q> {
             (Owner::Switch, true) => {
                 if !self.queue.release()? {
                     self.handled_request = req.seq;
-                    tracing::warn!(
+                    twin_log::warn_limited!(
                         seq = req.seq,
                         "the switch asked for a fast path this kind cannot hand over"
                     );
                     return Ok(());
                 }
                 self.owns_fast_path = false;
-                tracing::info!(seq = req.seq, "fast path handed to the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path handed to the switch");
             }
             (Owner::Domain, false) => {
                 self.queue.reacquire()?;
                 self.x.to_nic = Consumer::resume(self.x.xr.clone(), RingId::ToNic)
                     .map_err(WorkerError::Ring)?;
                 self.owns_fast_path = true;
-                tracing::info!(seq = req.seq, "fast path taken back from the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path taken back from the switch");
             }
             // Already so (a repeated request after a switch-side retry).
             _ => {}
@@ -346,12 +341,12 @@ impl<Q: KernelQueue> Domain<Q> {
                 match queue.dispatch_upcall(&msg) {
                     Ok(routine) => {
                         *run += 1;
-                        tracing::debug!(routine, "upcall");
+                        twin_log::debug_limited!(routine, "upcall");
                     }
                     Err(e) => {
                         *refused += 1;
                         if refused.is_power_of_two() {
-                            tracing::warn!(error = %e, refused = *refused, "upcall refused");
+                            twin_log::warn_limited!(error = %e, refused = *refused, "upcall refused");
                         }
                     }
                 }

@@ -164,8 +164,8 @@ pub struct LaunchConfig {
     pub device: DomainDevice,
     /// The `twin` executable to run as `twin driver-domain`.
     pub exe: PathBuf,
-    /// Busy-poll (true) or event-driven DD.
-    pub busy_poll: bool,
+    /// How the DD's loop waits for work.
+    pub poll: twin_poll::PollMode,
     /// Exchange ring geometry.
     pub geometry: Geometry,
     /// The driver's configuration (sizes the driver region).
@@ -392,7 +392,7 @@ fn relay_stderr(uplink: &str, pid: u32, err: std::process::ChildStderr) {
                     lines += 1;
                     let text = String::from_utf8_lossy(&buf[..cut]);
                     let text = text.trim_end_matches('\n').escape_debug().to_string();
-                    tracing::info!(%uplink, pid, suppressed, output = %text, "driver domain wrote to stderr");
+                    twin_log::info_limited!(%uplink, pid, suppressed, output = %text, "driver domain wrote to stderr");
                     suppressed = 0;
                 } else {
                     suppressed += 1;
@@ -406,7 +406,7 @@ fn relay_stderr(uplink: &str, pid: u32, err: std::process::ChildStderr) {
         .name("dd-stderr".into())
         .spawn(relay)
     {
-        tracing::warn!(error = %e, "cannot relay a driver domain's stderr");
+        twin_log::warn_limited!(error = %e, "cannot relay a driver domain's stderr");
     }
 }
 
@@ -422,7 +422,7 @@ fn bootstrap_send(
     xr: &ExchangeRegion,
     doorbell_in: &OwnedFd,
     doorbell_out: &OwnedFd,
-    busy_poll: bool,
+    poll: twin_poll::PollMode,
 ) -> Result<(), LaunchError> {
     bootstrap::send(
         boot,
@@ -431,7 +431,7 @@ fn bootstrap_send(
             exchange: xr.fd(),
             doorbell_in: doorbell_in.as_fd(),
             doorbell_out: doorbell_out.as_fd(),
-            busy_poll,
+            poll,
         },
     )?;
     Ok(())
@@ -475,7 +475,7 @@ impl DomainLink {
             DomainDevice::Tap(tap) => {
                 let (fd, reattached) = tap.domain_fd().map_err(LaunchError::Tap)?;
                 if reattached {
-                    tracing::warn!(device = %tap.name(), "the TAP device was deleted: created it again (unconfigured)");
+                    twin_log::warn_limited!(device = %tap.name(), "the TAP device was deleted: created it again (unconfigured)");
                 }
                 Dev::Tap(fd)
             }
@@ -546,7 +546,7 @@ impl DomainLink {
             Dev::Vhost(nic, parts) => (Some(nic), Some(parts)),
             Dev::Tap(fd) => {
                 let out = bootstrap::OutgoingDevice::Tap(fd.as_fd());
-                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
+                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.poll)?;
                 // The DD holds its copy now; the switch keeps the uplink's.
                 drop(fd);
                 (None, None)
@@ -557,7 +557,7 @@ impl DomainLink {
                     state: handover.state.as_fd(),
                     layout: &handover.layout,
                 };
-                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
+                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.poll)?;
                 // The switch maps the same space for the driver's twin.
                 packet = Some(PacketLink::packet(handover)?);
                 (None, None)
@@ -569,7 +569,7 @@ impl DomainLink {
                     state: handover.state.as_fd(),
                     layout: &handover.layout,
                 };
-                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.busy_poll)?;
+                bootstrap_send(&boot, out, &xr, &doorbell_in, &doorbell_out, cfg.poll)?;
                 // The switch keeps the program attached for as long as the domain
                 // lives, and maps the same space for the driver's twin.
                 xdp = Some(XdpLink::xdp(program, *handover)?);
@@ -609,7 +609,7 @@ impl DomainLink {
                 &link.xr,
                 &link.doorbell_in,
                 &link.doorbell_out,
-                cfg.busy_poll,
+                cfg.poll,
             )?;
         }
         // The DD holds the NIC connection now; when it dies, the NIC sees a hang-up.

@@ -145,7 +145,7 @@ pub(crate) fn open_packet(
 }
 
 fn gone(e: std::io::Error) -> WorkerError {
-    tracing::warn!(error = %e, "the interface is gone");
+    twin_log::warn_limited!(error = %e, "the interface is gone");
     WorkerError::NicGone
 }
 

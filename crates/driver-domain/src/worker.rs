@@ -187,7 +187,7 @@ pub fn serve<E: std::error::Error + 'static>(
     });
     if let Err(e) = before_loop(fds.device.kind()) {
         // Recorded as an error value: the log line carries its causes too.
-        tracing::error!(
+        twin_log::error_local!(
             error = &e as &dyn std::error::Error,
             "driver domain set-up failed"
         );
@@ -208,7 +208,7 @@ pub fn serve<E: std::error::Error + 'static>(
             let slot = xr.geometry().slot_size as usize;
             let open = || Ok(crate::tap_domain::TapDomain::new(q, slot));
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
-            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.poll, stop);
         }
         bootstrap::Device::Packet {
             socket,
@@ -217,7 +217,7 @@ pub fn serve<E: std::error::Error + 'static>(
         } => {
             let open = || crate::ring_domain::open_packet(socket, state, layout);
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
-            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.poll, stop);
         }
         bootstrap::Device::Xdp {
             socket,
@@ -227,14 +227,14 @@ pub fn serve<E: std::error::Error + 'static>(
         } => {
             let open = || crate::ring_domain::open_xdp(socket, umem, state, *layout);
             let doorbells = (fds.doorbell_in, fds.doorbell_out);
-            return crate::kernel_domain::serve(open, xr, doorbells, fds.busy_poll, stop);
+            return crate::kernel_domain::serve(open, xr, doorbells, fds.poll, stop);
         }
     };
     let device = Path::new("nic");
     let link =
         NicLink::over(nic, device).map_err(|e| WorkerError::Driver(driver_host::Error::Link(e)))?;
     let cfg = DriverConfig {
-        rx_notify: !fds.busy_poll,
+        rx_notify: fds.poll == PollMode::Event,
         ..DriverConfig::default()
     };
     let [(rx_kick, rx_call), (tx_kick, tx_call)] = queues;
@@ -259,7 +259,7 @@ pub fn serve<E: std::error::Error + 'static>(
         drv,
         doorbell_in: fds.doorbell_in,
         doorbell_out: fds.doorbell_out,
-        busy_poll: fds.busy_poll,
+        poll: fds.poll,
         owns_fast_path: true,
         handled_request: 0,
         refuse_handover: false,
@@ -270,7 +270,7 @@ pub fn serve<E: std::error::Error + 'static>(
         state: DdState::Running,
         code: 0,
     });
-    tracing::info!("driver domain running");
+    twin_log::info_local!("driver domain running");
     let result = domain.run(stop);
     let code = match &result {
         Ok(()) => None,
@@ -340,7 +340,7 @@ struct Domain {
     upcalls: Consumer,
     doorbell_in: OwnedFd,
     doorbell_out: OwnedFd,
-    busy_poll: bool,
+    poll: PollMode,
     /// Whether this instance runs the fast path (see `crate::handover`).
     owns_fast_path: bool,
     /// Sequence number of the last ownership request carried out.
@@ -353,14 +353,10 @@ struct Domain {
 
 impl Domain {
     fn run(&mut self, stop: &AtomicBool) -> Result<(), WorkerError> {
-        // Owning the fast path: busy (spin, then yield; never sleep) or event (a
-        // few empty rounds, then sleep). Not owning it: sleep at every empty round.
-        let mode = if self.busy_poll {
-            PollMode::Busy
-        } else {
-            PollMode::Event
-        };
-        let mut waiter = Waiter::new(mode, Policy::new(MAX_SLEEP).without_spin_hint());
+        // Owning the fast path: as the switch's mode says (busy: spin, then yield,
+        // never sleep; event: a few empty rounds, then sleep; adaptive: poll a
+        // while, then sleep). Not owning it: sleep at every empty round.
+        let mut waiter = Waiter::new(self.poll, Policy::new(MAX_SLEEP).without_spin_hint());
         // The fast path's owner when the wake-up fds were handed out (the NIC's
         // call fd is waited on only while this DD owns the fast path).
         let mut registered_owner = self.owns_fast_path;
@@ -480,7 +476,7 @@ impl Domain {
         let stuck = self.tx_watch.stuck(now, s.tx_completed, s.tx_ring_full);
         if stuck {
             self.counts.tx_timeouts += 1;
-            tracing::warn!(
+            twin_log::warn_limited!(
                 completed = s.tx_completed,
                 ring_full = s.tx_ring_full,
                 "TX timeout: the NIC keeps the TX buffers; ending for a NIC reset"
@@ -545,7 +541,7 @@ impl Domain {
                 // The NIC's call fd leaves the wake-up set (`run` rebuilds it).
                 self.drv.release();
                 self.owns_fast_path = false;
-                tracing::info!(seq = req.seq, "fast path handed to the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path handed to the switch");
             }
             (Owner::Domain, false) => {
                 self.drv.reacquire().map_err(WorkerError::Driver)?;
@@ -553,7 +549,7 @@ impl Domain {
                     Consumer::resume(self.xr.clone(), RingId::ToNic).map_err(WorkerError::Ring)?;
                 self.drv.set_rx_notify(false);
                 self.owns_fast_path = true;
-                tracing::info!(seq = req.seq, "fast path taken back from the switch");
+                twin_log::info_limited!(seq = req.seq, "fast path taken back from the switch");
             }
             // Already so (a repeated request after a switch-side retry).
             _ => {}
@@ -578,12 +574,12 @@ impl Domain {
                 match drv.dispatch_upcall(&msg) {
                     Ok(routine) => {
                         c.upcalls_run += 1;
-                        tracing::debug!(routine, "upcall");
+                        twin_log::debug_limited!(routine, "upcall");
                     }
                     Err(e) => {
                         c.upcalls_refused += 1;
                         if c.upcalls_refused.is_power_of_two() {
-                            tracing::warn!(error = %e, refused = c.upcalls_refused, "upcall refused");
+                            twin_log::warn_limited!(error = %e, refused = c.upcalls_refused, "upcall refused");
                         }
                     }
                 }

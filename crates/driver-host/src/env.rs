@@ -59,7 +59,7 @@ impl Bell {
             Bell::PacketSocket(bell) => bell.ring(),
         };
         if let Err(e) = r {
-            tracing::debug!(queue, error = %e, "doorbell failed");
+            twin_log::debug_limited!(queue, error = %e, "doorbell failed");
         }
     }
 }

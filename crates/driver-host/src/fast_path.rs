@@ -97,7 +97,7 @@ impl<E: HostEnv> FastPath<E> {
 
     fn fail(&self, what: &'static str, e: NetError) {
         if self.first_failure.get().is_none() {
-            tracing::error!(error = %e, cause = ?std::error::Error::source(&e), what, "driver data path failed");
+            twin_log::error_limited!(error = %e, cause = ?std::error::Error::source(&e), what, "driver data path failed");
             self.first_failure.set(Some(e));
         }
         self.errors.set(self.errors.get() + 1);

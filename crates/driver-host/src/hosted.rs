@@ -230,7 +230,7 @@ impl HostedDriver {
         me.set_rx_notify(cfg.rx_notify);
         // Tell the NIC about the posted RX buffers.
         driver_env::Doorbell::kick(me.fp.env(), RX_QUEUE);
-        tracing::info!(socket = %socket.display(), features = format_args!("{features:#x}"),
+        twin_log::info_limited!(socket = %socket.display(), features = format_args!("{features:#x}"),
             queue_size = cfg.queue_size, region_len = layout.region_len, "driver connected to NIC");
         Ok(me)
     }

@@ -152,7 +152,7 @@ impl NicLink {
                 frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
             }
         }
-        tracing::debug!(device = %path.display(), offered = format_args!("{offered:#x}"),
+        twin_log::debug_limited!(device = %path.display(), offered = format_args!("{offered:#x}"),
             protocol = format_args!("{:#x}", protocol.bits()), "connected to NIC");
         Ok(Self {
             frontend,

@@ -323,7 +323,7 @@ impl<E: HostEnv, D: RingDriver> RingFastPath<E, D> {
 
     fn fail(&self, what: &'static str, e: D::Error) {
         if self.first_failure.get().is_none() {
-            tracing::error!(error = %e, cause = ?std::error::Error::source(&e), what, driver = D::WHAT, "data path failed");
+            twin_log::error_limited!(error = %e, cause = ?std::error::Error::source(&e), what, driver = D::WHAT, "data path failed");
             self.first_failure.set(Some(e));
         }
         self.errors.set(self.errors.get() + 1);

@@ -6,7 +6,9 @@
 //! that many frames, flush once, receive one burst and check each own frame's
 //! sequence number (and, when asked, fold it into the receive digest). In event-driven mode an idle
 //! iteration arms RX notifications and sleeps on the RX call eventfd (at most until
-//! the next token is due). After the send phase, a drain phase collects frames
+//! the next token is due); in adaptive mode (the default) it yields its core like a
+//! busy poller for [`twin_poll::waiter::ADAPTIVE_ROUNDS`] idle iterations in a row,
+//! then sleeps like an event-driven one. After the send phase, a drain phase collects frames
 //! still in flight: when the generator's own frames come back (a reflecting peer),
 //! until every frame it sent is back or [`GenConfig::drain`] has passed (a loaded
 //! machine may hold them for a while; a lost frame costs the whole drain); when
@@ -83,10 +85,21 @@ pub enum GenError {
 #[serde(rename_all = "kebab-case")]
 pub enum PollMode {
     /// Spin on the rings; notifications off.
-    #[default]
     BusyPoll,
     /// Sleep on the RX call eventfd when idle.
     EventDriven,
+    /// Busy while there is work; after a run of idle iterations, sleep as
+    /// `EventDriven` does.
+    #[default]
+    Adaptive,
+}
+
+impl PollMode {
+    /// Whether an idle generator may sleep (and so needs rings and a token bucket
+    /// deep enough to keep its rate across a sleep).
+    fn sleeps(self) -> bool {
+        self != PollMode::BusyPoll
+    }
 }
 
 /// Generator configuration.
@@ -147,6 +160,7 @@ impl GenConfig {
             src_mac: None,
             dst_mac: MacAddr::BROADCAST,
             vlan: None,
+            // The library's callers choose; `twin gen`'s default is adaptive.
             mode: PollMode::BusyPoll,
             batch: 32,
             connect_timeout: Duration::from_secs(5),
@@ -297,7 +311,7 @@ impl Rx<'_> {
 /// meanwhile): at least two milliseconds' worth, up to 4096 descriptors.
 fn driver_config(cfg: &GenConfig) -> DriverConfig {
     let mut d = cfg.driver;
-    if let (PollMode::EventDriven, Some(rate)) = (cfg.mode, cfg.rate_pps) {
+    if let (true, Some(rate)) = (cfg.mode.sleeps(), cfg.rate_pps) {
         let want = (rate / 500).clamp(1, 4096).next_power_of_two();
         d.queue_size = d.queue_size.max(u16::try_from(want).unwrap_or(4096));
     }
@@ -316,7 +330,7 @@ fn connect(cfg: &GenConfig, stop: &AtomicBool) -> Result<HostedDriver, GenError>
                     source: e,
                 })
             }
-            Err(e) => tracing::debug!(error = %e, "connect failed, retrying"),
+            Err(e) => twin_log::debug_limited!(error = %e, "connect failed, retrying"),
         }
         if stop.load(Ordering::Relaxed) {
             return Err(GenError::Stopped);
@@ -357,13 +371,21 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     let mut late = 0f64;
     let mut ring_full = false;
     let mut iter = 0u64;
-    let event = cfg.mode == PollMode::EventDriven;
-    // The bucket (`twin_poll`) holds two batches, and in event mode at least twice
+    let sleeps = cfg.mode.sleeps();
+    // Idle iterations in a row, and how many an adaptive generator spends yielding
+    // before it sleeps.
+    let mut idle_rounds = 0u32;
+    let sleep_after = match cfg.mode {
+        PollMode::BusyPoll => None,
+        PollMode::EventDriven => Some(0),
+        PollMode::Adaptive => Some(twin_poll::waiter::ADAPTIVE_ROUNDS),
+    };
+    // The bucket (`twin_poll`) holds two batches, and in a mode that sleeps at least twice
     // what accrues during one sleep (epoll waits have millisecond granularity), so
     // sleeping never lowers the rate. It starts empty, at `start`.
     let mut bucket = cfg
         .rate_pps
-        .map(|rate| TokenBucket::for_batches(rate, batch, event.then_some(MAX_SLEEP)))
+        .map(|rate| TokenBucket::for_batches(rate, batch, sleeps.then_some(MAX_SLEEP)))
         .transpose()?;
     if let Some(b) = bucket.as_mut() {
         b.refill(start);
@@ -381,7 +403,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
         iter += 1;
         if iter.is_multiple_of(4096) && !d.is_connected() {
             report.nic_disconnected = true;
-            tracing::warn!("NIC hung up");
+            twin_log::warn_limited!("NIC hung up");
             break;
         }
         let grant = match bucket.as_mut() {
@@ -426,16 +448,19 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             d.tx_flush();
         }
         let got = rx_burst(&mut d, &mut report, cfg.id, src, &mut rx_state, 2 * batch);
-        if event && sent == 0 && got == 0 {
+        if sent > 0 || got > 0 {
+            idle_rounds = 0;
+        } else if sleep_after.is_some_and(|n| idle_rounds >= n) {
             // Sleep until a batch's worth of tokens is due (or frames arrive).
             let wait = bucket
                 .as_ref()
                 .and_then(|b| b.until(batch))
                 .unwrap_or(MAX_SLEEP);
             d.wait_rx(wait.min(MAX_SLEEP));
-        } else if !event && sent == 0 && got == 0 {
-            // Busy poll with nothing to do (ring full, or not due): give the core to
+        } else {
+            // Polling with nothing to do (ring full, or not due): give the core to
             // whoever shares it — on two cores that is often the peer we wait for.
+            idle_rounds = idle_rounds.saturating_add(1);
             std::thread::yield_now();
         }
     }
@@ -502,7 +527,7 @@ pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
             report.rtt_max_us = us(h.max());
         }
     }
-    tracing::info!(
+    twin_log::info_local!(
         tx = report.tx_packets,
         rx = report.rx_packets,
         mpps = report.mpps,

@@ -158,7 +158,7 @@ impl Hostile {
             }
             self.report.started_at_frame = Some(received - 1);
             self.report.connection = Some(connection);
-            tracing::warn!(attack = ?self.cfg.kind, after = received - 1, connection,
+            twin_log::warn_local!(attack = ?self.cfg.kind, after = received - 1, connection,
                 "hostile NIC: the attack starts");
         }
         let t = match (self.cfg.kind, ring) {

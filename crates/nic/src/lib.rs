@@ -234,14 +234,14 @@ fn log_event(ev: PortEvent, socket: &str, host: &mut Option<Hostile>) {
         PortEvent::Connected {
             features,
             connection,
-        } => tracing::info!(
+        } => twin_log::info_limited!(
             socket,
             features = format_args!("{features:#x}"),
             connection,
             "NIC driver up"
         ),
-        PortEvent::Stopped => tracing::info!(socket, "NIC driver stopped its rings"),
-        PortEvent::Disconnected => tracing::info!(socket, "NIC driver disconnected"),
+        PortEvent::Stopped => twin_log::info_limited!(socket, "NIC driver stopped its rings"),
+        PortEvent::Disconnected => twin_log::info_limited!(socket, "NIC driver disconnected"),
     }
 }
 

@@ -70,12 +70,17 @@ pub enum ConfigError {
 }
 
 /// Where an uplink's driver runs.
+///
+/// The default is [`UplinkMode::Twin`], the one mode that is both fast and safe;
+/// a kind whose fast path cannot move ([`UplinkDevice::domain_only_because`]) gets
+/// [`UplinkMode::Domain`] instead. [`UplinkMode::Inline`] is there for measuring
+/// and by name only: it is unsafe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum UplinkMode {
     /// The driver's fast path runs inside the switch with direct access to the
-    /// driver domain's region: fast, unprotected.
-    #[default]
+    /// driver domain's region: fast, unprotected. Unsafe: a driver bug, or a
+    /// driver domain that writes its own memory hostilely, takes the switch down.
     Inline,
     /// The driver runs in its own sandboxed driver-domain process; frames cross
     /// through an exchange region.
@@ -83,7 +88,20 @@ pub enum UplinkMode {
     /// The driver's fast path runs inside the switch as a twin: every access to the
     /// driver domain's region goes through the SVM, and a fault falls back to
     /// `domain`.
+    #[default]
     Twin,
+}
+
+impl UplinkMode {
+    /// The mode an uplink of `device` gets when its spec names none: `twin`, or
+    /// `domain` for a kind whose fast path cannot move.
+    pub fn default_for(device: &UplinkDevice) -> Self {
+        if device.domain_only_because().is_some() {
+            UplinkMode::Domain
+        } else {
+            UplinkMode::default()
+        }
+    }
 }
 
 impl UplinkMode {
@@ -382,13 +400,7 @@ impl FromStr for UplinkSpec {
         } else {
             UplinkDevice::Vhost(socket)
         };
-        // A kernel interface's uplink runs in domain mode unless told otherwise
-        // (and, for the kinds whose fast path cannot move, only then).
-        let mut mode = if matches!(device, UplinkDevice::Vhost(_)) {
-            UplinkMode::default()
-        } else {
-            UplinkMode::Domain
-        };
+        let mut mode = UplinkMode::default_for(&device);
         let mut device = device;
         for (k, v) in opts {
             let bad = |key, reason| ConfigError::BadValue {
@@ -482,14 +494,15 @@ impl FromStr for UplinkSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PollMode {
-    /// Spin on the rings; peers are asked never to notify. Lowest latency, one core.
-    #[default]
+    /// Spin on the rings; peers are asked never to notify. Lowest latency, one core
+    /// per polling thread, always.
     Busy,
     /// Sleep in epoll on kick and call eventfds when there is no work.
     Event,
-    /// Busy-poll while there is work; after a run of empty rounds
+    /// The default: busy-poll while there is work; after a run of empty rounds
     /// (`twin_poll::waiter::ADAPTIVE_ROUNDS`) sleep in epoll like `event`. Uplinks'
-    /// driver domains run in event mode, as under `event`.
+    /// driver domains poll the same way.
+    #[default]
     Adaptive,
 }
 
@@ -627,8 +640,9 @@ mod tests {
         assert_eq!(c.mac, Some("52:54:00:00:00:01".parse().unwrap()));
         let u: UplinkSpec = "up0=/tmp/nic.sock,mode=inline".parse().unwrap();
         assert_eq!(u.mode, UplinkMode::Inline);
+        // The safe default: twin.
         let u: UplinkSpec = "up0=/tmp/nic.sock".parse().unwrap();
-        assert_eq!(u.mode, UplinkMode::Inline);
+        assert_eq!(u.mode, UplinkMode::Twin);
         assert_eq!(u.device, UplinkDevice::Vhost("/tmp/nic.sock".into()));
     }
 
@@ -677,7 +691,7 @@ mod tests {
             }
         );
         assert_eq!(u.device.to_string(), "packet:tw0");
-        assert_eq!(u.mode, UplinkMode::Domain);
+        assert_eq!(u.mode, UplinkMode::Twin);
         assert!(u.device.has_movable_fast_path());
         for (mode, want) in [
             ("inline", UplinkMode::Inline),
@@ -772,7 +786,7 @@ mod tests {
             }
         );
         assert_eq!(u.device.to_string(), "xdp:eth1,queue=3");
-        assert_eq!(u.mode, UplinkMode::Domain);
+        assert_eq!(u.mode, UplinkMode::Twin);
         // Its fast path moves: the AF_XDP driver has a twin.
         let u: UplinkSpec = "up1=xdp:eth1,mode=twin".parse().unwrap();
         assert_eq!(u.mode, UplinkMode::Twin);

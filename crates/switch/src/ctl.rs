@@ -909,7 +909,7 @@ fn answer(
     if !peer.is_some_and(|p| access.allows(p.uid.as_raw())) {
         if denied_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *denied_logged = Some(Instant::now());
-            tracing::warn!(
+            twin_log::warn_limited!(
                 uid = peer.map(|p| p.uid.as_raw()),
                 pid = peer.map(|p| p.pid.as_raw_nonzero().get()),
                 "control socket: connection from a user that is not allowed"

@@ -668,7 +668,7 @@ impl DataPath {
                 (factory.uplink(spec).map_err(|e| refused(&e))?, None)
             }
         };
-        tracing::info!(port = %port.name(), id, "port added");
+        twin_log::info_local!(port = %port.name(), id, "port added");
         let entry = PortEntry::new(port);
         match self.ports.entries.get_mut(id) {
             Some(place) => *place = entry,
@@ -702,7 +702,7 @@ impl DataPath {
         if let Some(f) = &mut self.factory {
             f.forget(name);
         }
-        tracing::info!(port = %name, id, "port removed");
+        twin_log::info_local!(port = %name, id, "port removed");
         Ok(())
     }
 

@@ -108,7 +108,7 @@ pub fn run(cfg: &SwitchConfig, stop: &AtomicBool) -> Result<SwitchReport, Error>
     }
     if let Some(addr) = &cfg.metrics {
         let (scrapes, bound) = metrics::serve(addr)?;
-        tracing::info!(%bound, "metrics endpoint listening");
+        twin_log::info_local!(%bound, "metrics endpoint listening");
         dp.set_metrics(scrapes);
     }
     let result = dp.run(stop);

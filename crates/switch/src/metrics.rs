@@ -164,7 +164,7 @@ impl LogLimit {
     fn warn(&mut self, what: &str) {
         if self.0.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             self.0 = Some(Instant::now());
-            tracing::warn!("metrics endpoint: {what}");
+            twin_log::warn_limited!("metrics endpoint: {what}");
         }
     }
 }

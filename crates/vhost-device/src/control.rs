@@ -152,7 +152,7 @@ impl Drop for VhostDevice {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
-                tracing::error!(path = %self.path.display(), "vhost-user control thread panicked");
+                twin_log::error_limited!(path = %self.path.display(), "vhost-user control thread panicked");
             }
         }
         let _ = std::fs::remove_file(&self.path);
@@ -179,7 +179,7 @@ pub(crate) fn start(path: &Path, cfg: DeviceConfig) -> Result<(VhostDevice, Devi
         .name("vhost-ctl".into())
         .spawn(move || {
             if let Err(e) = control_loop(listener, shared, cfg, stop2, &name) {
-                tracing::error!(port = &*name, error = %e, "vhost-user control thread failed");
+                twin_log::error_limited!(port = &*name, error = %e, "vhost-user control thread failed");
             }
         })
         .map_err(Error::Spawn)?;
@@ -222,7 +222,7 @@ fn control_loop(
         name: Arc::from(name),
         lim: Mutex::new(RateLimiter::new(5)),
     });
-    tracing::info!(port = name, "vhost-user device listening");
+    twin_log::info_local!(port = name, "vhost-user device listening");
     while !stop.load(Ordering::Acquire) {
         if !wait_readable(&ep)? {
             continue;
@@ -245,7 +245,7 @@ fn control_loop(
             Ok(None) => {}
             Err(e) => {
                 if let Some(suppressed) = lim.check(0) {
-                    tracing::warn!(port = name, error = %e, suppressed, "accept failed");
+                    twin_log::warn_limited!(port = name, error = %e, suppressed, "accept failed");
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -264,7 +264,7 @@ fn serve(
     connection: u64,
     lim: &mut RateLimiter<4>,
 ) -> Result<(), Error> {
-    tracing::info!(port = name, connection, "vhost-user client connected");
+    twin_log::info_limited!(port = name, connection, "vhost-user client connected");
     shared.kick_out.store(false, Ordering::Release);
     shared.store_last_avail(0, 0);
     shared.store_last_avail(1, 0);
@@ -272,7 +272,7 @@ fn serve(
     let sock = match req.try_clone_connection() {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(port = name, error = %e, "cannot clone client socket");
+            twin_log::warn_limited!(port = name, error = %e, "cannot clone client socket");
             lock(handler).disconnect();
             return Ok(());
         }
@@ -293,7 +293,7 @@ fn serve(
             .name("vhost-ctl-watch".into())
             .spawn_scoped(scope, || watch.run(&sock, stop));
         if let Err(e) = &watcher {
-            tracing::warn!(port = name, error = %e, "cannot start the stall watcher");
+            twin_log::warn_limited!(port = name, error = %e, "cannot start the stall watcher");
         }
         let reason = serve_requests(
             &mut req, handler, shared, stop, name, connection, lim, &ep, &sock, &watch,
@@ -303,7 +303,7 @@ fn serve(
     })?;
     let _ = sock.shutdown(std::net::Shutdown::Both);
     lock(handler).disconnect();
-    tracing::info!(
+    twin_log::info_limited!(
         port = name,
         connection,
         reason,
@@ -402,7 +402,7 @@ fn serve_requests(
         watch.end();
         if watch.stalled.load(Ordering::Acquire) {
             if let Some(suppressed) = lim.check(2) {
-                tracing::warn!(port = name, connection, suppressed, timeout = ?READ_TIMEOUT,
+                twin_log::warn_limited!(port = name, connection, suppressed, timeout = ?READ_TIMEOUT,
                     "vhost-user client stalled in the middle of a message; dropping it");
             }
             break "client stalled mid-message";
@@ -419,7 +419,7 @@ fn serve_requests(
             // it out (as DPDK's vhost library does) from the copy peeked above.
             Err(VuError::InactiveFeature(_)) => {
                 if let Some((index, enable)) = early_enable {
-                    tracing::debug!(
+                    twin_log::debug_limited!(
                         port = name,
                         connection,
                         index,
@@ -427,7 +427,7 @@ fn serve_requests(
                         "SET_VRING_ENABLE before SET_FEATURES"
                     );
                     if let Err(e) = lock(handler).set_vring_enable(index, enable) {
-                        tracing::debug!(port = name, connection, error = %e,
+                        twin_log::debug_limited!(port = name, connection, error = %e,
                             "early SET_VRING_ENABLE refused");
                     }
                 }
@@ -435,7 +435,7 @@ fn serve_requests(
             Err(e) => {
                 shared.refused_requests.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = lim.check(1) {
-                    tracing::warn!(port = name, connection, error = %e, suppressed,
+                    twin_log::warn_limited!(port = name, connection, error = %e, suppressed,
                         "vhost-user protocol error; dropping the client");
                 }
                 break "protocol error";
@@ -470,7 +470,7 @@ fn peek_vring_enable(sock: &std::os::unix::net::UnixStream) -> Option<(u32, bool
 /// (`sandbox::spawn_with_stdio_only`).
 fn adopt(file: File) -> File {
     if let Err(e) = rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::CLOEXEC) {
-        tracing::warn!(error = %e, "cannot make a client descriptor close-on-exec");
+        twin_log::warn_limited!(error = %e, "cannot make a client descriptor close-on-exec");
     }
     file
 }
@@ -530,7 +530,7 @@ fn offered_protocol() -> VhostUserProtocolFeatures {
 }
 
 fn bad(what: &'static str) -> VuError {
-    tracing::debug!(what, "rejected vhost-user request");
+    twin_log::debug_limited!(what, "rejected vhost-user request");
     VuError::InvalidOperation(what)
 }
 
@@ -615,7 +615,10 @@ impl Handler {
                         c.started = true;
                     }
                     None => {
-                        tracing::warn!(queue = qi, "ring addresses not in the memory table")
+                        twin_log::warn_limited!(
+                            queue = qi,
+                            "ring addresses not in the memory table"
+                        )
                     }
                 }
             }
@@ -643,7 +646,7 @@ impl Handler {
         let cap = self.cfg.max_client_memory;
         if total > cap {
             if let Some(suppressed) = self.ctx.may_log(LOG_CAP) {
-                tracing::warn!(
+                twin_log::warn_limited!(
                     port = &*self.ctx.name,
                     connection = self.connection,
                     requested = total,
@@ -656,7 +659,7 @@ impl Handler {
         }
         if let Err(e) = self.reservation.try_resize(total) {
             if let Some(suppressed) = self.ctx.may_log(LOG_CAP) {
-                tracing::warn!(port = &*self.ctx.name, connection = self.connection,
+                twin_log::warn_limited!(port = &*self.ctx.name, connection = self.connection,
                     error = %e, suppressed,
                     "client memory table refused: the switch's client memory budget is exhausted");
             }
@@ -714,7 +717,7 @@ impl Handler {
         )
         .map_err(|e| {
             if let Some(suppressed) = self.ctx.may_log(LOG_MAP) {
-                tracing::warn!(port = &*self.ctx.name, connection = self.connection,
+                twin_log::warn_limited!(port = &*self.ctx.name, connection = self.connection,
                     error = %e, suppressed, "cannot map client memory");
             }
             bad("cannot map memory region")
@@ -931,7 +934,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         q.kick = None;
         let gen = self.publish();
         if !self.shared.wait_ack(gen, self.stop_timeout) {
-            tracing::warn!(
+            twin_log::warn_limited!(
                 queue = index,
                 "data path did not acknowledge the ring stop in time; using its last stored index"
             );

@@ -129,9 +129,17 @@ fn log_drop(
     if let Some(suppressed) = lim.check(r.index()) {
         match r {
             DropReason::NotReady | DropReason::NoBuffers | DropReason::BufferTooSmall => {
-                tracing::debug!(port, dir, reason = r.as_str(), suppressed, "frame dropped")
+                twin_log::debug_limited!(
+                    port,
+                    dir,
+                    reason = r.as_str(),
+                    suppressed,
+                    "frame dropped"
+                )
             }
-            _ => tracing::warn!(port, dir, reason = r.as_str(), suppressed, "frame dropped"),
+            _ => {
+                twin_log::warn_limited!(port, dir, reason = r.as_str(), suppressed, "frame dropped")
+            }
         }
     }
 }
@@ -440,7 +448,7 @@ impl DeviceHandle {
         self.ready = false;
         self.stats.memory_faults += 1;
         if let Some(suppressed) = self.lim_fault.check(0) {
-            tracing::warn!(
+            twin_log::warn_limited!(
                 port = &*self.name,
                 reason = "memory_fault",
                 suppressed,
@@ -562,7 +570,7 @@ impl DeviceHandle {
                 q.ring = Some(ring);
             }
             Err(e) => {
-                tracing::warn!(port = &*name, queue = qi, error = %e, "ring rejected");
+                twin_log::warn_limited!(port = &*name, queue = qi, error = %e, "ring rejected");
                 self.stats.ring_resets += 1;
                 self.shared
                     .kick_out
@@ -592,7 +600,7 @@ impl DeviceHandle {
             &mut self.lim_tx
         };
         if let Some(suppressed) = lim.check(DropReason::RingBroken.index()) {
-            tracing::warn!(
+            twin_log::warn_limited!(
                 port = &*self.name,
                 queue = qi,
                 suppressed,

@@ -10,7 +10,6 @@
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use tracing::info;
 
 use twin_wire::{MacAddr, Segments};
 use vhost_device::{DeviceConfig, DeviceHandle, MemoryBudget, PortEvent, VhostDevice};
@@ -77,7 +76,7 @@ impl ClientPort {
                 socket: spec.socket.display().to_string(),
                 source,
             })?;
-        info!(port = %spec.name, socket = %spec.socket.display(), "client port listening");
+        twin_log::info_local!(port = %spec.name, socket = %spec.socket.display(), "client port listening");
         Ok(ClientPort {
             spec,
             handle,
@@ -94,14 +93,14 @@ impl ClientPort {
         match &ev {
             PortEvent::Connected { .. } => {
                 self.connects += 1;
-                info!(port = %self.spec.name, "client connected: {ev:?}");
+                twin_log::info_limited!(port = %self.spec.name, "client connected: {ev:?}");
             }
             PortEvent::Stopped => {
-                info!(port = %self.spec.name, "client stopped its rings");
+                twin_log::info_limited!(port = %self.spec.name, "client stopped its rings");
             }
             PortEvent::Disconnected => {
                 self.disconnects += 1;
-                info!(port = %self.spec.name, "client disconnected");
+                twin_log::info_limited!(port = %self.spec.name, "client disconnected");
             }
         }
         Some(ev)

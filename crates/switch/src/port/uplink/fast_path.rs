@@ -16,7 +16,6 @@ use driver_domain::handover::Owner;
 use driver_domain::launch::DomainFailure;
 use driver_domain::launch::Send as DomainSend;
 use driver_domain::DomainLink;
-use tracing::{info, warn};
 use twin_runtime::SwitchInstance;
 use twin_wire::Segments;
 
@@ -233,24 +232,24 @@ impl Uplink {
             Step::InSwitch { mode, ring_full } => {
                 self.handover_ring_full += ring_full;
                 self.mode_changes += 1;
-                info!(uplink = %name, mode = %mode, "fast path runs in the switch");
+                twin_log::info_limited!(uplink = %name, mode = %mode, "fast path runs in the switch");
             }
             Step::QueueBroken { mode, error } => {
                 // The DD broke the ring: its health check will restart it.
-                warn!(uplink = %name, "to_nic ring at handover: {error}");
+                twin_log::warn_limited!(uplink = %name, "to_nic ring at handover: {error}");
                 self.mode_changes += 1;
-                info!(uplink = %name, mode = %mode, "fast path runs in the switch");
+                twin_log::info_limited!(uplink = %name, mode = %mode, "fast path runs in the switch");
             }
             Step::BackInDomain => {
                 self.mode_changes += 1;
-                info!(uplink = %name, "fast path runs in the driver domain");
+                twin_log::info_limited!(uplink = %name, "fast path runs in the driver domain");
             }
             Step::AttachFailed {
                 target,
                 now_in,
                 error,
             } => {
-                warn!(uplink = %name, mode = %target, "cannot attach the switch's instance: {error}; the fast path stays in {now_in}");
+                twin_log::warn_limited!(uplink = %name, mode = %target, "cannot attach the switch's instance: {error}; the fast path stays in {now_in}");
                 self.mode = *now_in;
             }
         }
@@ -271,7 +270,7 @@ impl Uplink {
     /// Returns true when the notification fd may have changed.
     pub fn set_mode(&mut self, mode: UplinkMode, now: Instant) -> bool {
         if self.mode != mode {
-            info!(uplink = %self.spec.name, from = %self.mode, to = %mode, "mode change requested");
+            twin_log::info_local!(uplink = %self.spec.name, from = %self.mode, to = %mode, "mode change requested");
         }
         self.mode = mode;
         self.apply_mode(now)

@@ -46,7 +46,6 @@ use std::time::{Duration, Instant};
 use driver_domain::launch::DomainDevice;
 use driver_domain::{launch, worker};
 use serde::Serialize;
-use tracing::info;
 use twin_wire::Segments;
 
 use crate::config::{PollMode, UplinkDevice, UplinkMode, UplinkSpec};
@@ -204,7 +203,7 @@ impl Uplink {
             // said once (traffic starts when it comes up).
             match kernel_nic::link_state(ifname) {
                 Ok(Some(s)) if !s.up => {
-                    tracing::warn!(uplink = %spec.name, device = %ifname, "the interface is down");
+                    twin_log::warn_local!(uplink = %spec.name, device = %ifname, "the interface is down");
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
@@ -223,7 +222,7 @@ impl Uplink {
                         name: spec.name.clone(),
                         source,
                     })?;
-                info!(uplink = %spec.name, device = %spec.device, "TAP device open");
+                twin_log::info_limited!(uplink = %spec.name, device = %spec.device, "TAP device open");
                 DomainDevice::Tap(Arc::new(tap))
             }
             UplinkDevice::Packet {

@@ -20,7 +20,6 @@ use driver_domain::launch::{DomainDevice, DomainFailure};
 use driver_domain::{DomainLink, LaunchConfig};
 use driver_host::DriverConfig;
 use serde::Serialize;
-use tracing::{info, warn};
 use twin_runtime::TwinFault;
 
 use super::fast_path::{FastPath, UplinkDriver, HANDOVER_TIMEOUT};
@@ -237,7 +236,7 @@ fn launch_config(
     LaunchConfig {
         device: device.clone(),
         exe,
-        busy_poll: poll == PollMode::Busy,
+        poll: poll.into(),
         geometry: exchange::Geometry {
             slots: EXCHANGE_SLOTS,
             ..exchange::Geometry::default()
@@ -275,18 +274,18 @@ pub(super) fn spawn_connector(
             while !stop.load(Ordering::Relaxed) {
                 match connect_once(&spec2, &device, poll) {
                     Ok(d) => {
-                        info!(uplink = %name, device = %spec2.device, mode = %spec2.mode, "uplink up");
+                        twin_log::info_limited!(uplink = %name, device = %spec2.device, mode = %spec2.mode, "uplink up");
                         let _ = tx.send(d);
                         return;
                     }
                     Err(e) => {
                         let e = error_chain(&e);
                         if !said_waiting {
-                            info!(uplink = %name, device = %spec2.device,
+                            twin_log::info_limited!(uplink = %name, device = %spec2.device,
                                   "waiting for the NIC, retrying: {e}");
                             said_waiting = true;
                         } else if last_error_log.elapsed() > Duration::from_secs(10) {
-                            warn!(uplink = %name, "still cannot reach the NIC: {e}");
+                            twin_log::warn_limited!(uplink = %name, "still cannot reach the NIC: {e}");
                             last_error_log = Instant::now();
                         }
                     }
@@ -315,7 +314,7 @@ impl Uplink {
                     self.link = Link::Up(Box::new(d));
                     self.connects += 1;
                     if let Some(lasted) = self.outages.end(now, dropped_so_far) {
-                        info!(uplink = %self.spec.name, outage_ms = lasted.as_millis() as u64, "uplink back");
+                        twin_log::info_limited!(uplink = %self.spec.name, outage_ms = lasted.as_millis() as u64, "uplink back");
                     }
                     // A fresh domain runs the fast path; move it where it belongs.
                     self.apply_mode(now);
@@ -373,10 +372,10 @@ impl Uplink {
         match (self.kernel_link_up, up) {
             (Some(true), false) => {
                 self.link_downs += 1;
-                warn!(uplink = %self.spec.name, device = %name, "the interface went down");
+                twin_log::warn_limited!(uplink = %self.spec.name, device = %name, "the interface went down");
             }
             (Some(false), true) => {
-                info!(uplink = %self.spec.name, device = %name, "the interface is up again");
+                twin_log::info_limited!(uplink = %self.spec.name, device = %name, "the interface is up again");
             }
             _ => {}
         }
@@ -391,7 +390,7 @@ impl Uplink {
         dropped_so_far: u64,
         fault: TwinFault,
     ) -> Result<bool, UplinkError> {
-        warn!(uplink = %self.spec.name, "twin disabled: {fault}; falling back to domain mode");
+        twin_log::warn_limited!(uplink = %self.spec.name, "twin disabled: {fault}; falling back to domain mode");
         self.twin_fault_count += 1;
         self.twin_faults.push_back(TwinFaultReport {
             at_ms: now.duration_since(self.started).as_millis() as u64,
@@ -426,7 +425,7 @@ impl Uplink {
             *self.past_upcalls.entry(k).or_default() += v;
         }
         let reason = error_chain(&reason);
-        warn!(uplink = %self.spec.name, lost, "uplink down: {reason}; restarting");
+        twin_log::warn_limited!(uplink = %self.spec.name, lost, "uplink down: {reason}; restarting");
         self.disconnects += 1;
         self.outages.begin(now, reason, lost, dropped_so_far);
         // Dropping the driver kills the domain (and with it the NIC connection)
@@ -434,7 +433,7 @@ impl Uplink {
         drop(std::mem::replace(&mut self.link, Link::GaveUp));
         match self.restarts.record(now) {
             NextStart::GiveUp => {
-                warn!(uplink = %self.spec.name, budget = self.restarts.budget, window = ?BUDGET_WINDOW,
+                twin_log::warn_limited!(uplink = %self.spec.name, budget = self.restarts.budget, window = ?BUDGET_WINDOW,
                     "restart budget spent; giving up until `twin ctl revive`");
             }
             NextStart::After(delay) => {
@@ -461,7 +460,7 @@ impl Uplink {
                     source: Box::new(e),
                 }
             })?;
-        info!(uplink = %self.spec.name, "revived by the operator: starting a new driver domain");
+        twin_log::info_local!(uplink = %self.spec.name, "revived by the operator: starting a new driver domain");
         Ok(())
     }
 
@@ -473,7 +472,7 @@ impl Uplink {
         };
         match kind {
             crate::ctl::FaultKind::Kill => {
-                warn!(uplink = %name, pid = d.domain.pid(), "fault injection: kill -9");
+                twin_log::warn_local!(uplink = %name, pid = d.domain.pid(), "fault injection: kill -9");
                 d.domain.kill();
                 Ok(())
             }
@@ -485,7 +484,7 @@ impl Uplink {
             }
             crate::ctl::FaultKind::InTwin(f) => match &d.fast {
                 FastPath::Switch { instance, .. } if instance.is_twin() => {
-                    warn!(uplink = %name, fault = ?f, "fault injection into the twin");
+                    twin_log::warn_local!(uplink = %name, fault = ?f, "fault injection into the twin");
                     instance.inject(f);
                     Ok(())
                 }
@@ -557,7 +556,7 @@ mod tests {
         let device = DomainDevice::Vhost("/tmp/nic.sock".into());
         let cfg = launch_config(&spec, &device, PollMode::Event, "/bin/twin".into());
         assert_eq!(cfg.geometry.slots, EXCHANGE_SLOTS);
-        assert!(!cfg.busy_poll);
+        assert_eq!(cfg.poll, twin_poll::PollMode::Event);
         assert_eq!(cfg.name, "u0");
         assert_eq!(cfg.memory_limit, driver_domain::launch::DOMAIN_MEMORY_LIMIT);
     }
