@@ -47,6 +47,7 @@ packages=(
   g++ # libFuzzer's runtime for scripts/fuzz.sh
   prometheus # promtool: checks the switch's metrics endpoint (crates/cli/tests/metrics.rs)
   tcpdump # reads back a port's capture (crates/cli/tests/capture.rs)
+  systemd # systemd-analyze: checks the service unit (crates/cli/tests/service_unit.rs)
 )
 
 if [ "${1:-}" = --list-packages ]; then

@@ -24,6 +24,13 @@ cargo test --workspace --release --no-fail-fast -- --test-threads=1 2>&1 | tee "
 # makes the 10-million-execution runs recorded in docs/security.md.
 fuzz_rc=0
 ./scripts/fuzz.sh --smoke || fuzz_rc=$?
+# `cargo install` as docs/operations.md has an operator run it, into a scratch
+# root (reusing this build's artifacts); the installed binary runs.
+install_rc=0
+install_root=$(mktemp -d)
+{ cargo install --locked --quiet --path crates/cli --root "$install_root" --target-dir target \
+    && "$install_root/bin/twin" --version; } || install_rc=$?
+rm -rf "$install_root"
 
 if [ "$test_rc" != 0 ]; then
   echo "==== failed tests (cargo test exit $test_rc; whole output in $log):"
@@ -36,4 +43,5 @@ if [ "$test_rc" != 0 ]; then
   grep -E '^error: [0-9]+ targets? failed|^    `-p ' "$log" | head -10 || true
 fi
 [ "$fuzz_rc" = 0 ] || echo "==== scripts/fuzz.sh --smoke failed (exit $fuzz_rc)"
-[ "$test_rc" = 0 ] && [ "$fuzz_rc" = 0 ]
+[ "$install_rc" = 0 ] || echo "==== cargo install --path crates/cli failed (exit $install_rc)"
+[ "$test_rc" = 0 ] && [ "$fuzz_rc" = 0 ] && [ "$install_rc" = 0 ]

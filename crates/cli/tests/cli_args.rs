@@ -53,6 +53,14 @@ fn bad_arguments_give_clear_errors() {
             &["ctl", "--control", "/nonexistent", "revive"],
             "usage: revive UPLINK",
         ),
+        (
+            &["ctl", "--control", "/nonexistent", "mac", "c1", "02:00"],
+            "is neither a MAC address nor none",
+        ),
+        (
+            &["ctl", "--control", "/nonexistent", "mac", "c1"],
+            "usage: mac PORT MAC|none",
+        ),
     ];
     for (args, want) in cases {
         let (code, err) = twin(args);

@@ -147,3 +147,76 @@ fn ports_come_and_go_under_traffic_without_a_lost_frame() {
     assert_eq!(n(&sw_r, "/clients/c2/tx_packets"), sent + 500);
     let _ = nic.stop();
 }
+
+/// `twin ctl mac`: a client's MAC pin changes while the switch runs. Frames from
+/// the new address pass and from the old one are refused as spoofed; a MAC
+/// another client owns is refused; `none` lifts the pin. Counters exact at each
+/// step.
+#[test]
+fn a_clients_mac_changes_at_run_time() {
+    const NEW: &str = "02:00:00:00:00:0a";
+    let _m = serial();
+    let s = Scratch::new("runtime-mac");
+    let (c1_s, c2_s, ctl) = (s.path("c1.sock"), s.path("c2.sock"), s.path("ctl.sock"));
+    let mut sw = Proc::twin(
+        "switch",
+        &[
+            "switch",
+            "--client",
+            &format!("c1={c1_s},mac={C1}"),
+            "--client",
+            &format!("c2={c2_s},mac={C2}"),
+            "--poll",
+            "event",
+            "--control",
+            &ctl,
+        ],
+    );
+    wait_for_path(&ctl, Duration::from_secs(10));
+    let mut r2 = gen_event(&c2_s, C2, C1, "60", "0");
+    wait_status(&ctl, Duration::from_secs(10), "c2 connected", |st| {
+        n(st, "/clients/c2/connects") == 1
+    });
+    // 100 frames from c1 with source `src`, to c2; returns (delivered to c2,
+    // refused as spoofed on c1) over that run.
+    let send = |src: &str| -> (u64, u64) {
+        let before = ctl_status(&ctl);
+        let g = gen_event_with(&c1_s, src, C2, "5", "5000", &["--count", "100"])
+            .report(Duration::from_secs(20));
+        assert_eq!(n(&g, "/tx_packets"), 100);
+        let after = wait_status(&ctl, Duration::from_secs(10), "c1's frames taken", |st| {
+            n(st, "/clients/c1/rx_packets") == n(&before, "/clients/c1/rx_packets") + 100
+        });
+        let delta = |p: &str| n(&after, p) - n(&before, p);
+        (
+            delta("/clients/c2/tx_packets"),
+            delta("/clients/c1/drops/spoofed_source"),
+        )
+    };
+
+    assert_eq!(send(C1), (100, 0), "the configured MAC passes");
+    assert_eq!(send(NEW), (0, 100), "another MAC is spoofed");
+    ctl_ok(&ctl, &["mac", "c1", NEW]);
+    assert_eq!(send(NEW), (100, 0), "the new MAC passes");
+    assert_eq!(send(C1), (0, 100), "the old one is spoofed now");
+
+    // Refusals: another client's MAC, no such client (what is not a MAC,
+    // `twin ctl` refuses itself: cli_args.rs).
+    let (kind, message) = ctl_err(&ctl, &["mac", "c1", C2]);
+    assert_eq!(kind, "rejected", "{message}");
+    assert!(message.contains("belongs to port c2"), "{message}");
+    let (kind, _) = ctl_err(&ctl, &["mac", "c9", NEW]);
+    assert_eq!(kind, "no_such_port");
+    assert_eq!(send(NEW), (100, 0), "a refusal changed nothing");
+
+    // No pin: any unicast source passes, and c1's old MAC is free for another.
+    ctl_ok(&ctl, &["mac", "c1", "none"]);
+    assert_eq!(send(C1), (100, 0));
+    assert_eq!(send(C3), (100, 0));
+    ctl_ok(&ctl, &["mac", "c2", NEW]);
+
+    let _ = r2.stop();
+    let sw_r = sw.stop_report();
+    assert_eq!(n(&sw_r, "/clients/c1/rx_packets"), 700);
+    assert_eq!(n(&sw_r, "/clients/c1/drops/spoofed_source"), 200);
+}

@@ -303,11 +303,13 @@ pub enum CommandName {
     Add,
     /// [`Command::Remove`].
     Remove,
+    /// [`Command::Mac`].
+    Mac,
 }
 
 impl CommandName {
     /// Every command, in the order users read them.
-    pub const ALL: [CommandName; 7] = [
+    pub const ALL: [CommandName; 8] = [
         CommandName::Status,
         CommandName::Fault,
         CommandName::Revive,
@@ -315,6 +317,7 @@ impl CommandName {
         CommandName::Capture,
         CommandName::Add,
         CommandName::Remove,
+        CommandName::Mac,
     ];
 
     /// The command's fields after `command`, in their order on `twin ctl`'s command
@@ -328,6 +331,7 @@ impl CommandName {
             CommandName::Capture => &["port", "direction", "count"],
             CommandName::Add => &["kind", "spec"],
             CommandName::Remove => &["port"],
+            CommandName::Mac => &["port", "mac"],
         }
     }
 
@@ -343,6 +347,7 @@ impl CommandName {
                 return "capture PORT [--direction rx|tx|both] [--count N] --output FILE".into()
             }
             CommandName::Add => return "add client|uplink SPEC".into(),
+            CommandName::Mac => return "mac PORT MAC|none".into(),
             _ => {}
         }
         let mut s = self.name();
@@ -420,6 +425,39 @@ pub enum Command {
         /// Port name.
         port: String,
     },
+    /// Change a client port's MAC: the address it must send from (anti-spoofing),
+    /// pinned to it in the learning table, and offered in its config space to the
+    /// next driver that reads it; or none of that (`none`).
+    Mac {
+        /// Client port name.
+        port: String,
+        /// The new MAC, or none.
+        mac: MacPin,
+    },
+}
+
+/// A client's MAC as [`Command::Mac`] sets it: an address, or `none` (no
+/// anti-spoofing, no pin, zeroes in the config space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacPin(pub Option<twin_wire::MacAddr>);
+
+impl TryFrom<String> for MacPin {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(MacPin(None));
+        }
+        s.parse()
+            .map(|m| MacPin(Some(m)))
+            .map_err(|_| format!("{s:?} is neither a MAC address nor none"))
+    }
+}
+
+impl From<MacPin> for String {
+    fn from(p: MacPin) -> String {
+        p.0.map_or_else(|| "none".to_string(), |m| m.to_string())
+    }
 }
 
 /// What [`Command::Add`] adds.
@@ -443,6 +481,7 @@ impl Command {
             Command::Capture { .. } => CommandName::Capture,
             Command::Add { .. } => CommandName::Add,
             Command::Remove { .. } => CommandName::Remove,
+            Command::Mac { .. } => CommandName::Mac,
         }
     }
 
@@ -1126,6 +1165,14 @@ mod tests {
             spec: "u9=packet:eth0,mode=twin".into(),
         });
         all.push(Command::Remove { port: "c9".into() });
+        all.push(Command::Mac {
+            port: "c1".into(),
+            mac: MacPin(Some("02:00:00:00:00:07".parse().unwrap())),
+        });
+        all.push(Command::Mac {
+            port: "c1".into(),
+            mac: MacPin(None),
+        });
         all
     }
 
@@ -1161,6 +1208,7 @@ mod tests {
                 spec.clone(),
             ]),
             Command::Remove { port } => w.push(port.clone()),
+            Command::Mac { port, mac } => w.extend([port.clone(), String::from(*mac)]),
         }
         w
     }
@@ -1176,7 +1224,7 @@ mod tests {
     #[test]
     fn every_request_round_trips_as_json_and_from_words() {
         let all = every_command();
-        assert_eq!(all.len(), 1 + Fault::ALL.len() + 1 + 3 + 1 + 3);
+        assert_eq!(all.len(), 1 + Fault::ALL.len() + 1 + 3 + 1 + 3 + 2);
         for c in &all {
             let line = c.to_line();
             assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
@@ -1343,6 +1391,9 @@ mod tests {
             r#"{"command":"revive"}"#,
             r#"{"command":"revive","uplink":7}"#,
             r#"{"command":"mode","uplink":"u0","mode":3}"#,
+            r#"{"command":"mac","port":"c1","mac":"02:00:00:00:00"}"#,
+            r#"{"command":"mac","port":"c1","mac":"off"}"#,
+            r#"{"command":"mac","port":"c1"}"#,
             r#"{"uplink":"u0"}"#,
             r#"{"command":5}"#,
             r#"["status"]"#,
@@ -1408,9 +1459,10 @@ mod tests {
             for r in rx.iter().take(n) {
                 let response = match &r.command {
                     Command::Status => Response::ok(&serde_json::json!({"clients": {}})),
-                    Command::Capture { .. } | Command::Add { .. } | Command::Remove { .. } => {
-                        Response::ok(&r.command)
-                    }
+                    Command::Capture { .. }
+                    | Command::Add { .. }
+                    | Command::Remove { .. }
+                    | Command::Mac { .. } => Response::ok(&r.command),
                     Command::Fault { uplink, .. }
                     | Command::Revive { uplink }
                     | Command::Mode { uplink, .. } => {

@@ -586,6 +586,14 @@ impl DataPath {
                     let _ = r.reply.try_send(answer);
                     continue;
                 }
+                Command::Mac { port, mac } => {
+                    let answer = match self.set_mac(port, mac.0) {
+                        Ok(()) => Response::ok(&r.command),
+                        Err(e) => e,
+                    };
+                    let _ = r.reply.try_send(answer);
+                    continue;
+                }
                 Command::Capture { port, .. } => {
                     let answer = match self.start_capture(port, r.tap.take()) {
                         Ok(()) => Response::ok(&r.command),
@@ -703,6 +711,52 @@ impl DataPath {
             f.forget(name);
         }
         twin_log::info_local!(port = %name, id, "port removed");
+        Ok(())
+    }
+
+    /// Changes client port `name`'s MAC: the address pinned to it (anti-spoofing,
+    /// the learning table) and offered in its config space; `None` lifts both.
+    /// Every address the port had in the table goes (a client pinned to a MAC
+    /// has no other; one that was not, loses what it was learned with).
+    fn set_mac(&mut self, name: &str, mac: Option<MacAddr>) -> Result<(), crate::ctl::Response> {
+        use crate::ctl::{ErrorKind, Response};
+        let Some(id) = self
+            .ports
+            .entries
+            .iter()
+            .position(|e| !e.vacant && e.kind == PortKind::Client && e.port.name() == name)
+        else {
+            return Err(Response::error(
+                ErrorKind::NoSuchPort,
+                format!("no client port {name:?}"),
+            ));
+        };
+        if let Some(m) = mac {
+            if let Some(owner) = self.core.fdb.pinned_to(m).filter(|&o| usize::from(o) != id) {
+                let owner = self.ports.entries.get(usize::from(owner));
+                return Err(Response::error(
+                    ErrorKind::Rejected,
+                    format!(
+                        "MAC {m} belongs to port {}",
+                        owner.map(|e| e.port.name()).unwrap_or("?")
+                    ),
+                ));
+            }
+        }
+        let entry = &mut self.ports.entries[id];
+        if !entry.port.set_mac(mac) {
+            return Err(Response::error(
+                ErrorKind::Rejected,
+                format!("port {name} has no MAC to change"),
+            ));
+        }
+        entry.pinned_mac = mac;
+        entry.memo = Memo::default();
+        self.core.fdb.remove_port(id as PortId);
+        if let Some(m) = mac {
+            self.core.fdb.pin(m, id as PortId);
+        }
+        twin_log::info_local!(port = %name, mac = ?mac, "client MAC changed");
         Ok(())
     }
 

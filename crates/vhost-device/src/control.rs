@@ -171,6 +171,7 @@ pub(crate) fn start(path: &Path, cfg: DeviceConfig) -> Result<(VhostDevice, Devi
             source,
         })?;
     let shared = Arc::new(Shared::new()?);
+    shared.set_offered_mac(cfg.mac);
     let stop = Arc::new(AtomicBool::new(false));
     let name: Arc<str> = Arc::from(path.display().to_string());
     let handle = DeviceHandle::new(shared.clone(), name.clone());
@@ -993,7 +994,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
     ) -> VuResult<Vec<u8>> {
         // struct virtio_net_config: mac[6], status, max_virtqueue_pairs, mtu.
         let mut cfg = [0u8; 12];
-        if let Some(m) = self.cfg.mac {
+        if let Some(m) = self.shared.offered_mac() {
             cfg[..6].copy_from_slice(&m.0);
         }
         cfg[6..8].copy_from_slice(&1u16.to_le_bytes()); // VIRTIO_NET_S_LINK_UP
@@ -1204,6 +1205,7 @@ mod tests {
             lim: Mutex::new(RateLimiter::new(5)),
         });
         let shared = Arc::new(Shared::new().unwrap());
+        shared.set_offered_mac(cfg.mac);
         // No data path: a ring stop is acknowledged at once.
         shared.handle_alive.store(false, Ordering::Release);
         Handler::new(shared, cfg, 1, ctx)
@@ -1697,6 +1699,12 @@ mod tests {
             "config read out of range"
         );
         assert_eq!(handler().get_config(0, 6, f).unwrap(), [0; 6]);
+        // The owner changes the MAC: the next read reports it, or zeroes.
+        h.shared
+            .set_offered_mac(Some(MacAddr([2, 0, 0, 0, 0, 0x0a])));
+        assert_eq!(h.get_config(0, 6, f).unwrap(), [2, 0, 0, 0, 0, 0x0a]);
+        h.shared.set_offered_mac(None);
+        assert_eq!(h.get_config(0, 6, f).unwrap(), [0; 6]);
         assert_eq!(
             why(h.set_config(0, &[0; 6], f)),
             "config space is read-only"

@@ -612,6 +612,12 @@ impl DeviceHandle {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Sets the MAC address the device's config space offers to a driver that
+    /// reads it from now on (`None`: zeroes, the driver keeps its own).
+    pub fn set_offered_mac(&self, mac: Option<twin_wire::MacAddr>) {
+        self.shared.set_offered_mac(mac);
+    }
+
     /// Whether both rings run (a client is attached and its driver is up).
     #[inline]
     pub fn is_ready(&self) -> bool {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::fault_fence::{ClientMemory, FaultFlag};
+use twin_wire::MacAddr;
 
 /// Queue index of the receive queue (device -> client).
 pub const RX_QUEUE: usize = 0;
@@ -108,7 +109,14 @@ pub struct Shared {
     /// vhost-user requests refused (each one also dropped its client), counted by
     /// the control thread before it publishes the disconnection.
     pub refused_requests: AtomicU64,
+    /// The MAC the config space offers ([`Shared::offered_mac`]), set by the
+    /// owner of the device at any time.
+    offered_mac: AtomicU64,
 }
+
+/// [`Shared::offered_mac`]'s encoding: the address in the low 48 bits, this bit
+/// set when there is one.
+const MAC_PRESENT: u64 = 1 << 48;
 
 impl Shared {
     /// A fresh shared state: no client.
@@ -122,7 +130,28 @@ impl Shared {
             kick_out: AtomicBool::new(false),
             wake: EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?,
             refused_requests: AtomicU64::new(0),
+            offered_mac: AtomicU64::new(0),
         })
+    }
+
+    /// The MAC address the config space reports (GET_CONFIG), if any.
+    pub fn offered_mac(&self) -> Option<MacAddr> {
+        let v = self.offered_mac.load(Ordering::Relaxed);
+        (v & MAC_PRESENT != 0).then(|| {
+            let b = v.to_be_bytes();
+            MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
+        })
+    }
+
+    /// Sets what [`Shared::offered_mac`] reports: to a driver that reads the
+    /// config space from now on (one that read it before keeps what it read).
+    pub fn set_offered_mac(&self, mac: Option<MacAddr>) {
+        let v = mac.map_or(0, |m| {
+            let mut b = [0u8; 8];
+            b[2..].copy_from_slice(&m.0);
+            u64::from_be_bytes(b) | MAC_PRESENT
+        });
+        self.offered_mac.store(v, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Published> {

@@ -124,6 +124,12 @@ impl Port for ClientPort {
         self.spec.vlan
     }
 
+    fn set_mac(&mut self, mac: Option<MacAddr>) -> bool {
+        self.spec.mac = mac;
+        self.handle.set_offered_mac(mac);
+        true
+    }
+
     #[inline]
     fn receive(&mut self, max: usize, sink: &mut dyn FnMut(&Segments<'_>)) -> usize {
         if !self.handle.is_ready() {

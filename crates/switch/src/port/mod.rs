@@ -157,6 +157,12 @@ pub trait Port: std::fmt::Debug + Send {
         }
     }
 
+    /// Changes the MAC its peer must use (and is offered, where the port offers
+    /// one). Returns false for a port that has none to change (an uplink).
+    fn set_mac(&mut self, _mac: Option<MacAddr>) -> bool {
+        false
+    }
+
     /// Takes up to `max` frames from the port's peer, in order, handing each to
     /// `sink`. Returns how many it took.
     fn receive(&mut self, max: usize, sink: &mut dyn FnMut(&Segments<'_>)) -> usize;
