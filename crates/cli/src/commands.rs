@@ -173,6 +173,10 @@ struct GenArgs {
     /// Generator id, carried in every frame's payload.
     #[arg(long, default_value_t = 1)]
     id: u32,
+    /// Send frames tagged with this 802.1Q VLAN id (1-4094); --size counts the
+    /// tag. Received frames are read tagged or not.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4094))]
+    vlan: Option<u16>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -346,6 +350,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.digest = a.digest;
             cfg.src_mac = a.src_mac;
             cfg.dst_mac = a.dst_mac.unwrap_or(MacAddr::BROADCAST);
+            cfg.vlan = a.vlan;
             cfg.mode = match a.run.poll() {
                 PollMode::Busy => traffic_gen::PollMode::BusyPoll,
                 PollMode::Event => traffic_gen::PollMode::EventDriven,

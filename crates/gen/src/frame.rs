@@ -12,6 +12,11 @@
 //! [`NO_TIMESTAMP`]), exactly as before timestamps existed.
 //!
 //! 60..=1514 bytes (Ethernet without FCS, without the virtio header).
+//!
+//! A tagged frame ([`GenFrame::tagged`], `twin gen --vlan`) has an 802.1Q tag
+//! (0x8100, the VLAN id, priority 0) after the addresses and everything else 4
+//! bytes later; [`GenFrame::parse`] reads both forms. Its length counts the
+//! tag.
 
 use twin_wire::MacAddr;
 
@@ -33,6 +38,9 @@ pub enum FrameError {
     /// The requested frame length is outside 60..=1514.
     #[error("frame size {0} B is outside {MIN_FRAME_LEN}..={MAX_FRAME_LEN} B (Ethernet frame without FCS and virtio header)")]
     InvalidFrameLen(usize),
+    /// A VLAN id outside 1..=4094.
+    #[error("VLAN id {0} is outside 1..=4094")]
+    InvalidVlan(u16),
 }
 
 /// A frame template; only the sequence number changes per frame.
@@ -40,7 +48,13 @@ pub enum FrameError {
 pub struct GenFrame {
     buf: [u8; MAX_FRAME_LEN],
     len: usize,
+    /// Where the generator header's fields start past their untagged place: 4
+    /// with a VLAN tag, else 0.
+    off: usize,
 }
+
+/// Length of an 802.1Q tag.
+const TAG_LEN: usize = 4;
 
 /// What [`GenFrame::parse`] found in a received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +85,32 @@ impl GenFrame {
         for (i, b) in buf[26..].iter_mut().enumerate() {
             *b = i as u8;
         }
-        Ok(Self { buf, len })
+        Ok(Self { buf, len, off: 0 })
+    }
+
+    /// A template of `len` bytes (the tag included) tagged with VLAN `vid`
+    /// (1..=4094; priority 0).
+    pub fn tagged(
+        len: usize,
+        src: MacAddr,
+        dst: MacAddr,
+        id: u32,
+        vid: u16,
+    ) -> Result<Self, FrameError> {
+        if !(1..=4094).contains(&vid) {
+            return Err(FrameError::InvalidVlan(vid));
+        }
+        let plain = Self::new(len, src, dst, id)?;
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        buf[..12].copy_from_slice(&plain.buf[..12]);
+        buf[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+        buf[14..16].copy_from_slice(&vid.to_be_bytes());
+        buf[16..].copy_from_slice(&plain.buf[12..MAX_FRAME_LEN - TAG_LEN]);
+        Ok(Self {
+            buf,
+            len,
+            off: TAG_LEN,
+        })
     }
 
     /// The frame bytes with sequence number `seq` and no timestamp (the same bytes
@@ -83,8 +122,9 @@ impl GenFrame {
     /// The frame bytes with sequence number `seq` and send timestamp `t_ns`.
     #[inline]
     pub fn with_seq_and_time(&mut self, seq: u64, t_ns: u64) -> &[u8] {
-        self.buf[18..26].copy_from_slice(&seq.to_le_bytes());
-        self.buf[26..34].copy_from_slice(&t_ns.to_le_bytes());
+        let o = self.off;
+        self.buf[18 + o..26 + o].copy_from_slice(&seq.to_le_bytes());
+        self.buf[26 + o..34 + o].copy_from_slice(&t_ns.to_le_bytes());
         &self.buf[..self.len]
     }
 
@@ -98,9 +138,17 @@ impl GenFrame {
         self.len == 0
     }
 
-    /// Parses the first bytes of a received frame; `None` if it is not a generator frame.
+    /// Parses the first bytes of a received frame (at least [`GEN_HDR_LEN`],
+    /// 4 more for a tagged one); `None` if it is not a generator frame.
     pub fn parse(hdr: &[u8]) -> Option<Parsed> {
-        let h: &[u8; GEN_HDR_LEN] = hdr.get(..GEN_HDR_LEN)?.try_into().ok()?;
+        let tagged = hdr.get(12..14) == Some(&[0x81, 0x00][..]);
+        let mut h = [0u8; GEN_HDR_LEN];
+        if tagged {
+            h[..12].copy_from_slice(hdr.get(..12)?);
+            h[12..].copy_from_slice(hdr.get(12 + TAG_LEN..GEN_HDR_LEN + TAG_LEN)?);
+        } else {
+            h.copy_from_slice(hdr.get(..GEN_HDR_LEN)?);
+        }
         if u16::from_be_bytes([h[12], h[13]]) != ETHERTYPE_GEN {
             return None;
         }
@@ -130,6 +178,29 @@ impl GenFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tagged_frame_has_the_tag_after_the_addresses_and_parses() {
+        let (src, dst) = (MacAddr::local(1), MacAddr::local(2));
+        let mut plain = GenFrame::new(64, src, dst, 7).unwrap();
+        let mut t = GenFrame::tagged(64, src, dst, 7, 10).unwrap();
+        let p = plain.with_seq(5).to_vec();
+        let f = t.with_seq(5).to_vec();
+        assert_eq!(f.len(), 64);
+        assert_eq!(&f[..12], &p[..12]);
+        assert_eq!(&f[12..16], &[0x81, 0x00, 0x00, 10]);
+        assert_eq!(&f[16..], &p[12..60]);
+        let got = GenFrame::parse(&f).unwrap();
+        assert_eq!((got.id, got.seq, got.src, got.dst), (7, 5, src, dst));
+        // Cut inside the generator header: not parsed.
+        assert!(GenFrame::parse(&f[..GEN_HDR_LEN + 3]).is_none());
+        for bad in [0, 4095] {
+            assert_eq!(
+                GenFrame::tagged(64, src, dst, 7, bad).unwrap_err(),
+                FrameError::InvalidVlan(bad)
+            );
+        }
+    }
 
     #[test]
     fn build_and_parse() {

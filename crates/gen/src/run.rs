@@ -129,6 +129,9 @@ pub struct GenConfig {
     pub src_mac: Option<MacAddr>,
     /// Destination MAC.
     pub dst_mac: MacAddr,
+    /// Send frames with an 802.1Q tag of this VLAN id (1..=4094); `None`:
+    /// untagged.
+    pub vlan: Option<u16>,
     /// Busy poll or event driven.
     pub mode: PollMode,
     /// Frames per batch.
@@ -156,6 +159,7 @@ impl GenConfig {
             digest: false,
             src_mac: None,
             dst_mac: MacAddr::BROADCAST,
+            vlan: None,
             // The library's callers choose; `twin gen`'s default is adaptive.
             mode: PollMode::BusyPoll,
             batch: 32,
@@ -272,7 +276,8 @@ impl Rx<'_> {
         if let Some(d) = self.st.digest.as_mut() {
             d.frame_segments(seg);
         }
-        let mut hdr = [0u8; GEN_HDR_LEN];
+        // Room for an 802.1Q tag in front of the generator header.
+        let mut hdr = [0u8; GEN_HDR_LEN + 4];
         let n = seg.read_prefix(&mut hdr);
         match GenFrame::parse(&hdr[..n]) {
             Some(p) if p.id == self.id => {
@@ -337,7 +342,10 @@ fn connect(cfg: &GenConfig, stop: &AtomicBool) -> Result<HostedDriver, GenError>
 /// Runs the generator until `cfg.duration` passes or `stop` is set.
 pub fn run(cfg: &GenConfig, stop: &AtomicBool) -> Result<GenReport, GenError> {
     let src = cfg.src_mac.unwrap_or(MacAddr::local(cfg.id));
-    let mut tmpl = GenFrame::new(cfg.frame_len, src, cfg.dst_mac, cfg.id)?;
+    let mut tmpl = match cfg.vlan {
+        None => GenFrame::new(cfg.frame_len, src, cfg.dst_mac, cfg.id)?,
+        Some(vid) => GenFrame::tagged(cfg.frame_len, src, cfg.dst_mac, cfg.id, vid)?,
+    };
     if cfg.batch == 0 {
         return Err(GenError::InvalidBatch);
     }

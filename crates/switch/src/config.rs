@@ -1,5 +1,7 @@
 //! The switch's configuration: its client ports and uplinks, as given on the command
-//! line (`--client NAME=SOCKET[,mac=MAC]`, `--uplink NAME=NIC_SOCKET[,mode=inline]`).
+//! line (`--client NAME=SOCKET[,mac=MAC][,vlan=VID|,trunk=VIDS]`,
+//! `--uplink NAME=NIC_SOCKET[,mode=inline]`). The same spec strings are what
+//! `twin ctl add` and the config file take.
 //!
 //! Parsing is strict: an unknown key, an empty name, a duplicate name or socket, or a
 //! mode that does not exist is an error with a message that names the offending
@@ -12,6 +14,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use twin_wire::MacAddr;
+
+use crate::vlan::{parse_vid, PortVlan, VlanSet};
 
 /// Errors in a port or uplink specification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +149,9 @@ pub struct ClientSpec {
     /// device config space and frames with any other source address are dropped
     /// (anti-spoofing).
     pub mac: Option<MacAddr>,
+    /// Its VLANs (`vlan=N`: an access port of VLAN N; `trunk=10;20;30-40`: a
+    /// trunk of those VLANs; neither: untagged, the native VLAN).
+    pub vlan: PortVlan,
 }
 
 /// Queues an `xdp:` uplink may name (the XSKMAP has an entry per queue up to its
@@ -317,8 +324,24 @@ impl FromStr for ClientSpec {
     fn from_str(spec: &str) -> Result<Self, ConfigError> {
         let SplitSpec { name, socket, opts } = split_spec(spec)?;
         let mut mac = None;
+        let mut vlan = PortVlan::Untagged;
         for (k, v) in opts {
+            let bad = |key, reason| ConfigError::BadValue {
+                spec: spec.to_string(),
+                key,
+                reason,
+            };
             match k {
+                "vlan" | "trunk" if vlan != PortVlan::Untagged => {
+                    return Err(bad(
+                        if k == "vlan" { "vlan" } else { "trunk" },
+                        "a port takes one vlan= or one trunk=, not both or twice".to_string(),
+                    ))
+                }
+                "vlan" => vlan = PortVlan::Access(parse_vid(v).map_err(|r| bad("vlan", r))?),
+                "trunk" => {
+                    vlan = PortVlan::Trunk(v.parse::<VlanSet>().map_err(|r| bad("trunk", r))?)
+                }
                 "mac" => {
                     mac = Some(v.parse().map_err(|e: twin_wire::ether::ParseMacError| {
                         ConfigError::BadValue {
@@ -332,12 +355,17 @@ impl FromStr for ClientSpec {
                     return Err(ConfigError::UnknownOption {
                         spec: spec.to_string(),
                         key: k.to_string(),
-                        allowed: "mac",
+                        allowed: "mac, vlan, trunk",
                     })
                 }
             }
         }
-        Ok(ClientSpec { name, socket, mac })
+        Ok(ClientSpec {
+            name,
+            socket,
+            mac,
+            vlan,
+        })
     }
 }
 
@@ -808,6 +836,60 @@ mod tests {
         assert!(e.to_string().contains("unknown mode"), "{e}");
         let e = "a=/x,mac=zz".parse::<ClientSpec>().unwrap_err();
         assert!(e.to_string().contains("invalid MAC"), "{e}");
+    }
+
+    #[test]
+    fn a_client_is_untagged_an_access_port_or_a_trunk() {
+        let c: ClientSpec = "c1=/s".parse().unwrap();
+        assert_eq!(c.vlan, PortVlan::Untagged);
+        let c: ClientSpec = "c1=/s,vlan=10,mac=02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(c.vlan, PortVlan::Access(10));
+        assert!(c.mac.is_some());
+        let c: ClientSpec = "c1=/s,vlan=1".parse().unwrap();
+        assert_eq!(c.vlan, PortVlan::Access(1));
+        let c: ClientSpec = "c1=/s,vlan=4094".parse().unwrap();
+        assert_eq!(c.vlan, PortVlan::Access(4094));
+        let c: ClientSpec = "c1=/s,trunk=10;20;30-32".parse().unwrap();
+        let PortVlan::Trunk(set) = c.vlan else {
+            panic!("{:?}", c.vlan)
+        };
+        assert_eq!(set.iter().collect::<Vec<_>>(), [10, 20, 30, 31, 32]);
+        assert_eq!(c.vlan.to_string(), "trunk 10;20;30-32");
+        let c: ClientSpec = "c1=/s,trunk=5".parse().unwrap();
+        assert_eq!(c.vlan.to_string(), "trunk 5");
+    }
+
+    #[test]
+    fn bad_vlan_options_are_refused_with_the_key() {
+        for (bad, key) in [
+            ("c1=/s,vlan=0", "vlan"),
+            ("c1=/s,vlan=4095", "vlan"),
+            ("c1=/s,vlan=", "vlan"),
+            ("c1=/s,vlan=ten", "vlan"),
+            ("c1=/s,vlan=-3", "vlan"),
+            ("c1=/s,vlan=10;20", "vlan"),
+            ("c1=/s,trunk=", "trunk"),
+            ("c1=/s,trunk=0", "trunk"),
+            ("c1=/s,trunk=10;4095", "trunk"),
+            ("c1=/s,trunk=20-10", "trunk"),
+            ("c1=/s,trunk=10;;20", "trunk"),
+            ("c1=/s,trunk=x", "trunk"),
+            ("c1=/s,vlan=10,trunk=20", "trunk"),
+            ("c1=/s,trunk=20,vlan=10", "vlan"),
+            ("c1=/s,vlan=10,vlan=20", "vlan"),
+        ] {
+            let e = bad.parse::<ClientSpec>().unwrap_err();
+            assert!(
+                matches!(e, ConfigError::BadValue { key: k, .. } if k == key),
+                "{bad}: {e}"
+            );
+        }
+        // A trunk list's ',' would start another option: it is refused as one.
+        let e = "c1=/s,trunk=10,20".parse::<ClientSpec>().unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
+        // Uplinks are trunks of every VLAN: no option.
+        let e = "u0=/s,vlan=10".parse::<UplinkSpec>().unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownOption { .. }), "{e}");
     }
 
     #[test]

@@ -38,11 +38,21 @@ pub enum DropReason {
     StolenSource,
     /// Over the ingress port's flood limit (broadcast, multicast, unknown unicast).
     FloodLimited,
+    /// A VLAN-tagged frame from a port that takes untagged frames only (an
+    /// access port, or a client port without VLANs).
+    VlanTagged,
+    /// A frame of a VLAN the port is not a member of: from a trunk client, an
+    /// untagged frame or a VID outside its set; or a known destination outside
+    /// the frame's VLAN.
+    VlanNotMember,
+    /// A VLAN the switch does not switch: VID 4095, or a stacked tag's outer
+    /// TPID (0x88a8, 0x9100).
+    VlanUnsupported,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Runt,
         DropReason::GroupSource,
         DropReason::SpoofedSource,
@@ -54,6 +64,9 @@ impl DropReason {
         DropReason::TooBigForUplink,
         DropReason::StolenSource,
         DropReason::FloodLimited,
+        DropReason::VlanTagged,
+        DropReason::VlanNotMember,
+        DropReason::VlanUnsupported,
     ];
 
     /// The reason's name in reports.
@@ -70,6 +83,9 @@ impl DropReason {
             DropReason::TooBigForUplink => "too_big_for_uplink",
             DropReason::StolenSource => "stolen_source",
             DropReason::FloodLimited => "flood_limited",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::VlanNotMember => "vlan_not_member",
+            DropReason::VlanUnsupported => "vlan_unsupported",
         }
     }
 }
@@ -150,6 +166,10 @@ pub struct PortReport {
     pub connects: u64,
     /// Times the peer went away.
     pub disconnects: u64,
+    /// The port's VLANs: `untagged`, `access N`, `trunk 10;20-22`, or `all`
+    /// (an uplink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<crate::vlan::PortVlan>,
     /// Port- or driver-level details (ring state, driver counters).
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub detail: serde_json::Value,
@@ -183,6 +203,7 @@ impl PortReport {
             drops,
             connects,
             disconnects,
+            vlan: None,
             detail,
         }
     }
@@ -311,6 +332,9 @@ mod counting_tests {
             "too_big_for_uplink",
             "stolen_source",
             "flood_limited",
+            "vlan_tagged",
+            "vlan_not_member",
+            "vlan_unsupported",
         ];
         let mut c = PortCounters::default();
         for (i, d) in DropReason::ALL.iter().enumerate() {

@@ -28,13 +28,22 @@
 //! address, anti-spoofing) and looked up (the destination) is what every
 //! destination gets. The payload after the header is not looked at, so it is
 //! copied as it is at each copy (a flooded frame's copies may differ there).
+//!
+//! VLANs ([`crate::vlan`]): the private copy is the frame's first 18 bytes, read
+//! once; they say the frame's VLAN (by the ingress port's membership), which
+//! decides the learning table's VLAN and the ports it may go to (members of its
+//! VLAN only). Each copy leaves in the form its destination takes: untagged (a
+//! 14-byte header) or tagged (18 bytes), both built from the private copy at
+//! most once per frame, followed by the source's bytes after the original
+//! header ([`Segments::replace_prefix`]): a tag is added or removed without a
+//! copy of the frame and without reading the source's header again.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use twin_poll::{Idle, Policy, Sources, Waiter};
-use twin_wire::ether::ETH_HLEN;
+use twin_wire::ether::{ETH_HLEN, ETH_VLAN_HLEN};
 use twin_wire::{MacAddr, Segments};
 use vm_memory::VolatileSlice;
 
@@ -42,6 +51,7 @@ use crate::config::PollMode;
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::{Destination, Fdb, Learned, Memo, PortId};
 use crate::port::{Delivery, MaintainContext, Port, PortCommand, PortError, PortKind};
+use crate::vlan::{self, PortVlan};
 
 /// Frames taken from one source per iteration.
 pub const BATCH: usize = 64;
@@ -81,6 +91,8 @@ pub struct PortEntry {
     pub capture: Option<crate::capture::Tap>,
     /// The place of a removed port ([`crate::port::factory::Vacant`]).
     pub vacant: bool,
+    /// Its VLANs (fixed for its life).
+    pub vlan: PortVlan,
 }
 
 impl PortEntry {
@@ -89,6 +101,7 @@ impl PortEntry {
         PortEntry {
             kind: port.kind(),
             pinned_mac: port.pinned_mac(),
+            vlan: port.vlan(),
             port,
             counters: PortCounters::default(),
             memo: Memo::default(),
@@ -212,6 +225,8 @@ trait Ports {
     fn n_ports(&self) -> usize;
     /// What a frame whose one destination, port `p`, is down counts as.
     fn down_reason(&self, p: usize) -> DropReason;
+    /// Port `p`'s VLANs (`None`: no such port, or the ingress port).
+    fn vlan(&self, p: usize) -> Option<&PortVlan>;
     /// Copies `frame` to port `p`, counting the copy on `p` when it is delivered or
     /// dropped there; the ingress port is [`Delivery::Down`].
     fn deliver(&mut self, p: usize, frame: &Segments<'_>) -> Delivery;
@@ -226,6 +241,15 @@ impl Egress<'_> {
             self.after.get_mut(p.checked_sub(n + 1)?)
         }
     }
+
+    fn entry_ref(&self, p: usize) -> Option<&PortEntry> {
+        let n = self.before.len();
+        if p < n {
+            self.before.get(p)
+        } else {
+            self.after.get(p.checked_sub(n + 1)?)
+        }
+    }
 }
 
 impl Ports for Egress<'_> {
@@ -234,15 +258,13 @@ impl Ports for Egress<'_> {
     }
 
     fn down_reason(&self, p: usize) -> DropReason {
-        let n = self.before.len();
-        let kind = if p < n {
-            self.before.get(p).map(|e| e.kind)
-        } else {
-            p.checked_sub(n + 1)
-                .and_then(|q| self.after.get(q))
-                .map(|e| e.kind)
-        };
+        let kind = self.entry_ref(p).map(|e| e.kind);
         kind.unwrap_or(PortKind::Client).down_reason()
+    }
+
+    #[inline]
+    fn vlan(&self, p: usize) -> Option<&PortVlan> {
+        self.entry_ref(p).map(|e| &e.vlan)
     }
 
     #[inline]
@@ -290,6 +312,8 @@ struct Ingress<'a> {
     mac: Option<MacAddr>,
     counters: &'a mut PortCounters,
     memo: &'a mut Memo,
+    /// Its VLANs.
+    vlan: &'a PortVlan,
 }
 
 /// The learning table and the time, shared by every source of one iteration.
@@ -312,12 +336,15 @@ fn switch_frame(
     let counters = &mut *ingress.counters;
     counters.rx_packets += 1;
     counters.rx_bytes += frame.len() as u64;
-    let mut hdr = [0u8; ETH_HLEN];
-    if frame.read_prefix(&mut hdr) < ETH_HLEN {
+    // The private copy: every decision is taken on it, and every header
+    // delivered is built from it.
+    let mut pre = [0u8; ETH_VLAN_HLEN];
+    let n = frame.read_prefix(&mut pre);
+    let Some(hdr) = pre.first_chunk::<ETH_HLEN>().filter(|_| n >= ETH_HLEN) else {
         counters.drop(DropReason::Runt);
         return;
-    }
-    let (dst, src) = (MacAddr::dst_of(&hdr), MacAddr::src_of(&hdr));
+    };
+    let (dst, src) = (MacAddr::dst_of(hdr), MacAddr::src_of(hdr));
     if src.is_multicast() {
         counters.drop(DropReason::GroupSource);
         return;
@@ -326,15 +353,36 @@ fn switch_frame(
         counters.drop(DropReason::SpoofedSource);
         return;
     }
-    // From here on the frame is the checked header plus the rest of the source's
-    // memory: re-reading the header from there would let the source change what
-    // was checked. (Cannot fail: the frame holds the header's 14 bytes.)
-    let Some(frame) = Segments::with_header(VolatileSlice::from(&mut hdr[..]), frame) else {
-        counters.drop(DropReason::Runt);
-        return;
+    let (vlan, tci, hlen) = match ingress.vlan.classify(&pre, n) {
+        vlan::Ingress::Vlan { vlan, tci, hlen } => (vlan, tci, hlen),
+        vlan::Ingress::Runt => return counters.drop(DropReason::Runt),
+        vlan::Ingress::Tagged => return counters.drop(DropReason::VlanTagged),
+        vlan::Ingress::NotMember => return counters.drop(DropReason::VlanNotMember),
+        vlan::Ingress::Unsupported => return counters.drop(DropReason::VlanUnsupported),
     };
-    let frame = &frame;
-    match t.fdb.learn_memo(ingress.memo, src, ingress.id, t.now_ms) {
+    // The two forms a copy may leave in, both from the private copy: untagged
+    // and tagged headers, each followed by the source's bytes after the header
+    // it came with. Re-reading the header from the source's memory would let
+    // the source change what was checked. Each form's segment list is made
+    // when a destination first needs it.
+    let mut plain_hdr = [0u8; ETH_VLAN_HLEN];
+    let mut tagged_hdr = [0u8; ETH_VLAN_HLEN];
+    let plain_len = vlan::build_header(&pre, hlen, None, &mut plain_hdr);
+    let tagged_len = vlan::build_header(&pre, hlen, Some(tci), &mut tagged_hdr);
+    let plain_hdr = VolatileSlice::from(&mut plain_hdr[..plain_len]);
+    let tagged_hdr = VolatileSlice::from(&mut tagged_hdr[..tagged_len]);
+    let mut forms = Forms {
+        frame,
+        hlen,
+        plain_hdr,
+        tagged_hdr,
+        plain: None,
+        tagged: None,
+    };
+    match t
+        .fdb
+        .learn_memo(ingress.memo, vlan, src, ingress.id, t.now_ms)
+    {
         Learned::TableFull => *t.fdb_full += 1,
         Learned::Pinned => {
             counters.drop(DropReason::StolenSource);
@@ -343,11 +391,20 @@ fn switch_frame(
         _ => {}
     }
     let me = ingress.id;
-    match t.fdb.lookup_memo(ingress.memo, dst, t.now_ms) {
+    match t.fdb.lookup_memo(ingress.memo, vlan, dst, t.now_ms) {
         Destination::Port(p) if p == me => counters.drop(DropReason::Hairpin),
         Destination::Port(p) => {
             let p = usize::from(p);
-            if egress.deliver(p, frame) == Delivery::Down {
+            let Some(pv) = egress.vlan(p).filter(|pv| pv.is_member(vlan)) else {
+                // A pinned address of a port outside the frame's VLAN.
+                counters.drop(DropReason::VlanNotMember);
+                return;
+            };
+            let Some(copy) = forms.get(pv.egress_tagged(vlan)) else {
+                counters.drop(DropReason::Runt);
+                return;
+            };
+            if egress.deliver(p, copy) == Delivery::Down {
                 counters.drop(egress.down_reason(p));
             }
         }
@@ -358,12 +415,54 @@ fn switch_frame(
             }
             let mut any = false;
             for p in (0..egress.n_ports()).filter(|&p| p != usize::from(me)) {
-                any |= egress.deliver(p, frame) != Delivery::Down;
+                let Some(tagged) = egress
+                    .vlan(p)
+                    .filter(|pv| pv.is_member(vlan))
+                    .map(|pv| pv.egress_tagged(vlan))
+                else {
+                    continue;
+                };
+                let Some(copy) = forms.get(tagged) else {
+                    counters.drop(DropReason::Runt);
+                    return;
+                };
+                any |= egress.deliver(p, copy) != Delivery::Down;
             }
             if !any {
                 counters.drop(DropReason::NoDestination);
             }
         }
+    }
+}
+
+/// The two forms a frame may be delivered in, each made at most once: its
+/// header (untagged or tagged, built from the switch's private copy) followed
+/// by the source's bytes after the header it came with.
+struct Forms<'a, 'f> {
+    frame: &'f Segments<'a>,
+    /// Length of the header it came with (14 or 18).
+    hlen: usize,
+    plain_hdr: VolatileSlice<'a>,
+    tagged_hdr: VolatileSlice<'a>,
+    plain: Option<Segments<'a>>,
+    tagged: Option<Segments<'a>>,
+}
+
+impl<'a> Forms<'a, '_> {
+    /// The form a destination takes (`tagged` or not). `None` only when the
+    /// frame cannot be rebuilt (shorter than its header; never for a frame
+    /// that was classified).
+    #[inline]
+    fn get(&mut self, tagged: bool) -> Option<&Segments<'a>> {
+        let (slot, hdr) = if tagged {
+            (&mut self.tagged, self.tagged_hdr)
+        } else {
+            (&mut self.plain, self.plain_hdr)
+        };
+        if slot.is_none() {
+            *slot = Some(Segments::replace_prefix(hdr, self.hlen, self.frame)?);
+        }
+        slot.as_ref()
     }
 }
 
@@ -778,6 +877,7 @@ impl DataPath {
             mac: src.pinned_mac,
             counters: &mut src.counters,
             memo: &mut src.memo,
+            vlan: &src.vlan,
         };
         let capture = &mut src.capture;
         let taken = src.port.receive(BATCH, &mut |frame| {

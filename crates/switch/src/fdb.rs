@@ -1,5 +1,10 @@
 //! The forwarding database of the L2 learning switch: which port a MAC address was
-//! last seen on.
+//! last seen on, in which VLAN.
+//!
+//! Learning is per VLAN (independent VLAN learning): an entry's key is the VLAN
+//! and the address ([`crate::vlan::Vlan`], 0 for the native VLAN), so the same
+//! address may live on one port in VLAN 10 and on another in VLAN 20, and a
+//! lookup in one VLAN never answers with what was learned in another.
 //!
 //! Limits, chosen because every source address comes from an untrusted client:
 //! * the table has a fixed capacity, allocated up front, so a client that sprays
@@ -11,7 +16,11 @@
 //! * a configured client MAC is *pinned* to its port ([`Fdb::pin`]): it never ages,
 //!   never moves, and a frame from any other port with it as source is refused
 //!   ([`Learned::Pinned`]; the caller drops it), so no port, and no network behind
-//!   an uplink, can take over a protected client's unicast;
+//!   an uplink, can take over a protected client's unicast. A pin holds in every
+//!   VLAN, not only the port's own: no port may use a protected address as its
+//!   source in any VLAN (an upstream bridge that learns across VLANs would
+//!   otherwise move it), and a lookup of it in any VLAN answers its port (the
+//!   data path delivers only within the frame's VLAN);
 //! * each port may own at most a quota of learned entries ([`Fdb::new`]), so one
 //!   port cannot fill the shared table and make every new address flood; refusals
 //!   are counted ([`Fdb::quota_refusals`]);
@@ -23,6 +32,8 @@
 use std::collections::HashMap;
 
 use twin_wire::MacAddr;
+
+use crate::vlan::Vlan;
 
 /// Index of a switch port (client ports first, then uplinks).
 pub type PortId = u16;
@@ -62,8 +73,6 @@ pub enum Learned {
 struct Entry {
     port: PortId,
     last_seen_ms: u64,
-    /// Configured, not learned: never ages, never moves, owns no quota.
-    pinned: bool,
 }
 
 /// Port `port`'s count of owned entries, the table grown to hold it (only when a
@@ -79,7 +88,11 @@ fn owned_slot(owned: &mut Vec<u32>, port: PortId) -> Option<&mut u32> {
 /// A MAC learning table with fixed capacity and ageing.
 #[derive(Debug)]
 pub struct Fdb {
-    entries: HashMap<MacAddr, Entry>,
+    /// Learned addresses, by VLAN and address.
+    entries: HashMap<(Vlan, MacAddr), Entry>,
+    /// Configured addresses (every VLAN): never age, never move, own no quota;
+    /// they take room in the table's capacity.
+    pins: HashMap<MacAddr, PortId>,
     capacity: usize,
     max_age_ms: u64,
     /// Changes whenever an address is added, moves or goes away, so that a
@@ -100,8 +113,8 @@ pub struct Fdb {
 /// generation), and its flood budget ([`Memo::allow_flood`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memo {
-    learned: Option<(MacAddr, u64)>,
-    looked_up: Option<(MacAddr, u64, u64, Destination)>,
+    learned: Option<(Vlan, MacAddr, u64)>,
+    looked_up: Option<(Vlan, MacAddr, u64, u64, Destination)>,
     /// Flood tokens, in thousandths of a frame.
     flood_tokens: u64,
     flood_refilled_ms: u64,
@@ -140,6 +153,7 @@ impl Fdb {
     pub fn new(capacity: usize, max_age_ms: u64, port_quota: u32) -> Self {
         Self {
             entries: HashMap::with_capacity(capacity),
+            pins: HashMap::new(),
             capacity,
             max_age_ms,
             generation: 0,
@@ -149,32 +163,27 @@ impl Fdb {
         }
     }
 
-    /// Pins `mac` to `port` (a configured client MAC); replaces whatever was there.
+    /// Pins `mac` to `port` (a configured client MAC) in every VLAN; replaces
+    /// whatever was there (a learned entry of it, in any VLAN, is forgotten and
+    /// its port refunded). A control-plane operation: it walks the table.
     pub fn pin(&mut self, mac: MacAddr, port: PortId) {
-        if let Some(old) = self.entries.insert(
-            mac,
-            Entry {
-                port,
-                last_seen_ms: 0,
-                pinned: true,
-            },
-        ) {
-            if !old.pinned {
-                self.disown(old.port);
+        let owned = &mut self.owned;
+        self.entries.retain(|(_, m), e| {
+            if *m == mac {
+                if let Some(o) = owned_slot(owned, e.port) {
+                    *o = o.saturating_sub(1);
+                }
+                return false;
             }
-        }
+            true
+        });
+        self.pins.insert(mac, port);
         self.generation += 1;
     }
 
     /// Learnings refused so far because the port owned its quota.
     pub fn quota_refusals(&self) -> u64 {
         self.quota_refusals
-    }
-
-    fn disown(&mut self, port: PortId) {
-        if let Some(o) = owned_slot(&mut self.owned, port) {
-            *o = o.saturating_sub(1);
-        }
     }
 
     /// [`Fdb::learn`], skipped when `memo` shows the same source was learned on this
@@ -184,16 +193,17 @@ impl Fdb {
     pub fn learn_memo(
         &mut self,
         memo: &mut Memo,
+        vlan: Vlan,
         mac: MacAddr,
         port: PortId,
         now_ms: u64,
     ) -> Learned {
-        if memo.learned == Some((mac, now_ms)) {
+        if memo.learned == Some((vlan, mac, now_ms)) {
             return Learned::Refreshed;
         }
-        let r = self.learn(mac, port, now_ms);
+        let r = self.learn(vlan, mac, port, now_ms);
         if r != Learned::Pinned {
-            memo.learned = Some((mac, now_ms));
+            memo.learned = Some((vlan, mac, now_ms));
         }
         r
     }
@@ -201,30 +211,40 @@ impl Fdb {
     /// [`Fdb::lookup`], answered from `memo` for a repeated destination in the same
     /// millisecond and table generation.
     #[inline]
-    pub fn lookup_memo(&self, memo: &mut Memo, dst: MacAddr, now_ms: u64) -> Destination {
-        if let Some((m, t, g, d)) = memo.looked_up {
-            if m == dst && t == now_ms && g == self.generation {
+    pub fn lookup_memo(
+        &self,
+        memo: &mut Memo,
+        vlan: Vlan,
+        dst: MacAddr,
+        now_ms: u64,
+    ) -> Destination {
+        if let Some((v, m, t, g, d)) = memo.looked_up {
+            if v == vlan && m == dst && t == now_ms && g == self.generation {
                 return d;
             }
         }
-        let d = self.lookup(dst, now_ms);
-        memo.looked_up = Some((dst, now_ms, self.generation, d));
+        let d = self.lookup(vlan, dst, now_ms);
+        memo.looked_up = Some((vlan, dst, now_ms, self.generation, d));
         d
     }
 
-    /// Records that `mac` was seen as a source on `port` at `now_ms`.
-    pub fn learn(&mut self, mac: MacAddr, port: PortId, now_ms: u64) -> Learned {
+    /// Records that `mac` was seen as a source on `port` in `vlan` at `now_ms`.
+    pub fn learn(&mut self, vlan: Vlan, mac: MacAddr, port: PortId, now_ms: u64) -> Learned {
         if mac.is_multicast() {
             return Learned::Ignored;
         }
+        if let Some(&p) = self.pins.get(&mac) {
+            return if p == port {
+                Learned::Refreshed
+            } else {
+                Learned::Pinned
+            };
+        }
         let quota = self.port_quota;
-        if let Some(e) = self.entries.get_mut(&mac) {
+        if let Some(e) = self.entries.get_mut(&(vlan, mac)) {
             if e.port == port {
                 e.last_seen_ms = now_ms;
                 return Learned::Refreshed;
-            }
-            if e.pinned {
-                return Learned::Pinned;
             }
             let from = e.port;
             if owned_slot(&mut self.owned, port).is_none_or(|o| *o >= quota) {
@@ -242,7 +262,7 @@ impl Fdb {
             self.generation += 1;
             return Learned::Moved { from };
         }
-        if self.entries.len() >= self.capacity {
+        if self.len() >= self.capacity {
             return Learned::TableFull;
         }
         match owned_slot(&mut self.owned, port) {
@@ -253,24 +273,28 @@ impl Fdb {
             }
         }
         self.entries.insert(
-            mac,
+            (vlan, mac),
             Entry {
                 port,
                 last_seen_ms: now_ms,
-                pinned: false,
             },
         );
         self.generation += 1;
         Learned::New
     }
 
-    /// Where a frame to `dst` goes at `now_ms`. Expired entries count as unknown.
-    pub fn lookup(&self, dst: MacAddr, now_ms: u64) -> Destination {
+    /// Where a frame of `vlan` to `dst` goes at `now_ms`. Expired entries count
+    /// as unknown. A pinned address answers its port in every VLAN: the caller
+    /// delivers only if that port is a member of `vlan`.
+    pub fn lookup(&self, vlan: Vlan, dst: MacAddr, now_ms: u64) -> Destination {
         if dst.is_multicast() {
             return Destination::Flood;
         }
-        match self.entries.get(&dst) {
-            Some(e) if e.pinned || now_ms.saturating_sub(e.last_seen_ms) <= self.max_age_ms => {
+        if let Some(&p) = self.pins.get(&dst) {
+            return Destination::Port(p);
+        }
+        match self.entries.get(&(vlan, dst)) {
+            Some(e) if now_ms.saturating_sub(e.last_seen_ms) <= self.max_age_ms => {
                 Destination::Port(e.port)
             }
             _ => Destination::Flood,
@@ -284,7 +308,7 @@ impl Fdb {
         let max_age = self.max_age_ms;
         let owned = &mut self.owned;
         self.entries.retain(|_, e| {
-            let keep = e.pinned || now_ms.saturating_sub(e.last_seen_ms) <= max_age;
+            let keep = now_ms.saturating_sub(e.last_seen_ms) <= max_age;
             if !keep {
                 if let Some(o) = owned.get_mut(usize::from(e.port)) {
                     *o = o.saturating_sub(1);
@@ -298,12 +322,25 @@ impl Fdb {
 
     /// The port `mac` is pinned to, if it is.
     pub fn pinned_to(&self, mac: MacAddr) -> Option<PortId> {
-        self.entries.get(&mac).filter(|e| e.pinned).map(|e| e.port)
+        self.pins.get(&mac).copied()
     }
 
     /// Forgets every address of `port`, its pinned ones included (the port was
     /// removed; its number may be given to a new port).
     pub fn remove_port(&mut self, port: PortId) -> usize {
+        let before = self.len();
+        self.entries.retain(|_, e| e.port != port);
+        self.pins.retain(|_, p| *p != port);
+        if let Some(o) = self.owned.get_mut(usize::from(port)) {
+            *o = 0;
+        }
+        self.generation += 1;
+        before - self.len()
+    }
+
+    /// Forgets every address learned on `port` (the client went away); its pinned
+    /// address stays.
+    pub fn forget_port(&mut self, port: PortId) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.port != port);
         if let Some(o) = self.owned.get_mut(usize::from(port)) {
@@ -313,26 +350,15 @@ impl Fdb {
         before - self.entries.len()
     }
 
-    /// Forgets every address learned on `port` (the client went away); its pinned
-    /// address stays.
-    pub fn forget_port(&mut self, port: PortId) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.pinned || e.port != port);
-        if let Some(o) = self.owned.get_mut(usize::from(port)) {
-            *o = 0;
-        }
-        self.generation += 1;
-        before - self.entries.len()
-    }
-
-    /// Number of learned addresses.
+    /// Number of addresses in the table: learned ones (one per VLAN they were
+    /// seen in) and pinned ones.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.pins.len()
     }
 
-    /// Whether no address is learned.
+    /// Whether no address is in the table.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }
 
@@ -347,41 +373,41 @@ mod tests {
     #[test]
     fn learns_and_forwards() {
         let mut f = Fdb::new(8, 1000, 1000);
-        assert_eq!(f.lookup(A, 0), Destination::Flood);
-        assert_eq!(f.learn(A, 3, 0), Learned::New);
-        assert_eq!(f.lookup(A, 10), Destination::Port(3));
-        assert_eq!(f.learn(A, 3, 20), Learned::Refreshed);
-        assert_eq!(f.learn(A, 4, 30), Learned::Moved { from: 3 });
-        assert_eq!(f.lookup(A, 30), Destination::Port(4));
+        assert_eq!(f.lookup(0, A, 0), Destination::Flood);
+        assert_eq!(f.learn(0, A, 3, 0), Learned::New);
+        assert_eq!(f.lookup(0, A, 10), Destination::Port(3));
+        assert_eq!(f.learn(0, A, 3, 20), Learned::Refreshed);
+        assert_eq!(f.learn(0, A, 4, 30), Learned::Moved { from: 3 });
+        assert_eq!(f.lookup(0, A, 30), Destination::Port(4));
     }
 
     #[test]
     fn group_addresses_flood_and_are_not_learned() {
         let mut f = Fdb::new(8, 1000, 1000);
-        assert_eq!(f.learn(MacAddr::BROADCAST, 1, 0), Learned::Ignored);
-        assert_eq!(f.lookup(MacAddr::BROADCAST, 0), Destination::Flood);
+        assert_eq!(f.learn(0, MacAddr::BROADCAST, 1, 0), Learned::Ignored);
+        assert_eq!(f.lookup(0, MacAddr::BROADCAST, 0), Destination::Flood);
         assert!(f.is_empty());
     }
 
     #[test]
     fn ages_out() {
         let mut f = Fdb::new(8, 1000, 1000);
-        f.learn(A, 1, 0);
-        f.learn(B, 2, 900);
-        assert_eq!(f.lookup(A, 1000), Destination::Port(1));
-        assert_eq!(f.lookup(A, 1001), Destination::Flood);
+        f.learn(0, A, 1, 0);
+        f.learn(0, B, 2, 900);
+        assert_eq!(f.lookup(0, A, 1000), Destination::Port(1));
+        assert_eq!(f.lookup(0, A, 1001), Destination::Flood);
         assert_eq!(f.expire(1500), 1);
         assert_eq!(f.len(), 1);
-        assert_eq!(f.lookup(B, 1500), Destination::Port(2));
+        assert_eq!(f.lookup(0, B, 1500), Destination::Port(2));
     }
 
     #[test]
     fn capacity_is_a_hard_limit() {
         let mut f = Fdb::new(2, 1000, 1000);
-        assert_eq!(f.learn(A, 1, 0), Learned::New);
-        assert_eq!(f.learn(B, 1, 0), Learned::New);
-        assert_eq!(f.learn(MacAddr::local(9), 1, 0), Learned::TableFull);
-        assert_eq!(f.learn(A, 2, 1), Learned::Moved { from: 1 });
+        assert_eq!(f.learn(0, A, 1, 0), Learned::New);
+        assert_eq!(f.learn(0, B, 1, 0), Learned::New);
+        assert_eq!(f.learn(0, MacAddr::local(9), 1, 0), Learned::TableFull);
+        assert_eq!(f.learn(0, A, 2, 1), Learned::Moved { from: 1 });
         assert_eq!(f.len(), 2);
     }
 
@@ -389,19 +415,22 @@ mod tests {
     fn memo_answers_within_a_millisecond_and_generation() {
         let mut f = Fdb::new(8, 1000, 1000);
         let mut m = Memo::default();
-        assert_eq!(f.learn_memo(&mut m, A, 1, 5), Learned::New);
-        assert_eq!(f.lookup_memo(&mut m, B, 5), Destination::Flood);
+        assert_eq!(f.learn_memo(&mut m, 0, A, 1, 5), Learned::New);
+        assert_eq!(f.lookup_memo(&mut m, 0, B, 5), Destination::Flood);
         // B appears on port 2: the generation changes, the memo must not answer Flood.
-        f.learn(B, 2, 5);
-        assert_eq!(f.lookup_memo(&mut m, B, 5), Destination::Port(2));
+        f.learn(0, B, 2, 5);
+        assert_eq!(f.lookup_memo(&mut m, 0, B, 5), Destination::Port(2));
         // A moves to port 3 in the same millisecond: the memo of port 1 skips the
         // learn, but a learn from port 3 is not skipped (its own memo).
         let mut m3 = Memo::default();
-        assert_eq!(f.learn_memo(&mut m3, A, 3, 5), Learned::Moved { from: 1 });
-        assert_eq!(f.lookup(A, 5), Destination::Port(3));
+        assert_eq!(
+            f.learn_memo(&mut m3, 0, A, 3, 5),
+            Learned::Moved { from: 1 }
+        );
+        assert_eq!(f.lookup(0, A, 5), Destination::Port(3));
         // Forgetting port 2 invalidates the memo.
         f.forget_port(2);
-        assert_eq!(f.lookup_memo(&mut m, B, 5), Destination::Flood);
+        assert_eq!(f.lookup_memo(&mut m, 0, B, 5), Destination::Flood);
     }
 
     #[test]
@@ -410,14 +439,14 @@ mod tests {
         f.pin(A, 1);
         let mut m = Memo::default();
         // Another port (or the network behind an uplink) claims A: refused, every time.
-        assert_eq!(f.learn_memo(&mut m, A, 2, 5), Learned::Pinned);
-        assert_eq!(f.learn_memo(&mut m, A, 2, 5), Learned::Pinned);
-        assert_eq!(f.lookup(A, 5), Destination::Port(1));
-        assert_eq!(f.learn(A, 1, 6), Learned::Refreshed);
+        assert_eq!(f.learn_memo(&mut m, 0, A, 2, 5), Learned::Pinned);
+        assert_eq!(f.learn_memo(&mut m, 0, A, 2, 5), Learned::Pinned);
+        assert_eq!(f.lookup(0, A, 5), Destination::Port(1));
+        assert_eq!(f.learn(0, A, 1, 6), Learned::Refreshed);
         assert_eq!(f.expire(1_000_000), 0);
-        assert_eq!(f.lookup(A, 1_000_000), Destination::Port(1));
+        assert_eq!(f.lookup(0, A, 1_000_000), Destination::Port(1));
         assert_eq!(f.forget_port(1), 0);
-        assert_eq!(f.lookup(A, 1_000_000), Destination::Port(1));
+        assert_eq!(f.lookup(0, A, 1_000_000), Destination::Port(1));
     }
 
     #[test]
@@ -425,25 +454,25 @@ mod tests {
         let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x10, i]);
         let mut f = Fdb::new(16, 1000, 3);
         for i in 0..3 {
-            assert_eq!(f.learn(mac(i), 1, 0), Learned::New);
+            assert_eq!(f.learn(0, mac(i), 1, 0), Learned::New);
         }
-        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(0, mac(3), 1, 0), Learned::QuotaFull);
         assert_eq!(f.quota_refusals(), 1);
         // Other ports still learn.
-        assert_eq!(f.learn(B, 2, 0), Learned::New);
+        assert_eq!(f.learn(0, B, 2, 0), Learned::New);
         // Nor can a port at its quota take an address over from another.
-        assert_eq!(f.learn(B, 1, 0), Learned::QuotaFull);
-        assert_eq!(f.lookup(B, 0), Destination::Port(2));
+        assert_eq!(f.learn(0, B, 1, 0), Learned::QuotaFull);
+        assert_eq!(f.lookup(0, B, 0), Destination::Port(2));
         // Ageing and forgetting give the quota back.
         assert_eq!(f.expire(5000), 4);
-        assert_eq!(f.learn(mac(3), 1, 5000), Learned::New);
+        assert_eq!(f.learn(0, mac(3), 1, 5000), Learned::New);
         assert_eq!(f.forget_port(1), 1);
         for i in 10..13 {
-            assert_eq!(f.learn(mac(i), 1, 5000), Learned::New);
+            assert_eq!(f.learn(0, mac(i), 1, 5000), Learned::New);
         }
         // A move hands the quota from the old port to the new one.
-        assert_eq!(f.learn(mac(10), 2, 5000), Learned::Moved { from: 1 });
-        assert_eq!(f.learn(mac(20), 1, 5000), Learned::New);
+        assert_eq!(f.learn(0, mac(10), 2, 5000), Learned::Moved { from: 1 });
+        assert_eq!(f.learn(0, mac(20), 1, 5000), Learned::New);
     }
 
     #[test]
@@ -463,26 +492,26 @@ mod tests {
     #[test]
     fn forgets_a_port() {
         let mut f = Fdb::new(8, 1000, 1000);
-        f.learn(A, 1, 0);
-        f.learn(B, 2, 0);
+        f.learn(0, A, 1, 0);
+        f.learn(0, B, 2, 0);
         assert_eq!(f.forget_port(1), 1);
-        assert_eq!(f.lookup(A, 0), Destination::Flood);
+        assert_eq!(f.lookup(0, A, 0), Destination::Flood);
     }
 
     #[test]
     fn quota_refusals_count_every_refused_learning_and_move() {
         let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x20, i]);
         let mut f = Fdb::new(16, 1000, 1);
-        assert_eq!(f.learn(mac(0), 1, 0), Learned::New);
-        assert_eq!(f.learn(mac(1), 1, 0), Learned::QuotaFull);
-        assert_eq!(f.learn(mac(2), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(0, mac(0), 1, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(1), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(0, mac(2), 1, 0), Learned::QuotaFull);
         assert_eq!(f.quota_refusals(), 2);
         // A move onto a port at its quota is refused and counted too.
-        assert_eq!(f.learn(mac(3), 2, 0), Learned::New);
-        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(0, mac(3), 2, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(3), 1, 0), Learned::QuotaFull);
         assert_eq!(f.quota_refusals(), 3);
         // Nor onto port 2, which owns its one entry (mac(3)).
-        assert_eq!(f.learn(mac(0), 2, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(0, mac(0), 2, 0), Learned::QuotaFull);
         assert_eq!(f.quota_refusals(), 4);
     }
 
@@ -490,61 +519,61 @@ mod tests {
     fn a_move_charges_the_new_port_and_refunds_the_old_one() {
         let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x30, i]);
         let mut f = Fdb::new(16, 1000, 2);
-        assert_eq!(f.learn(mac(0), 1, 0), Learned::New);
-        assert_eq!(f.learn(mac(1), 1, 0), Learned::New);
-        assert_eq!(f.learn(mac(0), 2, 0), Learned::Moved { from: 1 });
+        assert_eq!(f.learn(0, mac(0), 1, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(1), 1, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(0), 2, 0), Learned::Moved { from: 1 });
         // Port 1 has room for one more; port 2 for one more.
-        assert_eq!(f.learn(mac(2), 1, 0), Learned::New);
-        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
-        assert_eq!(f.learn(mac(4), 2, 0), Learned::New);
-        assert_eq!(f.learn(mac(5), 2, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(0, mac(2), 1, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(3), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.learn(0, mac(4), 2, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(5), 2, 0), Learned::QuotaFull);
     }
 
     #[test]
     fn pinning_an_address_refunds_the_port_that_had_learned_it() {
         let mac = |i: u8| MacAddr([6, 0, 0, 0, 0x40, i]);
         let mut f = Fdb::new(16, 1000, 2);
-        assert_eq!(f.learn(mac(0), 1, 0), Learned::New);
-        assert_eq!(f.learn(mac(1), 1, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(0), 1, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(1), 1, 0), Learned::New);
         f.pin(mac(0), 3);
-        assert_eq!(f.lookup(mac(0), 0), Destination::Port(3));
-        assert_eq!(f.learn(mac(2), 1, 0), Learned::New);
-        assert_eq!(f.learn(mac(3), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.lookup(0, mac(0), 0), Destination::Port(3));
+        assert_eq!(f.learn(0, mac(2), 1, 0), Learned::New);
+        assert_eq!(f.learn(0, mac(3), 1, 0), Learned::QuotaFull);
         // Re-pinning a pinned address refunds no one.
         f.pin(mac(0), 4);
-        assert_eq!(f.learn(mac(4), 1, 0), Learned::QuotaFull);
-        assert_eq!(f.lookup(mac(0), 0), Destination::Port(4));
+        assert_eq!(f.learn(0, mac(4), 1, 0), Learned::QuotaFull);
+        assert_eq!(f.lookup(0, mac(0), 0), Destination::Port(4));
     }
 
     #[test]
     fn a_memo_answers_only_for_the_same_address_millisecond_and_table() {
         let mut f = Fdb::new(8, 1000, 8);
         let mut m = Memo::default();
-        f.learn(A, 1, 0);
-        assert_eq!(f.lookup_memo(&mut m, A, 1000), Destination::Port(1));
+        f.learn(0, A, 1, 0);
+        assert_eq!(f.lookup_memo(&mut m, 0, A, 1000), Destination::Port(1));
         // Another address in the same millisecond.
-        assert_eq!(f.lookup_memo(&mut m, B, 1000), Destination::Flood);
-        assert_eq!(f.lookup_memo(&mut m, A, 1000), Destination::Port(1));
+        assert_eq!(f.lookup_memo(&mut m, 0, B, 1000), Destination::Flood);
+        assert_eq!(f.lookup_memo(&mut m, 0, A, 1000), Destination::Port(1));
         // The same address a millisecond later, when A has aged out.
-        assert_eq!(f.lookup_memo(&mut m, A, 1001), Destination::Flood);
+        assert_eq!(f.lookup_memo(&mut m, 0, A, 1001), Destination::Flood);
         // A pin changes the table: a remembered flood is not reused.
-        assert_eq!(f.lookup_memo(&mut m, B, 1001), Destination::Flood);
+        assert_eq!(f.lookup_memo(&mut m, 0, B, 1001), Destination::Flood);
         f.pin(B, 2);
-        assert_eq!(f.lookup_memo(&mut m, B, 1001), Destination::Port(2));
+        assert_eq!(f.lookup_memo(&mut m, 0, B, 1001), Destination::Port(2));
         // A move or a forgotten port changes the table: a remembered port is not
         // reused.
-        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Port(1));
-        assert_eq!(f.learn(A, 3, 900), Learned::Moved { from: 1 });
-        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Port(3));
+        assert_eq!(f.lookup_memo(&mut m, 0, A, 900), Destination::Port(1));
+        assert_eq!(f.learn(0, A, 3, 900), Learned::Moved { from: 1 });
+        assert_eq!(f.lookup_memo(&mut m, 0, A, 900), Destination::Port(3));
         f.forget_port(3);
-        assert_eq!(f.lookup_memo(&mut m, A, 900), Destination::Flood);
+        assert_eq!(f.lookup_memo(&mut m, 0, A, 900), Destination::Flood);
         // A learning memo skips only the same source in the same millisecond.
         let mut lm = Memo::default();
-        assert_eq!(f.learn_memo(&mut lm, C, 5, 2000), Learned::New);
-        assert_eq!(f.learn_memo(&mut lm, C, 5, 2000), Learned::Refreshed);
-        assert_eq!(f.learn_memo(&mut lm, A, 5, 2000), Learned::New);
+        assert_eq!(f.learn_memo(&mut lm, 0, C, 5, 2000), Learned::New);
+        assert_eq!(f.learn_memo(&mut lm, 0, C, 5, 2000), Learned::Refreshed);
+        assert_eq!(f.learn_memo(&mut lm, 0, A, 5, 2000), Learned::New);
         assert_eq!(
-            f.learn_memo(&mut lm, C, 6, 2001),
+            f.learn_memo(&mut lm, 0, C, 6, 2001),
             Learned::Moved { from: 5 }
         );
     }
@@ -554,18 +583,18 @@ mod tests {
         let mut f = Fdb::new(8, 1000, 8);
         assert_eq!(f.expire(0), 0, "an empty table");
         assert!(f.is_empty());
-        f.learn(A, 1, 0);
-        f.learn(B, 2, 0);
-        f.learn(C, 1, 500);
+        f.learn(0, A, 1, 0);
+        f.learn(0, B, 2, 0);
+        f.learn(0, C, 1, 500);
         assert!(!f.is_empty());
         assert_eq!(f.len(), 3);
         assert_eq!(f.expire(1000), 0, "exactly the maximum age is still fresh");
         assert_eq!(f.expire(1001), 2);
-        assert_eq!(f.lookup(C, 1001), Destination::Port(1));
-        f.learn(A, 2, 1001);
+        assert_eq!(f.lookup(0, C, 1001), Destination::Port(1));
+        f.learn(0, A, 2, 1001);
         assert_eq!(f.forget_port(1), 1);
         assert_eq!(
-            f.lookup(A, 1001),
+            f.lookup(0, A, 1001),
             Destination::Port(2),
             "another port's entry stays"
         );
@@ -581,5 +610,59 @@ mod tests {
         assert!(!m.allow_flood(1000, 50));
         assert!(!m.allow_flood(1000, 100));
         assert!(m.allow_flood(1000, 101));
+    }
+
+    #[test]
+    fn the_same_address_lives_in_two_vlans_on_two_ports() {
+        let mut f = Fdb::new(8, 1000, 8);
+        assert_eq!(f.learn(10, A, 1, 0), Learned::New);
+        // In VLAN 20, A is another station: learned anew, nothing moves.
+        assert_eq!(f.learn(20, A, 2, 0), Learned::New);
+        assert_eq!(f.lookup(10, A, 0), Destination::Port(1));
+        assert_eq!(f.lookup(20, A, 0), Destination::Port(2));
+        // Unknown in the native VLAN and in a third one.
+        assert_eq!(f.lookup(0, A, 0), Destination::Flood);
+        assert_eq!(f.lookup(30, A, 0), Destination::Flood);
+        assert_eq!(f.len(), 2);
+        // A move happens within a VLAN only.
+        assert_eq!(f.learn(20, A, 3, 1), Learned::Moved { from: 2 });
+        assert_eq!(f.lookup(10, A, 1), Destination::Port(1));
+        // A memo answers only for the VLAN it looked up.
+        let mut m = Memo::default();
+        assert_eq!(f.lookup_memo(&mut m, 10, A, 1), Destination::Port(1));
+        assert_eq!(f.lookup_memo(&mut m, 20, A, 1), Destination::Port(3));
+        let mut lm = Memo::default();
+        assert_eq!(f.learn_memo(&mut lm, 30, B, 4, 1), Learned::New);
+        assert_eq!(f.learn_memo(&mut lm, 40, B, 4, 1), Learned::New);
+        // Forgetting a port forgets it in every VLAN.
+        assert_eq!(f.forget_port(4), 2);
+        assert_eq!(f.lookup(30, B, 1), Destination::Flood);
+    }
+
+    #[test]
+    fn a_pinned_address_is_refused_as_a_source_in_every_vlan() {
+        let mut f = Fdb::new(8, 1000, 8);
+        // Learned in two VLANs, then configured for port 1: the learned entries
+        // go, their ports refunded.
+        f.learn(10, A, 2, 0);
+        f.learn(20, A, 3, 0);
+        f.pin(A, 1);
+        assert_eq!(f.len(), 1);
+        for vlan in [0, 10, 20, 4094] {
+            assert_eq!(f.learn(vlan, A, 2, 5), Learned::Pinned, "vlan {vlan}");
+            assert_eq!(f.lookup(vlan, A, 5), Destination::Port(1), "vlan {vlan}");
+        }
+        // Its own port refreshes it in any of its VLANs, and nothing is added.
+        assert_eq!(f.learn(10, A, 1, 5), Learned::Refreshed);
+        assert_eq!(f.len(), 1);
+        // Pins take room in the capacity.
+        let mut g = Fdb::new(2, 1000, 8);
+        g.pin(A, 1);
+        assert_eq!(g.learn(10, B, 2, 0), Learned::New);
+        assert_eq!(g.learn(10, C, 2, 0), Learned::TableFull);
+        // Removing the port removes its pin.
+        assert_eq!(g.remove_port(1), 1);
+        assert_eq!(g.pinned_to(A), None);
+        assert_eq!(g.learn(10, A, 2, 0), Learned::New);
     }
 }

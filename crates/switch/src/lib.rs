@@ -7,7 +7,9 @@
 //!   [`port::client`] (a client's vhost-user socket, served as a virtio-net device)
 //!   and [`port::uplink`] (a NIC driven from a driver domain, its fast path in the
 //!   domain or the switch);
-//! * [`fdb`]: the MAC learning table;
+//! * [`vlan`]: VLANs (802.1Q): a port's membership, a frame's VLAN, tags added
+//!   and removed;
+//! * [`fdb`]: the MAC learning table, per VLAN;
 //! * [`datapath`]: the loop that moves frames between ports, batched, busy-polling
 //!   or event-driven;
 //! * [`counters`]: per-port counters, drop reasons and the final report;
@@ -16,7 +18,7 @@
 //! * [`capture`]: packet capture of a port as pcap.
 //!
 //! Limits: one queue pair per port but for the queues of a `packet:` or `xdp:`
-//! uplink; no VLANs, offloads or jumbo frames.
+//! uplink; one 802.1Q tag at most (no stacked VLANs); no offloads or jumbo frames.
 
 #![deny(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod datapath;
 pub mod fdb;
 pub mod metrics;
 pub mod port;
+pub mod vlan;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -141,6 +144,8 @@ pub fn report(dp: &DataPath) -> SwitchReport {
                 r
             }
         };
+        let mut report = report;
+        report.vlan = Some(e.vlan);
         section.insert(e.port.name().to_string(), report);
     }
     let mut r = SwitchReport::new(clients, uplinks, dp.fdb().len(), dp.fdb_full());

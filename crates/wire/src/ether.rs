@@ -7,8 +7,28 @@ use std::str::FromStr;
 pub const ETH_HLEN: usize = 14;
 /// Smallest frame the switch forwards: a bare Ethernet header.
 pub const MIN_FRAME: usize = ETH_HLEN;
-/// Largest frame the switch forwards: 1500 B MTU plus header, no VLAN or jumbo.
+/// Largest frame the switch forwards: 1500 B MTU plus header and one 802.1Q
+/// tag (1514 + 4); no jumbo frames.
 pub const MAX_FRAME: usize = 1514 + 4;
+/// Length of an Ethernet header with one 802.1Q tag.
+pub const ETH_VLAN_HLEN: usize = ETH_HLEN + 4;
+/// The 802.1Q tag protocol identifier (a C-tag), in the EtherType field.
+pub const TPID_8021Q: u16 = 0x8100;
+/// The 802.1ad tag protocol identifier (an S-tag, provider bridging, "QinQ").
+pub const TPID_8021AD: u16 = 0x88a8;
+/// The pre-standard QinQ tag protocol identifier some equipment still sends.
+pub const TPID_QINQ_LEGACY: u16 = 0x9100;
+/// The VLAN id bits of a tag control information (TCI) word.
+pub const VID_MASK: u16 = 0x0fff;
+
+/// The EtherType (or tag protocol identifier) of a frame whose first bytes are
+/// `hdr`.
+pub fn ethertype_of(hdr: &[u8]) -> u16 {
+    match hdr.get(12..14) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        _ => 0,
+    }
+}
 
 /// A 48-bit IEEE 802 MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

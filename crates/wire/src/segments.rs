@@ -74,13 +74,32 @@ impl<'a> Segments<'a> {
     /// that what it delivers is what it decided on, whatever the owner of `rest`'s
     /// memory writes meanwhile.
     pub fn with_header(header: VolatileSlice<'a>, rest: &Segments<'a>) -> Option<Self> {
-        let mut skip = header.len();
+        Self::replace_prefix(header, header.len(), rest)
+    }
+
+    /// The frame `rest` with its first `skip` bytes replaced by `header`, which
+    /// may be longer or shorter than them: `header`, then `rest` from byte `skip`
+    /// on. Its length is `header.len() + rest.len() - skip`; nothing is copied.
+    /// `None` when `rest` is shorter than `skip`, or (only when `rest` was itself
+    /// built here) when the result would span more than [`MAX_SEGMENTS`] + 1
+    /// segments.
+    ///
+    /// This is how a VLAN tag is added or removed without a copy: the decider
+    /// builds the 14-byte (untagged) or 18-byte (tagged) header from its private
+    /// copy of the frame's first bytes, and skips the 14 or 18 bytes of the
+    /// original header.
+    pub fn replace_prefix(
+        header: VolatileSlice<'a>,
+        skip: usize,
+        rest: &Segments<'a>,
+    ) -> Option<Self> {
+        let mut skip = skip;
         if rest.len < skip {
             return None;
         }
         let mut s = Segments {
             segs: ArrayVec::new(),
-            len: rest.len,
+            len: rest.len - skip + header.len(),
         };
         if !header.is_empty() {
             s.segs.try_push(header).ok()?;
@@ -354,6 +373,52 @@ mod tests {
         // A header shorter than the one in front: one segment too many.
         let mut hdr2 = [0u8; 10];
         assert!(Segments::with_header(VolatileSlice::from(&mut hdr2[..]), &h).is_none());
+    }
+
+    #[test]
+    fn replace_prefix_grows_or_shrinks_the_header_and_follows_the_frame_for_the_rest() {
+        let m = mem();
+        let data: Vec<u8> = (0..60u8).collect();
+        // Split at 10 and 16: an 18-byte header ends inside the third segment.
+        m.write_slice(&data[..10], GuestAddress(0x100)).unwrap();
+        m.write_slice(&data[10..16], GuestAddress(0x200)).unwrap();
+        m.write_slice(&data[16..], GuestAddress(0x300)).unwrap();
+        let mut frame = Segments::new();
+        frame.push(seg(&m, 0x100, 10)).unwrap();
+        frame.push(seg(&m, 0x200, 6)).unwrap();
+        frame.push(seg(&m, 0x300, 44)).unwrap();
+        // Insert a tag: 18 bytes of header in place of 14.
+        let mut tagged = [0xa8u8; 18];
+        tagged[12..16].copy_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        let t = Segments::replace_prefix(VolatileSlice::from(&mut tagged[..]), 14, &frame).unwrap();
+        assert_eq!(t.len(), 64);
+        assert_eq!(seg_lens(&t), vec![18, 2, 44]);
+        let out = bytes(&t);
+        assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 0x0a]);
+        assert_eq!(&out[18..], &data[14..]);
+        drop(t);
+        // Strip a tag: 14 bytes of header in place of 18.
+        let mut plain = [0x77u8; 14];
+        let u = Segments::replace_prefix(VolatileSlice::from(&mut plain[..]), 18, &frame).unwrap();
+        assert_eq!(u.len(), 56);
+        assert_eq!(seg_lens(&u), vec![14, 42]);
+        let out = bytes(&u);
+        assert_eq!(&out[..14], &[0x77u8; 14]);
+        assert_eq!(&out[14..], &data[18..]);
+        // The source changes after the decision: the header stays the copy.
+        m.write_slice(&[0xee; 10], GuestAddress(0x100)).unwrap();
+        assert_eq!(&bytes(&u)[..14], &[0x77u8; 14]);
+        drop(u);
+        // Exactly the skipped bytes: the header alone; fewer: none.
+        let mut short = frame.clone();
+        short.truncate(18);
+        let h = Segments::replace_prefix(VolatileSlice::from(&mut plain[..]), 18, &short).unwrap();
+        assert_eq!((h.len(), h.as_slice().len()), (14, 1));
+        drop(h);
+        short.truncate(17);
+        assert!(
+            Segments::replace_prefix(VolatileSlice::from(&mut plain[..]), 18, &short).is_none()
+        );
     }
 
     /// Three segments of 10, 30 and 10 bytes holding 0, 1, 2, ... 49.

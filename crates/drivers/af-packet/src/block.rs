@@ -12,6 +12,19 @@
 //!   `tp_snaplen`) inside the used length and after its header, the next
 //!   packet's offset moving forward past the frame.
 //!
+//! The kernel takes an 802.1Q (or 802.1ad) tag off every frame it receives and
+//! reports it beside the frame (`TP_STATUS_VLAN_VALID`, `tp_vlan_tci`,
+//! `tp_vlan_tpid`): the walk puts it back in place, in the block (the 12
+//! address bytes move 4 bytes toward the packet header, into the room the
+//! kernel leaves there, and the tag follows them), and rewrites the packet's
+//! header to match (`tp_mac`, `tp_snaplen`, `tp_len`, the status without
+//! `TP_STATUS_VLAN_VALID`), so a frame visited again after a handover is the
+//! same tagged frame. Without this a tagged frame would reach the switch
+//! untagged: in the native VLAN. A packet with a tag and no room for it ends the
+//! walk (a kernel always leaves room: its frames start 34 bytes past the packet
+//! header). A fault in the middle of the rewrite can leave that one frame
+//! garbled, as a duplicate after such a fault may be.
+//!
 //! A block that fails is dropped whole ([`Malformed`]); a packet that fails ends
 //! the block's walk, keeping what was good before it. A frame the kernel cut
 //! (`tp_snaplen < tp_len`) or shorter than an Ethernet header is dropped and the
@@ -34,6 +47,19 @@ pub const TPACKET_V3_BLOCK_VERSION: u32 = 2;
 pub const BLOCK_STATUS: u64 = 8;
 /// The shortest frame handed on (an Ethernet header).
 pub const MIN_FRAME: u32 = 14;
+/// `tpacket3_hdr.tp_status`: `tp_vlan_tci` holds the tag the kernel took off.
+pub const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+/// `tpacket3_hdr.tp_status`: `tp_vlan_tpid` holds that tag's TPID.
+pub const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+/// Offsets in `struct tpacket3_hdr`.
+const TP_SNAPLEN: u64 = 12;
+const TP_LEN: u64 = 16;
+const TP_STATUS: u64 = 20;
+const TP_MAC: u64 = 24;
+const TP_VLAN_TCI: u64 = 32;
+const TP_VLAN_TPID: u64 = 36;
+/// An 802.1Q tag's length.
+const TAG_LEN: u32 = 4;
 
 /// Why a block's walk ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,9 +209,10 @@ impl BlockCursor {
         }
         let h = base + u64::from(at);
         let next = env.read_u32(h)?;
-        let snaplen = env.read_u32(h + 12)?;
-        let len = env.read_u32(h + 16)?;
-        let mac = u32::from(env.read_u16(h + 24)?);
+        let snaplen = env.read_u32(h + TP_SNAPLEN)?;
+        let len = env.read_u32(h + TP_LEN)?;
+        let status = env.read_u32(h + TP_STATUS)?;
+        let mac = u32::from(env.read_u16(h + TP_MAC)?);
         let start = at + mac;
         let frame_ok =
             mac >= PACKET_HEADER_LEN && start.checked_add(snaplen).is_some_and(|e| e <= blk_len);
@@ -206,6 +233,32 @@ impl BlockCursor {
             Packet::Truncated
         } else if snaplen < MIN_FRAME {
             Packet::Runt
+        } else if status & TP_STATUS_VLAN_VALID != 0 {
+            // Room for the tag between the packet header and the frame.
+            if mac < PACKET_HEADER_LEN + TAG_LEN {
+                return Ok(Err(Malformed::PacketBounds));
+            }
+            let tci = env.read_u32(h + TP_VLAN_TCI)? as u16;
+            let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                env.read_u16(h + TP_VLAN_TPID)?
+            } else {
+                0x8100
+            };
+            let at_frame = base + u64::from(start);
+            let mut hdr = [0u8; 16];
+            env.read_bytes(at_frame, &mut hdr[..12])?;
+            hdr[12..14].copy_from_slice(&tpid.to_be_bytes());
+            hdr[14..16].copy_from_slice(&tci.to_be_bytes());
+            env.write_bytes(at_frame - u64::from(TAG_LEN), &hdr)?;
+            // The packet's header says what its frame is now.
+            env.write_u16(h + TP_MAC, (mac - TAG_LEN) as u16)?;
+            env.write_u32(h + TP_SNAPLEN, snaplen + TAG_LEN)?;
+            env.write_u32(h + TP_LEN, len + TAG_LEN)?;
+            env.write_u32(h + TP_STATUS, status & !TP_STATUS_VLAN_VALID)?;
+            Packet::Frame {
+                offset: start - TAG_LEN,
+                len: snaplen + TAG_LEN,
+            }
         } else {
             Packet::Frame {
                 offset: start,

@@ -120,6 +120,10 @@ impl Port for ClientPort {
         self.spec.mac
     }
 
+    fn vlan(&self) -> crate::vlan::PortVlan {
+        self.spec.vlan
+    }
+
     fn set_mac(&mut self, mac: Option<MacAddr>) -> bool {
         self.spec.mac = mac;
         self.handle.set_offered_mac(mac);

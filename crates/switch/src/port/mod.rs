@@ -148,6 +148,15 @@ pub trait Port: std::fmt::Debug + Send {
         None
     }
 
+    /// Its VLANs: a client port's from its spec; by default, a client port is
+    /// untagged (native VLAN) and an uplink a trunk of every VLAN.
+    fn vlan(&self) -> crate::vlan::PortVlan {
+        match self.kind() {
+            PortKind::Client => crate::vlan::PortVlan::Untagged,
+            PortKind::Uplink => crate::vlan::PortVlan::Uplink,
+        }
+    }
+
     /// Changes the MAC its peer must use (and is offered, where the port offers
     /// one). Returns false for a port that has none to change (an uplink).
     fn set_mac(&mut self, _mac: Option<MacAddr>) -> bool {

@@ -3,7 +3,10 @@
 //! them out, sending what is handed over on the transmit ring).
 
 use super::*;
-use crate::block::{BLOCK_HEADER_LEN, PACKET_HEADER_LEN, TPACKET_V3_BLOCK_VERSION, TP_STATUS_USER};
+use crate::block::{
+    BLOCK_HEADER_LEN, PACKET_HEADER_LEN, TPACKET_V3_BLOCK_VERSION, TP_STATUS_USER,
+    TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
+};
 use crate::layout::{PacketConfig, TX_FRAME_SIZE};
 use driver_env::test_env::{MapEnv, VecEnv};
 use driver_env::{DriverMem, FaultKind, UpcallRoute};
@@ -437,4 +440,102 @@ fn injected_faults_are_what_a_twin_host_contains() {
             ..
         }))
     ));
+}
+
+/// Block `b` with one frame the kernel took a tag off, laid out as the kernel
+/// does (the frame `mac` bytes after the packet header's start: 82 for a
+/// TPACKET_V3 socket), its tag beside it.
+fn fill_untagged_by_the_kernel(
+    k: &Kernel,
+    env: &VecEnv,
+    b: u32,
+    f: &[u8],
+    mac: u32,
+    (status, tci, tpid): (u32, u32, u16),
+) {
+    k.fill(env, b, &[f]);
+    let base = k.l.block_addr(b);
+    let at = BLOCK_HEADER_LEN;
+    env.write_u16(base + u64::from(at + 24), mac as u16)
+        .unwrap();
+    env.write_u32(base + u64::from(at + 20), status).unwrap();
+    env.write_u32(base + u64::from(at + 32), tci).unwrap();
+    env.write_u16(base + u64::from(at + 36), tpid).unwrap();
+    env.write_bytes(base + u64::from(at + mac), f).unwrap();
+    k.set(env, b, 20, at + mac + f.len() as u32);
+}
+
+#[test]
+fn a_tag_the_kernel_took_off_is_put_back_and_the_packet_header_says_so() {
+    let (env, k, mut d) = setup();
+    let f: Vec<u8> = (0..60u8).collect();
+    let tagged = |tpid: [u8; 2], tci: [u8; 2]| [&f[..12], &tpid[..], &tci[..], &f[12..]].concat();
+    fill_untagged_by_the_kernel(
+        &k,
+        &env,
+        0,
+        &f,
+        82,
+        (
+            TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID,
+            0x200a,
+            0x8100,
+        ),
+    );
+    assert_eq!(
+        recv(&mut d, &env, &env, 64),
+        [tagged([0x81, 0], [0x20, 0x0a])]
+    );
+    // The packet's header was rewritten: a second walk (another instance after
+    // a handover) reads the same tagged frame.
+    let h = k.l.block_addr(0) + u64::from(BLOCK_HEADER_LEN);
+    assert_eq!(env.read_u16(h + 24).unwrap(), 78);
+    assert_eq!(env.read_u32(h + 12).unwrap(), 64);
+    assert_eq!(env.read_u32(h + 20).unwrap() & TP_STATUS_VLAN_VALID, 0);
+    let base = k.l.block_addr(0);
+    env.store_release_u32(base + BLOCK_STATUS, TP_STATUS_USER)
+        .unwrap();
+    let mut c = crate::block::open_block(&env, base, BLOCK)
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.next(&env, base).unwrap(),
+        Ok(crate::block::Packet::Frame {
+            offset: BLOCK_HEADER_LEN + 78,
+            len: 64
+        })
+    );
+    env.store_release_u32(base + BLOCK_STATUS, 0).unwrap();
+    let mut again = d;
+    // Without a TPID, 0x8100; with another one (802.1ad), that one.
+    fill_untagged_by_the_kernel(&k, &env, 1, &f, 82, (TP_STATUS_VLAN_VALID, 20, 0x88a8));
+    assert_eq!(
+        recv(&mut again, &env, &env, 64),
+        [tagged([0x81, 0], [0, 20])]
+    );
+    fill_untagged_by_the_kernel(
+        &k,
+        &env,
+        2,
+        &f,
+        82,
+        (TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID, 30, 0x88a8),
+    );
+    assert_eq!(
+        recv(&mut again, &env, &env, 64),
+        [tagged([0x88, 0xa8], [0, 30])]
+    );
+    // No room for the tag: never handed on untagged, counted as a bad block.
+    fill_untagged_by_the_kernel(
+        &k,
+        &env,
+        3,
+        &f,
+        PACKET_HEADER_LEN + 2,
+        (TP_STATUS_VLAN_VALID, 10, 0),
+    );
+    assert!(recv(&mut again, &env, &env, 64).is_empty());
+    let s = again.stats(&env).unwrap();
+    assert_eq!((s.rx_packets, s.rx_bad_blocks), (3, 1));
 }
