@@ -110,14 +110,17 @@ impl Default for CallSite {
 macro_rules! __limited {
     ($level:ident, $($arg:tt)+) => {{
         static CALL_SITE: $crate::CallSite = $crate::CallSite::new();
-        if let ::std::option::Option::Some(log_suppressed) =
-            CALL_SITE.check($crate::LINES_PER_SEC)
-        {
-            $crate::__tracing::event!(
-                $crate::__tracing::Level::$level,
-                log_suppressed,
-                $($arg)+
-            );
+        // A level that is off costs a compare, not a clock read.
+        if $crate::__tracing::level_enabled!($crate::__tracing::Level::$level) {
+            if let ::std::option::Option::Some(log_suppressed) =
+                CALL_SITE.check($crate::LINES_PER_SEC)
+            {
+                $crate::__tracing::event!(
+                    $crate::__tracing::Level::$level,
+                    log_suppressed,
+                    $($arg)+
+                );
+            }
         }
     }};
 }
