@@ -460,6 +460,28 @@ fn switch_frame(
     }
 }
 
+/// Refuses `mac` when it is pinned to a port other than `except` (a configured
+/// MAC belongs to one client: another cannot take it).
+fn refuse_taken_mac(
+    fdb: &Fdb,
+    ports: &PortTable,
+    mac: MacAddr,
+    except: Option<usize>,
+) -> Result<(), crate::ctl::Response> {
+    let Some(owner) = fdb
+        .pinned_to(mac)
+        .map(usize::from)
+        .filter(|&o| Some(o) != except)
+    else {
+        return Ok(());
+    };
+    let owner = ports.entries.get(owner).map_or("?", |e| e.port.name());
+    Err(crate::ctl::Response::error(
+        crate::ctl::ErrorKind::Rejected,
+        format!("MAC {mac} belongs to port {owner}"),
+    ))
+}
+
 impl DataPath {
     /// A data path over `ports` (a port's [`PortId`] is its index).
     pub fn new(ports: Vec<Box<dyn Port>>, fdb: Fdb, poll: PollMode) -> Self {
@@ -558,39 +580,25 @@ impl DataPath {
                     let _ = r.reply.try_send(Response::ok(&crate::report(self)));
                     continue;
                 }
-                Command::Add { kind, spec } => {
-                    let answer = match self.add_port(*kind, spec) {
-                        Ok(()) => {
-                            changed = true;
+                // Port-table commands: Ok(whether the set of ports changed).
+                Command::Add { .. }
+                | Command::Remove { .. }
+                | Command::Mac { .. }
+                | Command::Capture { .. } => {
+                    let done = match &r.command {
+                        Command::Add { kind, spec } => self.add_port(*kind, spec).map(|()| true),
+                        Command::Remove { port } => self.remove_port(port).map(|()| true),
+                        Command::Mac { port, mac } => self.set_mac(port, mac.0).map(|()| false),
+                        Command::Capture { port, .. } => {
+                            self.start_capture(port, r.tap.take()).map(|()| false)
+                        }
+                        _ => Ok(false),
+                    };
+                    let answer = match done {
+                        Ok(ports_changed) => {
+                            changed |= ports_changed;
                             Response::ok(&r.command)
                         }
-                        Err(e) => e,
-                    };
-                    let _ = r.reply.try_send(answer);
-                    continue;
-                }
-                Command::Remove { port } => {
-                    let answer = match self.remove_port(port) {
-                        Ok(()) => {
-                            changed = true;
-                            Response::ok(&r.command)
-                        }
-                        Err(e) => e,
-                    };
-                    let _ = r.reply.try_send(answer);
-                    continue;
-                }
-                Command::Mac { port, mac } => {
-                    let answer = match self.set_mac(port, mac.0) {
-                        Ok(()) => Response::ok(&r.command),
-                        Err(e) => e,
-                    };
-                    let _ = r.reply.try_send(answer);
-                    continue;
-                }
-                Command::Capture { port, .. } => {
-                    let answer = match self.start_capture(port, r.tap.take()) {
-                        Ok(()) => Response::ok(&r.command),
                         Err(e) => e,
                     };
                     let _ = r.reply.try_send(answer);
@@ -651,16 +659,8 @@ impl DataPath {
             AddKind::Client => {
                 let spec: crate::config::ClientSpec = spec.parse().map_err(|e| refused(&e))?;
                 // A configured MAC belongs to one port: a new one cannot take it.
-                if let Some(owner) = spec.mac.and_then(|m| self.core.fdb.pinned_to(m)) {
-                    let owner = self.ports.entries.get(usize::from(owner));
-                    return Err(Response::error(
-                        ErrorKind::Rejected,
-                        format!(
-                            "MAC {} belongs to port {}",
-                            spec.mac.map(|m| m.to_string()).unwrap_or_default(),
-                            owner.map(|e| e.port.name()).unwrap_or("?")
-                        ),
-                    ));
+                if let Some(m) = spec.mac {
+                    refuse_taken_mac(&self.core.fdb, &self.ports, m, None)?;
                 }
                 let mac = spec.mac;
                 (factory.client(spec).map_err(|e| refused(&e))?, mac)
@@ -726,16 +726,7 @@ impl DataPath {
             ));
         };
         if let Some(m) = mac {
-            if let Some(owner) = self.core.fdb.pinned_to(m).filter(|&o| usize::from(o) != id) {
-                let owner = self.ports.entries.get(usize::from(owner));
-                return Err(Response::error(
-                    ErrorKind::Rejected,
-                    format!(
-                        "MAC {m} belongs to port {}",
-                        owner.map(|e| e.port.name()).unwrap_or("?")
-                    ),
-                ));
-            }
+            refuse_taken_mac(&self.core.fdb, &self.ports, m, Some(id))?;
         }
         let entry = &mut self.ports.entries[id];
         if !entry.port.set_mac(mac) {
