@@ -163,7 +163,10 @@ fn tcpdump(ns: &Netns, dev: &str) -> Proc {
     let mut cmd = ns.command("sh");
     cmd.args([
         "-c",
-        &format!("exec tcpdump -i {dev} -nn -e -l --immediate-mode 2>&1"),
+        // A 32 MiB capture buffer holds every frame a test sends even while
+        // tcpdump is off its core (the default 2 MiB once lost 37 of 1600
+        // under the full test run's load).
+        &format!("exec tcpdump -i {dev} -nn -e -l --immediate-mode -B 32768 2>&1"),
     ]);
     let p = Proc::command("tcpdump", cmd);
     p.wait_for_output("listening on", Duration::from_secs(10));
